@@ -1,0 +1,98 @@
+"""Trim the rendered project to the options picked, then print the next steps.
+
+One table maps each answer to the paths it removes; nothing else here depends on
+the answers except the opt-in ``git init``. Stdlib only: no network, no installs,
+no prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ANSWERS = json.loads(r'''{{ cookiecutter | tojson }}''')
+PKG = "src/" + ANSWERS["package_name"]
+
+# Files only a causal-LM task needs (the causal-LM issue adds its modules here).
+LM_ONLY: list[str] = []
+
+VISION_ONLY = [
+    "configs/task/classification.yaml",
+    "configs/data/digits.yaml",
+    "configs/model/mlp.yaml",
+    "configs/experiment/digits_mlp.yaml",
+    f"{PKG}/data/digits.py",
+    f"{PKG}/models/mlp.py",
+    f"{PKG}/tasks/classification.py",
+]
+
+# (answer, value) -> paths removed when the answer has that value.
+REMOVE_WHEN = {
+    ("task", "image-classification"): LM_ONLY,
+    ("task", "causal-lm"): VISION_ONLY,
+    ("logger", "csv"): [
+        "configs/logger/wandb.yaml",
+        f"{PKG}/tracking/wandb_logger.py",
+    ],
+    ("license", "none"): ["LICENSE"],
+}
+
+
+def paths_to_remove(answers: dict) -> list[str]:
+    """Every path the table removes for ``answers``, in table order."""
+    removed: list[str] = []
+    for (key, value), paths in REMOVE_WHEN.items():
+        if answers.get(key) == value:
+            removed.extend(paths)
+    return removed
+
+
+def remove(root: Path, relative: str) -> None:
+    path = root / relative
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def git_init(root: Path) -> None:
+    try:
+        subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    except (OSError, subprocess.CalledProcessError) as error:
+        sys.stderr.write(f"git init skipped ({error}); run it yourself in {root}.\n")
+
+
+def next_steps(answers: dict) -> str:
+    slug, package = answers["project_slug"], answers["package_name"]
+    if answers["env_manager"] == "conda":
+        setup = f"conda env create -f environment.yml && conda activate {slug}"
+    else:
+        setup = "python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'"
+    return "\n".join(
+        [
+            f"Created {slug}/. Next steps:",
+            f"  cd {slug}",
+            f"  {setup}        (or: bash scripts/setup.sh)",
+            f"  python -m {package}.train              # trains offline in seconds",
+            f"  python -m {package}.train debug=fast   # one quick epoch",
+            "  pytest                                 # the project's own tests",
+            "",
+        ]
+    )
+
+
+def main() -> int:
+    root = Path.cwd()
+    for relative in paths_to_remove(ANSWERS):
+        remove(root, relative)
+    if ANSWERS.get("git_init") == "yes":
+        git_init(root)
+    sys.stdout.write(next_steps(ANSWERS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Render fixtures for the template's tests: each set of answers is rendered once per session."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cookiecutter.main import cookiecutter
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[1]
+DEFAULTS = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text(encoding="utf-8"))
+
+
+def default_answers() -> dict[str, str]:
+    """The first value of every choice, as ``--no-input`` picks them (derived names excluded)."""
+    return {key: value[0] if isinstance(value, list) else value
+            for key, value in DEFAULTS.items() if not key.startswith("_") and "{{" not in str(value)}
+
+
+class Renderer:
+    """Renders the template into a session temp folder, caching by answers."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.cache: dict[str, Path] = {}
+
+    def __call__(self, **answers: str) -> Path:
+        key = json.dumps(answers, sort_keys=True)
+        if key not in self.cache:
+            output = self.base / f"render{len(self.cache)}"
+            output.mkdir()
+            self.cache[key] = Path(cookiecutter(str(TEMPLATE_DIR), no_input=True, extra_context=answers,
+                                                output_dir=str(output)))
+        return self.cache[key]
+
+
+@pytest.fixture(scope="session")
+def render(tmp_path_factory: pytest.TempPathFactory) -> Renderer:
+    return Renderer(tmp_path_factory.mktemp("renders"))
+
+
+def project_env(project: Path) -> dict[str, str]:
+    """An offline environment in which a rendered project's package imports from ``src``."""
+    env = {key: value for key, value in os.environ.items() if key != "WANDB_API_KEY"}
+    env.update(WANDB_MODE="offline", HF_HUB_OFFLINE="1", WANDB_SILENT="true", PYTHONPATH=str(project / "src"))
+    return env
+
+
+def run_in(project: Path, *args: str, timeout: float = 900, env: dict[str, str] | None = None
+           ) -> subprocess.CompletedProcess:
+    """Run ``python args...`` in a rendered project with this interpreter."""
+    return subprocess.run([sys.executable, *args], cwd=project, env=env or project_env(project),
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,82 @@
+"""The exact set of files a render must contain, written out per option.
+
+Kept apart from post_gen's table on purpose: the two are independent statements of
+the same intent, so a mistake in either one fails the render tests.
+"""
+
+from __future__ import annotations
+
+COMMON = [
+    ".gitattributes",
+    ".gitignore",
+    "pyproject.toml",
+    "configs/train.yaml",
+    "configs/debug/fast.yaml",
+    "configs/debug/overfit.yaml",
+    "configs/hydra/default.yaml",
+    "configs/logger/csv.yaml",
+    "configs/optimizer/adam.yaml",
+    "configs/optimizer/adamw.yaml",
+    "configs/optimizer/sgd.yaml",
+    "configs/paths/default.yaml",
+    "configs/precision/bf16.yaml",
+    "configs/precision/fp16.yaml",
+    "configs/precision/fp32.yaml",
+    "configs/scheduler/cosine.yaml",
+    "configs/scheduler/none.yaml",
+    "configs/trainer/default.yaml",
+    "src/{pkg}/__init__.py",
+    "src/{pkg}/config_schema.py",
+    "src/{pkg}/errors.py",
+    "src/{pkg}/train.py",
+    "src/{pkg}/utils.py",
+    "src/{pkg}/data/__init__.py",
+    "src/{pkg}/data/common.py",
+    "src/{pkg}/models/__init__.py",
+    "src/{pkg}/tasks/__init__.py",
+    "src/{pkg}/tasks/base.py",
+    "src/{pkg}/tracking/__init__.py",
+    "src/{pkg}/tracking/base.py",
+    "src/{pkg}/tracking/csv_logger.py",
+    "src/{pkg}/tracking/plots.py",
+    "src/{pkg}/training/__init__.py",
+    "src/{pkg}/training/checkpoint.py",
+    "src/{pkg}/training/distributed.py",
+    "src/{pkg}/training/precision.py",
+    "src/{pkg}/training/schedulers.py",
+    "src/{pkg}/training/trainer.py",
+    "tests/conftest.py",
+    "tests/test_configs.py",
+    "tests/test_train.py",
+]
+
+VISION = [
+    "configs/task/classification.yaml",
+    "configs/data/digits.yaml",
+    "configs/model/mlp.yaml",
+    "configs/experiment/digits_mlp.yaml",
+    "src/{pkg}/data/digits.py",
+    "src/{pkg}/models/mlp.py",
+    "src/{pkg}/tasks/classification.py",
+]
+
+CAUSAL_LM: list[str] = []
+
+WANDB = [
+    "configs/logger/wandb.yaml",
+    "src/{pkg}/tracking/wandb_logger.py",
+]
+
+# answer -> value -> files present only with that value
+BY_ANSWER = {
+    "task": {"image-classification": VISION, "causal-lm": CAUSAL_LM, "both": VISION + CAUSAL_LM},
+    "logger": {"wandb": WANDB, "csv": []},
+    "license": {"MIT": ["LICENSE"], "Apache-2.0": ["LICENSE"], "BSD-3-Clause": ["LICENSE"], "none": []},
+}
+
+
+def expected_files(answers: dict[str, str], package: str) -> set[str]:
+    files = list(COMMON)
+    for key, options in BY_ANSWER.items():
+        files += options[answers[key]]
+    return {path.format(pkg=package) for path in files}

@@ -1,0 +1,95 @@
+"""Render a matrix of answers; check each render's files, syntax, lint and its own tests."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import default_answers, run_in
+from expected import expected_files
+
+# Every value of every choice appears at least once; interacting pairs are combined.
+MATRIX = {
+    "default": {},
+    "vision-csv-fp32": {"logger": "csv", "precision": "fp32", "license": "BSD-3-Clause", "env_manager": "pip",
+                        "powershell": "no", "ci": "none", "python_version": "3.12"},
+    "vision-fp16-apache": {"precision": "fp16", "license": "Apache-2.0", "python_version": "3.10"},
+    "vision-unlicensed": {"license": "none", "project_name": "Vision Lab"},
+}
+
+
+def answers_for(name: str) -> dict[str, str]:
+    return {**default_answers(), **MATRIX[name]}
+
+
+def package_of(project: Path) -> str:
+    return next(path.name for path in (project / "src").iterdir() if path.is_dir())
+
+
+def rendered_files(project: Path) -> set[str]:
+    skip = {"__pycache__", ".pytest_cache", ".ruff_cache", "outputs", ".git"}
+    return {path.relative_to(project).as_posix() for path in project.rglob("*")
+            if path.is_file() and not skip & set(path.relative_to(project).parts)}
+
+
+@pytest.fixture(params=sorted(MATRIX))
+def case(request: pytest.FixtureRequest, render) -> tuple[str, Path]:
+    return request.param, render(**MATRIX[request.param])
+
+
+def test_exact_file_set(case: tuple[str, Path]) -> None:
+    name, project = case
+    expected = expected_files(answers_for(name), package_of(project))
+    actual = rendered_files(project)
+    assert actual == expected, f"missing: {sorted(expected - actual)}; unexpected: {sorted(actual - expected)}"
+
+
+def test_no_template_tags_survive(case: tuple[str, Path]) -> None:
+    _, project = case
+    for relative in rendered_files(project):
+        path = project / relative
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        assert "{{ cookiecutter." not in text and "{{cookiecutter." not in text, relative
+        assert "{%" not in text and "%}" not in text, relative
+
+
+def test_yaml_and_toml_parse(case: tuple[str, Path]) -> None:
+    _, project = case
+    for path in project.rglob("*.y*ml"):
+        yaml.safe_load(path.read_text(encoding="utf-8"))
+    tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def test_ruff_is_clean(case: tuple[str, Path]) -> None:
+    _, project = case
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=project,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_rendered_project_tests_pass(case: tuple[str, Path]) -> None:
+    _, project = case
+    result = run_in(project, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_default_render_trains_well(render) -> None:
+    project = render()
+    run_dir = project / "outputs" / "full"
+    result = run_in(project, "-m", f"{package_of(project)}.train", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv", encoding="utf-8")))
+    assert max(float(row["val/acc"]) for row in rows) >= 0.9
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    assert summary["test"]["test/acc"] >= 0.9

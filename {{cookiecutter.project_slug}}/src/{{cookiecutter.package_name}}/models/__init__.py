@@ -1,0 +1,1 @@
+"""Model builders: each takes its hyperparameters plus ``data`` (a DataInfo)."""

@@ -1,0 +1,22 @@
+"""A multilayer perceptron over flattened images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from {{ cookiecutter.package_name }}.data.common import DataInfo
+
+
+class MLP(nn.Sequential):
+    """Flatten -> [Linear -> ReLU -> Dropout] x len(hidden_dims) -> Linear."""
+
+    def __init__(self, data: DataInfo, hidden_dims: Sequence[int] = (128, 64), dropout: float = 0.1):
+        in_features = (data.in_chans or 1) * (data.img_size or 1) ** 2
+        layers: list[nn.Module] = [nn.Flatten()]
+        for width in hidden_dims:
+            layers += [nn.Linear(in_features, width), nn.ReLU(), nn.Dropout(dropout)]
+            in_features = width
+        layers.append(nn.Linear(in_features, data.num_classes))
+        super().__init__(*layers)

@@ -1,0 +1,1 @@
+"""Tasks: what differs between problems (loss, metrics, figures, samples)."""

@@ -1,0 +1,47 @@
+"""The interface between the trainer and a task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Evaluation:
+    """Accumulates one pass over a split; ``sync`` sums across DDP ranks before ``compute``."""
+
+    def update(self, model: nn.Module, batch: Any) -> None:
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        """Combine the states of all ranks (a no-op when not distributed)."""
+
+    def compute(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def figures(self) -> dict[str, Any]:
+        """Matplotlib figures worth keeping (e.g. a confusion matrix)."""
+        return {}
+
+    def tables(self) -> dict[str, tuple[list[str], list[list[Any]]]]:
+        """Tables worth keeping: name -> (columns, rows)."""
+        return {}
+
+
+class Task:
+    """Knows the loss and the metrics; the trainer knows neither."""
+
+    def __init__(self, monitor: str, mode: str = "max") -> None:
+        if mode not in {"max", "min"}:
+            raise ValueError(f"task.mode must be 'max' or 'min', got {mode!r}")
+        self.monitor, self.mode = monitor, mode
+
+    def bind(self, info: Any) -> None:
+        """Take what the task needs from the data's metadata (class names, tokenizer)."""
+
+    def training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluation(self) -> Evaluation:
+        raise NotImplementedError

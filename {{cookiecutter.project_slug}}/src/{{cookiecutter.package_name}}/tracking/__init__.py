@@ -1,0 +1,1 @@
+"""Experiment tracking: loggers receive numbers, figures and tables; plots draws the figures."""

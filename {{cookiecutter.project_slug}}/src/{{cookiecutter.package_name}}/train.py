@@ -1,0 +1,96 @@
+"""Train and test a model: ``python -m {{ cookiecutter.package_name }}.train [overrides]``.
+
+Composes the Hydra config, builds data, model, optimizer, scheduler, precision and
+loggers from it, fits, tests, and returns the monitored metric (for sweepers).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from {{ cookiecutter.package_name }} import config_schema  # noqa: F401 - registers the config types
+from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error
+from {{ cookiecutter.package_name }}.tracking.base import LoggerCollection
+from {{ cookiecutter.package_name }}.training import distributed
+from {{ cookiecutter.package_name }}.training.trainer import Trainer, TrainingInterrupted
+from {{ cookiecutter.package_name }}.utils import seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def resolve_resume(resume: Any, output_dir: Path) -> Path | None:
+    """``auto``: this run folder's last.pt if present; ``none``/null: nothing; else a path."""
+    if resume is None or str(resume).lower() in {"none", "null", "false", ""}:
+        return None
+    if str(resume) == "auto":
+        last = output_dir / "checkpoints" / "last.pt"
+        return last if last.is_file() else None
+    path = Path(str(resume)).expanduser()
+    if not path.is_file():
+        raise UserError(f"resume={resume}: no such checkpoint file; give a path to a .pt file, auto or none.")
+    return path
+
+
+def build_loggers(cfg: DictConfig) -> LoggerCollection:
+    """The configured loggers, on the main process only."""
+    if not distributed.is_main_process():
+        return LoggerCollection([])
+    return LoggerCollection([instantiate(node) for node in cfg.logger.values()])
+
+
+def run_name(cfg: DictConfig) -> str:
+    if cfg.get("name"):
+        return str(cfg.name)
+    choices = HydraConfig.get().runtime.choices
+    return f"{choices.get('data')}-{choices.get('model')}"
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Build everything from ``cfg``, fit, test; return the best value of the monitored metric."""
+    output_dir = Path(cfg.paths.output_dir)
+    seed_everything(cfg.seed + distributed.env_rank(), deterministic=cfg.trainer.deterministic)
+    precision = instantiate(cfg.precision)
+    loggers = build_loggers(cfg)
+    trainer: Trainer = instantiate(cfg.trainer, precision=precision, output_dir=output_dir, loggers=loggers)
+
+    datamodule = instantiate(cfg.data)
+    info = datamodule.setup()
+    task = instantiate(cfg.task)
+    task.bind(info)
+    model = instantiate(cfg.model, data=info)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["name"] = run_name(cfg)
+
+    exit_code = 1
+    try:
+        best = trainer.fit(model, task, datamodule, optimizer_factory=instantiate(cfg.optimizer),
+                           scheduler_factory=instantiate(cfg.scheduler), config=config,
+                           resume=resolve_resume(cfg.resume, output_dir))
+        trainer.test()
+        exit_code = 0
+    except TrainingInterrupted as stop:
+        log.warning("%s; resume with: resume=%s", stop, output_dir / "checkpoints" / "last.pt")
+        exit_code = 0
+        best = trainer.best_score
+    finally:
+        loggers.finish(exit_code)
+        distributed.destroy_distributed()
+    log.info("Best %s = %s. Outputs: %s", task.monitor, best, output_dir)
+    return best
+
+
+@hydra.main(version_base="1.3", config_path="../../configs", config_name="train")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float | None:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The training loop and what it leans on: precision, checkpoints, schedules, DDP."""

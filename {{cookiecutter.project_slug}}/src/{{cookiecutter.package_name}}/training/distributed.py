@@ -1,0 +1,90 @@
+"""torch.distributed helpers; every function also works in a single process."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+def env_rank() -> int:
+    """This process's global rank from torchrun's environment (0 when not launched by it)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def launched_distributed() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_distributed(device: torch.device, timeout_s: int = 1800) -> None:
+    """Join the process group torchrun set up: NCCL on CUDA, gloo otherwise."""
+    if dist.is_initialized() or not launched_distributed():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    log.info("DDP: rank %d of %d (%s)", get_rank(), get_world_size(), backend)
+
+
+def destroy_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum of ``tensor`` over all ranks (the tensor itself when not distributed)."""
+    if not dist.is_initialized():
+        return tensor
+    tensor = tensor.clone()
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_mean(value: float, device: torch.device) -> float:
+    """The mean of a Python number over all ranks."""
+    if not dist.is_initialized():
+        return value
+    tensor = torch.tensor(float(value), dtype=torch.float64, device=device)
+    return (all_reduce_sum(tensor) / get_world_size()).item()
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True when ``flag`` is true on any rank (e.g. a stop signal received by one process)."""
+    if not dist.is_initialized():
+        return flag
+    tensor = torch.tensor(int(flag), device=device)
+    return bool(all_reduce_sum(tensor).item())
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks this rank's CUDA device, then MPS, then the CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

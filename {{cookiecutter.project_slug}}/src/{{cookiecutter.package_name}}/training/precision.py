@@ -1,0 +1,76 @@
+"""Mixed precision: autocast dtype, loss scaling and hardware capability checks."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from contextlib import AbstractContextManager
+
+import torch
+
+from {{ cookiecutter.package_name }}.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type in {"cpu", "mps"}
+
+
+class Precision:
+    """``fp32``, ``fp16`` (autocast + GradScaler) or ``bf16`` (autocast, no scaler).
+
+    Call :meth:`resolve` with the training device before use: it checks what the
+    hardware supports and falls back (with one warning) unless ``strict``.
+    """
+
+    def __init__(self, name: str = "fp32", strict: bool = False, allow_tf32: bool = False) -> None:
+        if name not in DTYPES:
+            raise UserError(f"precision {name!r} is unknown: use precision=fp32, fp16 or bf16.")
+        self.requested = self.name = name
+        self.strict = strict
+        self.allow_tf32 = allow_tf32
+        self.device = torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.name]
+
+    def resolve(self, device: torch.device) -> Precision:
+        """Adapt to ``device``: bf16 without hardware support -> fp16; fp16 on CPU -> bf16."""
+        self.device = device
+        if self.name == "bf16" and not bf16_supported(device):
+            self._fall_back("fp16", f"this {device.type} device has no bfloat16 support")
+        elif self.name == "fp16" and device.type == "cpu":
+            self._fall_back("bf16", "float16 autocast on a CPU is ~30x slower than bfloat16")
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = self.allow_tf32
+            torch.backends.cudnn.allow_tf32 = self.allow_tf32
+        return self
+
+    def _fall_back(self, replacement: str, reason: str) -> None:
+        if self.strict:
+            raise UserError(
+                f"precision={self.name} was asked for with precision.strict=true, but {reason}: "
+                f"use precision={replacement}, or run on hardware that supports it."
+            )
+        log.warning("precision=%s: %s; using %s instead (set precision.strict=true to stop instead).",
+                    self.name, reason, replacement)
+        self.name = replacement
+
+    def autocast(self) -> AbstractContextManager:
+        """The autocast context for forward passes (a no-op in fp32)."""
+        if self.name == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """A GradScaler, enabled only for fp16."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.name == "fp16")
+
+    def __repr__(self) -> str:
+        return f"Precision({self.name})"
