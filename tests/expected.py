@@ -25,11 +25,16 @@ COMMON = [
     "configs/scheduler/cosine.yaml",
     "configs/scheduler/none.yaml",
     "configs/trainer/default.yaml",
+    "configs/trainer/ddp.yaml",
+    "configs/hydra/launcher/local.yaml",
+    "configs/hydra/launcher/slurm.yaml",
+    "configs/hparams_search/optuna.yaml",
     "src/{pkg}/__init__.py",
     "src/{pkg}/config_schema.py",
     "src/{pkg}/errors.py",
     "src/{pkg}/train.py",
     "src/{pkg}/utils.py",
+    "src/{pkg}/resolvers.py",
     "src/{pkg}/data/__init__.py",
     "src/{pkg}/data/common.py",
     "src/{pkg}/models/__init__.py",
@@ -45,9 +50,11 @@ COMMON = [
     "src/{pkg}/training/precision.py",
     "src/{pkg}/training/schedulers.py",
     "src/{pkg}/training/trainer.py",
+    "src/{pkg}/training/preemption.py",
     "tests/conftest.py",
     "tests/test_configs.py",
     "tests/test_train.py",
+    "tests/test_scaling.py",
 ]
 
 VISION = [
