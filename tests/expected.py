@@ -10,6 +10,7 @@ COMMON = [
     ".gitattributes",
     ".gitignore",
     "pyproject.toml",
+    "README.md",
     "configs/train.yaml",
     "configs/debug/fast.yaml",
     "configs/debug/overfit.yaml",
