@@ -15,10 +15,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+import {{ cookiecutter.package_name }}.resolvers  # noqa: F401 - registers ${run_time:} and the others
 from {{ cookiecutter.package_name }} import config_schema  # noqa: F401 - registers the config types
 from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error
 from {{ cookiecutter.package_name }}.tracking.base import LoggerCollection
-from {{ cookiecutter.package_name }}.training import distributed
+from {{ cookiecutter.package_name }}.training import distributed, preemption
 from {{ cookiecutter.package_name }}.training.trainer import Trainer, TrainingInterrupted
 from {{ cookiecutter.package_name }}.utils import seed_everything
 
@@ -55,6 +56,7 @@ def run_name(cfg: DictConfig) -> str:
 def train(cfg: DictConfig) -> float | None:
     """Build everything from ``cfg``, fit, test; return the best value of the monitored metric."""
     output_dir = Path(cfg.paths.output_dir)
+    distributed.adopt_slurm_tasks()
     seed_everything(cfg.seed + distributed.env_rank(), deterministic=cfg.trainer.deterministic)
     precision = instantiate(cfg.precision)
     loggers = build_loggers(cfg)
@@ -68,7 +70,7 @@ def train(cfg: DictConfig) -> float | None:
     config = OmegaConf.to_container(cfg, resolve=True)
     config["name"] = run_name(cfg)
 
-    exit_code = 1
+    exit_code, stop_signal = 1, None
     try:
         best = trainer.fit(model, task, datamodule, optimizer_factory=instantiate(cfg.optimizer),
                            scheduler_factory=instantiate(cfg.scheduler), config=config,
@@ -77,11 +79,12 @@ def train(cfg: DictConfig) -> float | None:
         exit_code = 0
     except TrainingInterrupted as stop:
         log.warning("%s; resume with: resume=%s", stop, output_dir / "checkpoints" / "last.pt")
-        exit_code = 0
+        exit_code, stop_signal = 0, stop.signum
         best = trainer.best_score
     finally:
         loggers.finish(exit_code)
         distributed.destroy_distributed()
+    preemption.hand_over(stop_signal)  # under submitit: requeue the job
     log.info("Best %s = %s. Outputs: %s", task.monitor, best, output_dir)
     return best
 
