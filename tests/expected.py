@@ -47,6 +47,7 @@ COMMON = [
     "src/{pkg}/training/trainer.py",
     "tests/conftest.py",
     "tests/test_configs.py",
+    "tests/test_precision.py",
     "tests/test_train.py",
 ]
 
@@ -60,7 +61,24 @@ VISION = [
     "src/{pkg}/tasks/classification.py",
 ]
 
-CAUSAL_LM: list[str] = []
+CAUSAL_LM = [
+    "configs/task/causal_lm.yaml",
+    "configs/data/text.yaml",
+    "configs/model/causal_lm.yaml",
+    "configs/quantization/none.yaml",
+    "configs/quantization/8bit.yaml",
+    "configs/quantization/4bit.yaml",
+    "configs/experiment/tiny_lm.yaml",
+    "configs/memory.yaml",
+    "src/{pkg}/data/text.py",
+    "src/{pkg}/data/sample_corpus.txt",
+    "src/{pkg}/models/hf_loader.py",
+    "src/{pkg}/models/hf_source.py",
+    "src/{pkg}/models/footprint.py",
+    "src/{pkg}/tasks/causal_lm.py",
+    "src/{pkg}/memory.py",
+    "tests/test_causal_lm.py",
+]
 
 WANDB = [
     "configs/logger/wandb.yaml",
