@@ -9,6 +9,7 @@ from __future__ import annotations
 COMMON = [
     ".gitattributes",
     ".gitignore",
+    "README.md",
     "pyproject.toml",
     "configs/train.yaml",
     "configs/debug/fast.yaml",

@@ -208,12 +208,12 @@ def test_qlora_training_from_the_command_line(tiny_dir: Path, tmp_path: Path) ->
 
     run_dir = tmp_path / "run"
     result = run_module("train", f"model.name_or_path={tiny_dir}", "quantization=4bit", "precision=bf16",
-                        "trainer.max_steps=3", "trainer.limit_val_batches=1", "task.new_tokens=4",
+                        "trainer.max_steps=2", "trainer.limit_val_batches=1", "task.new_tokens=4", "data.batch_size=4",
                         "logger=csv", "task=causal_lm", "data=text", "model=causal_lm", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Memory of" in result.stderr and "LoRA:" in result.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["global_step"] == 3 and summary["test"]["test/perplexity"] > 1
+    assert summary["global_step"] == 2 and summary["test"]["test/perplexity"] > 1
     assert (run_dir / "model" / "adapter_model.safetensors").is_file()
     assert (run_dir / "tables" / "generated_samples.csv").is_file()
     adapter = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)["model"]
