@@ -17,7 +17,22 @@ ANSWERS = json.loads(r'''{{ cookiecutter | tojson }}''')
 PKG = "src/" + ANSWERS["package_name"]
 
 # Files only a causal-LM task needs (the causal-LM issue adds its modules here).
-LM_ONLY: list[str] = []
+LM_ONLY: list[str] = [
+    "configs/task/causal_lm.yaml",
+    "configs/data/text.yaml",
+    "configs/model/causal_lm.yaml",
+    "configs/quantization",
+    "configs/experiment/tiny_lm.yaml",
+    "configs/memory.yaml",
+    f"{PKG}/data/text.py",
+    f"{PKG}/data/sample_corpus.txt",
+    f"{PKG}/models/hf_loader.py",
+    f"{PKG}/models/hf_source.py",
+    f"{PKG}/models/footprint.py",
+    f"{PKG}/tasks/causal_lm.py",
+    f"{PKG}/memory.py",
+    "tests/test_causal_lm.py",
+]
 
 VISION_ONLY = [
     "configs/task/classification.yaml",

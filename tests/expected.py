@@ -9,6 +9,7 @@ from __future__ import annotations
 COMMON = [
     ".gitattributes",
     ".gitignore",
+    "README.md",
     "pyproject.toml",
     "README.md",
     "configs/train.yaml",
@@ -54,6 +55,7 @@ COMMON = [
     "src/{pkg}/training/preemption.py",
     "tests/conftest.py",
     "tests/test_configs.py",
+    "tests/test_precision.py",
     "tests/test_train.py",
     "tests/test_scaling.py",
 ]
@@ -68,7 +70,24 @@ VISION = [
     "src/{pkg}/tasks/classification.py",
 ]
 
-CAUSAL_LM: list[str] = []
+CAUSAL_LM = [
+    "configs/task/causal_lm.yaml",
+    "configs/data/text.yaml",
+    "configs/model/causal_lm.yaml",
+    "configs/quantization/none.yaml",
+    "configs/quantization/8bit.yaml",
+    "configs/quantization/4bit.yaml",
+    "configs/experiment/tiny_lm.yaml",
+    "configs/memory.yaml",
+    "src/{pkg}/data/text.py",
+    "src/{pkg}/data/sample_corpus.txt",
+    "src/{pkg}/models/hf_loader.py",
+    "src/{pkg}/models/hf_source.py",
+    "src/{pkg}/models/footprint.py",
+    "src/{pkg}/tasks/causal_lm.py",
+    "src/{pkg}/memory.py",
+    "tests/test_causal_lm.py",
+]
 
 WANDB = [
     "configs/logger/wandb.yaml",

@@ -24,6 +24,10 @@ MATRIX = {
                         "powershell": "no", "ci": "none", "python_version": "3.12"},
     "vision-fp16-apache": {"precision": "fp16", "license": "Apache-2.0", "python_version": "3.10"},
     "vision-unlicensed": {"license": "none", "project_name": "Vision Lab"},
+    "lm-4bit": {"task": "causal-lm", "quantization": "4bit", "precision": "bf16", "logger": "csv",
+                "python_version": "3.10", "license": "Apache-2.0"},
+    "both-8bit": {"task": "both", "quantization": "8bit", "precision": "fp16", "env_manager": "pip",
+                  "python_version": "3.12"},
 }
 
 
@@ -97,3 +101,20 @@ def test_default_render_trains_well(render) -> None:
     assert max(float(row["val/acc"]) for row in rows) >= 0.9
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     assert summary["test"]["test/acc"] >= 0.9
+
+
+def test_vision_render_has_no_language_model_stack(render) -> None:
+    project = render()
+    for relative in rendered_files(project):
+        text = (project / relative).read_text(encoding="utf-8", errors="ignore").lower()
+        for name in ("transformers", "peft", "bitsandbytes"):
+            assert name not in text, f"{relative} mentions {name}"
+
+
+def test_quantized_render_depends_on_bitsandbytes(render) -> None:
+    lm = tomllib.loads((render(**MATRIX["lm-4bit"]) / "pyproject.toml").read_text(encoding="utf-8"))
+    assert any(dep.startswith("bitsandbytes") for dep in lm["project"]["dependencies"])
+    assert any(dep.startswith("transformers>=5") for dep in lm["project"]["dependencies"])
+    plain = tomllib.loads((render(task="causal-lm") / "pyproject.toml").read_text(encoding="utf-8"))
+    assert not any(dep.startswith("bitsandbytes") for dep in plain["project"]["dependencies"])
+    assert plain["project"]["optional-dependencies"]["quant"] == ["bitsandbytes>=0.45"]

@@ -53,6 +53,17 @@ def run_name(cfg: DictConfig) -> str:
     return f"{choices.get('data')}-{choices.get('model')}"
 
 
+def check_quantization(cfg: DictConfig) -> None:
+    """``quantization=8bit|4bit`` given on the command line for a model that is not a Hugging Face model."""
+    hydra_cfg = HydraConfig.get()
+    asked = [item for item in hydra_cfg.overrides.task if item.lstrip("+~").startswith("quantization=")]
+    name = str(OmegaConf.select(cfg, "quantization.name", default="none"))
+    if asked and name != "none" and "quantization" not in cfg.model:
+        raise UserError(f"quantization={name} applies to Hugging Face models, but model="
+                        f"{hydra_cfg.runtime.choices.get('model')} is not one: use model=causal_lm "
+                        "(e.g. experiment=tiny_lm), or quantization=none.")
+
+
 def train(cfg: DictConfig) -> float | None:
     """Build everything from ``cfg``, fit, test; return the best value of the monitored metric."""
     output_dir = Path(cfg.paths.output_dir)
@@ -66,6 +77,7 @@ def train(cfg: DictConfig) -> float | None:
     info = datamodule.setup()
     task = instantiate(cfg.task)
     task.bind(info)
+    check_quantization(cfg)
     model = instantiate(cfg.model, data=info)
     config = OmegaConf.to_container(cfg, resolve=True)
     config["name"] = run_name(cfg)
@@ -76,6 +88,8 @@ def train(cfg: DictConfig) -> float | None:
                            scheduler_factory=instantiate(cfg.scheduler), config=config,
                            resume=resolve_resume(cfg.resume, output_dir))
         trainer.test()
+        if distributed.is_main_process():
+            task.save_result(model, output_dir)
         exit_code = 0
     except TrainingInterrupted as stop:
         log.warning("%s; resume with: resume=%s", stop, output_dir / "checkpoints" / "last.pt")
