@@ -104,10 +104,11 @@ class DataModule:
     collate_fn: Callable | None = None
 
     def __init__(self, batch_size: int = 64, num_workers: int | None = 0, pin_memory: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, persistent_workers: bool = True) -> None:
         self.batch_size = batch_size
         self.num_workers = default_num_workers(num_workers)
         self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
         self.seed = seed
 
     def setup(self) -> DataInfo:
@@ -127,7 +128,7 @@ class DataModule:
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
             collate_fn=self.collate_fn,
             generator=torch.Generator(),
         )
