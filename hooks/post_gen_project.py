@@ -38,6 +38,9 @@ REMOVE_WHEN = {
         f"{PKG}/tracking/wandb_logger.py",
     ],
     ("license", "none"): ["LICENSE"],
+    ("env_manager", "pip"): ["environment.yml"],
+    ("powershell", "no"): ["scripts/setup.ps1", "scripts/tasks.ps1"],
+    ("ci", "none"): [".github"],
 }
 
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 COMMON = [
     ".gitattributes",
     ".gitignore",
+    ".pre-commit-config.yaml",
+    "Makefile",
+    "README.md",
     "pyproject.toml",
+    "scripts/setup.sh",
     "configs/train.yaml",
     "configs/debug/fast.yaml",
     "configs/debug/overfit.yaml",
@@ -72,6 +76,9 @@ BY_ANSWER = {
     "task": {"image-classification": VISION, "causal-lm": CAUSAL_LM, "both": VISION + CAUSAL_LM},
     "logger": {"wandb": WANDB, "csv": []},
     "license": {"MIT": ["LICENSE"], "Apache-2.0": ["LICENSE"], "BSD-3-Clause": ["LICENSE"], "none": []},
+    "env_manager": {"conda": ["environment.yml"], "pip": []},
+    "powershell": {"yes": ["scripts/setup.ps1", "scripts/tasks.ps1"], "no": []},
+    "ci": {"github": [".github/workflows/ci.yml"], "none": []},
 }
 
 
