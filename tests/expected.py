@@ -51,6 +51,7 @@ COMMON = [
     "src/{pkg}/training/trainer.py",
     "tests/conftest.py",
     "tests/test_configs.py",
+    "tests/test_portability.py",
     "tests/test_train.py",
 ]
 
