@@ -197,6 +197,52 @@ def test_pre_commit_config_has_ruff_and_file_checks(render) -> None:
     assert all(repo["rev"] for repo in config["repos"])
 
 
+FAKE_CONDA = """#!/usr/bin/env bash
+# Records each call; keeps the list of envs in a file; `run ... python ARGS` runs the real Python.
+echo "$*" >> "$FAKE_CONDA_LOG"
+if [ "$1 $2" = "env list" ]; then
+    printf '# conda environments:\\nbase  /opt/conda\\n'
+    cat "$FAKE_CONDA_ENVS" 2>/dev/null || true
+elif [ "$1 $2" = "env create" ]; then
+    printf '%s  /envs/%s\\n' "$4" "$4" >> "$FAKE_CONDA_ENVS"
+elif [ "$1" = run ]; then
+    while [ "$1" != python ]; do shift; done
+    shift
+    exec "$REAL_PYTHON" "$@"
+fi
+"""
+
+
+def test_setup_sh_drives_conda_through_conda_exe(render, tmp_path: Path) -> None:
+    """Conda mode calls $CONDA_EXE (no shell function): create once, then update; --cpu swaps the torch build."""
+    project = render()
+    package = next(path.name for path in (project / "src").iterdir())
+    conda = tmp_path / "conda"
+    conda.write_text(FAKE_CONDA, encoding="utf-8")
+    conda.chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "CONDA_EXE": str(conda), "FAKE_CONDA_LOG": str(log), "REAL_PYTHON": sys.executable,
+           "FAKE_CONDA_ENVS": str(tmp_path / "envs.txt"), "PYTHONPATH": str(project / "src")}
+    runs = [subprocess.run(["bash", "scripts/setup.sh", *flags], cwd=project, env=env, capture_output=True,
+                           text=True, timeout=300) for flags in ([], ["--cpu"])]
+    for result in runs:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "conda activate my-experiment" in result.stdout and "torch " in result.stdout
+    calls = log.read_text(encoding="utf-8").splitlines()
+    assert calls.count("env create --name my-experiment --file environment.yml") == 1
+    assert calls.count("env update --name my-experiment --file environment.yml --prune") == 1
+    assert calls.count("install --yes --name my-experiment --channel conda-forge pytorch=*=cpu*") == 1
+    assert f"run --no-capture-output --name my-experiment python -c import {package}" in calls
+
+
+def test_setup_sh_without_conda_says_what_to_do(render, tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = subprocess.run(["bash", "scripts/setup.sh"], cwd=render(), env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "--pip" in result.stderr, result.stderr
+
+
 def torch_spec() -> str:
     """TORCH_SPEC from the Makefile (exported), else the torch and torchvision this interpreter has."""
     if os.environ.get("TORCH_SPEC"):
@@ -225,9 +271,8 @@ def test_setup_sh_builds_a_working_venv_end_to_end(render, tmp_path: Path) -> No
     assert f"python -m {package}.train" in first.stdout
 
     venv_python = tmp_path / "venv" / "bin" / "python"
-    check = subprocess.run([str(venv_python), "-c", f"import {package}, torch, hydra, pytest; "
-                            "import sys; sys.stdout.write(sys.prefix)"], capture_output=True, text=True,
-                           env={"PATH": env["PATH"]})
+    code = f"import {package}, torch, hydra, pytest, sys; sys.stdout.write(sys.prefix)"
+    check = subprocess.run([str(venv_python), "-c", code], capture_output=True, text=True, env={"PATH": env["PATH"]})
     assert check.returncode == 0 and check.stdout == str(tmp_path / "venv"), check.stderr[-2000:]
 
     started = time.perf_counter()

@@ -70,7 +70,9 @@ function Invoke-Step([string] $Description, [scriptblock] $Action) {
 }
 
 function Invoke-Native([string] $Exe, [string[]] $Arguments) {
-    # Out-Host: the command's output goes to the screen, not into a function's return value.
+    # Warnings on stderr must not stop the script (Windows PowerShell 5.1 turns them into errors);
+    # the exit code decides. Out-Host: output goes to the screen, not into a function's return value.
+    $ErrorActionPreference = 'Continue'
     & $Exe @Arguments | Out-Host
     if ($LASTEXITCODE -ne 0) {
         throw "'$Exe $($Arguments -join ' ')' failed with exit code $LASTEXITCODE."
@@ -82,7 +84,6 @@ function Find-Conda {
     if ($CondaPath) {
         $candidates += $CondaPath
         $candidates += Join-Path $CondaPath 'Scripts\conda.exe'
-        $candidates += Join-Path $CondaPath 'condabin\conda.bat'
     }
     if ($env:CONDA_EXE) { $candidates += $env:CONDA_EXE }
     $roots = @($env:USERPROFILE, $env:LOCALAPPDATA, $env:ProgramData) | Where-Object { $_ }
@@ -125,7 +126,7 @@ function Add-LineOnce([string] $Path, [string] $Line, [string] $What) {
 function Set-CondaHook([string] $Conda) {
     $standard = $PROFILE.CurrentUserCurrentHost
     $target = $standard
-    if ($ProfilePath) { $target = [System.IO.Path]::GetFullPath($ProfilePath) }
+    if ($ProfilePath) { $target = $ExecutionContext.SessionState.Path.GetUnresolvedProviderPathFromPSPath($ProfilePath) }
     $hook = '& "{0}" shell.powershell hook | Out-String | Invoke-Expression' -f $Conda
     if (Test-CondaHook $target) {
         Write-Step "conda hook already in $target"

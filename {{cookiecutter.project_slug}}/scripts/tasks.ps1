@@ -7,19 +7,19 @@
         .\scripts\tasks.ps1 setup        # = make setup   (scripts\setup.ps1; extra arguments pass through)
         .\scripts\tasks.ps1 train        # = make train   (extra arguments are Hydra overrides)
         .\scripts\tasks.ps1 smoke        # = make smoke   (one short epoch on the CPU, offline)
-        .\scripts\tasks.ps1 test         # = make test
+        .\scripts\tasks.ps1 test         # = make test   (extra arguments go to pytest, e.g. -q -k train)
         .\scripts\tasks.ps1 lint         # = make lint
         .\scripts\tasks.ps1 format       # = make format
         .\scripts\tasks.ps1 clean        # = make clean
     If Windows refuses to run scripts, use: powershell -ExecutionPolicy Bypass -File scripts\tasks.ps1 test
 #>
+# A simple script (no [Parameter()] attributes), so $args keeps everything after the task,
+# including pytest flags such as -q or -k.
 param(
-    [Parameter(Position = 0)]
     [ValidateSet('help', 'setup', 'train', 'smoke', 'test', 'lint', 'format', 'clean')]
-    [string] $Task = 'help',
-    [Parameter(Position = 1, ValueFromRemainingArguments = $true)]
-    [string[]] $Rest = @()
+    [string] $Task = 'help'
 )
+$Rest = @($args)
 
 $ErrorActionPreference = 'Stop'
 $Package = '{{ cookiecutter.package_name }}'
@@ -31,7 +31,7 @@ function Invoke-Python([string[]] $Arguments) {
 }
 
 switch ($Task) {
-    'setup' { & (Join-Path $PSScriptRoot 'setup.ps1') @Rest; exit $LASTEXITCODE }
+    'setup' { & (Join-Path $PSScriptRoot 'setup.ps1') @args; exit $LASTEXITCODE }
     'train' { Invoke-Python (@('-m', "$Package.train") + $Rest) }
     'smoke' {
         $env:WANDB_MODE = 'offline'
