@@ -16,6 +16,7 @@ import tree_sitter
 import tree_sitter_powershell
 import yaml
 from conftest import TEMPLATE_DIR
+from cookiecutter.main import cookiecutter
 
 BIN = Path(sys.executable).parent
 POWERSHELL = tree_sitter.Language(tree_sitter_powershell.language())
@@ -56,6 +57,13 @@ def powershell_errors(source: bytes) -> list[str]:
             errors.append(f"line {line}: {node.type} {node.text[:60]!r}")
         stack.extend(node.children)
     return errors
+
+
+def test_next_steps_point_windows_users_to_setup_ps1(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    for powershell in ("yes", "no"):
+        cookiecutter(str(TEMPLATE_DIR), no_input=True, output_dir=str(tmp_path / powershell),
+                     extra_context={"powershell": powershell})
+        assert ("scripts\\setup.ps1" in capfd.readouterr().out) == (powershell == "yes")
 
 
 def test_powershell_parser_reports_broken_scripts() -> None:

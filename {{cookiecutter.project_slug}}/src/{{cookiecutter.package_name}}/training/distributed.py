@@ -25,7 +25,7 @@ def init_distributed(device: torch.device, timeout_s: int = 1800) -> None:
     """Join the process group torchrun set up: NCCL on CUDA, gloo otherwise."""
     if dist.is_initialized() or not launched_distributed():
         return
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    backend = "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"  # no NCCL on Windows
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
