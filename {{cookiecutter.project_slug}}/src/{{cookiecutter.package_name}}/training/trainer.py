@@ -199,11 +199,12 @@ class Trainer:
         with context:
             with self.precision.autocast():
                 loss = self.task.training_loss(self.model, batch)
-            if not torch.isfinite(loss):
-                raise UserError(f"the training loss became {loss.item()} at step {self.global_step}: "
+            value = loss.item()
+            if not math.isfinite(value):
+                raise UserError(f"the training loss became {value} at step {self.global_step}: "
                                 "lower optimizer.lr, keep gradient clipping on, or use precision=bf16/fp32.")
-            self.scaler.scale(loss / self.accumulate).backward()
-        return loss.item()
+            self.scaler.scale(loss / self.accumulate if self.accumulate > 1 else loss).backward()
+        return value
 
     def _optimizer_step(self) -> None:
         if self.clip:
