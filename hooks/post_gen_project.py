@@ -74,6 +74,9 @@ REMOVE_WHEN = {
         f"{PKG}/tracking/wandb_logger.py",
     ],
     ("license", "none"): ["LICENSE"],
+    ("env_manager", "pip"): ["environment.yml"],
+    ("powershell", "no"): ["scripts/setup.ps1", "scripts/tasks.ps1"],
+    ("ci", "none"): [".github"],
 }
 
 
@@ -107,11 +110,14 @@ def next_steps(answers: dict) -> str:
         setup = f"conda env create -f environment.yml && conda activate {slug}"
     else:
         setup = "python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'"
+    windows = ["  Windows PowerShell: .\\scripts\\setup.ps1   (-WhatIf prints what it would do)"
+               ] if answers.get("powershell") == "yes" else []
     return "\n".join(
         [
             f"Created {slug}/. Next steps:",
             f"  cd {slug}",
             f"  {setup}        (or: bash scripts/setup.sh)",
+            *windows,
             f"  python -m {package}.train              # trains offline in seconds",
             f"  python -m {package}.train debug=fast   # one quick epoch",
             "  pytest                                 # the project's own tests",

@@ -9,9 +9,11 @@ from __future__ import annotations
 COMMON = [
     ".gitattributes",
     ".gitignore",
+    ".pre-commit-config.yaml",
+    "Makefile",
     "README.md",
     "pyproject.toml",
-    "README.md",
+    "scripts/setup.sh",
     "configs/train.yaml",
     "configs/debug/fast.yaml",
     "configs/debug/overfit.yaml",
@@ -57,6 +59,7 @@ COMMON = [
     "src/{pkg}/training/preemption.py",
     "tests/conftest.py",
     "tests/test_configs.py",
+    "tests/test_portability.py",
     "tests/test_precision.py",
     "tests/test_train.py",
     "tests/test_scaling.py",
@@ -122,6 +125,9 @@ BY_ANSWER = {
     "task": {"image-classification": VISION, "causal-lm": CAUSAL_LM, "both": VISION + CAUSAL_LM},
     "logger": {"wandb": WANDB, "csv": []},
     "license": {"MIT": ["LICENSE"], "Apache-2.0": ["LICENSE"], "BSD-3-Clause": ["LICENSE"], "none": []},
+    "env_manager": {"conda": ["environment.yml"], "pip": []},
+    "powershell": {"yes": ["scripts/setup.ps1", "scripts/tasks.ps1"], "no": []},
+    "ci": {"github": [".github/workflows/ci.yml"], "none": []},
 }
 
 

@@ -40,8 +40,8 @@ def init_distributed(device: torch.device, timeout_s: int = 1800, backend: str =
     """Join the process group torchrun set up; backend ``auto``: NCCL on CUDA, gloo otherwise."""
     if dist.is_initialized() or not launched_distributed():
         return
-    if backend == "auto":
-        backend = "nccl" if device.type == "cuda" else "gloo"
+    if backend == "auto":  # NCCL on CUDA where it exists (not on Windows), gloo otherwise
+        backend = "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))

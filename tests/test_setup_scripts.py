@@ -1,0 +1,298 @@
+"""Setup scripts, environment.yml and CI workflows: parsed, linted, validated, and setup.sh run for real."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+import tree_sitter
+import tree_sitter_powershell
+import yaml
+from conftest import TEMPLATE_DIR
+from cookiecutter.main import cookiecutter
+
+BIN = Path(sys.executable).parent
+POWERSHELL = tree_sitter.Language(tree_sitter_powershell.language())
+# Pip names of the conda packages environment.yml may list beside python and pip.
+CONDA_TO_PIP = {"pytorch": "torch"}
+# Packages that must come from conda together: mixing conda's torch with PyPI's torchvision breaks both.
+TORCH_FAMILY = {"torch", "torchvision", "torchaudio"}
+
+SCRIPT_RENDERS = {
+    "conda": {"env_manager": "conda", "powershell": "yes", "ci": "github"},
+    "pip": {"env_manager": "pip", "powershell": "yes", "ci": "github", "python_version": "3.12"},
+}
+
+
+@pytest.fixture(params=sorted(SCRIPT_RENDERS))
+def project(request: pytest.FixtureRequest, render) -> Path:
+    return render(**SCRIPT_RENDERS[request.param])
+
+
+def tool(name: str) -> str:
+    """A tool installed beside this interpreter (requirements-dev.txt), else from PATH."""
+    for candidate in (BIN / name, BIN / f"{name}.exe"):
+        if candidate.is_file():
+            return str(candidate)
+    found = shutil.which(name)
+    assert found, f"{name} is missing: install requirements-dev.txt (make setup)"
+    return found
+
+
+def powershell_errors(source: bytes) -> list[str]:
+    """ERROR and MISSING nodes of the tree-sitter PowerShell parse of ``source``."""
+    tree = tree_sitter.Parser(POWERSHELL).parse(source)
+    errors, stack = [], [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.is_error or node.is_missing:
+            line = node.start_point[0] + 1
+            errors.append(f"line {line}: {node.type} {node.text[:60]!r}")
+        stack.extend(node.children)
+    return errors
+
+
+def test_next_steps_point_windows_users_to_setup_ps1(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    for powershell in ("yes", "no"):
+        cookiecutter(str(TEMPLATE_DIR), no_input=True, output_dir=str(tmp_path / powershell),
+                     extra_context={"powershell": powershell})
+        assert ("scripts\\setup.ps1" in capfd.readouterr().out) == (powershell == "yes")
+
+
+def test_powershell_parser_reports_broken_scripts() -> None:
+    assert powershell_errors(b"function Broken {\n    if ($x -eq 1 {\n}\n")
+    assert not powershell_errors(b"param([string] $Name = 'x')\nWrite-Host \"hi $Name\"\n")
+
+
+def test_every_rendered_ps1_parses(project: Path) -> None:
+    scripts = sorted(project.rglob("*.ps1"))
+    assert {path.name for path in scripts} == {"setup.ps1", "tasks.ps1"}
+    for path in scripts:
+        assert powershell_errors(path.read_bytes()) == [], path.name
+
+
+def test_setup_ps1_offers_the_promised_switches(project: Path) -> None:
+    text = (project / "scripts" / "setup.ps1").read_text(encoding="utf-8")
+    for parameter in ("$CondaPath", "$ProfilePath", "$DryRun", "$Cpu", "$ProfileOnly", "$EnvManager"):
+        assert parameter in text, parameter
+    assert "SupportsShouldProcess" in text  # -WhatIf
+    assert "shell.powershell hook | Out-String | Invoke-Expression" in text
+    # Nothing PowerShell 7 only: Windows PowerShell 5.1 has no ?? ?. or && between commands.
+    code = re.sub(r"'[^']*'|\"[^\"]*\"|#.*", "", text)
+    assert not re.search(r"\?\?|\?\.|&&|\|\|", code)
+
+
+def test_setup_sh_is_shellcheck_clean(project: Path) -> None:
+    script = project / "scripts" / "setup.sh"
+    assert os.access(script, os.X_OK), "setup.sh lost its executable bit"
+    result = subprocess.run([tool("shellcheck"), "--shell=bash", "--severity=style", str(script)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shellcheck_catches_a_bad_script(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sh"
+    bad.write_text("#!/usr/bin/env bash\nrm -rf $1/*\n", encoding="utf-8")
+    assert subprocess.run([tool("shellcheck"), str(bad)], capture_output=True).returncode != 0
+
+
+def test_line_endings_by_gitattributes(project: Path) -> None:
+    rules = (project / ".gitattributes").read_text(encoding="utf-8").splitlines()
+    assert "*.ps1 text eol=crlf" in rules and "*.sh text eol=lf" in rules
+    assert b"\r\n" not in (project / "scripts" / "setup.sh").read_bytes()
+
+
+@pytest.mark.parametrize("python_version", ["3.10", "3.11", "3.12"])
+def test_environment_yml_pins_python(render, python_version: str) -> None:
+    project = render(env_manager="conda", python_version=python_version)
+    env = yaml.safe_load((project / "environment.yml").read_text(encoding="utf-8"))
+    assert env["name"] == project.name
+    assert f"python={python_version}" in env["dependencies"]
+    assert env["channels"] == ["conda-forge"]
+
+
+def requirement_name(requirement: str) -> tuple[str, str]:
+    """(normalized name, version specifier) of a pip or conda requirement string."""
+    match = re.match(r"\s*([A-Za-z0-9_.\-]+)\s*(?:\[[^\]]*\])?\s*(.*)", requirement)
+    assert match, requirement
+    return match.group(1).lower().replace("_", "-"), match.group(2).replace(" ", "")
+
+
+def test_environment_yml_agrees_with_pyproject(render) -> None:
+    project = render(env_manager="conda")
+    env = yaml.safe_load((project / "environment.yml").read_text(encoding="utf-8"))
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = dict(requirement_name(line) for line in pyproject["dependencies"])
+    conda = [item for item in env["dependencies"] if isinstance(item, str)]
+    pip_section = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
+    conda_packages = {}
+    for item in conda:
+        name, spec = requirement_name(item.replace("=", "==", 1) if re.match(r"[\w-]+=\d", item) else item)
+        conda_packages[CONDA_TO_PIP.get(name, name)] = spec
+    conda_packages.pop("python"), conda_packages.pop("pip")
+    for name, spec in conda_packages.items():
+        assert name in declared, f"environment.yml installs {name}, which pyproject.toml does not declare"
+        assert spec == declared[name], f"{name}: environment.yml says {spec!r}, pyproject.toml {declared[name]!r}"
+    missing = (TORCH_FAMILY & set(declared)) - set(conda_packages)
+    assert not missing, f"add {sorted(missing)} to environment.yml's conda packages (the conda torch needs them)"
+    installs = [line for line in pip_section if line.startswith("-e .")]
+    assert len(installs) == 1, pip_section
+    extras = set(re.findall(r"\[([^\]]*)\]", installs[0])[0].split(","))
+    assert "dev" in extras and extras <= set(pyproject.get("optional-dependencies", {}))
+
+
+def workflow_files(project: Path | None = None) -> list[Path]:
+    root = project if project is not None else TEMPLATE_DIR
+    return sorted((root / ".github" / "workflows").glob("*.y*ml"))
+
+
+def validate_workflows(paths: list[Path]) -> subprocess.CompletedProcess:
+    return subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
+                           *map(str, paths)], capture_output=True, text=True)
+
+
+def test_workflows_validate_against_the_github_schema(render) -> None:
+    rendered = render(ci="github")
+    paths = workflow_files() + workflow_files(rendered)
+    assert {path.name for path in paths} >= {"template.yml", "ci.yml"}
+    result = validate_workflows(paths)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_workflow_schema_rejects_a_job_without_runner(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text("on: push\njobs:\n  test:\n    steps:\n      - run: echo hi\n", encoding="utf-8")
+    assert validate_workflows([bad]).returncode != 0
+
+
+def test_rendered_ci_keeps_github_expressions_and_gets_project_values(render) -> None:
+    project = render(ci="github", python_version="3.12")
+    text = (project / ".github" / "workflows" / "ci.yml").read_text(encoding="utf-8")
+    assert "${{ matrix.os }}" in text and "${{ github.ref }}" in text
+    workflow = yaml.safe_load(text)
+    job = workflow["jobs"]["test"]
+    assert job["strategy"]["matrix"]["os"] == ["ubuntu-latest", "windows-latest"]
+    steps = {step.get("name", step.get("uses")): step for step in job["steps"]}
+    assert steps["actions/setup-python@v5"]["with"] == {"python-version": "3.12", "cache": "pip",
+                                                        "cache-dependency-path": "pyproject.toml"}
+    package = next(path.name for path in (project / "src").iterdir())
+    smoke = next(step["run"] for name, step in steps.items() if name and "smoke" in name.lower())
+    assert f"-m {package}.train debug=fast" in smoke and workflow["env"]["WANDB_MODE"] == "offline"
+    assert "ruff check" in str(steps) and "pytest" in str(steps)
+
+
+def test_template_ci_runs_weekly_and_on_windows() -> None:
+    workflow = yaml.safe_load((TEMPLATE_DIR / ".github" / "workflows" / "template.yml").read_text(encoding="utf-8"))
+    triggers = workflow[True]  # YAML 1.1 reads the key `on` as True
+    assert triggers["schedule"][0]["cron"].split()[-1] == "1"
+    windows = workflow["jobs"]["windows"]
+    assert windows["runs-on"] == "windows-latest"
+    runs = "\n".join(step.get("run", "") for step in windows["steps"])
+    assert "powershell=yes" in runs and "setup.ps1 -WhatIf" in runs and "tasks.ps1 smoke" in runs
+
+
+def test_pre_commit_config_has_ruff_and_file_checks(render) -> None:
+    config = yaml.safe_load((render() / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
+    hooks = {hook["id"] for repo in config["repos"] for hook in repo["hooks"]}
+    assert {"ruff", "ruff-format", "check-yaml", "end-of-file-fixer"} <= hooks
+    assert all(repo["rev"] for repo in config["repos"])
+
+
+FAKE_CONDA = """#!/usr/bin/env bash
+# Records each call; keeps the list of envs in a file; `run ... python ARGS` runs the real Python.
+echo "$*" >> "$FAKE_CONDA_LOG"
+if [ "$1 $2" = "env list" ]; then
+    printf '# conda environments:\\nbase  /opt/conda\\n'
+    cat "$FAKE_CONDA_ENVS" 2>/dev/null || true
+elif [ "$1 $2" = "env create" ]; then
+    printf '%s  /envs/%s\\n' "$4" "$4" >> "$FAKE_CONDA_ENVS"
+elif [ "$1" = run ]; then
+    while [ "$1" != python ]; do shift; done
+    shift
+    exec "$REAL_PYTHON" "$@"
+fi
+"""
+
+
+def test_setup_sh_drives_conda_through_conda_exe(render, tmp_path: Path) -> None:
+    """Conda mode calls $CONDA_EXE (no shell function): create once, then update; --cpu swaps the torch build."""
+    project = render()
+    package = next(path.name for path in (project / "src").iterdir())
+    conda = tmp_path / "conda"
+    conda.write_text(FAKE_CONDA, encoding="utf-8")
+    conda.chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "CONDA_EXE": str(conda), "FAKE_CONDA_LOG": str(log), "REAL_PYTHON": sys.executable,
+           "FAKE_CONDA_ENVS": str(tmp_path / "envs.txt"), "PYTHONPATH": str(project / "src")}
+    runs = [subprocess.run(["bash", "scripts/setup.sh", *flags], cwd=project, env=env, capture_output=True,
+                           text=True, timeout=300) for flags in ([], ["--cpu"])]
+    for result in runs:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "conda activate my-experiment" in result.stdout and "torch " in result.stdout
+    calls = log.read_text(encoding="utf-8").splitlines()
+    assert calls.count("env create --name my-experiment --file environment.yml") == 1
+    assert calls.count("env update --name my-experiment --file environment.yml --prune") == 1
+    assert calls.count("install --yes --name my-experiment --channel conda-forge pytorch=*=cpu*") == 1
+    assert f"run --no-capture-output --name my-experiment python -c import {package}" in calls
+
+
+def test_setup_sh_without_conda_says_what_to_do(render, tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = subprocess.run(["bash", "scripts/setup.sh"], cwd=render(), env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "--pip" in result.stderr, result.stderr
+
+
+def torch_spec() -> str:
+    """TORCH_SPEC from the Makefile (exported), else the torch and torchvision this interpreter has."""
+    if os.environ.get("TORCH_SPEC"):
+        return os.environ["TORCH_SPEC"]
+    import torch
+    import torchvision
+
+    return f"torch=={torch.__version__.split('+')[0]} torchvision=={torchvision.__version__.split('+')[0]}"
+
+
+@pytest.mark.slow
+def test_setup_sh_builds_a_working_venv_end_to_end(render, tmp_path: Path) -> None:
+    """setup.sh --pip makes .venv from nothing: torch from TORCH_SPEC, the project, its dev tools."""
+    project = render(env_manager="pip", logger="csv", powershell="no", ci="none")
+    package = next(path.name for path in (project / "src").iterdir())
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("VIRTUAL_ENV", "CONDA"))}
+    env.update(TORCH_SPEC=torch_spec(), VENV_DIR=str(tmp_path / "venv"), PYTHON=sys.executable)
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != BIN)
+
+    started = time.perf_counter()
+    first = subprocess.run(["bash", "scripts/setup.sh"], cwd=project, env=env, capture_output=True, text=True,
+                           timeout=1800)
+    first_s = time.perf_counter() - started
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "creating" in first.stdout and "torch " in first.stdout and "CUDA" in first.stdout
+    assert f"python -m {package}.train" in first.stdout
+
+    venv_python = tmp_path / "venv" / "bin" / "python"
+    code = f"import {package}, torch, hydra, pytest, sys; sys.stdout.write(sys.prefix)"
+    check = subprocess.run([str(venv_python), "-c", code], capture_output=True, text=True, env={"PATH": env["PATH"]})
+    assert check.returncode == 0 and check.stdout == str(tmp_path / "venv"), check.stderr[-2000:]
+
+    started = time.perf_counter()
+    second = subprocess.run(["bash", "scripts/setup.sh"], cwd=project, env=env, capture_output=True, text=True,
+                            timeout=900)
+    second_s = time.perf_counter() - started
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "reusing" in second.stdout and "creating" not in second.stdout
+    sys.stderr.write(f"setup.sh end to end: first run {first_s:.0f}s, rerun {second_s:.0f}s\n")
+
+    smoke = subprocess.run([str(venv_python), "-m", f"{package}.train", "debug=fast",
+                            f"hydra.run.dir={tmp_path / 'run'}"], cwd=project, capture_output=True, text=True,
+                           env={**env, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}, timeout=600)
+    assert smoke.returncode == 0, smoke.stderr[-3000:]
+    assert (tmp_path / "run" / "metrics.csv").is_file()

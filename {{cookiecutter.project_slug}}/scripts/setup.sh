@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Make (or update) this project's environment in one command, on Linux, macOS or Git Bash.
+#
+#   bash scripts/setup.sh           # conda env or .venv; a CUDA PyTorch where the platform has one
+#   bash scripts/setup.sh --cpu     # a CPU-only PyTorch (smaller; for laptops and CI)
+#   bash scripts/setup.sh --pip     # a .venv with pip even if conda is the default (--conda: the reverse)
+#
+# Running it again updates the environment in place; nothing is created twice.
+# Environment variables:
+#   CONDA_EXE   the conda executable (set by `conda activate`; searched for otherwise)
+#   PYTHON      the interpreter a new .venv is made with (default: python{{ cookiecutter.python_version }}, then python3)
+#   VENV_DIR    where the venv goes (default: .venv)
+#   TORCH_SPEC  pip arguments for PyTorch in venv mode, e.g. "torch==2.5.1 --index-url <url>"
+set -euo pipefail
+
+ENV_MANAGER="${ENV_MANAGER:-{{ cookiecutter.env_manager }}}"
+ENV_NAME="{{ cookiecutter.project_slug }}"
+PACKAGE="{{ cookiecutter.package_name }}"
+PYTHON_VERSION="{{ cookiecutter.python_version }}"
+CPU_INDEX="https://download.pytorch.org/whl/cpu"
+CPU=0
+
+usage() {
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+}
+
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+        --cpu) CPU=1 ;;
+        --pip | --venv) ENV_MANAGER=pip ;;
+        --conda) ENV_MANAGER=conda ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "setup.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+say() { printf '==> %s\n' "$*"; }
+fail() { printf 'setup.sh: %s\n' "$*" >&2; exit 1; }
+
+find_conda() {
+    # The conda executable, never the shell function `conda activate` defines.
+    if [ -n "${CONDA_EXE:-}" ] && [ -x "$CONDA_EXE" ]; then
+        echo "$CONDA_EXE"; return 0
+    fi
+    local candidate
+    for candidate in "$(command -v conda 2>/dev/null || true)" \
+        "$HOME/miniforge3/bin/conda" "$HOME/miniconda3/bin/conda" "$HOME/anaconda3/bin/conda" \
+        /opt/conda/bin/conda /opt/miniforge3/bin/conda /opt/miniconda3/bin/conda; do
+        if [ -n "$candidate" ] && [ -x "$candidate" ]; then
+            echo "$candidate"; return 0
+        fi
+    done
+    return 1
+}
+
+setup_conda() {
+    local conda
+    conda="$(find_conda)" || fail "conda not found: install Miniforge (https://conda-forge.org/download) or rerun with --pip."
+    say "conda: $conda"
+    if "$conda" env list | awk '{print $1}' | grep -qx "$ENV_NAME"; then
+        say "updating conda env '$ENV_NAME' from environment.yml"
+        "$conda" env update --name "$ENV_NAME" --file environment.yml --prune
+    else
+        say "creating conda env '$ENV_NAME' (python $PYTHON_VERSION) from environment.yml"
+        "$conda" env create --name "$ENV_NAME" --file environment.yml
+    fi
+    if [ "$CPU" = 1 ]; then
+        say "switching to a CPU-only PyTorch build"
+        "$conda" install --yes --name "$ENV_NAME" --channel conda-forge "pytorch=*=cpu*"
+    fi
+    RUN=("$conda" run --no-capture-output --name "$ENV_NAME" python)
+    ACTIVATE="conda activate $ENV_NAME"
+}
+
+venv_python() {
+    if [ -x "$VENV_DIR/bin/python" ]; then
+        echo "$VENV_DIR/bin/python"
+    else
+        echo "$VENV_DIR/Scripts/python.exe"  # Git Bash on Windows
+    fi
+}
+
+setup_venv() {
+    VENV_DIR="${VENV_DIR:-.venv}"
+    local python
+    python="$(venv_python)"
+    if [ -x "$python" ]; then
+        say "reusing $VENV_DIR"
+    else
+        local base="${PYTHON:-}"
+        if [ -z "$base" ]; then
+            base="$(command -v "python$PYTHON_VERSION" || command -v python3 || command -v python || true)"
+        fi
+        [ -n "$base" ] || fail "no Python found: install Python $PYTHON_VERSION or set PYTHON=/path/to/python."
+        say "creating $VENV_DIR with $base"
+        "$base" -m venv "$VENV_DIR"
+        python="$(venv_python)"
+    fi
+    "$python" -m pip install --quiet --upgrade pip
+    local torch_spec="${TORCH_SPEC:-}"
+    if [ -z "$torch_spec" ] && [ "$CPU" = 1 ]; then
+        torch_spec="torch torchvision --index-url $CPU_INDEX"
+    fi
+    if [ -n "$torch_spec" ]; then
+        say "installing PyTorch: $torch_spec"
+        # Word splitting is intended: TORCH_SPEC holds several pip arguments.
+        # shellcheck disable=SC2086
+        "$python" -m pip install --quiet $torch_spec
+    fi
+    say "installing $ENV_NAME with its dev tools (pip install -e .[dev])"
+    "$python" -m pip install --quiet -e ".[dev]"
+    RUN=("$python")
+    ACTIVATE=". $VENV_DIR/bin/activate"
+}
+
+case "$ENV_MANAGER" in
+    conda) setup_conda ;;
+    pip) setup_venv ;;
+    *) fail "ENV_MANAGER must be conda or pip, not '$ENV_MANAGER'." ;;
+esac
+
+say "checking the install"
+"${RUN[@]}" -c "import $PACKAGE" || fail "the environment was built but 'import $PACKAGE' fails; see the messages above."
+"${RUN[@]}" - <<'PY'
+import sys
+
+import torch
+
+lines = [f"python {sys.version.split()[0]}, torch {torch.__version__}"]
+if torch.cuda.is_available():
+    names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    lines.append(f"CUDA {torch.version.cuda}: {names}")
+elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    lines.append("CUDA: no; Apple MPS: yes")
+else:
+    lines.append("CUDA: no (training runs on the CPU)")
+sys.stdout.write("\n".join(lines) + "\n")
+PY
+
+cat <<EOF
+
+Ready. Next:
+  $ACTIVATE
+  python -m $PACKAGE.train debug=fast   # one quick epoch, offline
+  python -m $PACKAGE.train              # a full run
+  pytest                                # the project's tests
+EOF
