@@ -136,6 +136,27 @@ def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path) -> None:
     assert state["global_step"] == 5 and not any(key.startswith("module.") for key in state["model"])
 
 
+RUN_TIME_PROBE = """
+import os, time
+time.sleep(2.5 * int(os.environ["RANK"]))  # rank 1 asks 2.5 s later than rank 0
+from {{ cookiecutter.package_name }} import resolvers
+print("run_time", os.environ["RANK"], resolvers.run_time("%H-%M-%S"), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_run_time_is_rank_zeros_on_every_rank(tmp_path: Path) -> None:
+    """The run folder's time stamp comes from rank 0, even when another rank resolves it later."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(RUN_TIME_PROBE, encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(probe)], cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stamps = dict(line.split()[1:] for line in result.stdout.splitlines() if line.startswith("run_time"))
+    assert set(stamps) == {"0", "1"} and stamps["0"] == stamps["1"]
+
+
 def hook_env() -> dict[str, str]:
     """offline_env() with this folder importable, so that runs can use ``test_scaling.SignalAtEpoch``."""
     env = offline_env()
