@@ -167,7 +167,10 @@ def hook_env() -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="submitit needs SIGUSR2")
 def test_local_launcher_multirun_requeues_after_usr2(tmp_path: Path) -> None:
-    """2 jobs through submitit; each gets submitit's USR2 after epoch 0, saves, is requeued and resumes."""
+    """2 jobs through submitit; each gets submitit's USR2 after epoch 0, saves, is requeued and resumes.
+
+    The slowest test here (4 process starts; about 2 minutes on 2 busy cores).
+    """
     result = run_module("train", "-m", "hydra/launcher=local", "seed=1,2", "logger=csv", "trainer.max_epochs=2",
                         "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.progress_bar=false",
                         "+logger.stop._target_=test_scaling.SignalAtEpoch", "+logger.stop.epoch=0",
