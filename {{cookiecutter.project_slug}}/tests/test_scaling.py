@@ -80,6 +80,20 @@ def test_optuna_direction_follows_the_task_mode() -> None:
         resolvers.sweep_direction("up")
 
 
+def test_runs_of_one_sweep_share_a_group(tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    for mode, expected in (("RUN", None), ("MULTIRUN", "my-sweep")):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(PROJECT_ROOT / "configs"), version_base="1.3"):
+            cfg = compose("train", overrides=[f"hydra.mode={mode}", f"hydra.sweep.dir={tmp_path / 'my-sweep'}"],
+                          return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        assert resolvers.sweep_group() == expected
+
+
 def test_rank_helpers_follow_the_rank(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RANK", "0")
     assert resolvers.rank_suffix() == "" and resolvers.rank_zero_only(".hydra") == ".hydra"
@@ -122,14 +136,55 @@ def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path) -> None:
     assert state["global_step"] == 5 and not any(key.startswith("module.") for key in state["model"])
 
 
+RUN_TIME_PROBE = """
+import os, time
+time.sleep(2.5 * int(os.environ["RANK"]))  # rank 1 asks 2.5 s later than rank 0
+from {{ cookiecutter.package_name }} import resolvers
+print("run_time", os.environ["RANK"], resolvers.run_time("%H-%M-%S"), flush=True)
+"""
+
+
 @pytest.mark.slow
-def test_local_launcher_multirun(tmp_path: Path) -> None:
-    result = run_module("train", "-m", "hydra/launcher=local", "seed=1,2", *QUICK, f"hydra.sweep.dir={tmp_path}")
+def test_run_time_is_rank_zeros_on_every_rank(tmp_path: Path) -> None:
+    """The run folder's time stamp comes from rank 0, even when another rank resolves it later."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(RUN_TIME_PROBE, encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(probe)], cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    stamps = dict(line.split()[1:] for line in result.stdout.splitlines() if line.startswith("run_time"))
+    assert set(stamps) == {"0", "1"} and stamps["0"] == stamps["1"]
+
+
+def hook_env() -> dict[str, str]:
+    """offline_env() with this folder importable, so that runs can use ``test_scaling.SignalAtEpoch``."""
+    env = offline_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env["PYTHONPATH"]])
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="submitit needs SIGUSR2")
+def test_local_launcher_multirun_requeues_after_usr2(tmp_path: Path) -> None:
+    """2 jobs through submitit; each gets submitit's USR2 after epoch 0, saves, is requeued and resumes.
+
+    The slowest test here (4 process starts; about 2 minutes on 2 busy cores).
+    """
+    result = run_module("train", "-m", "hydra/launcher=local", "seed=1,2", "logger=csv", "trainer.max_epochs=2",
+                        "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.progress_bar=false",
+                        "+logger.stop._target_=test_scaling.SignalAtEpoch", "+logger.stop.epoch=0",
+                        "+logger.stop.signum=SIGUSR2", f"hydra.sweep.dir={tmp_path}", env=hook_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    job_folders = [path for path in (tmp_path / ".submitit").iterdir() if any(path.glob("*_log.*"))]
+    assert len(job_folders) == 2
+    for folder in job_folders:  # submitit's own record of the requeue
+        assert "Requeued job" in "".join(path.read_text(encoding="utf-8") for path in folder.glob("*_log.*"))
     for job in ("0", "1"):
-        assert len(rows(tmp_path / job)) == 1
-        assert (tmp_path / job / "checkpoints" / "last.pt").is_file()
-    assert (tmp_path / ".submitit").is_dir()
+        assert [row["epoch"] for row in rows(tmp_path / job)] == ["0", "1"]
+        assert "Resumed from" in (tmp_path / job / "train.log").read_text(encoding="utf-8")
+        state = torch.load(tmp_path / job / "checkpoints" / "last.pt", weights_only=True)
+        assert (state["epoch"], state["global_step"]) == (2, 6)
 
 
 @pytest.mark.slow
@@ -148,8 +203,7 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
     """SIGTERM after epoch 2 -> last.pt mid-epoch, exit 0; resume=auto -> the same weights and metrics."""
     common = ["logger=csv", "trainer.max_epochs=4", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
               "trainer.deterministic=true", "trainer.progress_bar=false", "data.num_workers=0"]
-    env = offline_env()
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env["PYTHONPATH"]])  # finds SignalAtEpoch
+    env = hook_env()
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
 
     def train(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
