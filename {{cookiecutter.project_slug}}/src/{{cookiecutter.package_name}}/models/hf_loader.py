@@ -18,6 +18,7 @@ from {{ cookiecutter.package_name }}.data.common import DataInfo
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models import footprint
 from {{ cookiecutter.package_name }}.models.hf_source import resolve_source
+from {{ cookiecutter.package_name }}.training.precision import bf16_supported
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,16 @@ def resolve_device_map(device_map: Any, quantized: bool) -> Any:
     return device_map
 
 
+def usable_dtype(dtype: str) -> str:
+    """The dtype the trainer's precision will resolve to here: fp16 on a CPU -> bf16, bf16 without support -> fp16."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype == "fp16" and device.type == "cpu":
+        return "bf16"
+    if dtype == "bf16" and not bf16_supported(device):
+        return "fp16"
+    return dtype
+
+
 def max_memory_map(max_memory: Any) -> dict[Any, str] | None:
     """``{"0": "10GiB", "cpu": "30GiB"}`` with GPU indices as ints, as accelerate expects."""
     if not max_memory:
@@ -179,6 +190,7 @@ def load_causal_lm(
     """Load (or randomly initialise) a causal LM as configured; see ``configs/model/causal_lm.yaml``."""
     if dtype not in DTYPES:
         raise UserError(f"model.dtype={dtype!r} is unknown: use fp32, fp16 or bf16.")
+    dtype = usable_dtype(dtype) if for_training else dtype
     quant = quantization_name(quantization)
     lora = dict(lora or {})
     use_lora = lora.get("enabled")
