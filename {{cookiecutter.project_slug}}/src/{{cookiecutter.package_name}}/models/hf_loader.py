@@ -54,6 +54,8 @@ def bnb_config(quantization: Any, dtype: str) -> Any:
 
     options = dict(quantization) if hasattr(quantization, "items") else {}
     if name == "8bit":
+        # bitsandbytes logs "inputs will be cast to float16" at every 8-bit matmul: keep its errors only.
+        logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=float(options.get("llm_int8_threshold", 6.0)))
     return BitsAndBytesConfig(
         load_in_4bit=True,
