@@ -74,6 +74,16 @@ def test_quantized_loader_uses_bitsandbytes_layers(tiny_dir: Path, quantization:
         assert torch.equal(model(tokens(tiny_dir)).logits, direct(tokens(tiny_dir)).logits)
 
 
+def test_training_loads_frozen_weights_in_the_usable_precision(tiny_dir: Path) -> None:
+    lora = load_causal_lm(name_or_path=str(tiny_dir), dtype="fp16", report=False,
+                          lora={"enabled": True, "target_modules": ["q_proj"]})
+    expected = torch.float16 if torch.cuda.is_available() else torch.bfloat16  # fp16 on a CPU becomes bf16
+    assert {p.dtype for p in lora.parameters() if not p.requires_grad} == {expected}
+    assert {p.dtype for p in lora.parameters() if p.requires_grad} == {torch.float32}
+    full = load_causal_lm(name_or_path=str(tiny_dir), dtype="bf16", report=False)
+    assert {p.dtype for p in full.parameters()} == {torch.float32}, "full fine-tuning keeps fp32 master weights"
+
+
 def test_4bit_config_is_nf4_double_quant_in_the_precision_dtype() -> None:
     config = bnb_config(QUANT["4bit"], "fp16")
     assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant

@@ -18,6 +18,7 @@ from {{ cookiecutter.package_name }}.data.common import DataInfo
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models import footprint
 from {{ cookiecutter.package_name }}.models.hf_source import resolve_source
+from {{ cookiecutter.package_name }}.training.precision import bf16_supported
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ def bnb_config(quantization: Any, dtype: str) -> Any:
 
     options = dict(quantization) if hasattr(quantization, "items") else {}
     if name == "8bit":
+        # bitsandbytes logs "inputs will be cast to float16" at every 8-bit matmul: keep its errors only.
+        logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=float(options.get("llm_int8_threshold", 6.0)))
     return BitsAndBytesConfig(
         load_in_4bit=True,
@@ -105,6 +108,16 @@ def resolve_device_map(device_map: Any, quantized: bool) -> Any:
     if hasattr(device_map, "items"):
         return dict(device_map)
     return device_map
+
+
+def usable_dtype(dtype: str) -> str:
+    """The dtype the trainer's precision will resolve to here: fp16 on a CPU -> bf16, bf16 without support -> fp16."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype == "fp16" and device.type == "cpu":
+        return "bf16"
+    if dtype == "bf16" and not bf16_supported(device):
+        return "fp16"
+    return dtype
 
 
 def max_memory_map(max_memory: Any) -> dict[Any, str] | None:
@@ -179,6 +192,7 @@ def load_causal_lm(
     """Load (or randomly initialise) a causal LM as configured; see ``configs/model/causal_lm.yaml``."""
     if dtype not in DTYPES:
         raise UserError(f"model.dtype={dtype!r} is unknown: use fp32, fp16 or bf16.")
+    dtype = usable_dtype(dtype) if for_training else dtype
     quant = quantization_name(quantization)
     lora = dict(lora or {})
     use_lora = lora.get("enabled")
