@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import platform
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 import torch
 
@@ -19,6 +21,17 @@ def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type in {"cpu", "mps"}
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bfloat16 instructions (AVX512-BF16 or AMX); without them torch emulates bf16."""
+    if platform.machine().lower() in {"arm64", "aarch64"}:
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="ignore")
+    except OSError:  # not Linux: unknown, assume emulated
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class Precision:
@@ -47,6 +60,9 @@ class Precision:
             self._fall_back("fp16", f"this {device.type} device has no bfloat16 support")
         elif self.name == "fp16" and device.type == "cpu":
             self._fall_back("bf16", "float16 autocast on a CPU is ~30x slower than bfloat16")
+        if self.name == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+            log.warning("precision=bf16: this CPU has no native bfloat16 instructions, so autocast emulates "
+                        "them and is usually slower than fp32; use precision=fp32 for speed on this machine.")
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = self.allow_tf32
             torch.backends.cudnn.allow_tf32 = self.allow_tf32
