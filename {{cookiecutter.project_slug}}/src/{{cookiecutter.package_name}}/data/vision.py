@@ -143,19 +143,18 @@ class TorchvisionDataModule(VisionDataModule):
         return train, test, [str(name) for name in train.classes]  # type: ignore[attr-defined]
 
     def _fetch(self) -> None:
-        url, folder = self.spec["url"], self.data_dir / self.spec["folder"]
-        error = download_error(self.name, url, str(folder), self.spec["files"], "{}")
+        url, folder = self.spec["url"], str(self.data_dir / self.spec["folder"])
         if not self.download:
-            raise UserError(str(error).format("data.download=false"))
+            raise download_error(self.name, url, folder, self.spec["files"], "data.download=false")
         if not reachable(url, self.download_timeout):
-            raise UserError(str(error).format("no connection"))
+            raise download_error(self.name, url, folder, self.spec["files"], "no connection")
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(max(30.0, self.download_timeout))
         try:
             for train in (True, False):
                 self.spec["cls"](str(self.data_dir), train=train, download=True)
         except (OSError, RuntimeError, ValueError) as failure:
-            raise UserError(str(error).format(type(failure).__name__)) from None
+            raise download_error(self.name, url, folder, self.spec["files"], type(failure).__name__) from None
         finally:
             socket.setdefaulttimeout(previous)
 
