@@ -141,7 +141,7 @@ def test_missing_data_set_gives_one_line_without_traceback(tmp_path: Path) -> No
                         f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert "cifar10 is not in" in result.stderr and "cs.toronto.edu" in result.stderr
+    assert "CIFAR-10 is not in" in result.stderr and "cs.toronto.edu" in result.stderr
 
 
 def test_pretrained_weights_offline_fail_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
