@@ -5,8 +5,8 @@ one with the rendered ``Trainer``, one with a bare loop. Both do the same work p
 step: fp32 forward and backward, gradient clipping at 1.0, AdamW, a scheduler step.
 The two run in lockstep (after every trainer step, one bare step), so a busy, shared
 machine slows both alike; each step's time covers loading, forward, backward and the
-update (not validation or checkpoints). The ratio is the median of the per-step
-ratios bare/trainer. Ends with ``vision_trainer_vs_bare_loop=<ratio> (goal >= 0.95)``.
+update (not validation or checkpoints). Images/s is the batch size over the median
+step time of each loop. Ends with ``vision_trainer_vs_bare_loop=<ratio> (goal >= 0.95)``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from cookiecutter.main import cookiecutter
 
 TEMPLATE = Path(__file__).resolve().parents[1]
-BATCH, BATCHES, SIZE, WARMUP = 32, 14, 32, 2
+BATCH, BATCHES, SIZE, WARMUP = 32, 20, 32, 2
 
 
 def render(base: Path) -> Path:
@@ -103,13 +103,12 @@ def main() -> int:
         trainer.fit(model, task, datamodule, instantiate(cfg.optimizer), instantiate(cfg.scheduler))
 
     trainer_times, bare_times = trainer_times[WARMUP:], bare_times[WARMUP:]
-    ratio = statistics.median(bare / ours for bare, ours in zip(bare_times, trainer_times, strict=True))
     logging.getLogger("benchmark").warning("seconds per step: trainer %s; bare loop %s",
                                            [round(step, 2) for step in trainer_times],
                                            [round(step, 2) for step in bare_times])
-    sys.stdout.write(f"trainer_images_per_s={BATCH / statistics.median(trainer_times):.1f}\n"
-                     f"bare_loop_images_per_s={BATCH / statistics.median(bare_times):.1f}\n")
-    sys.stdout.write(f"vision_trainer_vs_bare_loop={ratio:.3f} (goal >= 0.95)\n")
+    trainer_rate, bare_rate = BATCH / statistics.median(trainer_times), BATCH / statistics.median(bare_times)
+    sys.stdout.write(f"trainer_images_per_s={trainer_rate:.1f}\nbare_loop_images_per_s={bare_rate:.1f}\n")
+    sys.stdout.write(f"vision_trainer_vs_bare_loop={trainer_rate / bare_rate:.3f} (goal >= 0.95)\n")
     return 0
 
 
