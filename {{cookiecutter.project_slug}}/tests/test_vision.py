@@ -141,15 +141,14 @@ def test_missing_data_set_gives_one_line_without_traceback(tmp_path: Path) -> No
                         f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert "cifar10 is not in" in result.stderr and "cs.toronto.edu" in result.stderr
+    assert "CIFAR-10 is not in" in result.stderr and "cs.toronto.edu" in result.stderr
 
 
 def test_pretrained_weights_offline_fail_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache
     from {{ cookiecutter.package_name }}.data.common import DataInfo
     from {{ cookiecutter.package_name }}.models import timm_models
 
-    monkeypatch.setattr(timm_models, "cached_weights", lambda hub_id: None)
+    monkeypatch.setattr(timm_models, "cached_weights", lambda hub_id: None)  # an empty cache
     started = time.perf_counter()
     with pytest.raises(UserError, match="HF_HUB_OFFLINE"):
         timm_models.timm_model(DataInfo(num_classes=3, in_chans=3, img_size=32), "efficientnet_b0", pretrained=True)

@@ -22,18 +22,18 @@ from {{ cookiecutter.package_name }}.data.common import DataInfo, DataModule, se
 from {{ cookiecutter.package_name }}.data.download import download_error, reachable
 from {{ cookiecutter.package_name }}.errors import UserError
 
-# name -> (torchvision class, download URL, files to fetch by hand, channels, size, mean, std, classes)
+# name -> title, torchvision class, download URL, folder and files to fetch by hand, native shape, statistics
 TORCHVISION_SETS: dict[str, dict[str, Any]] = {
-    "mnist": dict(cls=datasets.MNIST, url=datasets.MNIST.mirrors[0], folder="MNIST/raw",
+    "mnist": dict(title="MNIST", cls=datasets.MNIST, url=datasets.MNIST.mirrors[0], folder="MNIST/raw",
                   files="train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
                         "and t10k-labels-idx1-ubyte.gz",
                   channels=1, size=28, mean=(0.1307,), std=(0.3081,)),
-    "fashion_mnist": dict(cls=datasets.FashionMNIST, url=datasets.FashionMNIST.mirrors[0],
+    "fashion_mnist": dict(title="Fashion-MNIST", cls=datasets.FashionMNIST, url=datasets.FashionMNIST.mirrors[0],
                           folder="FashionMNIST/raw",
                           files="train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
                                 "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz",
                           channels=1, size=28, mean=(0.2860,), std=(0.3530,)),
-    "cifar10": dict(cls=datasets.CIFAR10, url=datasets.CIFAR10.url, folder=".",
+    "cifar10": dict(title="CIFAR-10", cls=datasets.CIFAR10, url=datasets.CIFAR10.url, folder=".",
                     files="cifar-10-python.tar.gz (extracted to cifar-10-batches-py/)",
                     channels=3, size=32, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
 }
@@ -143,19 +143,18 @@ class TorchvisionDataModule(VisionDataModule):
         return train, test, [str(name) for name in train.classes]  # type: ignore[attr-defined]
 
     def _fetch(self) -> None:
-        url, folder = self.spec["url"], self.data_dir / self.spec["folder"]
-        error = download_error(self.name, url, str(folder), self.spec["files"], "{}")
+        url, folder = self.spec["url"], str(self.data_dir / self.spec["folder"])
         if not self.download:
-            raise UserError(str(error).format("data.download=false"))
+            raise download_error(self.spec["title"], url, folder, self.spec["files"], "data.download=false")
         if not reachable(url, self.download_timeout):
-            raise UserError(str(error).format("no connection"))
+            raise download_error(self.spec["title"], url, folder, self.spec["files"], "no connection")
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(max(30.0, self.download_timeout))
         try:
             for train in (True, False):
                 self.spec["cls"](str(self.data_dir), train=train, download=True)
         except (OSError, RuntimeError, ValueError) as failure:
-            raise UserError(str(error).format(type(failure).__name__)) from None
+            raise download_error(self.spec["title"], url, folder, self.spec["files"], type(failure).__name__) from None
         finally:
             socket.setdefaulttimeout(previous)
 

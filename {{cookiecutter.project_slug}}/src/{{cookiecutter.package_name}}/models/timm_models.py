@@ -72,8 +72,8 @@ def timm_model(data: DataInfo, name: str, pretrained: bool = False, in_chans: in
         raise UserError(f"model.name={name} is not a timm model; e.g. {', '.join(similar) or 'resnet18'} "
                         "(see timm.list_models()).")
     if in_chans is not None and data.in_chans is not None and in_chans != data.in_chans:
-        raise UserError(f"model.in_chans={in_chans} but this data set gives {data.in_chans} channels: "
-                        "pick a data config that reads model.in_chans, or set model.in_chans=null.")
+        log.warning("model.in_chans=%d but this data set gives %d channels (it does not read model.in_chans): "
+                    "building %s for %d.", in_chans, data.in_chans, name, data.in_chans)
     extra = dict(kwargs or {})
     config = timm.models.get_pretrained_cfg(name)
     if config is not None and config.fixed_input_size and data.img_size:
