@@ -16,6 +16,7 @@ from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models import footprint
 from {{ cookiecutter.package_name }}.models.hf_loader import DTYPES, bnb_config, load_causal_lm
 from {{ cookiecutter.package_name }}.models.hf_source import resolve_source
+from {{ cookiecutter.package_name }}.training.precision import hardware_fallback
 
 from conftest import compose_config, run_module
 
@@ -77,7 +78,8 @@ def test_quantized_loader_uses_bitsandbytes_layers(tiny_dir: Path, quantization:
 def test_training_loads_frozen_weights_in_the_usable_precision(tiny_dir: Path) -> None:
     lora = load_causal_lm(name_or_path=str(tiny_dir), dtype="fp16", report=False,
                           lora={"enabled": True, "target_modules": ["q_proj"]})
-    expected = torch.float16 if torch.cuda.is_available() else torch.bfloat16  # fp16 on a CPU becomes bf16
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    expected = DTYPES[(hardware_fallback("fp16", device) or ("fp16", ""))[0]]  # e.g. fp16 on a CPU becomes bf16
     assert {p.dtype for p in lora.parameters() if not p.requires_grad} == {expected}
     assert {p.dtype for p in lora.parameters() if p.requires_grad} == {torch.float32}
     full = load_causal_lm(name_or_path=str(tiny_dir), dtype="bf16", report=False)

@@ -15,13 +15,34 @@ def test_fp16_uses_a_grad_scaler_and_bf16_does_not() -> None:
     assert not Precision("fp32").grad_scaler().is_enabled()
 
 
-def test_cpu_fp16_falls_back_to_bf16(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.fixture
+def native_bf16(monkeypatch: pytest.MonkeyPatch):
+    """Pretend the CPU does (True) or does not (False) have bfloat16 instructions."""
+    from {{ cookiecutter.package_name }}.training import precision as module
+
+    def set_native(value: bool) -> None:
+        monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: value)
+
+    return set_native
+
+
+def test_cpu_fp16_falls_back_to_bf16(native_bf16, caplog: pytest.LogCaptureFixture) -> None:
+    native_bf16(True)
     precision = Precision("fp16").resolve(torch.device("cpu"))
     assert precision.name == "bf16" and precision.requested == "fp16"
     assert not precision.grad_scaler().is_enabled()
     assert any("using bf16 instead" in record.getMessage() for record in caplog.records)
     with precision.autocast():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+def test_cpu_without_native_bf16_uses_fp32(native_bf16, caplog: pytest.LogCaptureFixture) -> None:
+    native_bf16(False)
+    assert Precision("bf16").resolve(torch.device("cpu")).name == "fp32"
+    assert Precision("fp16").resolve(torch.device("cpu")).name == "fp32"
+    assert any("no native bfloat16" in record.getMessage() for record in caplog.records)
+    native_bf16(True)
+    assert Precision("bf16").resolve(torch.device("cpu")).name == "bf16"
 
 
 def test_strict_precision_stops_in_one_line() -> None:
@@ -34,9 +55,10 @@ def test_bf16_without_hardware_support_falls_back_to_fp16(monkeypatch: pytest.Mo
     from {{ cookiecutter.package_name }}.training import precision as module
 
     monkeypatch.setattr(module, "bf16_supported", lambda device: False)
-    assert Precision("bf16").resolve(torch.device("cpu")).name == "fp16"
+    gpu = torch.device("cuda")
+    assert Precision("bf16").resolve(gpu).name == "fp16"
     with pytest.raises(UserError, match="precision=fp16"):
-        Precision("bf16", strict=True).resolve(torch.device("cpu"))
+        Precision("bf16", strict=True).resolve(gpu)
 
 
 def test_fp32_autocast_is_a_no_op() -> None:

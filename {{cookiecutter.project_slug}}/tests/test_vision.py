@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hydra.utils import instantiate
 
 from {{ cookiecutter.package_name }}.errors import UserError
@@ -18,9 +19,21 @@ from {{ cookiecutter.package_name }}.train import train
 
 from conftest import CONFIG_DIR, compose_config, resolved, run_module
 
-MODELS = sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml"))
-DATA = sorted(path.stem for path in (CONFIG_DIR / "data").glob("*.yaml"))
-EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
+
+def vision_options(group: str, *modules: str) -> list[str]:
+    """Options of ``group`` whose ``_target_`` is in one of the vision ``modules`` (a ``both`` render has LM ones too)."""
+    options = []
+    for path in sorted((CONFIG_DIR / group).glob("*.yaml")):
+        target = yaml.safe_load(path.read_text(encoding="utf-8")).get("_target_", "")
+        if any(f".{module}." in target for module in modules):
+            options.append(path.stem)
+    return options
+
+
+MODELS = vision_options("model", "models.mlp", "models.timm_models")
+DATA = vision_options("data", "data.digits", "data.vision")
+EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml")
+                     if "causal_lm" not in path.read_text(encoding="utf-8"))
 QUICK = ["logger=csv", "precision=fp32", "trainer.progress_bar=false", "trainer.log_every_n_steps=1"]
 TINY_FAKE = ["data=fake", "data.native_size=16", "data.num_samples=16", "data.num_test=4", "data.batch_size=4",
              "data.val_fraction=0.25"]

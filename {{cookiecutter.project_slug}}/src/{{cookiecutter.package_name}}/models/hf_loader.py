@@ -18,7 +18,7 @@ from {{ cookiecutter.package_name }}.data.common import DataInfo
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models import footprint
 from {{ cookiecutter.package_name }}.models.hf_source import resolve_source
-from {{ cookiecutter.package_name }}.training.precision import bf16_supported
+from {{ cookiecutter.package_name }}.training.precision import hardware_fallback
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +111,10 @@ def resolve_device_map(device_map: Any, quantized: bool) -> Any:
 
 
 def usable_dtype(dtype: str) -> str:
-    """The dtype the trainer's precision will resolve to here: fp16 on a CPU -> bf16, bf16 without support -> fp16."""
+    """The dtype the trainer's precision will resolve to on this machine (see ``hardware_fallback``)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if dtype == "fp16" and device.type == "cpu":
-        return "bf16"
-    if dtype == "bf16" and not bf16_supported(device):
-        return "fp16"
-    return dtype
+    fallback = hardware_fallback(dtype, device) if dtype in DTYPES else None
+    return fallback[0] if fallback else dtype
 
 
 def max_memory_map(max_memory: Any) -> dict[Any, str] | None:

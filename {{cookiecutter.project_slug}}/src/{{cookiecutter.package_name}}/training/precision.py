@@ -34,6 +34,23 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def hardware_fallback(name: str, device: torch.device) -> tuple[str, str] | None:
+    """The precision to use instead of ``name`` on ``device`` and why, or None when ``name`` suits it.
+
+    CPU: fp16 -> bf16 (fp32 without native bf16); bf16 without native bf16 -> fp32, since emulated
+    bf16 autocast is many times slower. GPU without bf16 -> fp16.
+    """
+    if device.type == "cpu":
+        native_bf16 = cpu_has_native_bf16()
+        if name == "fp16":
+            return ("bf16" if native_bf16 else "fp32"), "float16 autocast on a CPU is ~30x slower"
+        if name == "bf16" and not native_bf16:
+            return "fp32", "this CPU has no native bfloat16 instructions, so bf16 autocast is emulated and slow"
+    elif name == "bf16" and not bf16_supported(device):
+        return "fp16", f"this {device.type} device has no bfloat16 support"
+    return None
+
+
 class Precision:
     """``fp32``, ``fp16`` (autocast + GradScaler) or ``bf16`` (autocast, no scaler).
 
@@ -54,15 +71,11 @@ class Precision:
         return DTYPES[self.name]
 
     def resolve(self, device: torch.device) -> Precision:
-        """Adapt to ``device``: bf16 without hardware support -> fp16; fp16 on CPU -> bf16."""
+        """Adapt to ``device`` (see :func:`hardware_fallback`), warning once, or stop when strict."""
         self.device = device
-        if self.name == "bf16" and not bf16_supported(device):
-            self._fall_back("fp16", f"this {device.type} device has no bfloat16 support")
-        elif self.name == "fp16" and device.type == "cpu":
-            self._fall_back("bf16", "float16 autocast on a CPU is ~30x slower than bfloat16")
-        if self.name == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-            log.warning("precision=bf16: this CPU has no native bfloat16 instructions, so autocast emulates "
-                        "them and is usually slower than fp32; use precision=fp32 for speed on this machine.")
+        fallback = hardware_fallback(self.name, device)
+        if fallback is not None:
+            self._fall_back(*fallback)
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = self.allow_tf32
             torch.backends.cudnn.allow_tf32 = self.allow_tf32
