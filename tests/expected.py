@@ -65,6 +65,7 @@ CAUSAL_LM: list[str] = []
 WANDB = [
     "configs/logger/wandb.yaml",
     "src/{pkg}/tracking/wandb_logger.py",
+    "tests/test_wandb.py",
 ]
 
 # answer -> value -> files present only with that value
