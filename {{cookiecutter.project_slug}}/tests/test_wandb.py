@@ -11,12 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from conftest import compose_config, offline_env, run_module
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
 TINY = ["logger=wandb", "trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
         "trainer.log_every_n_steps=1", "trainer.progress_bar=false", "data.num_workers=0"]
+
+
+def quiet_env(**extra: str) -> dict[str, str]:
+    """Offline, and one CPU thread: tiny runs are faster without thread contention."""
+    return {**offline_env(), "OMP_NUM_THREADS": "1", **extra}
 
 
 def run_file(run_dir: Path) -> Path:
@@ -46,7 +52,7 @@ def history(path: Path) -> list[dict[str, Any]]:
 def wandb_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """Two tiny epochs, offline, with a (fake) API key in the environment."""
     run_dir = tmp_path_factory.mktemp("wandb") / "run"
-    env = {**offline_env(), "WANDB_API_KEY": FAKE_KEY}
+    env = quiet_env(WANDB_API_KEY=FAKE_KEY)
     result = run_module("train", *TINY, f"hydra.run.dir={run_dir}", env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, result
@@ -133,9 +139,8 @@ def closed_port() -> int:
 
 
 def test_no_mode_no_key_no_network_runs_offline(tmp_path: Path) -> None:
-    env = {key: value for key, value in offline_env().items() if key not in {"WANDB_MODE", "WANDB_SILENT"}}
-    env.update(HOME=str(tmp_path / "home"), WANDB_CONFIG_DIR=str(tmp_path / "config"),
-               WANDB_BASE_URL=f"http://127.0.0.1:{closed_port()}", NETRC=str(tmp_path / "no-netrc"))
+    env = {key: value for key, value in quiet_env().items() if key not in {"WANDB_MODE", "WANDB_SILENT"}}
+    env.update(WANDB_CONFIG_DIR=str(tmp_path / "config"), WANDB_BASE_URL=f"http://127.0.0.1:{closed_port()}")
     run_dir = tmp_path / "run"
     result = run_module("train", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}", env=env, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -154,8 +159,13 @@ def test_exception_in_training_finishes_the_run_failed(tmp_path: Path, monkeypat
     monkeypatch.setenv("WANDB_CONSOLE", "off")
     monkeypatch.setattr(Trainer, "test", broken)
     cfg = compose_config([*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=2"], output_dir=tmp_path)
-    with pytest.raises(RuntimeError, match="boom"):
-        train(cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            train(cfg)
+    finally:
+        torch.set_num_threads(threads)
     dumped = json.loads(inspect(run_file(tmp_path), "--summary", "--json"))
     assert dumped["exit_code"] == 1
 
@@ -171,7 +181,6 @@ def test_only_the_main_process_logs(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
 
 def test_table_cells_become_images_text_and_numbers() -> None:
-    import torch
     import wandb
 
     from {{ cookiecutter.package_name }}.tracking.wandb_logger import to_cell
@@ -188,3 +197,32 @@ def test_bad_mode_is_a_user_error(tmp_path: Path) -> None:
 
     with pytest.raises(UserError, match="mode"):
         WandbLogger(project="p", save_dir=tmp_path, mode="sometimes")
+
+
+def test_key_but_no_network_falls_back_offline_quickly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from {{ cookiecutter.package_name }}.tracking.wandb_logger import WandbLogger
+
+    for key, value in {"WANDB_CONSOLE": "off", "WANDB_API_KEY": FAKE_KEY,
+                       "WANDB_BASE_URL": f"http://127.0.0.1:{closed_port()}"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("WANDB_MODE")
+    logger = WandbLogger(project="p", save_dir=tmp_path, mode="online", init_timeout=3)
+    logger.start({"name": "offline-fallback"})
+    try:
+        assert Path(logger.run.dir).parent.name.startswith("offline-run-")
+    finally:
+        logger.finish()
+
+
+def test_resume_continues_the_same_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from {{ cookiecutter.package_name }}.tracking.wandb_logger import WandbLogger
+
+    monkeypatch.setenv("WANDB_CONSOLE", "off")
+    first = WandbLogger(project="p", save_dir=tmp_path, mode="offline")
+    first.start({"name": "resumable"})
+    run_id = first.run_id
+    first.finish(exit_code=0)
+    second = WandbLogger(project="p", save_dir=tmp_path, mode="offline")
+    second.start({"name": "resumable"}, resume={"run_ids": {"wandb": run_id}, "history": []})
+    assert second.run_id == run_id
+    second.finish(exit_code=0)

@@ -8,6 +8,7 @@ The API key is read by W&B itself and is never copied into the config or logs.
 from __future__ import annotations
 
 import logging
+import netrc
 import os
 import platform
 import subprocess
@@ -37,8 +38,6 @@ def has_credentials() -> bool:
         return True
     host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
     try:
-        import netrc
-
         return netrc.netrc().authenticators(host) is not None
     except (OSError, netrc.NetrcParseError):
         return False
@@ -119,11 +118,11 @@ class WandbLogger(Logger):
     def run_id(self) -> str | None:
         return self.run.id if self.run is not None else None
 
-    def _choose_mode(self) -> str:
+    def _choose_mode(self) -> tuple[str, str]:
+        """The mode to start in, and why it is offline when it is."""
         if self.mode == "online" and not has_credentials():
-            log.info("W&B: no API key found (run `wandb login` or set WANDB_API_KEY); logging offline.")
-            return "offline"
-        return self.mode
+            return "offline", "no API key found (run `wandb login` or set WANDB_API_KEY)"
+        return self.mode, f"mode is {self.mode}"
 
     def _init(self, mode: str, kwargs: dict[str, Any]) -> Any:
         settings = wandb.Settings(init_timeout=self.init_timeout, silent=True)
@@ -136,17 +135,19 @@ class WandbLogger(Logger):
         settings = dict(self.settings, name=self.settings["name"] or config.get("name"))
         kwargs = dict(settings, config=full_config, dir=str(self.save_dir), id=run_id,
                       resume="allow" if run_id else None, reinit="finish_previous")
-        mode = self._choose_mode()
+        mode, reason = self._choose_mode()
+        level = logging.INFO
         try:
             self.run = self._init(mode, kwargs)
         except Exception as error:  # noqa: BLE001 - a network failure must not stop training
             if mode != "online":
                 raise
-            log.warning("W&B: could not reach the server (%s); logging offline.", error)
-            mode = "offline"
+            mode, reason = "offline", f"the server did not answer ({type(error).__name__})"
+            level = logging.WARNING
             self.run = self._init(mode, kwargs)
         if mode == "offline":
-            log.info("W&B: logging offline; upload later with `wandb sync %s`.", Path(self.run.dir).parent)
+            log.log(level, "W&B: %s; logging offline, upload later with `wandb sync %s`.", reason,
+                    Path(self.run.dir).parent)
         self._define_metrics(config)
 
     def _define_metrics(self, config: dict[str, Any]) -> None:
@@ -160,9 +161,13 @@ class WandbLogger(Logger):
             self.epoch_metrics.add(task["monitor"])
 
     def log_step(self, metrics: dict[str, float], step: int) -> None:
+        if self.run is None:  # start failed: already reported once
+            return
         self.run.log({**metrics, STEP_AXIS: step})
 
     def log_epoch(self, metrics: dict[str, float], epoch: int) -> None:
+        if self.run is None:  # start failed: already reported once
+            return
         renamed = {f"{key}_epoch" if key in STEP_METRICS else key: value for key, value in metrics.items()}
         for key in renamed.keys() - self.epoch_metrics:
             self.run.define_metric(key, step_metric="epoch")
@@ -170,14 +175,20 @@ class WandbLogger(Logger):
         self.run.log({**renamed, "epoch": epoch})
 
     def log_figure(self, name: str, figure: Any) -> None:
+        if self.run is None:  # start failed: already reported once
+            return
         self.run.log({f"plots/{name}": wandb.Image(figure_to_image(figure), caption=name)})
 
     def log_table(self, name: str, table: Table) -> None:
+        if self.run is None:  # start failed: already reported once
+            return
         columns, rows = table
         cells = [[to_cell(cell) for cell in row] for row in rows]
         self.run.log({f"tables/{name}": wandb.Table(columns=list(columns), data=cells)})
 
     def log_summary(self, summary: dict[str, Any]) -> None:
+        if self.run is None:  # start failed: already reported once
+            return
         best = summary.get("best") or {}
         values: dict[str, Any] = {f"best/{summary['monitor']}": best.get("value"), "best/epoch": best.get("epoch")}
         values.update(summary.get("test") or {})
@@ -189,7 +200,7 @@ class WandbLogger(Logger):
         self.run.summary.update(values)
 
     def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
-        if not self.log_checkpoint_enabled:
+        if self.run is None or not self.log_checkpoint_enabled:
             return
         keys = ("metric", "value", "epoch", "config")
         artifact = wandb.Artifact(f"model-{self.run.id}", type="model",
