@@ -5,7 +5,8 @@ VENV ?= .venv
 # One place for the PyTorch build; override for another one, e.g.
 #   make test TORCH_SPEC="torch==2.5.1 torchvision==0.20.1 --index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-PYTEST_ARGS ?=
+# Two workers: each render's test suite runs in its own process.
+PYTEST_ARGS ?= -n 2
 DEMO_DIR ?= $(CURDIR)/.demo
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

@@ -17,7 +17,22 @@ ANSWERS = json.loads(r'''{{ cookiecutter | tojson }}''')
 PKG = "src/" + ANSWERS["package_name"]
 
 # Files only a causal-LM task needs (the causal-LM issue adds its modules here).
-LM_ONLY: list[str] = []
+LM_ONLY: list[str] = [
+    "configs/task/causal_lm.yaml",
+    "configs/data/text.yaml",
+    "configs/model/causal_lm.yaml",
+    "configs/quantization",
+    "configs/experiment/tiny_lm.yaml",
+    "configs/memory.yaml",
+    f"{PKG}/data/text.py",
+    f"{PKG}/data/sample_corpus.txt",
+    f"{PKG}/models/hf_loader.py",
+    f"{PKG}/models/hf_source.py",
+    f"{PKG}/models/footprint.py",
+    f"{PKG}/tasks/causal_lm.py",
+    f"{PKG}/memory.py",
+    "tests/test_causal_lm.py",
+]
 
 VISION_ONLY = [
     "configs/task/classification.yaml",
@@ -27,6 +42,27 @@ VISION_ONLY = [
     f"{PKG}/data/digits.py",
     f"{PKG}/models/mlp.py",
     f"{PKG}/tasks/classification.py",
+    "configs/data/mnist.yaml",
+    "configs/data/fashion_mnist.yaml",
+    "configs/data/cifar10.yaml",
+    "configs/data/image_folder.yaml",
+    "configs/data/fake.yaml",
+    "configs/model/efficientnet.yaml",
+    "configs/model/vit.yaml",
+    "configs/model/timm.yaml",
+    "configs/experiment/mnist_mlp.yaml",
+    "configs/experiment/mnist_vit.yaml",
+    "configs/experiment/mnist_efficientnet.yaml",
+    "configs/experiment/fashion_mnist_mlp.yaml",
+    "configs/experiment/fashion_mnist_vit.yaml",
+    "configs/experiment/fashion_mnist_efficientnet.yaml",
+    "configs/experiment/cifar10_mlp.yaml",
+    "configs/experiment/cifar10_vit.yaml",
+    "configs/experiment/cifar10_efficientnet.yaml",
+    f"{PKG}/data/vision.py",
+    f"{PKG}/data/download.py",
+    f"{PKG}/models/timm_models.py",
+    "tests/test_vision.py",
 ]
 
 # (answer, value) -> paths removed when the answer has that value.

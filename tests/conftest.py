@@ -46,7 +46,8 @@ def render(tmp_path_factory: pytest.TempPathFactory) -> Renderer:
 def project_env(project: Path) -> dict[str, str]:
     """An offline environment in which a rendered project's package imports from ``src``."""
     env = {key: value for key, value in os.environ.items() if key != "WANDB_API_KEY"}
-    env.update(WANDB_MODE="offline", HF_HUB_OFFLINE="1", WANDB_SILENT="true", PYTHONPATH=str(project / "src"))
+    env.update(WANDB_MODE="offline", HF_HUB_OFFLINE="1", WANDB_SILENT="true", PYTHONPATH=str(project / "src"),
+               OMP_NUM_THREADS="1")
     return env
 
 

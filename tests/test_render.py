@@ -15,12 +15,19 @@ from conftest import default_answers, run_in
 from expected import expected_files
 
 # Every value of every choice appears at least once; interacting pairs are combined.
+# Renders named in FULL_SUITE run their whole test suite; the others skip tests marked slow
+# (multi-process and multi-run tests that do not depend on the answers).
+FULL_SUITE = {"default"}
 MATRIX = {
     "default": {},
     "vision-csv-fp32": {"logger": "csv", "precision": "fp32", "license": "BSD-3-Clause", "env_manager": "pip",
                         "powershell": "no", "ci": "none", "python_version": "3.12"},
     "vision-fp16-apache": {"precision": "fp16", "license": "Apache-2.0", "python_version": "3.10"},
     "vision-unlicensed": {"license": "none", "project_name": "Vision Lab"},
+    "lm-4bit": {"task": "causal-lm", "quantization": "4bit", "precision": "bf16", "logger": "csv",
+                "python_version": "3.10", "license": "Apache-2.0"},
+    "both-8bit": {"task": "both", "quantization": "8bit", "precision": "fp16", "env_manager": "pip",
+                  "python_version": "3.12"},
 }
 
 
@@ -78,8 +85,9 @@ def test_ruff_is_clean(case: tuple[str, Path]) -> None:
 
 @pytest.mark.slow
 def test_rendered_project_tests_pass(case: tuple[str, Path]) -> None:
-    _, project = case
-    result = run_in(project, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x")
+    name, project = case
+    selection = [] if name in FULL_SUITE else ["-m", "not slow"]
+    result = run_in(project, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *selection)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
@@ -113,3 +121,20 @@ def test_csv_render_trains_and_writes_plots(render) -> None:
     assert {path.name for path in (run_dir / "plots").glob("*.png")} == {
         "learning_curves.png", "confusion_matrix.png", "pr_curves.png"}
     assert not (run_dir / "wandb").exists()
+
+
+def test_vision_render_has_no_language_model_stack(render) -> None:
+    project = render()
+    for relative in rendered_files(project):
+        text = (project / relative).read_text(encoding="utf-8", errors="ignore").lower()
+        for name in ("transformers", "peft", "bitsandbytes"):
+            assert name not in text, f"{relative} mentions {name}"
+
+
+def test_quantized_render_depends_on_bitsandbytes(render) -> None:
+    lm = tomllib.loads((render(**MATRIX["lm-4bit"]) / "pyproject.toml").read_text(encoding="utf-8"))
+    assert any(dep.startswith("bitsandbytes") for dep in lm["project"]["dependencies"])
+    assert any(dep.startswith("transformers>=5") for dep in lm["project"]["dependencies"])
+    plain = tomllib.loads((render(task="causal-lm") / "pyproject.toml").read_text(encoding="utf-8"))
+    assert not any(dep.startswith("bitsandbytes") for dep in plain["project"]["dependencies"])
+    assert plain["project"]["optional-dependencies"]["quant"] == ["bitsandbytes>=0.45"]

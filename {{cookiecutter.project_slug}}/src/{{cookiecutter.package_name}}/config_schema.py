@@ -36,6 +36,7 @@ class TrainerSchema:
     early_stopping: EarlyStoppingSchema = field(default_factory=EarlyStoppingSchema)
     distributed: bool = MISSING
     find_unused_parameters: bool = False
+    backend: str = "auto"
 
 
 ConfigStore.instance().store(group="trainer", name="schema", node=TrainerSchema)

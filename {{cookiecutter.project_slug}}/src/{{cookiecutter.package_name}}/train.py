@@ -15,10 +15,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+import {{ cookiecutter.package_name }}.resolvers  # noqa: F401 - registers ${run_time:} and the others
 from {{ cookiecutter.package_name }} import config_schema  # noqa: F401 - registers the config types
 from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error
 from {{ cookiecutter.package_name }}.tracking.base import LoggerCollection
-from {{ cookiecutter.package_name }}.training import distributed
+from {{ cookiecutter.package_name }}.training import distributed, preemption
 from {{ cookiecutter.package_name }}.training.trainer import Trainer, TrainingInterrupted
 from {{ cookiecutter.package_name }}.utils import seed_everything
 
@@ -52,9 +53,21 @@ def run_name(cfg: DictConfig) -> str:
     return f"{choices.get('data')}-{choices.get('model')}"
 
 
+def check_quantization(cfg: DictConfig) -> None:
+    """``quantization=8bit|4bit`` given on the command line for a model that is not a Hugging Face model."""
+    hydra_cfg = HydraConfig.get()
+    asked = [item for item in hydra_cfg.overrides.task if item.lstrip("+~").startswith("quantization=")]
+    name = str(OmegaConf.select(cfg, "quantization.name", default="none"))
+    if asked and name != "none" and "quantization" not in cfg.model:
+        raise UserError(f"quantization={name} applies to Hugging Face models, but model="
+                        f"{hydra_cfg.runtime.choices.get('model')} is not one: use model=causal_lm "
+                        "(e.g. experiment=tiny_lm), or quantization=none.")
+
+
 def train(cfg: DictConfig) -> float | None:
     """Build everything from ``cfg``, fit, test; return the best value of the monitored metric."""
     output_dir = Path(cfg.paths.output_dir)
+    distributed.adopt_slurm_tasks()
     seed_everything(cfg.seed + distributed.env_rank(), deterministic=cfg.trainer.deterministic)
     precision = instantiate(cfg.precision)
     loggers = build_loggers(cfg)
@@ -64,24 +77,28 @@ def train(cfg: DictConfig) -> float | None:
     info = datamodule.setup()
     task = instantiate(cfg.task)
     task.bind(info)
+    check_quantization(cfg)
     model = instantiate(cfg.model, data=info)
     config = OmegaConf.to_container(cfg, resolve=True)
     config["name"] = run_name(cfg)
 
-    exit_code = 1
+    exit_code, stop_signal = 1, None
     try:
         best = trainer.fit(model, task, datamodule, optimizer_factory=instantiate(cfg.optimizer),
                            scheduler_factory=instantiate(cfg.scheduler), config=config,
                            resume=resolve_resume(cfg.resume, output_dir))
         trainer.test()
+        if distributed.is_main_process():
+            task.save_result(model, output_dir)
         exit_code = 0
     except TrainingInterrupted as stop:
         log.warning("%s; resume with: resume=%s", stop, output_dir / "checkpoints" / "last.pt")
-        exit_code = 0
+        exit_code, stop_signal = 0, stop.signum
         best = trainer.best_score
     finally:
         loggers.finish(exit_code)
         distributed.destroy_distributed()
+    preemption.hand_over(stop_signal)  # under submitit: requeue the job
     log.info("Best %s = %s. Outputs: %s", task.monitor, best, output_dir)
     return best
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,3 +46,7 @@ class Task:
 
     def evaluation(self) -> Evaluation:
         raise NotImplementedError
+
+    def save_result(self, model: nn.Module, output_dir: Path) -> Path | None:
+        """Save the trained result in a task-specific form (e.g. ``save_pretrained``); None if nothing."""
+        return None

@@ -21,11 +21,27 @@ def launched_distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_distributed(device: torch.device, timeout_s: int = 1800) -> None:
-    """Join the process group torchrun set up: NCCL on CUDA, gloo otherwise."""
+def adopt_slurm_tasks() -> None:
+    """Under ``hydra/launcher=slurm`` with several tasks, set torch's env:// variables from SLURM's.
+
+    submitit starts one process per task (``tasks_per_node`` x ``nodes``) but, unlike torchrun,
+    sets no RANK/WORLD_SIZE/MASTER_ADDR; this exports them so that ``trainer=ddp`` works alike.
+    """
+    if "RANK" in os.environ or os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return
+    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        return
+    from submitit.helpers import TorchDistributedEnvironment
+
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+def init_distributed(device: torch.device, timeout_s: int = 1800, backend: str = "auto") -> None:
+    """Join the process group torchrun set up; backend ``auto``: NCCL on CUDA, gloo otherwise."""
     if dist.is_initialized() or not launched_distributed():
         return
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    if backend == "auto":
+        backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))

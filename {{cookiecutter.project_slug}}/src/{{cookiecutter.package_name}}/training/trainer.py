@@ -28,6 +28,7 @@ from {{ cookiecutter.package_name }}.tasks.base import Task
 from {{ cookiecutter.package_name }}.tracking import plots
 from {{ cookiecutter.package_name }}.tracking.base import LoggerCollection
 from {{ cookiecutter.package_name }}.training import distributed as dist
+from {{ cookiecutter.package_name }}.training import preemption
 from {{ cookiecutter.package_name }}.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from {{ cookiecutter.package_name }}.training.precision import Precision
 from {{ cookiecutter.package_name }}.utils import move_to, peak_memory_bytes
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 
 class TrainingInterrupted(Exception):
     """Raised after a stop signal, once ``last.pt`` holds the state to resume from."""
+
+    def __init__(self, message: str, signum: int | None = None) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 class Trainer:
@@ -61,6 +66,7 @@ class Trainer:
         early_stopping: dict[str, Any] | None = None,
         distributed: bool = False,
         find_unused_parameters: bool = False,
+        backend: str = "auto",
     ) -> None:
         self.max_epochs, self.max_steps = max_epochs, max_steps
         self.accumulate = max(1, accumulate_grad_batches)
@@ -81,7 +87,7 @@ class Trainer:
             raise UserError("launched by torchrun but trainer is not distributed: add trainer=ddp to the command.")
         self.device = dist.resolve_device(device)
         if distributed:
-            dist.init_distributed(self.device)
+            dist.init_distributed(self.device, backend=backend)
         self.is_main = dist.is_main_process()
         self.precision = precision.resolve(self.device)
 
@@ -136,6 +142,7 @@ class Trainer:
     def test(self) -> dict[str, float]:
         """Evaluate the best checkpoint (or the current weights) on the test split; write figures and summary."""
         best = self.checkpoint_dir / "best.pt"
+        dist.barrier()  # rank 0 has written best.pt before any rank loads it
         if best.is_file():
             self._unwrap().load_state_dict(load_checkpoint(best, self.device)["model"])
         evaluation = self._evaluate(self.datamodule.loader("test"), self.limit_val)
@@ -188,7 +195,8 @@ class Trainer:
             if dist.any_rank(self._stop_signal is not None, self.device):
                 bar.close()
                 self._save("last")
-                raise TrainingInterrupted(f"stopped by signal at epoch {self.epoch}, step {self.global_step}")
+                raise TrainingInterrupted(f"stopped by signal at epoch {self.epoch}, step {self.global_step}",
+                                          signum=self._stop_signal)
             if self._step_limit_reached():
                 break
         bar.close()
@@ -199,11 +207,12 @@ class Trainer:
         with context:
             with self.precision.autocast():
                 loss = self.task.training_loss(self.model, batch)
-            if not torch.isfinite(loss):
-                raise UserError(f"the training loss became {loss.item()} at step {self.global_step}: "
+            value = loss.item()
+            if not math.isfinite(value):
+                raise UserError(f"the training loss became {value} at step {self.global_step}: "
                                 "lower optimizer.lr, keep gradient clipping on, or use precision=bf16/fp32.")
-            self.scaler.scale(loss / self.accumulate).backward()
-        return loss.item()
+            self.scaler.scale(loss / self.accumulate if self.accumulate > 1 else loss).backward()
+        return value
 
     def _optimizer_step(self) -> None:
         if self.clip:
@@ -341,7 +350,7 @@ class Trainer:
 class _SignalCatcher:
     """Turns SIGTERM/SIGINT into a flag the loop checks at the next step boundary."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = preemption.stop_signals()
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer

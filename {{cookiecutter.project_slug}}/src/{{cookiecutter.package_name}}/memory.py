@@ -1,0 +1,55 @@
+"""Weight memory report: ``python -m {{ cookiecutter.package_name }}.memory [overrides]``.
+
+Estimates the weight memory of the configured model in fp32/fp16/bf16/8bit/4bit from
+its config, loads it as configured, measures what is resident (offloaded weights count
+nothing), checks the fit against free memory and writes ``memory.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from {{ cookiecutter.package_name }}.errors import exit_on_user_error
+from {{ cookiecutter.package_name }}.models import footprint
+from {{ cookiecutter.package_name }}.models.hf_loader import model_config, quantization_name
+
+log = logging.getLogger(__name__)
+
+
+def memory_report(cfg: DictConfig) -> dict[str, Any]:
+    """Load the model of ``cfg`` for inference and return its report (also written to memory.json)."""
+    info = instantiate(cfg.data).setup()
+    model_cfg = cfg.model
+    config = model_config(model_cfg.name_or_path, model_cfg.config, info.tokenizer, model_cfg.revision,
+                          model_cfg.trust_remote_code)
+    parameters, estimates = footprint.estimate_bytes(config, bool(cfg.quantization.get("double_quant", True)))
+    log.info("Before loading: %.1fM parameters; estimated MB %s", parameters / 1e6,
+             {mode: round(value / 1e6, 1) for mode, value in estimates.items()})
+    model = instantiate(cfg.model, data=info, for_training=False, report=False, lora={"enabled": False})
+    precision, quantization = str(cfg.model.dtype), quantization_name(cfg.quantization)
+    double_quant = bool(cfg.quantization.get("double_quant", True))
+    report = footprint.build_report(model, str(cfg.model.name_or_path or "random init"), precision, quantization,
+                                    double_quant)
+    footprint.log_report(report)
+    output = Path(cfg.paths.output_dir) / "memory.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    log.info("Wrote %s", output)
+    return report
+
+
+@hydra.main(version_base="1.3", config_path="../../configs", config_name="memory")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    memory_report(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Load a causal LM with transformers: dtype, 8-/4-bit bitsandbytes, device_map, offload, LoRA/QLoRA.
+
+``model.name_or_path`` is a hub id or a folder written by ``save_pretrained``; when it
+is null, a small model is initialised at random from ``model.config`` (offline).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from {{ cookiecutter.package_name }}.data.common import DataInfo
+from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.models import footprint
+from {{ cookiecutter.package_name }}.models.hf_source import resolve_source
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+QUANTIZED = {"8bit", "4bit"}
+
+
+def quantization_name(quantization: Any) -> str:
+    """``none``, ``8bit`` or ``4bit`` from a quantization config node (or a plain string)."""
+    name = quantization.get("name", "none") if hasattr(quantization, "get") else quantization
+    name = "none" if name in (None, False) else str(name)
+    if name not in QUANTIZED | {"none"}:
+        raise UserError(f"quantization {name!r} is unknown: use quantization=none, 8bit or 4bit.")
+    return name
+
+
+def require_bitsandbytes(name: str) -> None:
+    """Fail in one line when ``quantization`` needs bitsandbytes and it is not installed."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError(f"quantization={name} needs bitsandbytes, which is not installed: "
+                        "pip install bitsandbytes (or pip install -e '.[quant]'), or use quantization=none.") from None
+
+
+def bnb_config(quantization: Any, dtype: str) -> Any:
+    """The ``BitsAndBytesConfig`` for ``quantization`` (None for ``none``); 4-bit computes in ``dtype``."""
+    name = quantization_name(quantization)
+    if name == "none":
+        return None
+    require_bitsandbytes(name)
+    from transformers import BitsAndBytesConfig
+
+    options = dict(quantization) if hasattr(quantization, "items") else {}
+    if name == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=float(options.get("llm_int8_threshold", 6.0)))
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=options.get("quant_type", "nf4"),
+        bnb_4bit_use_double_quant=bool(options.get("double_quant", True)),
+        bnb_4bit_compute_dtype=DTYPES[dtype],
+    )
+
+
+def model_config(name_or_path: str | None, config: dict[str, Any] | None, tokenizer: Any = None,
+                 revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    """The transformers config of the model to load: the saved one, or one built from ``config``."""
+    from transformers import AutoConfig
+
+    if name_or_path not in (None, "", "null"):
+        return AutoConfig.from_pretrained(resolve_source(str(name_or_path), revision), revision=revision,
+                                          trust_remote_code=trust_remote_code)
+    options = dict(config or {})
+    model_type = options.pop("model_type", "llama")
+    if tokenizer is not None:
+        options.setdefault("vocab_size", len(tokenizer))
+        for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            if getattr(tokenizer, key, None) is not None:
+                options.setdefault(key, getattr(tokenizer, key))
+    return AutoConfig.for_model(model_type, **options)
+
+
+def random_init(config: dict[str, Any], tokenizer: Any, folder: Path) -> str:
+    """Save a randomly initialised model (and its tokenizer) to ``folder``; return the folder."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config(model_config(None, config, tokenizer))
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    log.info("Initialised a random %s model (%.2fM parameters) in %s.", model.config.model_type,
+             sum(p.numel() for p in model.parameters()) / 1e6, folder)
+    return str(folder)
+
+
+def resolve_device_map(device_map: Any, quantized: bool) -> Any:
+    """``auto``/``cpu``/``cuda``/a dict, as given; quantized models need one, so null picks the device."""
+    if device_map in (None, "null", "none"):
+        if not quantized:
+            return None
+        return {"": "cuda" if torch.cuda.is_available() else "cpu"}
+    if isinstance(device_map, str) and device_map.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"model.device_map={device_map} but no CUDA GPU is visible: use model.device_map=cpu or auto.")
+    if hasattr(device_map, "items"):
+        return dict(device_map)
+    return device_map
+
+
+def max_memory_map(max_memory: Any) -> dict[Any, str] | None:
+    """``{"0": "10GiB", "cpu": "30GiB"}`` with GPU indices as ints, as accelerate expects."""
+    if not max_memory:
+        return None
+    return {int(key) if str(key).isdigit() else str(key): str(value) for key, value in dict(max_memory).items()}
+
+
+def keep_trainable_state_only(model: nn.Module) -> None:
+    """Make ``state_dict``/``load_state_dict`` cover only trainable weights (the adapters).
+
+    Checkpoints of a LoRA model then hold megabytes, not the frozen (possibly quantized) base.
+    """
+    trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+
+    def drop_frozen(module: nn.Module, state: dict[str, Any], prefix: str, metadata: Any) -> None:
+        for key in list(state):
+            if key[len(prefix):] not in trainable:
+                del state[key]
+
+    def allow_missing_frozen(module: nn.Module, incompatible: Any) -> None:
+        incompatible.missing_keys[:] = [key for key in incompatible.missing_keys if key in trainable]
+
+    model.register_state_dict_post_hook(drop_frozen)
+    model.register_load_state_dict_post_hook(allow_missing_frozen)
+
+
+def add_lora(model: nn.Module, lora: dict[str, Any], quantized: bool, gradient_checkpointing: bool) -> nn.Module:
+    """Wrap ``model`` with LoRA adapters (after k-bit preparation when quantized)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    targets = lora.get("target_modules") or "all-linear"
+    config = LoraConfig(r=int(lora.get("r", 8)), lora_alpha=int(lora.get("alpha", 16)),
+                        lora_dropout=float(lora.get("dropout", 0.05)),
+                        target_modules=list(targets) if not isinstance(targets, str) else targets,
+                        task_type="CAUSAL_LM")
+    try:
+        model = get_peft_model(model, config)
+    except ValueError as error:
+        raise UserError(f"LoRA could not be attached ({str(error).splitlines()[0]}): set model.lora.target_modules "
+                        "to Linear layer names of this model, e.g. [q_proj, v_proj].") from None
+    keep_trainable_state_only(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info("LoRA: %d of %d parameters train (%.2f%%).", trainable, total, 100 * trainable / max(1, total))
+    return model
+
+
+def load_causal_lm(
+    data: DataInfo | None = None,
+    name_or_path: str | None = None,
+    config: dict[str, Any] | None = None,
+    revision: str | None = None,
+    dtype: str = "fp32",
+    quantization: Any = None,
+    device_map: Any = None,
+    offload_folder: str | None = None,
+    max_memory: dict[str, str] | None = None,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+    lora: dict[str, Any] | None = None,
+    gradient_checkpointing: bool = False,
+    init_dir: str | None = None,
+    for_training: bool = True,
+    report: bool = True,
+) -> nn.Module:
+    """Load (or randomly initialise) a causal LM as configured; see ``configs/model/causal_lm.yaml``."""
+    if dtype not in DTYPES:
+        raise UserError(f"model.dtype={dtype!r} is unknown: use fp32, fp16 or bf16.")
+    quant = quantization_name(quantization)
+    lora = dict(lora or {})
+    use_lora = lora.get("enabled")
+    use_lora = quant in QUANTIZED if use_lora is None else bool(use_lora)
+    if quant in QUANTIZED and for_training and not use_lora:
+        raise UserError(f"quantization={quant} weights cannot be trained directly: keep model.lora.enabled=true "
+                        "(QLoRA) or use quantization=none.")
+    quantization_config = bnb_config(quantization, dtype)
+    tokenizer = data.tokenizer if data is not None else None
+    if name_or_path in (None, "", "null"):
+        folder = Path(init_dir) if init_dir else Path(tempfile.mkdtemp(prefix="random_init_"))
+        source = random_init(config or {}, tokenizer, folder)
+    else:
+        source = resolve_source(str(name_or_path), revision)
+
+    weights = dtype
+    if for_training and not use_lora and dtype != "fp32":
+        log.info("Full fine-tuning keeps float32 master weights; precision=%s applies through autocast.", dtype)
+        weights = "fp32"
+    kwargs: dict[str, Any] = {"dtype": DTYPES[weights], "trust_remote_code": trust_remote_code,
+                              "device_map": resolve_device_map(device_map, quant in QUANTIZED)}
+    optional = {"revision": revision, "quantization_config": quantization_config, "offload_folder": offload_folder,
+                "max_memory": max_memory_map(max_memory), "attn_implementation": attn_implementation}
+    kwargs.update({key: value for key, value in optional.items() if value is not None})
+
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, ImportError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"model.name_or_path={source} could not be loaded ({first}): check the model "
+                        "options (dtype, device_map, offload_folder, quantization).") from None
+    if report:
+        double_quant = bool(dict(quantization).get("double_quant", True)) if hasattr(quantization, "items") else True
+        footprint.log_report(footprint.build_report(model, str(name_or_path or source), weights, quant, double_quant))
+    if use_lora:
+        model = add_lora(model, lora, quant in QUANTIZED, gradient_checkpointing)
+    return model

@@ -1,0 +1,104 @@
+"""Causal language modelling: next-token loss, perplexity, generated samples, a saved result."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from {{ cookiecutter.package_name }}.tasks.base import Evaluation, Task
+from {{ cookiecutter.package_name }}.training.distributed import all_reduce_sum
+
+log = logging.getLogger(__name__)
+
+
+def token_loss(model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Mean next-token cross-entropy over the batch, and how many tokens it averages."""
+    output = model(input_ids=batch, labels=batch)
+    return output.loss, batch[:, 1:].numel()
+
+
+class CausalLMEvaluation(Evaluation):
+    """Sums the token loss; keeps a few prompts and generates continuations for the loggers."""
+
+    def __init__(self, tokenizer: Any, num_samples: int = 4, prompt_tokens: int = 8, new_tokens: int = 24) -> None:
+        self.tokenizer = tokenizer
+        self.num_samples, self.prompt_tokens, self.new_tokens = num_samples, prompt_tokens, new_tokens
+        self.loss_sum = torch.zeros((), dtype=torch.float64)
+        self.count = torch.zeros((), dtype=torch.long)
+        self.prompts: list[torch.Tensor] = []
+        self.model: nn.Module | None = None
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, batch: torch.Tensor) -> None:
+        loss, tokens = token_loss(model, batch)
+        self.loss_sum = self.loss_sum.to(batch.device) + loss.double() * tokens
+        self.count = self.count.to(batch.device) + tokens
+        self.model = model
+        for block in batch[: self.num_samples - len(self.prompts)]:
+            self.prompts.append(block[: self.prompt_tokens].detach())
+
+    def sync(self) -> None:
+        self.loss_sum = all_reduce_sum(self.loss_sum)
+        self.count = all_reduce_sum(self.count)
+
+    def compute(self) -> dict[str, float]:
+        loss = (self.loss_sum / self.count.clamp(min=1)).item()
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+    @torch.no_grad()
+    def generate(self) -> list[tuple[str, str]]:
+        """(prompt, continuation) pairs, greedy decoding."""
+        if self.model is None or self.tokenizer is None or not self.prompts:
+            return []
+        model = getattr(self.model, "module", self.model)
+        model.eval()
+        prompts = torch.stack(self.prompts)
+        generated = model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts),
+                                   max_new_tokens=self.new_tokens, do_sample=False,
+                                   pad_token_id=self.tokenizer.pad_token_id)
+        return [(self.tokenizer.decode(prompt, skip_special_tokens=True),
+                 self.tokenizer.decode(output[prompt.numel():], skip_special_tokens=True))
+                for prompt, output in zip(prompts, generated, strict=True)]
+
+    def tables(self) -> dict[str, tuple[list[str], list[list[Any]]]]:
+        samples = self.generate()
+        for prompt, continuation in samples:
+            log.info("Sample: %r -> %r", prompt, continuation)
+        return {"generated_samples": (["prompt", "generated"], [list(pair) for pair in samples])}
+
+
+class CausalLMTask(Task):
+    """Next-token prediction; the tokenizer comes from the data."""
+
+    def __init__(self, monitor: str = "val/loss", mode: str = "min", num_samples: int = 4,
+                 prompt_tokens: int = 8, new_tokens: int = 24) -> None:
+        super().__init__(monitor, mode)
+        self.num_samples, self.prompt_tokens, self.new_tokens = num_samples, prompt_tokens, new_tokens
+        self.tokenizer: Any = None
+
+    def bind(self, info: Any) -> None:
+        """Take the tokenizer from the data's metadata."""
+        self.tokenizer = info.tokenizer
+
+    def training_loss(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        return token_loss(model, batch)[0]
+
+    def evaluation(self) -> CausalLMEvaluation:
+        return CausalLMEvaluation(self.tokenizer, self.num_samples, self.prompt_tokens, self.new_tokens)
+
+    def save_result(self, model: nn.Module, output_dir: Path) -> Path:
+        """Save with ``save_pretrained`` (safetensors) to ``output_dir/model``: the LoRA adapter, or the
+        full model, plus the tokenizer. Load it back with ``AutoPeftModelForCausalLM`` or
+        ``AutoModelForCausalLM.from_pretrained``."""
+        folder = Path(output_dir) / "model"
+        model = getattr(model, "module", model)
+        model.save_pretrained(folder, safe_serialization=True)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(folder)
+        log.info("Saved the %s to %s.", "LoRA adapter" if hasattr(model, "peft_config") else "model", folder)
+        return folder

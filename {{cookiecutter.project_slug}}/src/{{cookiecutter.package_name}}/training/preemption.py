@@ -1,0 +1,45 @@
+"""Stop signals: which ones end training at the next step, and what follows once last.pt is saved.
+
+- SIGTERM, SIGINT (Ctrl+C, ``scancel``, SLURM preemption, torchrun forwarding them): save
+  ``last.pt`` and exit with code 0. A partition with ``PreemptMode=REQUEUE`` requeues the job
+  itself; the requeued job resumes from ``last.pt`` (``resume=auto``, same run folder).
+- submitit's signal (``SUBMITIT_PREEMPT_SIGNAL``, USR2 by default), sent by SLURM
+  ``signal_delay_s`` before the time limit and on preemption under ``hydra/launcher=slurm``:
+  save ``last.pt``, then hand the signal to submitit, which requeues the same job (up to
+  ``max_num_timeout`` times after time-outs) and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+log = logging.getLogger(__name__)
+
+
+def requeue_signal() -> int | None:
+    """submitit's preemption/time-out signal, where the platform has it (Windows has no USR2)."""
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").upper().removeprefix("SIG")
+    return getattr(signal, f"SIG{name}", None)
+
+
+def stop_signals() -> tuple[int, ...]:
+    """Every signal that makes the trainer save ``last.pt`` at the next step boundary and stop."""
+    extra = requeue_signal()
+    return (signal.SIGTERM, signal.SIGINT) + ((extra,) if extra not in (None, signal.SIGTERM, signal.SIGINT) else ())
+
+
+def hand_over(signum: int | None) -> None:
+    """Once ``last.pt`` is saved, pass submitit's requeue signal to the handler it installed.
+
+    That handler (present only inside a submitit job) requeues the job and exits; anywhere
+    else, and for SIGTERM/SIGINT, nothing happens and the run ends cleanly.
+    """
+    if signum is None or signum != requeue_signal():
+        return
+    handler = signal.getsignal(signum)
+    if callable(handler):
+        log.warning("Handing %s to submitit to requeue the job; it resumes from last.pt.",
+                    signal.Signals(signum).name)
+        handler(signum, None)

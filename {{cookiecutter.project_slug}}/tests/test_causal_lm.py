@@ -1,0 +1,230 @@
+"""The Hugging Face loader, QLoRA, the text data, the memory report and the LM training run (CPU, offline)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from {{ cookiecutter.package_name }}.data.common import DataInfo
+from {{ cookiecutter.package_name }}.data.text import SAMPLE_CORPUS, TextDataModule, read_documents, train_tokenizer
+from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.models import footprint
+from {{ cookiecutter.package_name }}.models.hf_loader import DTYPES, bnb_config, load_causal_lm
+from {{ cookiecutter.package_name }}.models.hf_source import resolve_source
+
+from conftest import compose_config, run_module
+
+QUANT = {"none": {"name": "none"}, "8bit": {"name": "8bit"}, "4bit": {"name": "4bit", "double_quant": True}}
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama and its tokenizer, written with save_pretrained."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    tokenizer = train_tokenizer(read_documents(SAMPLE_CORPUS), vocab_size=320)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def load(folder: Path, dtype: str = "fp32", quantization: str = "none", **kwargs) -> torch.nn.Module:
+    options = {"for_training": False, "report": False, "lora": {"enabled": False}, **kwargs}
+    return load_causal_lm(name_or_path=str(folder), dtype=dtype, quantization=QUANT[quantization], **options)
+
+
+def tokens(folder: Path) -> torch.Tensor:
+    return torch.randint(4, 300, (2, 24), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
+def test_loader_matches_transformers_in_every_precision(tiny_dir: Path, dtype: str) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = load(tiny_dir, dtype)
+    assert {p.dtype for p in model.parameters()} == {DTYPES[dtype]}
+    direct = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=DTYPES[dtype])
+    with torch.no_grad():
+        assert torch.equal(model(tokens(tiny_dir)).logits, direct(tokens(tiny_dir)).logits)
+
+
+@pytest.mark.parametrize(("quantization", "layer"), [("8bit", "Linear8bitLt"), ("4bit", "Linear4bit")])
+def test_quantized_loader_uses_bitsandbytes_layers(tiny_dir: Path, quantization: str, layer: str) -> None:
+    import bitsandbytes as bnb
+    from transformers import AutoModelForCausalLM
+
+    model = load(tiny_dir, "bf16", quantization)
+    projection = model.model.layers[0].self_attn.q_proj
+    assert isinstance(projection, getattr(bnb.nn, layer))
+    assert model.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert not isinstance(model.lm_head, getattr(bnb.nn, layer))
+    direct = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.bfloat16, device_map={"": "cpu"},
+                                                  quantization_config=bnb_config(QUANT[quantization], "bf16"))
+    with torch.no_grad():
+        assert torch.equal(model(tokens(tiny_dir)).logits, direct(tokens(tiny_dir)).logits)
+
+
+def test_4bit_config_is_nf4_double_quant_in_the_precision_dtype() -> None:
+    config = bnb_config(QUANT["4bit"], "fp16")
+    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
+    assert config.bnb_4bit_compute_dtype == torch.float16
+    assert bnb_config(QUANT["8bit"], "bf16").load_in_8bit and bnb_config(QUANT["none"], "bf16") is None
+
+
+def test_qlora_lowers_the_loss(tiny_dir: Path) -> None:
+    torch.manual_seed(0)
+    model = load_causal_lm(name_or_path=str(tiny_dir), dtype="bf16", quantization=QUANT["4bit"], report=False,
+                           lora={"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]})
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name, p in model.named_parameters() if p.requires_grad)
+    optimizer = torch.optim.AdamW(trainable, lr=2e-2)
+    batch = tokens(tiny_dir)
+    losses = []
+    for _ in range(6):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.05, losses
+    assert set(model.state_dict()) == {name for name, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize(("dtype", "quantization", "mode"),
+                         [("fp32", "none", "fp32"), ("bf16", "none", "bf16"), ("bf16", "8bit", "8bit"),
+                          ("bf16", "4bit", "4bit")])
+def test_estimates_within_10_percent_of_measured(tiny_dir: Path, dtype: str, quantization: str, mode: str) -> None:
+    report = footprint.build_report(load(tiny_dir, dtype, quantization), "tiny", dtype, quantization)
+    measured, estimated = report["loaded"]["bytes"], report["estimated_bytes"][mode]
+    assert abs(estimated - measured) <= 0.1 * measured, (mode, estimated, measured)
+    assert report["parameters"] == sum(p.numel() for p in load(tiny_dir).parameters())
+
+
+def test_fit_advice_suggests_a_smaller_mode() -> None:
+    estimates = {"fp32": 27e9, "fp16": 13.5e9, "bf16": 13.5e9, "8bit": 7.5e9, "4bit": 3.9e9}
+    advice = footprint.fit_advice(estimates, "bf16", int(8e9))
+    assert advice.startswith("needs 13.50 GB in bf16, 8.00 GB free: quantization=8bit needs about 7.50 GB")
+    assert footprint.fit_advice(estimates, "4bit", int(8e9)).startswith("fits")
+
+
+def test_offloaded_weights_are_not_counted(tiny_dir: Path) -> None:
+    model = load(tiny_dir)
+    full = footprint.resident_bytes(model)["cpu"]
+    layer = model.model.layers[1]
+    moved = sum(p.numel() * p.element_size() for p in layer.parameters())
+    layer.to("meta")
+    assert footprint.resident_bytes(model)["cpu"] == full - moved
+
+
+def test_memory_app_writes_memory_json(tiny_dir: Path, tmp_path: Path) -> None:
+    from {{ cookiecutter.package_name }}.memory import memory_report
+
+    cfg = compose_config([f"model.name_or_path={tiny_dir}", "quantization=8bit", "precision=bf16"],
+                         output_dir=tmp_path, config_name="memory")
+    memory_report(cfg)
+    report = json.loads((tmp_path / "memory.json").read_text())
+    assert set(report) >= {"model", "parameters", "estimated_bytes", "loaded"}
+    assert set(report["estimated_bytes"]) == {"fp32", "fp16", "bf16", "8bit", "4bit"}
+    assert {"precision", "quantization", "bytes", "device_map"} <= set(report["loaded"])
+    assert report["loaded"]["quantization"] == "8bit" and report["loaded"]["bytes"] > 0
+
+
+def test_text_data_packs_blocks(tiny_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("\n".join(json.dumps({"text": "one plus two is three. " * 20}) for _ in range(10)))
+    data = TextDataModule(path=str(path), tokenizer=str(tiny_dir), block_size=16, batch_size=4)
+    info = data.setup()
+    batch = next(iter(data.loader("train")))
+    assert batch.shape == (4, 16) and batch.dtype == torch.long
+    assert info.tokenizer.decode(batch[0]).strip()
+
+
+def bad_inputs(tiny_dir: Path, tmp_path: Path) -> dict:
+    return {
+        "hub id offline": (lambda: resolve_source("nobody-here/no-such-model-xyz"), "HF_HUB_OFFLINE"),
+        "missing local path": (lambda: resolve_source(str(tmp_path / "missing" / "model")), "no such folder"),
+        "folder without a model": (lambda: resolve_source(str(tmp_path)), "config.json"),
+        "missing data file": (lambda: TextDataModule(path=str(tmp_path / "none.txt")).setup(), "no such file"),
+        "unknown quantization": (lambda: bnb_config({"name": "3bit"}, "bf16"), "quantization"),
+        "quantized without LoRA": (lambda: load_causal_lm(name_or_path=str(tiny_dir), quantization=QUANT["4bit"],
+                                                          lora={"enabled": False}), "LoRA"),
+    }
+
+
+@pytest.mark.parametrize("case", ["hub id offline", "missing local path", "folder without a model",
+                                  "missing data file", "unknown quantization", "quantized without LoRA"])
+def test_bad_input_gets_one_line(tiny_dir: Path, tmp_path: Path, case: str) -> None:
+    action, words = bad_inputs(tiny_dir, tmp_path)[case]
+    start = time.perf_counter()
+    with pytest.raises(UserError) as error:
+        action()
+    assert words in str(error.value) and "\n" not in str(error.value)
+    assert time.perf_counter() - start < 5, "a bad input must fail fast"
+
+
+def test_missing_bitsandbytes_gets_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    with pytest.raises(UserError, match="needs bitsandbytes.*pip install bitsandbytes"):
+        bnb_config(QUANT["4bit"], "bf16")
+
+
+def test_quantization_of_a_non_hf_model_gets_one_line(tmp_path: Path) -> None:
+    from {{ cookiecutter.package_name }}.train import check_quantization
+
+    cfg = compose_config(["quantization=4bit"], output_dir=tmp_path)
+    cfg.model = {"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 2}
+    with pytest.raises(UserError, match="applies to Hugging Face models"):
+        check_quantization(cfg)
+
+
+def test_full_model_result_loads_back(tiny_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from {{ cookiecutter.package_name }}.tasks.causal_lm import CausalLMTask
+
+    task = CausalLMTask()
+    task.bind(DataInfo(tokenizer=train_tokenizer(read_documents(SAMPLE_CORPUS), vocab_size=320)))
+    model = load(tiny_dir)
+    folder = task.save_result(model, tmp_path)
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    again = AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        assert torch.equal(model(tokens(tiny_dir)).logits, again(tokens(tiny_dir)).logits)
+
+
+def test_qlora_training_from_the_command_line(tiny_dir: Path, tmp_path: Path) -> None:
+    from peft import AutoPeftModelForCausalLM
+
+    run_dir = tmp_path / "run"
+    result = run_module("train", f"model.name_or_path={tiny_dir}", "quantization=4bit", "precision=bf16",
+                        "trainer.max_steps=2", "trainer.limit_val_batches=1", "task.new_tokens=4", "data.batch_size=4",
+                        "logger=csv", "task=causal_lm", "data=text", "model=causal_lm", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Memory of" in result.stderr and "LoRA:" in result.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["global_step"] == 2 and summary["test"]["test/perplexity"] > 1
+    assert (run_dir / "model" / "adapter_model.safetensors").is_file()
+    assert (run_dir / "tables" / "generated_samples.csv").is_file()
+    adapter = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)["model"]
+    assert adapter and all("lora_" in key for key in adapter)
+    model = AutoPeftModelForCausalLM.from_pretrained(run_dir / "model")
+    with torch.no_grad():
+        assert torch.isfinite(model(tokens(tiny_dir)).logits).all()
+
+
+def test_bad_model_path_fails_in_one_line_from_the_command_line(tmp_path: Path) -> None:
+    result = run_module("train", "model.name_or_path=./no/such/model", "task=causal_lm", "data=text",
+                        "model=causal_lm", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "no such folder" in result.stderr

@@ -1,0 +1,185 @@
+"""From laptop to cluster, on the CPU: DDP under torchrun, submitit's local launcher, Optuna, exact resume.
+
+The end-to-end tests start real processes and take tens of seconds each (most of it
+importing torch in every process); they are marked ``slow``: ``pytest -m "not slow"``
+skips them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from {{ cookiecutter.package_name }} import resolvers
+from {{ cookiecutter.package_name }}.tracking.base import Logger
+from {{ cookiecutter.package_name }}.training import preemption
+
+from conftest import PACKAGE, PROJECT_ROOT, compose_config, offline_env, run_module
+
+QUICK = ["logger=csv", "debug=fast"]
+
+
+class SignalAtEpoch(Logger):
+    """A logger that sends this process ``signum`` once ``epoch`` has been logged (a test hook)."""
+
+    def __init__(self, epoch: int, signum: str = "SIGTERM") -> None:
+        self.epoch, self.signum = epoch, getattr(signal, signum)
+
+    def log_epoch(self, metrics: dict[str, float], epoch: int) -> None:
+        if epoch == self.epoch:
+            os.kill(os.getpid(), self.signum)
+
+
+def rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def best_line(log_file: Path) -> str:
+    lines = [line for line in log_file.read_text(encoding="utf-8").splitlines() if "Best val/" in line]
+    assert len(lines) == 1, log_file
+    return lines[0].split("] ", 1)[1].split(". Outputs")[0]
+
+
+# ------------------------------------------------------------------ configs and helpers (fast)
+def test_ddp_config_composes() -> None:
+    cfg = compose_config(["trainer=ddp"], output_dir=Path("unused"))
+    assert cfg.trainer.distributed is True and cfg.trainer.backend == "auto"
+    assert cfg.trainer.max_epochs == compose_config([], output_dir=Path("unused")).trainer.max_epochs
+
+
+@pytest.mark.parametrize("launcher, target", [("slurm", "SlurmLauncher"), ("local", "LocalLauncher")])
+def test_launcher_configs_compose(launcher: str, target: str) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.additional_parameters.requeue is True
+        assert cfg.hydra.launcher.max_num_timeout > 0
+
+
+def test_optuna_direction_follows_the_task_mode() -> None:
+    assert resolvers.sweep_direction("max") == "maximize"
+    assert resolvers.sweep_direction("min") == "minimize"
+    with pytest.raises(ValueError):
+        resolvers.sweep_direction("up")
+
+
+def test_rank_helpers_follow_the_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "0")
+    assert resolvers.rank_suffix() == "" and resolvers.rank_zero_only(".hydra") == ".hydra"
+    monkeypatch.setenv("RANK", "3")
+    assert resolvers.rank_suffix() == ".rank3" and resolvers.rank_zero_only(".hydra") is None
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="no SIGUSR2 on this platform")
+def test_requeue_signal_is_handed_to_submitit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
+    assert signal.SIGUSR2 in preemption.stop_signals()
+    received: list[int] = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: received.append(signum))
+    try:
+        preemption.hand_over(signal.SIGTERM)  # a plain stop: nobody is told
+        preemption.hand_over(signal.SIGUSR2)  # submitit's signal: its handler requeues
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert received == [signal.SIGUSR2]
+
+
+# ------------------------------------------------------------------ end to end (slow)
+@pytest.mark.slow
+def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path) -> None:
+    """2 CPU processes (gloo): one run folder, one set of checkpoints, the same metrics on both ranks."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", f"{PACKAGE}.train", "trainer=ddp", *QUICK, f"paths.log_dir={tmp_path}"]
+    result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1, runs
+    run = runs[0]
+    assert sorted(path.name for path in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert len(rows(run)) == 1 and (run / ".hydra" / "config.yaml").is_file()
+    rank0, rank1 = run / "train.log", run / "train.rank1.log"
+    assert "DDP: rank 1 of 2 (gloo)" in rank1.read_text(encoding="utf-8")
+    assert best_line(rank0) == best_line(rank1)  # validation metrics are all-reduced
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["global_step"] == 5 and not any(key.startswith("module.") for key in state["model"])
+
+
+@pytest.mark.slow
+def test_local_launcher_multirun(tmp_path: Path) -> None:
+    result = run_module("train", "-m", "hydra/launcher=local", "seed=1,2", *QUICK, f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job in ("0", "1"):
+        assert len(rows(tmp_path / job)) == 1
+        assert (tmp_path / job / "checkpoints" / "last.pt").is_file()
+    assert (tmp_path / ".submitit").is_dir()
+
+
+@pytest.mark.slow
+def test_optuna_sweep_writes_results(tmp_path: Path) -> None:
+    result = run_module("train", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *QUICK,
+                        f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text(encoding="utf-8"))
+    assert set(results["best_params"]) == {"optimizer.lr", "optimizer.weight_decay", "data.batch_size"}
+    trials = [json.loads((tmp_path / str(n) / "summary.json").read_text())["best"]["value"] for n in range(3)]
+    assert results["best_value"] == pytest.approx(max(trials))  # val/f1 is maximized (task.mode=max)
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    """SIGTERM after epoch 2 -> last.pt mid-epoch, exit 0; resume=auto -> the same weights and metrics."""
+    common = ["logger=csv", "trainer.max_epochs=4", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
+              "trainer.deterministic=true", "trainer.progress_bar=false", "data.num_workers=0"]
+    env = offline_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env["PYTHONPATH"]])  # finds SignalAtEpoch
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+
+    def train(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+        result = run_module("train", *common, *extra, f"hydra.run.dir={run_dir}", env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    train(reference)
+    stopped = train(resumed, "+logger.stop._target_=test_scaling.SignalAtEpoch", "+logger.stop.epoch=1")
+    assert "stopped by signal" in stopped.stderr
+    interrupted = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)
+    assert (interrupted["epoch"], interrupted["batches_done"]) == (2, 1)  # saved at the next step boundary
+    assert len(rows(resumed)) == 2
+    train(resumed)  # resume=auto is the default
+
+    assert rows(resumed) == rows(reference)
+    final: list[dict[str, Any]] = [torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+                                   for run in (reference, resumed)]
+    assert final[0]["global_step"] == final[1]["global_step"] == 16
+    for name, tensor in final[0]["model"].items():
+        assert torch.equal(tensor, final[1]["model"][name]), name
+    summaries = [json.loads((run / "summary.json").read_text()) for run in (reference, resumed)]
+    assert summaries[0]["test"] == summaries[1]["test"]
+
+
+def test_corrupt_checkpoint_stops_resume_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    result = run_module("train", *QUICK, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert re.search(r"last\.pt is truncated or corrupt .*resume=none", result.stderr)
+    assert not (tmp_path / "metrics.csv").exists()  # nothing was trained from it

@@ -1,0 +1,238 @@
+"""Image data sets, timm models, schedulers, early stopping and checkpoints, all offline and small."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.train import train
+
+from conftest import CONFIG_DIR, compose_config, resolved, run_module
+
+MODELS = sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml"))
+DATA = sorted(path.stem for path in (CONFIG_DIR / "data").glob("*.yaml"))
+EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
+QUICK = ["logger=csv", "precision=fp32", "trainer.progress_bar=false", "trainer.log_every_n_steps=1"]
+TINY_FAKE = ["data=fake", "data.native_size=16", "data.num_samples=16", "data.num_test=4", "data.batch_size=4",
+             "data.val_fraction=0.25"]
+
+
+def run_train(tmp_path: Path, *overrides: str) -> tuple[float | None, dict, list[dict]]:
+    """Train in-process; return the best value, summary.json and the metrics.csv rows."""
+    cfg = compose_config([*QUICK, *overrides], output_dir=tmp_path)
+    best = train(cfg)
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv", encoding="utf-8")))
+    return best, summary, rows
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_model_trains_two_steps_and_its_checkpoint_reloads(model: str, tmp_path: Path) -> None:
+    best, summary, rows = run_train(tmp_path, f"model={model}", *TINY_FAKE, "trainer.max_steps=2",
+                                    "trainer.limit_val_batches=1")
+    assert summary["global_step"] == 2 and len(rows) == 1
+    assert math.isfinite(float(rows[0]["train/loss"])) and best == pytest.approx(summary["best"]["value"])
+
+    # A fresh model loaded from best.pt reproduces the test metrics the trainer reported.
+    cfg = compose_config([*QUICK, f"model={model}", *TINY_FAKE], output_dir=tmp_path)
+    datamodule = instantiate(cfg.data)
+    info = datamodule.setup()
+    fresh = instantiate(cfg.model, data=info)
+    state = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)
+    fresh.load_state_dict(state["model"])
+    fresh.eval()
+    images, labels = next(iter(datamodule.loader("test")))
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(fresh(images), labels).item()
+    assert loss == pytest.approx(summary["test"]["test/loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("data", DATA)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_data_model_pair_composes(data: str, model: str, tmp_path: Path) -> None:
+    cfg = compose_config([f"data={data}", f"model={model}"], output_dir=tmp_path)
+    config = resolved(cfg)
+    if "channels" in config["data"]:  # the data set takes its shape from what the model asks
+        assert config["data"]["channels"] == config["model"].get("in_chans")
+        assert config["data"]["img_size"] == config["model"].get("img_size")
+
+
+@pytest.mark.parametrize("experiment", [name for name in EXPERIMENTS if name != "digits_mlp"])
+def test_experiment_picks_its_data_and_model(experiment: str, tmp_path: Path) -> None:
+    data, model = experiment.rsplit("_", 1)
+    expected_model = compose_config([f"model={model}"], output_dir=tmp_path).model
+    cfg = compose_config([f"experiment={experiment}"], output_dir=tmp_path)
+    assert cfg.data.dataset == data
+    assert cfg.model._target_ == expected_model._target_
+    assert cfg.model.get("name") == expected_model.get("name")
+
+
+def test_gray_images_become_rgb_of_the_model_size(tmp_path: Path) -> None:
+    cfg = compose_config(["data=fake", "data.native_channels=1", "data.native_size=12", "model=efficientnet",
+                          "model.img_size=20"], output_dir=tmp_path)
+    datamodule = instantiate(cfg.data)
+    info = datamodule.setup()
+    image, _ = datamodule.dataset("train")[0]
+    assert (info.in_chans, info.img_size) == (3, 20) and image.shape == (3, 20, 20)
+    assert torch.equal(image[0], image[2])
+
+
+def test_splits_are_seeded_and_subset_fraction_applies(tmp_path: Path) -> None:
+    def train_indices(*overrides: str) -> list[int]:
+        datamodule = instantiate(compose_config(["data=fake", *overrides], output_dir=tmp_path).data)
+        datamodule.setup()
+        return list(datamodule.train_set.dataset.indices)
+
+    assert train_indices("seed=1") == train_indices("seed=1") != train_indices("seed=2")
+    assert len(train_indices("data.subset_fraction=0.5")) == len(train_indices()) // 2
+
+
+def test_image_folder_trains_on_generated_pngs(tmp_path: Path) -> None:
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for label, name in enumerate(["cat", "dog"]):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for index in range(8):
+            pixels = (torch.rand(20 + index, 24, 3, generator=generator) * 80 + 150 * label).byte().numpy()
+            image = Image.fromarray(pixels)
+            (image.convert("L") if index % 2 else image).save(tmp_path / "images" / name / f"{index}.png")
+    overrides = ["data=image_folder", f"data.root={tmp_path / 'images'}", "data.native_size=16",
+                 "data.batch_size=4", "data.num_workers=0", "model=mlp"]
+    datamodule = instantiate(compose_config(overrides, output_dir=tmp_path).data)
+    info = datamodule.setup()
+    assert info.class_names == ["cat", "dog"] and (info.in_chans, info.img_size) == (3, 16)
+    _, summary, rows = run_train(tmp_path / "run", *overrides, "trainer.max_epochs=2")
+    assert len(rows) == 2 and summary["test"]["test/acc"] >= 0.0
+
+
+def test_missing_image_folder_fails_in_one_line(tmp_path: Path) -> None:
+    datamodule = instantiate(compose_config(["data=image_folder", f"data.root={tmp_path / 'nope'}"],
+                                            output_dir=tmp_path).data)
+    with pytest.raises(UserError, match="data.root="):
+        datamodule.setup()
+
+
+def test_offline_mnist_fails_fast_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(*args: object, **kwargs: object) -> socket.socket:
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", offline)
+    datamodule = instantiate(compose_config(["data=mnist", f"paths.data_dir={tmp_path}"], output_dir=tmp_path).data)
+    started = time.perf_counter()
+    with pytest.raises(UserError) as error:
+        datamodule.setup()
+    message = str(error.value)
+    assert time.perf_counter() - started < 5
+    assert "\n" not in message and "MNIST" in message and "https://" in message and str(tmp_path) in message
+
+
+def test_missing_data_set_gives_one_line_without_traceback(tmp_path: Path) -> None:
+    result = run_module("train", "data=cifar10", "data.download=false", f"paths.data_dir={tmp_path}",
+                        f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "cifar10 is not in" in result.stderr and "cs.toronto.edu" in result.stderr
+
+
+def test_pretrained_weights_offline_fail_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    from {{ cookiecutter.package_name }}.data.common import DataInfo
+    from {{ cookiecutter.package_name }}.models import timm_models
+
+    monkeypatch.setattr(timm_models, "cached_weights", lambda hub_id: None)
+    started = time.perf_counter()
+    with pytest.raises(UserError, match="HF_HUB_OFFLINE"):
+        timm_models.timm_model(DataInfo(num_classes=3, in_chans=3, img_size=32), "efficientnet_b0", pretrained=True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(timm_models, "reachable", lambda url, timeout=3.0: False)
+    with pytest.raises(UserError, match="cannot reach"):
+        timm_models.timm_model(DataInfo(num_classes=3, in_chans=3, img_size=32), "efficientnet_b0", pretrained=True)
+    assert time.perf_counter() - started < 10
+
+
+def expected_epochs(values: list[float], patience: int, min_delta: float, mode: str) -> int:
+    """How many epochs early stopping should let run, given the monitored value of each epoch."""
+    sign = 1 if mode == "max" else -1
+    best, bad = None, 0
+    for epoch, value in enumerate(values):
+        if best is None or sign * (value - best) > min_delta:
+            best, bad = value, 0
+        else:
+            bad += 1
+        if bad >= patience:
+            return epoch + 1
+    return len(values)
+
+
+@pytest.mark.parametrize(("lr", "monitor", "mode", "patience"),
+                         [(0.0, "val/f1", "max", 2), (0.0, "val/loss", "min", 1), (0.05, "val/loss", "min", 1)])
+def test_early_stopping_stops_at_the_right_epoch(lr: float, monitor: str, mode: str, patience: int,
+                                                 tmp_path: Path) -> None:
+    _, summary, rows = run_train(tmp_path, "model=mlp", *TINY_FAKE, f"optimizer.lr={lr}", "scheduler=none",
+                                 f"task.monitor={monitor}", f"task.mode={mode}", "trainer.max_epochs=6",
+                                 f"trainer.early_stopping.patience={patience}", "trainer.early_stopping.min_delta=0")
+    values = [float(row[monitor]) for row in rows]
+    if lr == 0.0:  # nothing changes: the first epoch stays the best
+        assert len(rows) == patience + 1 and summary["stopped_early"]
+    assert len(rows) == expected_epochs(values + [values[-1]] * 6, patience, 0.0, mode) or (
+        len(rows) == 6 and not summary["stopped_early"])
+    assert summary["best"]["epoch"] == (values.index(max(values) if mode == "max" else min(values)))
+
+
+def learning_rates(name: str, total_steps: int, steps_per_epoch: int, *overrides: str, lr: float = 0.1
+                   ) -> list[float]:
+    cfg = compose_config([f"scheduler={name}", *overrides])
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    rates = []
+    for _ in range(total_steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_step_schedule_follows_its_formula() -> None:
+    rates = learning_rates("step", 24, 4, "scheduler.step_size=2", "scheduler.gamma=0.5", "scheduler.warmup_steps=3")
+    assert rates[:3] == pytest.approx([0.1 / 3, 0.2 / 3, 0.1])
+    assert rates[3:] == pytest.approx([0.1 * 0.5 ** ((step // 4) // 2) for step in range(3, 24)])
+
+
+@pytest.mark.parametrize(("anneal", "warmup"), [("cos", 0), ("linear", 0), ("cos", 5)])
+def test_onecycle_schedule_matches_torch(anneal: str, warmup: int) -> None:
+    rates = learning_rates("onecycle", 20, 5, f"scheduler.anneal_strategy={anneal}", f"scheduler.warmup_steps={warmup}")
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    reference = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=20, anneal_strategy=anneal,
+                                                    pct_start=warmup / 20 if warmup else 0.3)
+    expected = []
+    for _ in range(20):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        reference.step()
+    assert rates == pytest.approx(expected)
+    assert max(rates) == pytest.approx(0.1) and rates[0] == pytest.approx(0.1 / 25)
+
+
+def test_cosine_and_constant_warm_up_linearly() -> None:
+    for name in ("cosine", "none"):
+        rates = learning_rates(name, 10, 5, "scheduler.warmup_steps=4")
+        assert rates[:4] == pytest.approx([0.025, 0.05, 0.075, 0.1])
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_optimizers_take_weight_decay(optimizer: str) -> None:
+    cfg = compose_config([f"optimizer={optimizer}", "optimizer.weight_decay=0.1"])
+    built = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))])
+    assert built.param_groups[0]["weight_decay"] == 0.1
+    if optimizer == "sgd":
+        assert built.param_groups[0]["momentum"] == 0.9 and built.param_groups[0]["nesterov"]
