@@ -25,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-TEMPLATE = Path(__file__).resolve().parents[1]
+from common import render, report
+
 GOAL = 0.95
 
 CHILD = r'''
@@ -70,19 +71,13 @@ print("RESULT " + json.dumps(timing))
 '''
 
 
-def render(into: Path) -> Path:
-    from cookiecutter.main import cookiecutter
-
-    return Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(into)))
-
-
 def measure(project: Path, logger: str, epochs: int, out: Path, threads: int) -> float:
     """Steady-state optimizer steps per second of one training run."""
     env = {key: value for key, value in os.environ.items() if key != "WANDB_API_KEY"}
     env.update(WANDB_MODE="offline", WANDB_SILENT="true", HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads))
     result = subprocess.run([sys.executable, "-c", CHILD, str(project), logger, str(epochs), str(out)],
-                            cwd=project, env=env, capture_output=True, text=True, timeout=900)
+                            check=False, cwd=project, env=env, capture_output=True, text=True, timeout=900)
     if result.returncode != 0:
         raise RuntimeError(f"logger={logger} failed:\n{result.stderr[-3000:]}")
     line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
@@ -97,9 +92,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
     args = parser.parse_args()
     rates: dict[str, list[float]] = {"csv": [], "wandb": []}
+    with contextlib.redirect_stdout(sys.stderr):
+        project = render()
     with tempfile.TemporaryDirectory() as temp:
-        with contextlib.redirect_stdout(sys.stderr):
-            project = render(Path(temp))
         for repeat in range(args.repeats):
             for logger in ("csv", "wandb") if repeat % 2 == 0 else ("wandb", "csv"):
                 started = time.perf_counter()
@@ -109,7 +104,7 @@ def main() -> int:
                       flush=True)
     csv_rate, wandb_rate = statistics.median(rates["csv"]), statistics.median(rates["wandb"])
     print(f"median steps/s: csv={csv_rate:.1f}, wandb offline={wandb_rate:.1f}")
-    print(f"wandb_steps_per_s_ratio={wandb_rate / csv_rate:.3f} (goal >= {GOAL})")
+    report("wandb_steps_per_s_ratio", wandb_rate / csv_rate, f"goal >= {GOAL}")
     return 0
 
 

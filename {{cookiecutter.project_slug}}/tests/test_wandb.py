@@ -226,3 +226,16 @@ def test_resume_continues_the_same_run(tmp_path: Path, monkeypatch: pytest.Monke
     second.start({"name": "resumable"}, resume={"run_ids": {"wandb": run_id}, "history": []})
     assert second.run_id == run_id
     second.finish(exit_code=0)
+
+
+def test_text_tables_are_logged_as_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from {{ cookiecutter.package_name }}.tracking.wandb_logger import WandbLogger
+
+    monkeypatch.setenv("WANDB_CONSOLE", "off")
+    logger = WandbLogger(project="p", save_dir=tmp_path, mode="offline")
+    logger.start({"name": "text"})
+    logger.log_table("generated_samples", (["prompt", "generated"], [["Once upon", "a time there was"]]))
+    logger.finish()
+    saved = next(tmp_path.glob("wandb/offline-run-*/files/media/table/tables/generated_samples_*.table.json"))
+    table = json.loads(saved.read_text(encoding="utf-8"))
+    assert table == {"columns": ["prompt", "generated"], "data": [["Once upon", "a time there was"]]}
