@@ -11,7 +11,10 @@ import logging
 import netrc
 import os
 import platform
+import queue
 import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -93,6 +96,45 @@ def to_cell(value: Any) -> Any:
     return tensor.item() if tensor.numel() == 1 else tensor.tolist()
 
 
+class Background:
+    """Runs W&B calls in order on one worker thread, so the training loop never waits on them.
+
+    A full queue drops calls (with one warning) rather than block training.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.Queue(maxsize=size)
+        self.dropped = self.failed = 0
+        self.thread = threading.Thread(target=self._work, name="wandb-logger", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        while (item := self.queue.get()) is not None:
+            func, args = item
+            try:
+                func(*args)
+            except Exception as error:  # noqa: BLE001 - a tracking failure must not stop training
+                self.failed += 1
+                if self.failed == 1:
+                    log.warning("W&B: %s failed: %s", getattr(func, "__name__", func), error)
+
+    def submit(self, func: Callable[..., Any], *args: Any) -> None:
+        try:
+            self.queue.put_nowait((func, args))
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1:
+                log.warning("W&B: the logging queue is full; dropping entries instead of slowing training.")
+
+    def close(self, timeout: float) -> None:
+        """Finish what is queued (waiting at most ``timeout`` seconds), then stop the worker."""
+        try:
+            self.queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self.thread.join(timeout)
+
+
 class WandbLogger(Logger):
     """Logs to W&B; with no key or no network it runs offline and says how to sync."""
 
@@ -112,6 +154,7 @@ class WandbLogger(Logger):
         self.log_checkpoint_enabled = log_checkpoint
         self.init_timeout = init_timeout
         self.run: Any = None
+        self.background: Background | None = None
         self.epoch_metrics: set[str] = set()
 
     @property
@@ -148,6 +191,7 @@ class WandbLogger(Logger):
         if mode == "offline":
             log.log(level, "W&B: %s; logging offline, upload later with `wandb sync %s`.", reason,
                     Path(self.run.dir).parent)
+        self.background = Background()
         self._define_metrics(config)
 
     def _define_metrics(self, config: dict[str, Any]) -> None:
@@ -160,31 +204,35 @@ class WandbLogger(Logger):
             self.run.define_metric(task["monitor"], step_metric="epoch", summary=task.get("mode", "max"))
             self.epoch_metrics.add(task["monitor"])
 
+    def _define_epoch_metrics(self, keys: list[str]) -> None:
+        for key in keys:
+            self.run.define_metric(key, step_metric="epoch")
+
     def log_step(self, metrics: dict[str, float], step: int) -> None:
         if self.run is None:  # start failed: already reported once
             return
-        self.run.log({**metrics, STEP_AXIS: step})
+        self.background.submit(self.run.log, {**metrics, STEP_AXIS: step})
 
     def log_epoch(self, metrics: dict[str, float], epoch: int) -> None:
         if self.run is None:  # start failed: already reported once
             return
         renamed = {f"{key}_epoch" if key in STEP_METRICS else key: value for key, value in metrics.items()}
-        for key in renamed.keys() - self.epoch_metrics:
-            self.run.define_metric(key, step_metric="epoch")
-            self.epoch_metrics.add(key)
-        self.run.log({**renamed, "epoch": epoch})
+        new = sorted(renamed.keys() - self.epoch_metrics)
+        self.epoch_metrics.update(new)
+        self.background.submit(self._define_epoch_metrics, new)
+        self.background.submit(self.run.log, {**renamed, "epoch": epoch})
 
     def log_figure(self, name: str, figure: Any) -> None:
         if self.run is None:  # start failed: already reported once
             return
-        self.run.log({f"plots/{name}": wandb.Image(figure_to_image(figure), caption=name)})
+        self.background.submit(self.run.log, {f"plots/{name}": wandb.Image(figure_to_image(figure), caption=name)})
 
     def log_table(self, name: str, table: Table) -> None:
         if self.run is None:  # start failed: already reported once
             return
         columns, rows = table
         cells = [[to_cell(cell) for cell in row] for row in rows]
-        self.run.log({f"tables/{name}": wandb.Table(columns=list(columns), data=cells)})
+        self.background.submit(self.run.log, {f"tables/{name}": wandb.Table(columns=list(columns), data=cells)})
 
     def log_summary(self, summary: dict[str, Any]) -> None:
         if self.run is None:  # start failed: already reported once
@@ -197,18 +245,24 @@ class WandbLogger(Logger):
                 values[key] = summary[key]
         if summary.get("peak_memory_bytes"):
             values["peak_memory_gb"] = summary["peak_memory_bytes"] / 2**30
-        self.run.summary.update(values)
+        self.background.submit(self.run.summary.update, values)
 
     def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
         if self.run is None or not self.log_checkpoint_enabled:
             return
+        self.background.submit(self._log_artifact, Path(path), dict(metadata))
+
+    def _log_artifact(self, path: Path, metadata: dict[str, Any]) -> None:
         keys = ("metric", "value", "epoch", "config")
         artifact = wandb.Artifact(f"model-{self.run.id}", type="model",
                                   metadata={key: metadata[key] for key in keys if key in metadata})
-        artifact.add_file(str(path), name=Path(path).name)
+        artifact.add_file(str(path), name=path.name)
         self.run.log_artifact(artifact, aliases=["best", "latest"])
 
     def finish(self, exit_code: int = 0) -> None:
+        if self.background is not None:
+            self.background.close(timeout=max(60.0, self.init_timeout))
+            self.background = None
         if self.run is not None:
             run, self.run = self.run, None
             run.finish(exit_code=exit_code)
