@@ -72,6 +72,7 @@ REMOVE_WHEN = {
     ("logger", "csv"): [
         "configs/logger/wandb.yaml",
         f"{PKG}/tracking/wandb_logger.py",
+        "tests/test_wandb.py",
     ],
     ("license", "none"): ["LICENSE"],
     ("env_manager", "pip"): ["environment.yml"],

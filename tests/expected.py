@@ -118,6 +118,7 @@ CAUSAL_LM = [
 WANDB = [
     "configs/logger/wandb.yaml",
     "src/{pkg}/tracking/wandb_logger.py",
+    "tests/test_wandb.py",
 ]
 
 # answer -> value -> files present only with that value

@@ -103,6 +103,26 @@ def test_default_render_trains_well(render) -> None:
     assert summary["test"]["test/acc"] >= 0.9
 
 
+def test_csv_render_has_no_wandb(render) -> None:
+    """logger=csv leaves no wandb import, config, dependency or ignore rule (WANDB_* env names in tests are fine)."""
+    project = render(**MATRIX["vision-csv-fp32"])
+    hits = [relative for relative in rendered_files(project)
+            if "wandb" in (project / relative).read_text(encoding="utf-8", errors="ignore")]
+    assert not hits, f"'wandb' survives in {hits}"
+
+
+@pytest.mark.slow
+def test_csv_render_trains_and_writes_plots(render) -> None:
+    project = render(**MATRIX["vision-csv-fp32"])
+    run_dir = project / "outputs" / "csv-plots"
+    result = run_in(project, "-m", f"{package_of(project)}.train", "debug=fast", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "wandb" not in result.stderr.lower()
+    assert {path.name for path in (run_dir / "plots").glob("*.png")} == {
+        "learning_curves.png", "confusion_matrix.png", "pr_curves.png"}
+    assert not (run_dir / "wandb").exists()
+
+
 def test_vision_render_has_no_language_model_stack(render) -> None:
     project = render()
     for relative in rendered_files(project):

@@ -1,29 +1,138 @@
-"""Weights & Biases logging that never blocks or breaks a run."""
+"""Weights & Biases logging that never blocks or breaks a run.
+
+Without an API key (or when the server cannot be reached in ``init_timeout``
+seconds) the run is logged offline, with one line saying how to ``wandb sync`` it.
+The API key is read by W&B itself and is never copied into the config or logs.
+"""
 
 from __future__ import annotations
 
 import logging
+import netrc
 import os
+import platform
+import queue
+import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+import numpy as np
+import torch
 import wandb
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.tracking.base import Logger, Table
 
 log = logging.getLogger(__name__)
 
+MODES = {"online", "offline", "disabled"}
+# Logged every N optimizer steps on the ``trainer/global_step`` axis; their epoch means get an ``_epoch`` suffix.
+STEP_METRICS = ("train/loss", "train/lr")
+STEP_AXIS = "trainer/global_step"
+
 
 def has_credentials() -> bool:
-    """True when an API key is set or stored in ~/.netrc (no network needed to tell)."""
+    """True when an API key is set or stored in ~/.netrc for the W&B host (no network needed to tell)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
     try:
-        import netrc
-
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
+        return netrc.netrc().authenticators(host) is not None
     except (OSError, netrc.NetrcParseError):
         return False
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The current commit of the code, or None outside a git checkout."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = result.stdout.strip() if result.returncode == 0 else ""
+    return commit or None
+
+
+def environment() -> dict[str, Any]:
+    """Versions and hardware that explain a run's numbers."""
+    cuda = torch.cuda.is_available()
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or platform.machine(),
+        "device_type": "cuda" if cuda else "cpu",
+        "gpu_count": torch.cuda.device_count() if cuda else 0,
+        "platform": platform.platform(),
+    }
+
+
+def figure_to_image(figure: Any) -> np.ndarray:
+    """Render a matplotlib figure with the Agg canvas (headless) into an RGB array."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def to_cell(value: Any) -> Any:
+    """A table cell W&B can show: image tensors become images, other tensors plain values."""
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    if not isinstance(value, torch.Tensor):
+        return value
+    tensor = value.detach().float().cpu()
+    if tensor.dim() == 3 and tensor.shape[0] in (1, 3, 4):
+        tensor = tensor.permute(1, 2, 0)
+    if tensor.dim() == 3 and tensor.shape[-1] == 1:
+        tensor = tensor[..., 0]
+    if tensor.dim() in (2, 3):
+        low, high = tensor.min(), tensor.max()
+        scaled = (tensor - low) / (high - low).clamp(min=1e-12) * 255
+        return wandb.Image(scaled.round().to(torch.uint8).numpy())
+    return tensor.item() if tensor.numel() == 1 else tensor.tolist()
+
+
+class Background:
+    """Runs W&B calls in order on one worker thread, so the training loop never waits on them.
+
+    A full queue drops calls (with one warning) rather than block training.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.Queue(maxsize=size)
+        self.dropped = self.failed = 0
+        self.thread = threading.Thread(target=self._work, name="wandb-logger", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        while (item := self.queue.get()) is not None:
+            func, args = item
+            try:
+                func(*args)
+            except Exception as error:  # noqa: BLE001 - a tracking failure must not stop training
+                self.failed += 1
+                if self.failed == 1:
+                    log.warning("W&B: %s failed: %s", getattr(func, "__name__", func), error)
+
+    def submit(self, func: Callable[..., Any], *args: Any) -> None:
+        try:
+            self.queue.put_nowait((func, args))
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1:
+                log.warning("W&B: the logging queue is full; dropping entries instead of slowing training.")
+
+    def close(self, timeout: float) -> None:
+        """Finish what is queued (waiting at most ``timeout`` seconds), then stop the worker."""
+        try:
+            self.queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self.thread.join(timeout)
 
 
 class WandbLogger(Logger):
@@ -33,65 +142,127 @@ class WandbLogger(Logger):
 
     def __init__(self, project: str, save_dir: str | Path, entity: str | None = None, name: str | None = None,
                  group: str | None = None, tags: list[str] | None = None, job_type: str = "train",
-                 notes: str | None = None, mode: str = "online", log_checkpoint: bool = True) -> None:
-        self.settings = {"project": project, "entity": entity, "name": name, "group": group,
+                 notes: str | None = None, mode: str = "online", log_checkpoint: bool = True,
+                 init_timeout: float = 30.0) -> None:
+        mode = "offline" if mode == "dryrun" else mode
+        if mode not in MODES:
+            raise UserError(f"logger.wandb.mode={mode!r}: use one of {sorted(MODES)} (or set WANDB_MODE).")
+        self.settings = {"project": project, "entity": entity or None, "name": name, "group": group,
                          "tags": list(tags or []), "job_type": job_type, "notes": notes}
         self.save_dir = Path(save_dir)
         self.mode = mode
         self.log_checkpoint_enabled = log_checkpoint
+        self.init_timeout = init_timeout
         self.run: Any = None
+        self.background: Background | None = None
+        self.epoch_metrics: set[str] = set()
 
     @property
     def run_id(self) -> str | None:
         return self.run.id if self.run is not None else None
 
-    def _choose_mode(self) -> str:
+    def _choose_mode(self) -> tuple[str, str]:
+        """The mode to start in, and why it is offline when it is."""
         if self.mode == "online" and not has_credentials():
-            log.warning("W&B: no API key found, logging offline; upload later with `wandb sync %s`.",
-                        self.save_dir / "wandb")
-            return "offline"
-        return self.mode
+            return "offline", "no API key found (run `wandb login` or set WANDB_API_KEY)"
+        return self.mode, f"mode is {self.mode}"
+
+    def _init(self, mode: str, kwargs: dict[str, Any]) -> Any:
+        settings = wandb.Settings(init_timeout=self.init_timeout, silent=True)
+        return wandb.init(mode=mode, settings=settings, **kwargs)
 
     def start(self, config: dict[str, Any], resume: dict[str, Any] | None = None) -> None:
         self.save_dir.mkdir(parents=True, exist_ok=True)
         run_id = (resume or {}).get("run_ids", {}).get(self.name)
-        mode = self._choose_mode()
-        kwargs = dict(self.settings, config=config, dir=str(self.save_dir), id=run_id,
-                      resume="allow" if run_id else None)
+        full_config = {**config, "git": {"commit": git_commit()}, "environment": environment()}
+        settings = dict(self.settings, name=self.settings["name"] or config.get("name"))
+        kwargs = dict(settings, config=full_config, dir=str(self.save_dir), id=run_id,
+                      resume="allow" if run_id else None, reinit="finish_previous")
+        mode, reason = self._choose_mode()
+        level = logging.INFO
         try:
-            self.run = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=60), **kwargs)
+            self.run = self._init(mode, kwargs)
         except Exception as error:  # noqa: BLE001 - a network failure must not stop training
-            log.warning("W&B: could not start online (%s); logging offline instead.", error)
-            self.run = wandb.init(mode="offline", **kwargs)
+            if mode != "online":
+                raise
+            mode, reason = "offline", f"the server did not answer ({type(error).__name__})"
+            level = logging.WARNING
+            self.run = self._init(mode, kwargs)
+        if mode == "offline":
+            log.log(level, "W&B: %s; logging offline, upload later with `wandb sync %s`.", reason,
+                    Path(self.run.dir).parent)
+        self.background = Background()
+        self._define_metrics(config)
+
+    def _define_metrics(self, config: dict[str, Any]) -> None:
+        self.run.define_metric(STEP_AXIS, hidden=True)
+        for key in STEP_METRICS:
+            self.run.define_metric(key, step_metric=STEP_AXIS)
+        self.run.define_metric("epoch")
+        task = config.get("task") or {}
+        if task.get("monitor"):
+            self.run.define_metric(task["monitor"], step_metric="epoch", summary=task.get("mode", "max"))
+            self.epoch_metrics.add(task["monitor"])
+
+    def _define_epoch_metrics(self, keys: list[str]) -> None:
+        for key in keys:
+            self.run.define_metric(key, step_metric="epoch")
 
     def log_step(self, metrics: dict[str, float], step: int) -> None:
-        self.run.log({**metrics, "trainer/global_step": step})
+        if self.run is None:  # start failed: already reported once
+            return
+        self.background.submit(self.run.log, {**metrics, STEP_AXIS: step})
 
     def log_epoch(self, metrics: dict[str, float], epoch: int) -> None:
-        self.run.log({**metrics, "epoch": epoch})
+        if self.run is None:  # start failed: already reported once
+            return
+        renamed = {f"{key}_epoch" if key in STEP_METRICS else key: value for key, value in metrics.items()}
+        new = sorted(renamed.keys() - self.epoch_metrics)
+        self.epoch_metrics.update(new)
+        self.background.submit(self._define_epoch_metrics, new)
+        self.background.submit(self.run.log, {**renamed, "epoch": epoch})
 
     def log_figure(self, name: str, figure: Any) -> None:
-        self.run.log({f"plots/{name}": wandb.Image(figure)})
+        if self.run is None:  # start failed: already reported once
+            return
+        self.background.submit(self.run.log, {f"plots/{name}": wandb.Image(figure_to_image(figure), caption=name)})
 
     def log_table(self, name: str, table: Table) -> None:
+        if self.run is None:  # start failed: already reported once
+            return
         columns, rows = table
-        cells = [[wandb.Image(cell.numpy().transpose(1, 2, 0).squeeze()) if hasattr(cell, "numpy") else cell
-                  for cell in row] for row in rows]
-        self.run.log({f"tables/{name}": wandb.Table(columns=columns, data=cells)})
+        cells = [[to_cell(cell) for cell in row] for row in rows]
+        self.background.submit(self.run.log, {f"tables/{name}": wandb.Table(columns=list(columns), data=cells)})
 
     def log_summary(self, summary: dict[str, Any]) -> None:
-        self.run.summary.update({"best/" + summary["monitor"]: summary["best"]["value"],
-                                 "best/epoch": summary["best"]["epoch"], **summary.get("test", {})})
+        if self.run is None:  # start failed: already reported once
+            return
+        best = summary.get("best") or {}
+        values: dict[str, Any] = {f"best/{summary['monitor']}": best.get("value"), "best/epoch": best.get("epoch")}
+        values.update(summary.get("test") or {})
+        for key in ("epochs", "global_step", "stopped_early", "precision", "peak_memory_bytes"):
+            if summary.get(key) is not None:
+                values[key] = summary[key]
+        if summary.get("peak_memory_bytes"):
+            values["peak_memory_gb"] = summary["peak_memory_bytes"] / 2**30
+        self.background.submit(self.run.summary.update, values)
 
     def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
-        if not self.log_checkpoint_enabled:
+        if self.run is None or not self.log_checkpoint_enabled:
             return
+        self.background.submit(self._log_artifact, Path(path), dict(metadata))
+
+    def _log_artifact(self, path: Path, metadata: dict[str, Any]) -> None:
+        keys = ("metric", "value", "epoch", "config")
         artifact = wandb.Artifact(f"model-{self.run.id}", type="model",
-                                  metadata={key: metadata[key] for key in ("metric", "value", "epoch")})
-        artifact.add_file(str(path))
-        self.run.log_artifact(artifact, aliases=["best"])
+                                  metadata={key: metadata[key] for key in keys if key in metadata})
+        artifact.add_file(str(path), name=path.name)
+        self.run.log_artifact(artifact, aliases=["best", "latest"])
 
     def finish(self, exit_code: int = 0) -> None:
+        if self.background is not None:
+            self.background.close(timeout=max(60.0, self.init_timeout))
+            self.background = None
         if self.run is not None:
-            self.run.finish(exit_code=exit_code)
-            self.run = None
+            run, self.run = self.run, None
+            run.finish(exit_code=exit_code)
