@@ -21,13 +21,11 @@ FULL_SUITE = {"default"}
 MATRIX = {
     "default": {},
     "vision-csv-fp32": {"logger": "csv", "precision": "fp32", "license": "BSD-3-Clause", "env_manager": "pip",
-                        "powershell": "no", "ci": "none", "python_version": "3.12"},
-    "vision-fp16-apache": {"precision": "fp16", "license": "Apache-2.0", "python_version": "3.10"},
-    "vision-unlicensed": {"license": "none", "project_name": "Vision Lab"},
+                        "powershell": "no", "ci": "none", "python_version": "3.12", "project_name": "Vision Lab"},
     "lm-4bit": {"task": "causal-lm", "quantization": "4bit", "precision": "bf16", "logger": "csv",
                 "python_version": "3.10", "license": "Apache-2.0"},
     "both-8bit": {"task": "both", "quantization": "8bit", "precision": "fp16", "env_manager": "pip",
-                  "python_version": "3.12"},
+                  "python_version": "3.12", "license": "none"},
 }
 
 
