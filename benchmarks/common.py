@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +40,23 @@ def interleaved(candidates: dict[str, Callable[[], float]], repeats: int) -> dic
         for name, run in candidates.items():
             results[name].append(run())
     return {name: statistics.median(values) for name, values in results.items()}
+
+
+def offline_env(threads: int = 1) -> dict[str, str]:
+    """This environment without a W&B key, offline, with ``threads`` torch threads per process."""
+    env = {key: value for key, value in os.environ.items() if key != "WANDB_API_KEY"}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true", HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    return env
+
+
+def child_result(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> dict:
+    """Run a measuring child process and return the JSON it prints on its ``RESULT `` line."""
+    result = subprocess.run(command, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])} failed:\n{result.stderr[-3000:]}")
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
 
 
 def report(name: str, value: float, goal: str) -> None:

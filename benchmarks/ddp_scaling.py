@@ -15,14 +15,13 @@ Ends with ``ddp_scaling_efficiency=<value> (goal >= 0.7)``: (samples/s with N) /
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import child_result, offline_env
 
 TEMPLATE = Path(__file__).resolve().parents[1]
 GOAL = 0.7
@@ -72,15 +71,9 @@ def render(into: Path) -> Path:
 
 def measure(project: Path, child: Path, nproc: int, overrides: list[str], out: Path) -> float:
     """Steady-state training samples per second (all ranks together) of one torchrun job."""
-    env = {key: value for key, value in os.environ.items() if key != "WANDB_API_KEY"}
-    env.update(WANDB_MODE="offline", WANDB_SILENT="true", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                str(child), str(project), str(out), *overrides]
-    result = subprocess.run(command, check=False, cwd=project, env=env, capture_output=True, text=True, timeout=1800)
-    if result.returncode != 0:
-        raise RuntimeError(f"nproc={nproc} failed:\n{result.stderr[-3000:]}")
-    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
-    timing = json.loads(line.removeprefix("RESULT "))
+    timing = child_result(command, cwd=project, env=offline_env(threads=1), timeout=1800)
     return timing["samples"] / timing["seconds"]
 
 

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import render, report
+from common import child_result, offline_env, render, report
 
 GOAL = 0.95
 
@@ -73,15 +70,8 @@ print("RESULT " + json.dumps(timing))
 
 def measure(project: Path, logger: str, epochs: int, out: Path, threads: int) -> float:
     """Steady-state optimizer steps per second of one training run."""
-    env = {key: value for key, value in os.environ.items() if key != "WANDB_API_KEY"}
-    env.update(WANDB_MODE="offline", WANDB_SILENT="true", HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
-    result = subprocess.run([sys.executable, "-c", CHILD, str(project), logger, str(epochs), str(out)],
-                            check=False, cwd=project, env=env, capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:
-        raise RuntimeError(f"logger={logger} failed:\n{result.stderr[-3000:]}")
-    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
-    timing = json.loads(line.removeprefix("RESULT "))
+    command = [sys.executable, "-c", CHILD, str(project), logger, str(epochs), str(out)]
+    timing = child_result(command, cwd=project, env=offline_env(threads), timeout=900)
     return timing["steps"] / timing["seconds"]
 
 
