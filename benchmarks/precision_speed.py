@@ -70,9 +70,13 @@ def main() -> int:
         for name in ["fp32", *args.modes.split(",")]:
             torch.manual_seed(0)
             model = mlp.MLP(info, hidden_dims=[1024, 1024], dropout=0.0).to(device)
-            precision = precision_module.Precision(name, strict=True).resolve(device)
+            precision = precision_module.Precision(name)
+            precision.device = device  # the raw autocast mode, without the trainer's hardware fallback
             rates[name] = steps_per_second(model, precision, batch, targets, args.steps)
             log.warning("%s: %.1f steps/s", name, rates[name])
+    if device.type == "cpu":
+        sys.stdout.write(f"cpu_native_bf16={precision_module.cpu_has_native_bf16()} "
+                         "(without it the trainer falls back to fp32)\n")
     for name in args.modes.split(","):
         ratio = rates[name] / rates["fp32"]
         sys.stdout.write(f"{name}_vs_fp32_steps_per_s={ratio:.2f} (goal >= 1.0 where {name} is native)\n")

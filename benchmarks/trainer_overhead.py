@@ -14,6 +14,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+
 from common import interleaved, render, report
 
 EPOCHS = 8
@@ -94,7 +95,12 @@ def rendered_trainer(precision: str, extra: dict[str, float]) -> float:
 def main() -> None:
     extra: dict[str, list[float]] = {}
     ratios = {}
-    for precision in ("bf16", "fp32"):
+    from my_experiment.training.precision import cpu_has_native_bf16
+
+    precisions = ("bf16", "fp32") if cpu_has_native_bf16() else ("fp32",)
+    if "bf16" not in precisions:
+        print("bf16 skipped: this CPU has no native bfloat16, so the trainer runs fp32 (its fallback)")
+    for precision in precisions:
         medians = interleaved({"bare": lambda p=precision: bare_loop(p),
                                "trainer": lambda p=precision: rendered_trainer(p, extra)}, repeats=REPEATS)
         ratios[precision] = medians["trainer"] / medians["bare"]
