@@ -12,8 +12,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import TEMPLATE_DIR, interleaved, report, timed
 from cookiecutter.main import cookiecutter
+
+from common import TEMPLATE_DIR, interleaved, report, timed
 
 
 def render_once() -> float:

@@ -58,10 +58,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         project = render(Path(tmp))
         sys.path[:0] = [str(project / "src"), str(project / "tests")]
-        from conftest import compose_config
         from hydra.utils import instantiate
         from my_experiment.train import build_loggers
         from torch.utils.data import DataLoader, TensorDataset
+
+        from conftest import compose_config
 
         overrides = ["data=fake", f"data.native_size={SIZE}", f"data.num_samples={BATCH * BATCHES * 2}",
                      f"data.batch_size={BATCH}", "data.val_fraction=0.5", "model=efficientnet",

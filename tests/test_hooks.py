@@ -7,9 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE_DIR
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
+
+from conftest import TEMPLATE_DIR
 
 
 def render_fails(tmp_path: Path, capfd: pytest.CaptureFixture, **answers: str) -> str:

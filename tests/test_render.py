@@ -6,11 +6,12 @@ import csv
 import json
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
+
 from conftest import default_answers, run_in
 from expected import expected_files
 

@@ -8,15 +8,16 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import tree_sitter
 import tree_sitter_powershell
 import yaml
-from conftest import TEMPLATE_DIR
 from cookiecutter.main import cookiecutter
+
+from conftest import TEMPLATE_DIR
 
 BIN = Path(sys.executable).parent
 POWERSHELL = tree_sitter.Language(tree_sitter_powershell.language())
