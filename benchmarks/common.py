@@ -17,9 +17,9 @@ from cookiecutter.main import cookiecutter
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
 
 
-def render(**answers: str) -> Path:
-    """Render the template into a fresh temp folder and make its package importable."""
-    output = Path(tempfile.mkdtemp(prefix="bench-render-"))
+def render(into: Path | None = None, **answers: str) -> Path:
+    """Render the template into ``into`` (default: a fresh temp folder) and make its package importable."""
+    output = into or Path(tempfile.mkdtemp(prefix="bench-render-"))
     project = Path(cookiecutter(str(TEMPLATE_DIR), no_input=True, extra_context=answers, output_dir=str(output)))
     sys.path.insert(0, str(project / "src"))
     os.environ.setdefault("WANDB_MODE", "offline")

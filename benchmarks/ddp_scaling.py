@@ -21,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import child_result, offline_env
+from common import child_result, offline_env, render
 
-TEMPLATE = Path(__file__).resolve().parents[1]
 GOAL = 0.7
 
 CHILD = r'''
@@ -63,10 +62,6 @@ if distributed.env_rank() == 0:
 '''
 
 
-def render(into: Path) -> Path:
-    from cookiecutter.main import cookiecutter
-
-    return Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(into), extra_context={"logger": "csv"}))
 
 
 def measure(project: Path, child: Path, nproc: int, overrides: list[str], out: Path) -> float:
@@ -89,7 +84,7 @@ def main() -> int:
                  "model.hidden_dims=[1024,1024]", *args.overrides]
     rates: dict[int, list[float]] = {1: [], args.nproc: []}
     with tempfile.TemporaryDirectory() as temp:
-        project = render(Path(temp))
+        project = render(Path(temp), logger="csv")
         child = Path(temp) / "ddp_child.py"
         child.write_text(CHILD, encoding="utf-8")
         for repeat in range(args.repeats):

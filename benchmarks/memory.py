@@ -14,19 +14,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cookiecutter.main import cookiecutter
+from common import render
 
 log = logging.getLogger("benchmarks")
-TEMPLATE = Path(__file__).resolve().parents[1]
 GOALS = {"fp16": 0.51, "bf16": 0.51, "8bit": 0.29, "4bit": 0.17}
 MODES = [("fp32", "fp32", "none"), ("fp16", "fp16", "none"), ("bf16", "bf16", "none"), ("8bit", "bf16", "8bit"),
          ("4bit", "bf16", "4bit")]
 
 
-def render(folder: Path) -> str:
-    project = cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(folder),
-                           extra_context={"task": "causal-lm", "logger": "csv", "quantization": "4bit"})
-    sys.path.insert(0, str(Path(project) / "src"))
+def render_package(folder: Path) -> str:
+    render(folder, task="causal-lm", logger="csv", quantization="4bit")
     return "my_experiment"
 
 
@@ -41,7 +38,7 @@ def main() -> int:
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     with tempfile.TemporaryDirectory() as scratch:
-        package = render(Path(scratch))
+        package = render_package(Path(scratch))
         loader = importlib.import_module(f"{package}.models.hf_loader")
         footprint = importlib.import_module(f"{package}.models.footprint")
         config = LlamaConfig(vocab_size=4096, hidden_size=1024, intermediate_size=2816, num_hidden_layers=4,

@@ -14,10 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from cookiecutter.main import cookiecutter
+from common import render
 
 log = logging.getLogger("benchmarks")
-TEMPLATE = Path(__file__).resolve().parents[1]
 
 
 def steps_per_second(model, precision, batch, targets, steps: int) -> float:
@@ -57,8 +56,7 @@ def main() -> int:
     import torch
 
     with tempfile.TemporaryDirectory() as scratch:
-        project = cookiecutter(str(TEMPLATE), no_input=True, output_dir=scratch, extra_context={"logger": "csv"})
-        sys.path.insert(0, str(Path(project) / "src"))
+        render(Path(scratch), logger="csv")
         mlp = importlib.import_module("my_experiment.models.mlp")
         precision_module = importlib.import_module("my_experiment.training.precision")
         common = importlib.import_module("my_experiment.data.common")

@@ -18,11 +18,10 @@ from {{ cookiecutter.package_name }}.data.common import DataInfo
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models import footprint
 from {{ cookiecutter.package_name }}.models.hf_source import resolve_source
-from {{ cookiecutter.package_name }}.training.precision import hardware_fallback
+from {{ cookiecutter.package_name }}.training.precision import DTYPES, hardware_fallback
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 QUANTIZED = {"8bit", "4bit"}
 
 
