@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.utils import env_flag
 
-TRUE = {"1", "true", "yes", "on"}
 HUB_TIMEOUT_S = 10.0
 
 
 def hub_offline() -> bool:
     """Whether the hub must not be contacted (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)."""
-    return any(os.environ.get(name, "").strip().lower() in TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return env_flag("HF_HUB_OFFLINE") or env_flag("TRANSFORMERS_OFFLINE")
 
 
 def looks_like_path(name: str) -> bool:

@@ -8,7 +8,6 @@ of letting the hub retry for most of a minute.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import timm
@@ -17,14 +16,11 @@ from torch import nn
 from {{ cookiecutter.package_name }}.data.common import DataInfo
 from {{ cookiecutter.package_name }}.data.download import reachable
 from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.utils import env_flag
 
 log = logging.getLogger(__name__)
 HUB_URL = "https://huggingface.co"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def cached_weights(hub_id: str) -> str | None:
@@ -47,7 +43,7 @@ def pretrained_source(name: str) -> dict[str, Any]:
         local = cached_weights(config.hf_hub_id)
         if local:
             return {"pretrained_cfg_overlay": {"file": local}}
-        if hub_offline():
+        if env_flag("HF_HUB_OFFLINE"):
             raise UserError(f"pretrained weights for {name} ({config.hf_hub_id}) are not in the Hugging Face "
                             "cache and HF_HUB_OFFLINE=1 forbids downloading them: run once online, "
                             "or set model.pretrained=false.")
