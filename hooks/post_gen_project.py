@@ -3,6 +3,12 @@
 One table maps each answer to the paths it removes; nothing else here depends on
 the answers except the opt-in ``git init``. Stdlib only: no network, no installs,
 no prompts.
+
+Safe to run again on the same folder, and inside cruft's temporary renders: cruft renders
+the project again (hooks included) in a temporary folder on every ``cruft diff`` and
+``cruft update``. cruft puts ``_commit`` (the template commit) into every context it
+renders, so under cruft the hook never runs ``git init``; nothing it does leaves the
+rendered folder.
 """
 
 from __future__ import annotations
@@ -98,7 +104,14 @@ def remove(root: Path, relative: str) -> None:
         path.unlink()
 
 
+def rendered_by_cruft(answers: dict) -> bool:
+    """True when cruft renders: its context carries the template commit as ``_commit``."""
+    return "_commit" in answers
+
+
 def git_init(root: Path) -> None:
+    if (root / ".git").exists():
+        return
     try:
         subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     except (OSError, subprocess.CalledProcessError) as error:
@@ -111,12 +124,15 @@ def next_steps(answers: dict) -> str:
         setup = f"conda env create -f environment.yml && conda activate {slug}"
     else:
         setup = "python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'"
+    git = ["  git init && git add -A && git commit -m 'Create from project_template'   (under cruft the hook "
+           "runs no git)"] if answers.get("git_init") == "yes" and rendered_by_cruft(answers) else []
     windows = ["  Windows PowerShell: .\\scripts\\setup.ps1   (-WhatIf prints what it would do)"
                ] if answers.get("powershell") == "yes" else []
     return "\n".join(
         [
             f"Created {slug}/. Next steps:",
             f"  cd {slug}",
+            *git,
             f"  {setup}        (or: bash scripts/setup.sh)",
             *windows,
             f"  python -m {package}.train              # trains offline in seconds",
@@ -131,7 +147,7 @@ def main() -> int:
     root = Path.cwd()
     for relative in paths_to_remove(ANSWERS):
         remove(root, relative)
-    if ANSWERS.get("git_init") == "yes":
+    if ANSWERS.get("git_init") == "yes" and not rendered_by_cruft(ANSWERS):
         git_init(root)
     sys.stdout.write(next_steps(ANSWERS))
     return 0

@@ -17,6 +17,7 @@ SLUG_RE = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
 PACKAGE_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 WANDB_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+YEAR_RE = re.compile(r"^[0-9]{4}(?:-[0-9]{4})?$")
 
 # Top-level modules the rendered project imports (or that pytest and Hydra load);
 # a package with one of these names would shadow it.
@@ -76,6 +77,12 @@ def check_email(email: str) -> list[str]:
     return [f"author_email {email!r} is not an email address: use name@example.org or leave it empty."]
 
 
+def check_year(year: str) -> list[str]:
+    if YEAR_RE.match(year):
+        return []
+    return [f"copyright_year {year!r} is not a year: use four digits (e.g. 2025) or a range (2023-2025)."]
+
+
 def check_wandb(answers: dict) -> list[str]:
     problems = []
     project, entity = answers.get("wandb_project", ""), answers.get("wandb_entity", "")
@@ -117,6 +124,7 @@ def validate(answers: dict) -> list[str]:
         *check_slug(answers.get("project_slug", "")),
         *check_package(answers.get("package_name", "")),
         *check_email(answers.get("author_email", "")),
+        *check_year(str(answers.get("copyright_year", ""))),
         *check_wandb(answers),
         *check_choices(answers),
         *check_combinations(answers),

@@ -16,9 +16,9 @@ DEFAULTS = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text(encoding="u
 
 
 def default_answers() -> dict[str, str]:
-    """The first value of every choice, as ``--no-input`` picks them (derived names excluded)."""
+    """The first value of every choice, as ``--no-input`` picks them (Jinja-computed defaults excluded)."""
     return {key: value[0] if isinstance(value, list) else value
-            for key, value in DEFAULTS.items() if not key.startswith("_") and "{{" not in str(value)}
+            for key, value in DEFAULTS.items() if not key.startswith("_") and "{" not in str(value)}
 
 
 class Renderer:

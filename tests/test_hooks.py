@@ -33,6 +33,7 @@ def render_fails(tmp_path: Path, capfd: pytest.CaptureFixture, **answers: str) -
         ({"author_email": "not-an-email"}, "author_email"),
         ({"wandb_project": "has space"}, "wandb_project"),
         ({"wandb_entity": "bad/entity"}, "wandb_entity"),
+        ({"copyright_year": "this year"}, "copyright_year"),
         ({"quantization": "4bit"}, "choose task=causal-lm or task=both"),
     ],
 )
