@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from cookiecutter.environment import StrictEnvironment
 from cookiecutter.generate import generate_context, generate_files
 from cookiecutter.main import cookiecutter
@@ -242,3 +243,41 @@ def test_cruft_update_conflict_lands_beside_the_file(user_project: tuple[Path, P
     assert [path.relative_to(project) for path in project.rglob("*.rej")] == [config.with_name("adamw.yaml.rej")]
     assert "weight_decay: 0.5" in (project / config).read_text(encoding="utf-8")
     assert "weight_decay: 0.02" in (project / config.with_name("adamw.yaml.rej")).read_text(encoding="utf-8")
+
+
+# --- the rendered template-update workflow --------------------------------------------------------------------
+
+PINNED = re.compile(r"^[\w.-]+/[\w.-]+@[0-9a-f]{40}$")
+
+
+def test_template_update_workflow_is_opt_in_pinned_and_minimal(render) -> None:
+    project = render(ci="github", python_version="3.12")
+    path = project / ".github" / "workflows" / "template-update.yml"
+    text = path.read_text(encoding="utf-8")
+    workflow = yaml.safe_load(text)
+    assert workflow[True] == {"workflow_dispatch": None}  # YAML 1.1 reads `on` as True; the schedule is a comment
+    assert re.search(r"^\s*#\s*schedule:\s*\n\s*#\s*- cron:", text, re.MULTILINE), "no commented schedule"
+    assert workflow["permissions"] == {"contents": "read"}
+    assert workflow["concurrency"]["group"] == "${{ github.workflow }}"
+    (job,) = workflow["jobs"].values()
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    assert job["timeout-minutes"] <= 30
+    uses = {step["uses"].split("@")[0]: step for step in job["steps"] if "uses" in step}
+    assert set(uses) == {"actions/checkout", "actions/setup-python", "peter-evans/create-pull-request"}
+    for step in uses.values():
+        assert PINNED.match(step["uses"]), step["uses"]
+        assert re.search(re.escape(step["uses"]) + r"\s+# v\d+\.\d+\.\d+", text), f"{step['uses']} lacks # vX.Y.Z"
+    assert uses["actions/checkout"]["with"]["persist-credentials"] is False
+    assert uses["actions/setup-python"]["with"]["python-version"] == "3.12"
+    assert uses["peter-evans/create-pull-request"]["with"]["token"] == "${{ secrets.GITHUB_TOKEN }}"
+    runs = "\n".join(step.get("run", "") for step in job["steps"])
+    assert "cruft check" in runs and "cruft update --skip-apply-ask" in runs
+
+
+def test_template_update_workflow_passes_zizmor(render) -> None:
+    zizmor = Path(sys.executable).with_name("zizmor")
+    command = [str(zizmor)] if zizmor.is_file() else [shutil.which("zizmor") or "zizmor"]
+    workflow = render(ci="github") / ".github" / "workflows" / "template-update.yml"
+    result = subprocess.run([*command, "--offline", "--min-severity", "medium", str(workflow)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
