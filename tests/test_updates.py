@@ -200,6 +200,13 @@ def test_cruft_update_keeps_user_edits_and_brings_template_changes(user_project:
     new = commit_all(template, "template: weight decay 0.02, debug=tiny")
 
     assert cruft(project, "check").returncode == 1  # behind
+    # Uncommitted changes, even an untracked file: cruft refuses and changes nothing.
+    (project / "scratch.txt").write_text("draft\n", encoding="utf-8")
+    before = snapshot(project)
+    refused = cruft(project, "update", "--skip-apply-ask", "--checkout", new)
+    assert refused.returncode == 1 and "unclean" in refused.stdout + refused.stderr
+    assert snapshot(project) == before
+    (project / "scratch.txt").unlink()
     updated = cruft(project, "update", "--skip-apply-ask", "--checkout", new)
     assert updated.returncode == 0, updated.stdout + updated.stderr
     elapsed = time.perf_counter() - started
