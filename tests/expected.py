@@ -12,6 +12,7 @@ COMMON = [
     ".pre-commit-config.yaml",
     "Makefile",
     "README.md",
+    "README.ko.md",
     "pyproject.toml",
     "scripts/setup.sh",
     "configs/train.yaml",

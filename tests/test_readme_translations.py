@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
+from test_render import MATRIX
 
 from conftest import DEFAULTS, TEMPLATE_DIR
-from test_render import MATRIX
 
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SHELLS = {"bash", "sh", "shell", "console", "powershell", "pwsh", "ps1", "bat", "cmd"}
@@ -27,18 +27,27 @@ def commands(markdown: str) -> set[str]:
     return found
 
 
+def heading_levels(markdown: str) -> list[int]:
+    """The level of each Markdown heading outside code blocks, in order."""
+    prose = FENCE.sub("", markdown)
+    return [len(match) for match in re.findall(r"^(#{1,6}) ", prose, re.MULTILINE)]
+
+
 def assert_same_commands(english: Path, korean: Path) -> None:
     assert korean.is_file(), f"{korean.name} is missing beside {english.name}"
     ours, theirs = commands(english.read_text(encoding="utf-8")), commands(korean.read_text(encoding="utf-8"))
     assert ours, f"no commands found in {english}"
     assert ours == theirs, (f"only in {english.name}: {sorted(ours - theirs)}; "
                             f"only in {korean.name}: {sorted(theirs - ours)}")
+    levels = [heading_levels(path.read_text(encoding="utf-8")) for path in (english, korean)]
+    assert levels[0] == levels[1], f"{korean.name} has other sections than {english.name}: {levels}"
 
 
 def test_commands_ignore_comments_and_join_continuations() -> None:
     text = "```bash\nrun a  # one\n# a comment line\nrun b \\\n    --flag\n```\n```\nnot a command\n```\n"
     assert commands(text) == {"run a", "run b --flag"}
     assert commands(text.replace("run a", "run c")) != commands(text)
+    assert heading_levels("# a\n## b\n```bash\n# not a heading\n```\n### c\n") == [1, 2, 3]
 
 
 def test_template_readmes_show_the_same_commands() -> None:
