@@ -18,7 +18,7 @@ from cookiecutter.generate import generate_context, generate_files
 from cookiecutter.main import cookiecutter
 from cookiecutter.prompt import prompt_for_config
 
-from conftest import TEMPLATE_DIR
+from conftest import DEFAULTS, TEMPLATE_DIR
 from expected import expected_files
 
 PROJECT_DIR = TEMPLATE_DIR / "{{cookiecutter.project_slug}}"
@@ -95,6 +95,12 @@ def test_no_file_body_reads_the_clock_or_a_random_source() -> None:
     assert not hits, hits
 
 
+def test_nothing_that_cruft_skips_on_update() -> None:
+    """cruft never runs ``pre_prompt`` hooks and drops private ``_`` answers on update: use neither."""
+    assert not list((TEMPLATE_DIR / "hooks").glob("pre_prompt*"))
+    assert [key for key in DEFAULTS if key.startswith("_")] == ["__prompts__"]
+
+
 def test_post_gen_runs_twice_on_one_render_with_the_same_result(tmp_path: Path) -> None:
     answers = {"git_init": "yes", "ci": "none", "powershell": "no", "copyright_year": "2025"}
     out = tmp_path / "out"
@@ -131,7 +137,7 @@ def test_post_gen_in_a_cruft_temp_folder_runs_no_git(tmp_path: Path) -> None:
 # --- the cruft round trip (slow: clones, renders and applies patches with git) -------------------------------
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.org", "GIT_CONFIG_NOSYSTEM": "1"}
+           "GIT_COMMITTER_EMAIL": "t@example.org", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
 CRUFT = Path(sys.executable).with_name("cruft")
 
 
