@@ -296,3 +296,40 @@ def test_template_update_workflow_passes_zizmor(render) -> None:
     result = subprocess.run([*command, "--offline", "--min-severity", "medium", str(workflow)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def workflow_step(project: Path, name: str) -> str:
+    workflow = yaml.safe_load((project / ".github" / "workflows" / "template-update.yml").read_text(encoding="utf-8"))
+    (job,) = workflow["jobs"].values()
+    return next(step["run"] for step in job["steps"] if step.get("name", "").startswith(name))
+
+
+def run_step(project: Path, script: str, outputs: Path) -> subprocess.CompletedProcess:
+    """A workflow `run:` step as GitHub runs it (bash -eo pipefail), with cruft from this environment."""
+    env = {**os.environ, **GIT_ENV, "GITHUB_OUTPUT": str(outputs),
+           "PATH": os.pathsep.join([str(CRUFT.parent), os.environ.get("PATH", "")])}
+    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_template_update_workflow_steps_detect_and_apply(user_project: tuple[Path, Path, str], tmp_path: Path
+                                                          ) -> None:
+    template, project, _ = user_project
+    check, update = workflow_step(project, "Is the project behind"), workflow_step(project, "Apply the template")
+    current = run_step(project, check, tmp_path / "out0")
+    assert current.returncode == 0 and (tmp_path / "out0").read_text() == "behind=false\n", current.stderr
+
+    adamw = Path("configs") / "optimizer" / "adamw.yaml"
+    replace_in(template / "{{cookiecutter.project_slug}}" / adamw, "lr: ", "lr: 0.002 # ")
+    commit_all(template, "template: lr 0.002")
+    behind = run_step(project, check, tmp_path / "out1")
+    assert behind.returncode == 0 and (tmp_path / "out1").read_text() == "behind=true\n", behind.stderr
+    applied = run_step(project, update, tmp_path / "out2")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "lr: 0.002" in (project / adamw).read_text(encoding="utf-8")
+    assert adamw.as_posix() in git(project, "diff", "--cached", "--name-only")
+
+    (project / ".cruft.json").unlink()  # not a cruft project: the check step fails instead of reporting "behind"
+    broken = run_step(project, check, tmp_path / "out3")
+    assert broken.returncode != 0 and not (tmp_path / "out3").exists()
