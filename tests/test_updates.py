@@ -18,7 +18,7 @@ from cookiecutter.generate import generate_context, generate_files
 from cookiecutter.main import cookiecutter
 from cookiecutter.prompt import prompt_for_config
 
-from conftest import DEFAULTS, TEMPLATE_DIR
+from conftest import TEMPLATE_DIR
 from expected import expected_files
 
 PROJECT_DIR = TEMPLATE_DIR / "{{cookiecutter.project_slug}}"
@@ -95,12 +95,9 @@ def test_no_file_body_reads_the_clock_or_a_random_source() -> None:
     assert not hits, hits
 
 
-def test_nothing_that_cruft_skips_on_update() -> None:
-    """cruft never runs ``pre_prompt`` hooks and drops private ``_`` answers on update: use neither."""
+def test_no_pre_prompt_hook() -> None:
+    """cruft never runs a ``pre_prompt`` hook, so a render must not depend on one."""
     assert not list((TEMPLATE_DIR / "hooks").glob("pre_prompt*"))
-    settings = {"__prompts__", "_copy_without_render", "_extensions", "_new_lines", "_jinja2_env_vars"}
-    private_answers = [key for key in DEFAULTS if key.startswith("_") and key not in settings]
-    assert not private_answers, f"cruft forgets these answers on update: {private_answers}"
 
 
 def test_post_gen_runs_twice_on_one_render_with_the_same_result(tmp_path: Path) -> None:
