@@ -160,9 +160,18 @@ def commit_all(repo: Path, message: str) -> str:
 
 
 def template_copy(destination: Path) -> Path:
-    """The working tree under test (uncommitted edits included) as a fresh one-commit git repository."""
-    ignore = shutil.ignore_patterns(".git", ".venv", ".demo", "__pycache__", ".pytest_cache", ".ruff_cache")
-    shutil.copytree(TEMPLATE_DIR, destination, ignore=ignore)
+    """The working tree under test (uncommitted edits included, ignored files left out) as a fresh repository."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=TEMPLATE_DIR, capture_output=True, text=True)
+    if listed.returncode == 0:
+        for relative in filter(None, listed.stdout.split("\0")):
+            source = TEMPLATE_DIR / relative
+            if source.is_file():  # a tracked file deleted in the working tree is left out
+                (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, destination / relative)
+    else:  # not a git checkout (e.g. an unpacked archive)
+        ignore = shutil.ignore_patterns(".git", ".venv*", ".demo", "__pycache__", ".pytest_cache", ".ruff_cache")
+        shutil.copytree(TEMPLATE_DIR, destination, ignore=ignore)
     git(destination, "init", "-q", "-b", "main")
     return destination
 
