@@ -29,6 +29,7 @@ TORCH_FAMILY = {"torch", "torchvision", "torchaudio"}
 SCRIPT_RENDERS = {
     "conda": {"env_manager": "conda", "powershell": "yes", "ci": "github"},
     "pip": {"env_manager": "pip", "powershell": "yes", "ci": "github", "python_version": "3.12"},
+    "uv": {"env_manager": "uv", "powershell": "yes", "ci": "github", "python_version": "3.10"},
 }
 
 
