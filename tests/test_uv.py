@@ -24,6 +24,9 @@ UV_RENDER = {"env_manager": "uv", "logger": "csv", "powershell": "no", "ci": "no
 # The PyTorch family: gigabytes on Linux (CUDA libraries), so the end-to-end test reuses this interpreter's copy.
 TORCH_FAMILY = re.compile(r"(torch|torchvision|triton|nvidia-.+|cuda-.+)")
 CPU_SOURCE = {"index": "pytorch-cpu"}
+# uv's environment variables that would change what the end-to-end test checks (the cache and indexes may stay).
+UV_SETTINGS_UNDER_TEST = {"UV_PROJECT_ENVIRONMENT", "UV_PYTHON", "UV_NO_SYNC", "UV_FROZEN", "UV_LOCKED", "UV_NO_DEV",
+                          "UV_SYSTEM_PYTHON", "UV_OFFLINE"}
 
 
 def pyproject(project: Path) -> dict:
@@ -161,7 +164,8 @@ def test_setup_sh_uv_syncs_and_trains_with_the_local_torch(render, tmp_path: Pat
     uv_bin = tmp_path / "bin"  # uv on PATH (as after its installer), without this interpreter's other tools
     uv_bin.mkdir()
     (uv_bin / "uv").symlink_to(uv)
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("VIRTUAL_ENV", "CONDA", "UV_"))}
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("VIRTUAL_ENV", "CONDA")) and key not in UV_SETTINGS_UNDER_TEST}
     env.update(UV=uv, PYTHON=sys.executable, UV_PYTHON_DOWNLOADS="never", OMP_NUM_THREADS="1")
     env["PATH"] = os.pathsep.join([str(uv_bin), *(p for p in env["PATH"].split(os.pathsep) if Path(p) != BIN)])
 
@@ -206,9 +210,11 @@ def test_setup_sh_uv_syncs_and_trains_with_the_local_torch(render, tmp_path: Pat
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "no uv.lock yet" not in second.stdout and (project / "uv.lock").read_bytes() == lock_before
 
-    # The Makefile runs through `uv run`; UV_NO_SYNC keeps it from installing the skipped PyTorch family.
+    # The Makefile runs through `uv run` (PYTHON, which setup.sh reads, would override that); UV_NO_SYNC keeps
+    # `uv run` from installing the skipped PyTorch family.
+    make_env = {key: value for key, value in env.items() if key != "PYTHON"}
     smoke = subprocess.run(["make", "smoke"], cwd=project, capture_output=True, text=True, timeout=600,
-                           env={**env, "UV_NO_SYNC": "1", "HF_HUB_OFFLINE": "1"})
+                           env={**make_env, "UV_NO_SYNC": "1", "HF_HUB_OFFLINE": "1"})
     assert smoke.returncode == 0, smoke.stdout[-2000:] + smoke.stderr[-3000:]
     assert "uv run python -m" in smoke.stdout
     assert (project / "outputs" / "smoke" / "metrics.csv").is_file()
