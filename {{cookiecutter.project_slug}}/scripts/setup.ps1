@@ -244,7 +244,7 @@ function Set-CpuSource {
 function Build-UvEnv {
     $uv = Find-Uv
     if (-not $uv) {
-        throw 'uv not found: install it (https://docs.astral.sh/uv/getting-started/installation/, or pip install uv) or use -EnvManager pip.'
+        throw 'uv not found: install it (https://docs.astral.sh/uv/getting-started/installation/, or: pip install uv), then run this again.'
     }
     Write-Step "uv: $uv"
     if ($Cpu) { Set-CpuSource }
