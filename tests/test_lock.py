@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -138,3 +139,18 @@ def test_this_environment_is_the_lock() -> None:
     installed = {canonicalize_name(dist.metadata["Name"]): dist.version for dist in metadata.distributions()}
     wrong = {name: (version, installed.get(name)) for name, version in pins.items() if installed.get(name) != version}
     assert not wrong, f"installed versions differ from requirements-dev.lock (lock, installed): {wrong}"
+
+
+@pytest.mark.parametrize("env_manager", ["conda", "pip"])
+def test_rendered_project_keeps_lower_bounds_and_says_how_to_record_its_set(render, env_manager: str) -> None:
+    """A render asks for compatible releases (>= only) and its README shows how to write down the exact set."""
+    project = render(env_manager=env_manager, task="both", quantization="none")
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    dependencies = pyproject["dependencies"] + [dep for group in pyproject["optional-dependencies"].values()
+                                                for dep in group]
+    not_lower_bounds = [dep for dep in dependencies
+                        if any(spec.operator != ">=" for spec in Requirement(dep).specifier)]
+    assert not not_lower_bounds, f"pyproject.toml pins or caps {not_lower_bounds}: keep >= lower bounds"
+    readme = (project / "README.md").read_text(encoding="utf-8")
+    assert "pip freeze --exclude-editable > requirements.lock" in readme
+    assert ("conda env export" in readme) == (env_manager == "conda")
