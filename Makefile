@@ -27,7 +27,7 @@ LATEST_VENV ?= .venv-latest
 # The PyTorch build first, then the lock, constrained to that build: pip fails rather than swap it.
 define install
 	$(1)/bin/python -m pip install --quiet $(TORCH_SPEC)
-	$(1)/bin/python -m pip freeze | grep -E '^(torch|torchvision)==' > $(1)/torch-constraints.txt
+	$(1)/bin/python -m pip freeze | { grep -E '^(torch|torchvision)==' || true; } > $(1)/torch-constraints.txt
 	$(1)/bin/python -m pip install --quiet -r $(2) -c $(1)/torch-constraints.txt
 	$(1)/bin/python -m pip check
 endef
