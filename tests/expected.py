@@ -128,7 +128,7 @@ BY_ANSWER = {
     "license": {"MIT": ["LICENSE"], "Apache-2.0": ["LICENSE"], "BSD-3-Clause": ["LICENSE"], "none": []},
     "env_manager": {"conda": ["environment.yml"], "pip": [], "uv": [".python-version"]},
     "powershell": {"yes": ["scripts/setup.ps1", "scripts/tasks.ps1"], "no": []},
-    "ci": {"github": [".github/workflows/ci.yml"], "none": []},
+    "ci": {"github": [".github/workflows/ci.yml", ".github/dependabot.yml"], "none": []},
 }
 
 
