@@ -81,7 +81,9 @@ REMOVE_WHEN = {
         "tests/test_wandb.py",
     ],
     ("license", "none"): ["LICENSE"],
-    ("env_manager", "pip"): ["environment.yml"],
+    ("env_manager", "conda"): [".python-version"],
+    ("env_manager", "pip"): ["environment.yml", ".python-version"],
+    ("env_manager", "uv"): ["environment.yml"],
     ("powershell", "no"): ["scripts/setup.ps1", "scripts/tasks.ps1"],
     ("ci", "none"): [".github"],
 }
@@ -120,8 +122,11 @@ def git_init(root: Path) -> None:
 
 def next_steps(answers: dict) -> str:
     slug, package = answers["project_slug"], answers["package_name"]
+    run = "uv run " if answers["env_manager"] == "uv" else ""
     if answers["env_manager"] == "conda":
         setup = f"conda env create -f environment.yml && conda activate {slug}"
+    elif answers["env_manager"] == "uv":
+        setup = "uv sync   # writes uv.lock: commit it"
     else:
         setup = "python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'"
     git = ["  git init && git add -A && git commit -m 'Create from project_template'   (under cruft the hook "
@@ -135,9 +140,9 @@ def next_steps(answers: dict) -> str:
             *git,
             f"  {setup}        (or: bash scripts/setup.sh)",
             *windows,
-            f"  python -m {package}.train              # trains offline in seconds",
-            f"  python -m {package}.train debug=fast   # one quick epoch",
-            "  pytest                                 # the project's own tests",
+            f"  {run}python -m {package}.train              # trains offline in seconds",
+            f"  {run}python -m {package}.train debug=fast   # one quick epoch",
+            f"  {run}pytest                                 # the project's own tests",
             "",
         ]
     )

@@ -29,6 +29,7 @@ TORCH_FAMILY = {"torch", "torchvision", "torchaudio"}
 SCRIPT_RENDERS = {
     "conda": {"env_manager": "conda", "powershell": "yes", "ci": "github"},
     "pip": {"env_manager": "pip", "powershell": "yes", "ci": "github", "python_version": "3.12"},
+    "uv": {"env_manager": "uv", "powershell": "yes", "ci": "github", "python_version": "3.10"},
 }
 
 
@@ -181,8 +182,8 @@ def test_rendered_ci_keeps_github_expressions_and_gets_project_values(render) ->
     job = workflow["jobs"]["test"]
     assert job["strategy"]["matrix"]["os"] == ["ubuntu-latest", "windows-latest"]
     steps = {step.get("name", step.get("uses")): step for step in job["steps"]}
-    assert steps["actions/setup-python@v5"]["with"] == {"python-version": "3.12", "cache": "pip",
-                                                        "cache-dependency-path": "pyproject.toml"}
+    setup_python = next(step for step in job["steps"] if step.get("uses", "").startswith("actions/setup-python@"))
+    assert setup_python["with"] == {"python-version": "3.12", "cache": "pip", "cache-dependency-path": "pyproject.toml"}
     package = next(path.name for path in (project / "src").iterdir())
     smoke = next(step["run"] for name, step in steps.items() if name and "smoke" in name.lower())
     assert f"-m {package}.train debug=fast" in smoke and workflow["env"]["WANDB_MODE"] == "offline"

@@ -26,7 +26,7 @@ $Package = '{{ cookiecutter.package_name }}'
 Set-Location (Split-Path -Parent $PSScriptRoot)
 
 function Invoke-Python([string[]] $Arguments) {
-    & python @Arguments
+    & {{ cookiecutter.__run }}python @Arguments
     if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
 }
 
