@@ -76,7 +76,12 @@ REMOVE_WHEN = {
     ],
     ("license", "none"): ["LICENSE"],
     ("env_manager", "pip"): ["environment.yml"],
-    ("powershell", "no"): ["scripts/setup.ps1", "scripts/tasks.ps1"],
+    ("powershell", "no"): [
+        "scripts/setup.ps1",
+        "scripts/tasks.ps1",
+        "scripts/conda_profile.py",
+        ".github/workflows/windows-setup.yml",
+    ],
     ("ci", "none"): [".github"],
 }
 

@@ -84,10 +84,27 @@ def test_setup_ps1_offers_the_promised_switches(project: Path) -> None:
     for parameter in ("$CondaPath", "$ProfilePath", "$DryRun", "$Cpu", "$ProfileOnly", "$EnvManager"):
         assert parameter in text, parameter
     assert "SupportsShouldProcess" in text  # -WhatIf
-    assert "shell.powershell hook | Out-String | Invoke-Expression" in text
+    helper = (project / "scripts" / "conda_profile.py").read_text(encoding="utf-8")
+    assert "shell.powershell hook | Out-String | Invoke-Expression" in helper
     # Nothing PowerShell 7 only: Windows PowerShell 5.1 has no ?? ?. or && between commands.
     code = re.sub(r"'[^']*'|\"[^\"]*\"|#.*", "", text)
     assert not re.search(r"\?\?|\?\.|&&|\|\|", code)
+
+
+def test_setup_ps1_passes_the_profile_helper_only_options_it_has(project: Path) -> None:
+    """setup.ps1 hands the profile edit and the policy verdict to conda_profile.py: the options must match."""
+    text = (project / "scripts" / "setup.ps1").read_text(encoding="utf-8")
+    helper = project / "scripts" / "conda_profile.py"
+    helper_part = text[text.index("function Invoke-Helper"):text.index("function Get-EnvPrefix")]
+    passed = set(re.findall(r"'(--[a-z-]+)'", helper_part))
+    assert {"--documents", "--edition", "--profile-path", "--conda", "--dry-run", "--server", "--blocked"} <= passed
+    accepted = set()
+    for command in ("add", "remove", "policy"):
+        usage = subprocess.run([sys.executable, str(helper), command, "--help"], capture_output=True, text=True)
+        accepted |= set(re.findall(r"--[a-z-]+", usage.stdout))
+    assert passed <= accepted, passed - accepted
+    for word in ("'add'", "'remove'", "'policy'", "GetFolderPath('MyDocuments')", "Get-ExecutionPolicy -List"):
+        assert word in text, word
 
 
 def test_setup_sh_is_shellcheck_clean(project: Path) -> None:
