@@ -206,14 +206,45 @@ def test_rendered_ci_keeps_github_expressions_and_gets_project_values(render) ->
     assert "ruff check" in str(steps) and "pytest" in str(steps)
 
 
+def check_windows_setup_job(job: dict) -> None:
+    """The Windows job runs setup.ps1 as a user does, under both editions, and checks a new shell."""
+    assert job["runs-on"] == "windows-latest" and isinstance(job["timeout-minutes"], int)
+    assert job["strategy"]["matrix"]["shell"] == ["powershell", "pwsh"]
+    assert job["env"]["EDITION"] == "${{ matrix.shell }}"
+    runs = [step["run"] for step in job["steps"] if "run" in step]
+    for run in runs:  # each step is PowerShell 7 that runs the edition under test as $env:EDITION
+        assert powershell_errors(run.encode()) == [], run
+    text = "\n".join(runs)
+    assert "[IO.File]::WriteAllText($file, 'Set-Alias -Name ll -Value Get-ChildItem')" in text  # no newline
+    setups = [line for line in text.splitlines() if "-File scripts\\setup.ps1" in line and "-WhatIf" not in line]
+    assert len(setups) == 2 and "-ProfilePath" in setups[0] and "-ProfilePath" not in setups[1], setups
+    assert "-File scripts\\setup.ps1 -WhatIf" in text
+    new_shell = next(run for run in runs if "-EncodedCommand $encoded" in run)
+    for part in ("$Error.Count -gt 0", "Invoke-Expression $env:ACTIVATE", "python -c $env:IMPORT", "$errors.Count"):
+        assert part in new_shell, part
+    assert "-NoProfile" not in new_shell
+
+
 def test_template_ci_runs_weekly_and_on_windows() -> None:
     workflow = yaml.safe_load((TEMPLATE_DIR / ".github" / "workflows" / "template.yml").read_text(encoding="utf-8"))
     triggers = workflow[True]  # YAML 1.1 reads the key `on` as True
     assert triggers["schedule"][0]["cron"].split()[-1] == "1"
     windows = workflow["jobs"]["windows"]
-    assert windows["runs-on"] == "windows-latest"
+    check_windows_setup_job(windows)
+    assert windows["strategy"]["matrix"]["env_manager"] == ["conda", "pip"]
     runs = "\n".join(step.get("run", "") for step in windows["steps"])
-    assert "powershell=yes" in runs and "setup.ps1 -WhatIf" in runs and "tasks.ps1 smoke" in runs
+    assert "powershell=yes" in runs and "& $tasks smoke" in runs and "optimizer=adam,sgd" in runs
+
+
+@pytest.mark.parametrize("env_manager", ["conda", "pip"])
+def test_rendered_windows_workflow_checks_setup_ps1_under_both_editions(render, env_manager: str) -> None:
+    project = render(env_manager=env_manager, powershell="yes", ci="github")
+    workflow = yaml.safe_load((project / ".github" / "workflows" / "windows-setup.yml").read_text(encoding="utf-8"))
+    job = workflow["jobs"]["setup"]
+    check_windows_setup_job(job)
+    package = next(path.name for path in (project / "src").iterdir())
+    activate = {"conda": f"conda activate {project.name}", "pip": ". .\\.venv\\Scripts\\Activate.ps1"}
+    assert job["env"]["ACTIVATE"] == activate[env_manager] and job["env"]["IMPORT"] == f"import {package}"
 
 
 def test_pre_commit_config_has_ruff_and_file_checks(render) -> None:
