@@ -147,21 +147,27 @@ function Find-Python {
 
 function Get-HelperPython([string] $Conda) {
     # conda's own python.exe (every conda install has one in its root), else any suitable Python.
-    $root = [IO.Path]::GetDirectoryName([IO.Path]::GetDirectoryName($Conda))
-    $python = [IO.Path]::Combine($root, 'python.exe')
-    if (Test-Path -LiteralPath $python -PathType Leaf) { return , @($python) }
+    if ($Conda) {
+        $root = [IO.Path]::GetDirectoryName([IO.Path]::GetDirectoryName($Conda))
+        $python = [IO.Path]::Combine($root, 'python.exe')
+        if (Test-Path -LiteralPath $python -PathType Leaf) { return , @($python) }
+    }
     return Find-Python
 }
 
-function Invoke-Helper([string[]] $Python, [string[]] $Arguments) {
-    # Runs scripts\conda_profile.py; returns its output lines.
+function Invoke-Helper([string[]] $Python, [string[]] $Arguments, [switch] $Capture) {
+    # Runs scripts\conda_profile.py. Uncaptured, it writes to the console itself (Korean paths print
+    # right); -Capture returns its lines (ASCII only: the policy verdicts).
     $ErrorActionPreference = 'Continue'
     $all = @($Python | Select-Object -Skip 1) + @($ProfileHelper) + $Arguments
-    $out = & $Python[0] @all
-    if ($LASTEXITCODE -ne 0) {
-        throw "conda_profile.py $($Arguments[0]) failed (exit code $LASTEXITCODE): $(@($out) -join ' ')"
+    if ($Capture) {
+        $out = @(& $Python[0] @all)
+    } else {
+        & $Python[0] @all
+        $out = @()
     }
-    return @($out)
+    if ($LASTEXITCODE -ne 0) { throw "conda_profile.py $($Arguments[0]) failed (exit code $LASTEXITCODE); see above." }
+    return $out
 }
 
 function Get-Editions {
@@ -207,7 +213,9 @@ function Test-ExecutionPolicy([string[]] $Python, [string[]] $Editions) {
         $arguments = @('policy', '--edition', $edition.ToLower())
         if ($server) { $arguments += '--server' }
         if ($blocked) { $arguments += '--blocked' }
-        foreach ($line in (Invoke-Helper $Python ($arguments + (Get-PolicyList $edition)))) {
+        $scopes = @(Get-PolicyList $edition)
+        if ($scopes.Count -eq 0) { continue }  # that edition did not answer: no verdict rather than a guess
+        foreach ($line in (Invoke-Helper $Python ($arguments + $scopes) -Capture)) {
             if ($line) { Write-Warning $line }
         }
     }
@@ -218,10 +226,10 @@ function Set-CondaHook([string] $Conda) {
     $editions = Get-Editions
     $arguments = Get-ProfileArguments $editions
     if ($UndoProfile) {
-        Invoke-Helper $python (@('remove') + $arguments) | Out-Host
+        Invoke-Helper $python (@('remove') + $arguments)
         return
     }
-    Invoke-Helper $python (@('add', '--conda', $Conda) + $arguments) | Out-Host
+    Invoke-Helper $python (@('add', '--conda', $Conda) + $arguments)
     Test-ExecutionPolicy $python $editions
 }
 
@@ -306,8 +314,7 @@ function Invoke-Setup {
         throw 'conda not found: install Miniconda or Miniforge, pass -CondaPath <folder>, or use -EnvManager pip.'
     }
     if ($conda) { Write-Step "conda: $conda" }
-    if ($UndoProfile -and -not $conda) { throw 'conda not found, and -UndoProfile runs with its python.exe; pass -CondaPath <folder>.' }
-    if (-not $SkipProfile -and $conda) { Set-CondaHook $conda }
+    if ($UndoProfile -or (-not $SkipProfile -and $conda)) { Set-CondaHook $conda }
     if ($ProfileOnly -or $UndoProfile) { return }
 
     if ($EnvManager -eq 'conda') {
