@@ -310,3 +310,13 @@ def test_downloaded_files_get_the_unblock_fix(helper: Path) -> None:
     assert warning.endswith(FIX_BLOCKED) and "not digitally signed" in warning
     assert policy(helper, "core", "--blocked", CurrentUser="Bypass") == []
     assert len(policy(helper, "desktop", "--blocked")) == 2  # Restricted and blocked: both fixes
+
+
+def test_the_readme_shows_what_the_helper_writes_and_both_fixes(render, documents: Path) -> None:
+    project = render(powershell="yes")
+    add(project / "scripts" / "conda_profile.py", documents, "--edition", "desktop")
+    readme = project / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    assert profile(documents).read_text(encoding="ascii").replace("\r\n", "\n") in text
+    for needed in ("profile.ps1", "-UndoProfile", FIX_POLICY, FIX_BLOCKED.replace("|", "\\|"), "Group Policy"):
+        assert needed in text, needed
