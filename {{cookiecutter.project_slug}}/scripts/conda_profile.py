@@ -60,12 +60,12 @@ DOT_SOURCE = re.compile(
     re.MULTILINE,
 )
 VARIABLE = re.compile(r"\$(?:\{env:(?P<braced>\w+)\}|env:(?P<env>\w+)|(?P<name>PSScriptRoot|HOME)\b)", re.IGNORECASE)
-BOMS = (
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
+BOMS = (  # UTF-32 LE first: its BOM starts with UTF-16 LE's
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
 
 # Execution policies: scopes in precedence order (Process is this window only and is skipped).
@@ -116,31 +116,31 @@ class ProfileText:
         if data is None:
             data = path.read_bytes() if self.exists else b""
         self.original = data
-        self.encoding = ""  # "" = no BOM
+        self.bom, self.encoding = b"", ""
         for bom, encoding in BOMS:
             if data.startswith(bom):
-                self.encoding = encoding
-                self.text = data.decode(encoding)
+                self.bom, self.encoding = bom, encoding
                 break
-        else:
-            try:
-                self.text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                codec = code_page_codec(code_page)
-                try:
-                    self.text = data.decode(codec)
-                except (UnicodeDecodeError, LookupError) as error:
-                    raise ProfileError(
-                        f"{path} is neither UTF-8 nor code page {code_page} ({error}); "
-                        "save it as 'UTF-8 with BOM' and rerun"
-                    ) from None
+        self.text = self.decode(data[len(self.bom) :], code_page)
         # Keep LF-only files LF; everything else gets Windows' CRLF.
         self.newline = "\n" if ("\n" in self.text and "\r\n" not in self.text) else "\r\n"
 
+    def decode(self, data: bytes, code_page: int) -> str:
+        """The text: in the BOM's encoding; without a BOM strict UTF-8, else the ANSI code page."""
+        codecs_to_try = [self.encoding] if self.bom else ["utf-8", code_page_codec(code_page)]
+        for codec in codecs_to_try:
+            try:
+                return data.decode(codec)
+            except (UnicodeDecodeError, LookupError):
+                continue
+        raise ProfileError(
+            f"{self.path} is not valid {' or '.join(codecs_to_try)}; save it as 'UTF-8 with BOM' and rerun"
+        )
+
     def encoded(self, text: str) -> bytes:
         """``text`` in this file's encoding; UTF-8 with BOM where a BOM-less file would not be ASCII."""
-        if self.encoding:
-            return text.encode(self.encoding)
+        if self.bom:
+            return self.bom + text.encode(self.encoding)
         if text.isascii():
             return text.encode("ascii")
         return codecs.BOM_UTF8 + text.encode("utf-8")
