@@ -220,7 +220,7 @@ def check_windows_setup_job(job: dict) -> None:
     assert len(setups) == 2 and "-ProfilePath" in setups[0] and "-ProfilePath" not in setups[1], setups
     assert "-File scripts\\setup.ps1 -WhatIf" in text
     new_shell = next(run for run in runs if "-EncodedCommand $encoded" in run)
-    for part in ("$Error.Count -gt 0", "Invoke-Expression $env:ACTIVATE", "python -c $env:IMPORT", "$errors.Count"):
+    for part in ("2> $stderr", "Invoke-Expression $env:ACTIVATE", "python -c $env:IMPORT", "$errors.Count -gt 0"):
         assert part in new_shell, part
     assert "-NoProfile" not in new_shell
 
