@@ -107,6 +107,30 @@ def test_setup_ps1_passes_the_profile_helper_only_options_it_has(project: Path) 
         assert word in text, word
 
 
+PATH_COMMANDS = {"push-location", "set-location", "test-path", "get-content", "remove-item", "resolve-path",
+                 "get-item", "select-string"}
+
+
+def test_ps1_scripts_use_literal_paths_and_always_set_the_exit_code(project: Path) -> None:
+    """No wildcard paths, no Set-Location leaking into the caller, and `exit $code` as the last statement."""
+    for name in ("setup.ps1", "tasks.ps1"):
+        root = tree_sitter.Parser(POWERSHELL).parse((project / "scripts" / name).read_bytes()).root_node
+        commands, stack = [], [root]
+        while stack:
+            node = stack.pop()
+            if node.type == "command" and node.child_by_field_name("command_name") is not None:
+                commands.append(node)
+            stack.extend(node.children)
+        for command in commands:
+            verb = command.child_by_field_name("command_name").text.decode().lower()
+            assert verb not in {"set-location", "cd", "sl", "chdir"}, f"{name}: {command.text!r}"
+            if verb in PATH_COMMANDS:
+                assert b"-LiteralPath" in command.text, f"{name}: {command.text!r}"
+        statements = next(child for child in root.children if child.type == "statement_list").children
+        assert statements[-1].type == "flow_control_statement", name
+        assert re.fullmatch(rb"exit \$\w+", statements[-1].text), statements[-1].text
+
+
 def test_setup_sh_is_shellcheck_clean(project: Path) -> None:
     script = project / "scripts" / "setup.sh"
     assert os.access(script, os.X_OK), "setup.sh lost its executable bit"
