@@ -155,6 +155,12 @@ def test_a_profile_in_neither_utf8_nor_the_code_page_is_left_alone(helper: Path,
     assert target.read_bytes() == b"# \x80\xff\x80\xff"
 
 
+def test_an_undecodable_file_that_is_only_searched_does_not_stop_the_edit(helper: Path, documents: Path) -> None:
+    write(profile(documents, name="Microsoft.PowerShell_profile.ps1"), b"# \x80\xff\x80\xff\r\nSet-Alias ll ls\r\n")
+    add(helper, documents, "--edition", "desktop")
+    assert hooks_in(profile(documents).read_bytes()) == [CONDA]
+
+
 CONDA_INIT = (
     "#region conda initialize\r\n"
     "# !! Contents within this block are managed by 'conda init' !!\r\n"

@@ -110,7 +110,7 @@ def code_page_codec(code_page: int) -> str:
 class ProfileText:
     """A profile's text and how it was encoded, so that it can be written back the same way."""
 
-    def __init__(self, path: Path, code_page: int, data: bytes | None = None) -> None:
+    def __init__(self, path: Path, code_page: int, data: bytes | None = None, strict: bool = True) -> None:
         self.path = path
         self.exists = data is not None or path.is_file()
         if data is None:
@@ -121,18 +121,23 @@ class ProfileText:
             if data.startswith(bom):
                 self.bom, self.encoding = bom, encoding
                 break
-        self.text = self.decode(data[len(self.bom) :], code_page)
+        self.text = self.decode(data[len(self.bom) :], code_page, strict)
         # Keep LF-only files LF; everything else gets Windows' CRLF.
         self.newline = "\n" if ("\n" in self.text and "\r\n" not in self.text) else "\r\n"
 
-    def decode(self, data: bytes, code_page: int) -> str:
-        """The text: in the BOM's encoding; without a BOM strict UTF-8, else the ANSI code page."""
+    def decode(self, data: bytes, code_page: int, strict: bool) -> str:
+        """The text: in the BOM's encoding; without a BOM strict UTF-8, else the ANSI code page.
+
+        Not ``strict`` (a file only searched, never written): undecodable bytes become U+FFFD.
+        """
         codecs_to_try = [self.encoding] if self.bom else ["utf-8", code_page_codec(code_page)]
         for codec in codecs_to_try:
             try:
                 return data.decode(codec)
             except (UnicodeDecodeError, LookupError):
                 continue
+        if not strict:
+            return data.decode("utf-8", errors="replace")
         raise ProfileError(
             f"{self.path} is not valid {' or '.join(codecs_to_try)}; save it as 'UTF-8 with BOM' and rerun"
         )
@@ -230,8 +235,8 @@ class Editor:
         self.dry_run = dry_run
         self.pending: dict[str, bytes] = {}
 
-    def read(self, path: Path) -> ProfileText:
-        return ProfileText(path, self.code_page, self.pending.get(path_key(path)))
+    def read(self, path: Path, strict: bool = True) -> ProfileText:
+        return ProfileText(path, self.code_page, self.pending.get(path_key(path)), strict)
 
     def exists(self, path: Path) -> bool:
         return path_key(path) in self.pending or path.is_file()
@@ -271,7 +276,7 @@ class Profiles:
             if key in seen or not self.editor.exists(path):
                 continue
             seen.add(key)
-            profile = self.editor.read(path)
+            profile = self.editor.read(path, strict=False)
             files.append(profile)
             for target in dot_sourced(profile.text, path.parent):
                 pending.append(target if target.is_absolute() else path.parent / target)
@@ -283,7 +288,7 @@ class Profiles:
             return []
         found = []
         for path in sorted(self.folder.glob("*_profile.ps1")):
-            if path.name.lower() != CONSOLE_HOST.lower() and has_hook(self.editor.read(path).text):
+            if path.name.lower() != CONSOLE_HOST.lower() and has_hook(self.editor.read(path, strict=False).text):
                 found.append(path)
         return found
 
