@@ -89,8 +89,9 @@ def invocations(data: bytes) -> list[tuple[str, str]]:
         if operator is None or name is None:
             continue
         literal = name.text.decode("utf-8")
-        assert literal.startswith("'") and literal.endswith("'"), literal
-        calls.append((operator.text.decode(), literal[1:-1].replace("''", "'")))
+        assert literal[:1] in "'\"" and literal[-1:] == literal[:1] and "$" not in literal, literal
+        value = literal[1:-1].replace("''", "'") if literal[0] == "'" else literal[1:-1]
+        calls.append((operator.text.decode(), value))
     return calls
 
 
@@ -159,6 +160,36 @@ def test_an_undecodable_file_that_is_only_searched_does_not_stop_the_edit(helper
     write(profile(documents, name="Microsoft.PowerShell_profile.ps1"), b"# \x80\xff\x80\xff\r\nSet-Alias ll ls\r\n")
     add(helper, documents, "--edition", "desktop")
     assert hooks_in(profile(documents).read_bytes()) == [CONDA]
+
+
+OLD_HOOK = '& "{}" shell.powershell hook | Out-String | Invoke-Expression'  # what the old setup.ps1 wrote
+
+
+def test_lines_the_old_setup_ps1_glued_on_are_moved_to_their_own_lines(helper: Path, documents: Path,
+                                                                      tmp_path: Path) -> None:
+    custom = tmp_path / "custom.ps1"
+    write(custom, OLD_HOOK.format(CONDA).encode())
+    console = write(profile(documents, name="Microsoft.PowerShell_profile.ps1"),
+                    f"Import-Module posh-git. '{custom}'\r\n".encode())
+    target = write(profile(documents), f"Set-Alias ll Get-ChildItem{OLD_HOOK.format(CONDA)}".encode())
+    add(helper, documents, "--edition", "desktop")
+    assert target.read_bytes() == f"Set-Alias ll Get-ChildItem\r\n{OLD_HOOK.format(CONDA)}".encode()
+    assert console.read_bytes() == f"Import-Module posh-git\r\n. '{custom}'\r\n".encode()
+    assert nodes(parse(target.read_bytes()), "command")[0].text == b"Set-Alias ll Get-ChildItem"
+    assert hooks_in(target.read_bytes()) == [CONDA] and (".", str(custom)) in invocations(console.read_bytes())
+    first = snapshot(tmp_path)
+    add(helper, documents, "--edition", "desktop")
+    assert snapshot(tmp_path) == first
+
+
+def test_an_old_utf8_hook_in_a_cp949_profile_is_read_right_and_saved_for_both_editions(helper: Path,
+                                                                                         documents: Path) -> None:
+    # Add-Content -Encoding UTF8 appended the hook's UTF-8 bytes to a cp949 profile: 5.1 misread the path.
+    mine, hook = "# 김철수의 프로필\r\nSet-Location D:\\작업\r\n", OLD_HOOK.format(KOREAN_CONDA) + "\r\n"
+    target = write(profile(documents), mine.encode("cp949") + hook.encode("utf-8"))
+    add(helper, documents, "--edition", "desktop")
+    assert target.read_bytes() == codecs.BOM_UTF8 + (mine + hook).encode("utf-8")
+    assert hooks_in(target.read_bytes()) == [KOREAN_CONDA]
 
 
 CONDA_INIT = (

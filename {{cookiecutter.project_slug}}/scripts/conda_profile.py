@@ -53,6 +53,14 @@ HOOK_CALL = re.compile(r"""shell\.powershell['"]?\s+['"]?hook""", re.IGNORECASE)
 CONDA_INIT_REGION = re.compile(
     r"^\s*#region\s+conda\s+initialize[^\n]*\n(.*?)^\s*#endregion", re.IGNORECASE | re.MULTILINE | re.DOTALL
 )
+# What the old setup.ps1 appended without starting a new line, glued to the user's last line:
+# its hook line, and its line loading a -ProfilePath file.
+GLUED = re.compile(
+    r"""^(?P<before>[^\r\n#]*[^\s;{|(])"""
+    r"""(?P<added>& "[^"\r\n]+" shell\.powershell hook \| Out-String \| Invoke-Expression|\. '[^'\r\n]+\.ps1')"""
+    r"""(?=[ \t]*(?:\r?\n|\Z))""",
+    re.MULTILINE,
+)
 BLOCK_COMMENT = re.compile(r"<#.*?#>", re.DOTALL)
 DOT_SOURCE = re.compile(
     r"""(?:^|[;{])\s*\.\s+(?P<path>'(?:[^'\u2018\u2019\u201a\u201b]|['\u2018\u2019\u201a\u201b]{2})*'"""
@@ -107,6 +115,18 @@ def code_page_codec(code_page: int) -> str:
     return "utf-8" if code_page == 65001 else f"cp{code_page}"
 
 
+def decode_lines(data: bytes, codec: str) -> str:
+    """``data`` in ``codec``, except lines that are UTF-8 with a character beyond U+07FF."""
+    lines = []
+    for line in data.splitlines(keepends=True):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        lines.append(text if any(ord(char) > 0x7FF for char in text) else line.decode(codec))
+    return "".join(lines)
+
+
 class ProfileText:
     """A profile's text and how it was encoded, so that it can be written back the same way."""
 
@@ -128,12 +148,15 @@ class ProfileText:
     def decode(self, data: bytes, code_page: int, strict: bool) -> str:
         """The text: in the BOM's encoding; without a BOM strict UTF-8, else the ANSI code page.
 
-        Not ``strict`` (a file only searched, never written): undecodable bytes become U+FFFD.
+        In the code-page case, a line that is valid UTF-8 with a character of three bytes or more
+        (Hangul, Kanji: never produced by ANSI text in practice) is read as UTF-8: the old setup.ps1
+        appended UTF-8 lines to ANSI profiles. Not ``strict`` (a file only searched, never written):
+        undecodable bytes become U+FFFD.
         """
         codecs_to_try = [self.encoding] if self.bom else ["utf-8", code_page_codec(code_page)]
         for codec in codecs_to_try:
             try:
-                return data.decode(codec)
+                return data.decode(codec) if codec == codecs_to_try[0] else decode_lines(data, codec)
             except (UnicodeDecodeError, LookupError):
                 continue
         if not strict:
@@ -189,6 +212,11 @@ def has_hook(text: str) -> bool:
         if code_only(block):
             return True
     return False
+
+
+def unglued(text: str, newline: str) -> str:
+    """``text`` with each line the old setup.ps1 glued to the line before it moved onto a line of its own."""
+    return GLUED.sub(lambda match: match.group("before") + newline + match.group("added"), text)
 
 
 def path_key(path: Path | str) -> str:
@@ -317,6 +345,7 @@ def add_hook(documents: Path, editions: list[str], conda: str, profile_path: Pat
         profiles = Profiles(documents, edition, editor)
         loaded = profiles.loaded()
         name = EDITION_NAMES[edition]
+        repair(loaded, editor)
         holder = next((profile.path for profile in loaded if has_hook(profile.text)), None)
         if holder is not None:
             log.info("%s: the conda hook is already loaded from %s", name, holder)
@@ -329,6 +358,27 @@ def add_hook(documents: Path, editions: list[str], conda: str, profile_path: Pat
                 editor.append(profiles.all_hosts, [loader_line(profile_path)], f"a line loading {profile_path}")
         for other in profiles.other_hosts_with_hook():
             log.info("%s: %s also holds a conda hook, only for its own host; delete it there", name, other)
+
+
+def repair(loaded: list[ProfileText], editor: Editor) -> None:
+    """Fix what the old setup.ps1 broke in loaded profiles: glued lines, and a hook's file that one edition
+    misreads (no BOM, not ASCII): saved as UTF-8 with BOM, text unchanged."""
+    for searched in loaded:
+        fixed = unglued(searched.text, searched.newline)
+        if fixed == searched.text and not (has_hook(fixed) and not searched.bom and not fixed.isascii()):
+            continue
+        try:
+            profile = editor.read(searched.path)
+        except ProfileError as error:
+            log.info("not repairing %s: %s", searched.path, error)
+            continue
+        fixed = unglued(profile.text, profile.newline)
+        editor.write(
+            profile,
+            fixed,
+            f"repair {profile.path}",
+            f"repaired {profile.path} (lines glued together, or an encoding one PowerShell edition misreads)",
+        )
 
 
 def without_additions(text: str) -> str:
