@@ -192,6 +192,17 @@ def test_an_old_utf8_hook_in_a_cp949_profile_is_read_right_and_saved_for_both_ed
     assert hooks_in(target.read_bytes()) == [KOREAN_CONDA]
 
 
+def test_a_hook_whose_conda_is_gone_does_not_count(helper: Path, documents: Path, tmp_path: Path) -> None:
+    gone, there = tmp_path / "anaconda3" / "Scripts" / "conda.exe", write(tmp_path / "conda.exe", b"")
+    target = write(profile(documents), (OLD_HOOK.format(gone) + "\r\n").encode())
+    output = add(helper, documents, "--edition", "desktop", conda=str(there))
+    assert f"{gone}, which does not exist" in output and output.count("\n") == 2
+    assert hooks_in(target.read_bytes()) == [str(gone), str(there)]
+    before = snapshot(tmp_path)
+    add(helper, documents, "--edition", "desktop", conda=str(there))
+    assert snapshot(tmp_path) == before
+
+
 CONDA_INIT = (
     "#region conda initialize\r\n"
     "# !! Contents within this block are managed by 'conda init' !!\r\n"

@@ -47,6 +47,8 @@ LOADER_MARK = "# conda hook file (added by scripts\\setup.ps1; delete this line 
 
 # PowerShell ends a single-quoted string at any of these; inside one, each is escaped by doubling it.
 SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
+# The quoted conda.exe right before the hook call, e.g. & "C:\...\conda.exe" "shell.powershell" "hook".
+HOOK_PATH = re.compile(r"""["']([^"'\r\n]+)["']\s*\)?\s*["']?shell\.powershell""", re.IGNORECASE)
 HOOK_CALL = re.compile(r"""shell\.powershell['"]?\s+['"]?hook""", re.IGNORECASE)
 # `conda init`'s block, up to its #endregion (its hook line is matched by HOOK_CALL in every version
 # seen; the block counts by itself too, in case a version words the call differently).
@@ -203,15 +205,23 @@ def code_only(text: str) -> list[str]:
     return [line for line in text.splitlines() if not line.lstrip().startswith("#")]
 
 
+def dead_hooks(text: str) -> list[str]:
+    """conda.exe paths of hook lines in ``text`` that are absolute here and do not exist (conda moved away)."""
+    paths = (match.group(1) for line in code_only(text) for match in [HOOK_PATH.search(line)] if match)
+    return [path for path in paths if os.path.isabs(path) and not os.path.exists(path)]
+
+
 def has_hook(text: str) -> bool:
-    """Whether ``text`` runs conda's PowerShell hook: a hook line, or a `conda init` block with code in it."""
+    """Whether ``text`` runs conda's PowerShell hook: a hook line (whose conda.exe is not known to be gone),
+    or a `conda init` block with code in it."""
     lines = code_only(text)
-    if any(HOOK_CALL.search(line) for line in lines):
-        return True
-    for block in CONDA_INIT_REGION.findall(text):
-        if code_only(block):
+    dead = set(dead_hooks(text))
+    for line in lines:
+        match = HOOK_CALL.search(line)
+        path = HOOK_PATH.search(line)
+        if match and not (path and path.group(1) in dead):
             return True
-    return False
+    return any(code_only(block) and not dead_hooks(block) for block in CONDA_INIT_REGION.findall(text))
 
 
 def unglued(text: str, newline: str) -> str:
@@ -346,6 +356,9 @@ def add_hook(documents: Path, editions: list[str], conda: str, profile_path: Pat
         loaded = profiles.loaded()
         name = EDITION_NAMES[edition]
         repair(loaded, editor)
+        for profile in loaded:
+            for gone in dead_hooks(profile.text):
+                log.info("%s: %s runs %s, which does not exist; delete that line", name, profile.path, gone)
         holder = next((profile.path for profile in loaded if has_hook(profile.text)), None)
         if holder is not None:
             log.info("%s: the conda hook is already loaded from %s", name, holder)
