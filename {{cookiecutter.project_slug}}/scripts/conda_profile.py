@@ -15,7 +15,10 @@ Rules the edits follow, whatever the file looked like before:
   both Windows PowerShell 5.1 and PowerShell 7 read the same way;
 - a file without a BOM is read as UTF-8 if it decodes strictly, else in the ANSI code page;
 - one hook per edition: a hook anywhere PowerShell loads for the user (profile.ps1,
-  Microsoft.PowerShell_profile.ps1, files they dot-source, `conda init`'s block) counts;
+  Microsoft.PowerShell_profile.ps1, files they dot-source, `conda init`'s block) counts,
+  unless its conda.exe no longer exists;
+- what the old setup.ps1 broke is repaired: its lines glued to the user's last line, and
+  UTF-8 lines it appended to an ANSI profile;
 - paths are written as single-quoted PowerShell strings, with their quote characters doubled;
 - a second run with the same arguments changes nothing.
 """
