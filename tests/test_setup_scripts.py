@@ -81,7 +81,7 @@ def test_every_rendered_ps1_parses(project: Path) -> None:
 
 def test_setup_ps1_offers_the_promised_switches(project: Path) -> None:
     text = (project / "scripts" / "setup.ps1").read_text(encoding="utf-8")
-    for parameter in ("$CondaPath", "$ProfilePath", "$DryRun", "$Cpu", "$ProfileOnly", "$EnvManager"):
+    for parameter in ("$CondaPath", "$ProfilePath", "$DryRun", "$Cpu", "$ProfileOnly", "$UndoProfile", "$EnvManager"):
         assert parameter in text, parameter
     assert "SupportsShouldProcess" in text  # -WhatIf
     helper = (project / "scripts" / "conda_profile.py").read_text(encoding="utf-8")
