@@ -126,9 +126,9 @@ BY_ANSWER = {
     "task": {"image-classification": VISION, "causal-lm": CAUSAL_LM, "both": VISION + CAUSAL_LM},
     "logger": {"wandb": WANDB, "csv": []},
     "license": {"MIT": ["LICENSE"], "Apache-2.0": ["LICENSE"], "BSD-3-Clause": ["LICENSE"], "none": []},
-    "env_manager": {"conda": ["environment.yml"], "pip": []},
+    "env_manager": {"conda": ["environment.yml"], "pip": [], "uv": [".python-version"]},
     "powershell": {"yes": ["scripts/setup.ps1", "scripts/tasks.ps1", "scripts/conda_profile.py"], "no": []},
-    "ci": {"github": [".github/workflows/ci.yml"], "none": []},
+    "ci": {"github": [".github/workflows/ci.yml", ".github/dependabot.yml"], "none": []},
 }
 
 

@@ -29,6 +29,7 @@ TORCH_FAMILY = {"torch", "torchvision", "torchaudio"}
 SCRIPT_RENDERS = {
     "conda": {"env_manager": "conda", "powershell": "yes", "ci": "github"},
     "pip": {"env_manager": "pip", "powershell": "yes", "ci": "github", "python_version": "3.12"},
+    "uv": {"env_manager": "uv", "powershell": "yes", "ci": "github", "python_version": "3.10"},
 }
 
 
@@ -222,8 +223,8 @@ def test_rendered_ci_keeps_github_expressions_and_gets_project_values(render) ->
     job = workflow["jobs"]["test"]
     assert job["strategy"]["matrix"]["os"] == ["ubuntu-latest", "windows-latest"]
     steps = {step.get("name", step.get("uses")): step for step in job["steps"]}
-    assert steps["actions/setup-python@v5"]["with"] == {"python-version": "3.12", "cache": "pip",
-                                                        "cache-dependency-path": "pyproject.toml"}
+    setup_python = next(step for step in job["steps"] if step.get("uses", "").startswith("actions/setup-python@"))
+    assert setup_python["with"] == {"python-version": "3.12", "cache": "pip", "cache-dependency-path": "pyproject.toml"}
     package = next(path.name for path in (project / "src").iterdir())
     smoke = next(step["run"] for name, step in steps.items() if name and "smoke" in name.lower())
     assert f"-m {package}.train debug=fast" in smoke and workflow["env"]["WANDB_MODE"] == "offline"
@@ -255,20 +256,23 @@ def test_template_ci_runs_weekly_and_on_windows() -> None:
     assert triggers["schedule"][0]["cron"].split()[-1] == "1"
     windows = workflow["jobs"]["windows"]
     check_windows_setup_job(windows)
-    assert windows["strategy"]["matrix"]["env_manager"] == ["conda", "pip"]
+    assert windows["strategy"]["matrix"]["env_manager"] == ["conda", "pip", "uv"]
     runs = "\n".join(step.get("run", "") for step in windows["steps"])
     assert "powershell=yes" in runs and "& $tasks smoke" in runs and "optimizer=adam,sgd" in runs
 
 
-@pytest.mark.parametrize("env_manager", ["conda", "pip"])
+@pytest.mark.parametrize("env_manager", ["conda", "pip", "uv"])
 def test_rendered_windows_workflow_checks_setup_ps1_under_both_editions(render, env_manager: str) -> None:
     project = render(env_manager=env_manager, powershell="yes", ci="github")
     workflow = yaml.safe_load((project / ".github" / "workflows" / "windows-setup.yml").read_text(encoding="utf-8"))
     job = workflow["jobs"]["setup"]
     check_windows_setup_job(job)
     package = next(path.name for path in (project / "src").iterdir())
-    activate = {"conda": f"conda activate {project.name}", "pip": ". .\\.venv\\Scripts\\Activate.ps1"}
+    venv = ". .\\.venv\\Scripts\\Activate.ps1"
+    activate = {"conda": f"conda activate {project.name}", "pip": venv, "uv": venv}
     assert job["env"]["ACTIVATE"] == activate[env_manager] and job["env"]["IMPORT"] == f"import {package}"
+    installs_uv = [step for step in job["steps"] if "pip install uv" in step.get("run", "")]
+    assert len(installs_uv) == 1 and job["env"]["ENV_MANAGER"] == env_manager
 
 
 def test_pre_commit_config_has_ruff_and_file_checks(render) -> None:

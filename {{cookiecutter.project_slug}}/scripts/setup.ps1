@@ -13,8 +13,9 @@
        -UndoProfile takes the lines out again.
     3. Says in one line if the execution policy of a new window, or blocked (downloaded) files, would
        stop the profile or these scripts, and how to fix it.
-    4. Creates or updates the environment from environment.yml (conda) or .venv (pip),
-       installs this project with its dev tools, and checks that it imports.
+    4. Creates or updates the environment from environment.yml (conda) or .venv (pip; uv: uv sync,
+       which writes uv.lock on the first run), installs this project with its dev tools, and checks
+       that it imports. With uv, -Cpu routes torch to the pytorch-cpu index in pyproject.toml.
     5. Reports the PyTorch build and whether a CUDA GPU is usable.
 
     If Windows refuses to run this script ("running scripts is disabled on this system"),
@@ -31,8 +32,8 @@
 #>
 [CmdletBinding(SupportsShouldProcess = $true)]
 param(
-    # conda (environment.yml) or pip (a .venv in the project folder).
-    [ValidateSet('conda', 'pip')]
+    # conda (environment.yml), pip (a .venv in the project folder) or uv (uv sync: .venv and uv.lock).
+    [ValidateSet('conda', 'pip', 'uv')]
     [string] $EnvManager = '{{ cookiecutter.env_manager }}',
     # conda.exe, or the folder conda is installed in (e.g. C:\Users\me\miniconda3).
     [string] $CondaPath = '',
@@ -296,6 +297,53 @@ function Build-Venv {
     return $python
 }
 
+function Find-Uv {
+    $candidates = @()
+    if ($env:UV) { $candidates += $env:UV }
+    $onPath = Get-Command uv -CommandType Application -ErrorAction SilentlyContinue
+    if ($onPath) { $candidates += $onPath[0].Path }
+    if ($env:USERPROFILE) {
+        $candidates += Join-Path $env:USERPROFILE '.local\bin\uv.exe'
+        $candidates += Join-Path $env:USERPROFILE '.cargo\bin\uv.exe'
+    }
+    foreach ($candidate in $candidates) {
+        if ($candidate -and (Test-Path -LiteralPath $candidate -PathType Leaf)) { return $candidate }
+    }
+    return $null
+}
+
+function Set-CpuSource {
+    # Uncomment the pytorch-cpu lines of [tool.uv.sources]; uv sync then relocks with the CPU build.
+    $file = Join-Path $ProjectRoot 'pyproject.toml'
+    $text = [IO.File]::ReadAllText($file)
+    $line = '(torch|torchvision) = \[\{ index = "pytorch-cpu" \}\]'
+    if ($text -match "(?m)^# *$line") {
+        Invoke-Step 'route torch to the pytorch-cpu index ([tool.uv.sources] in pyproject.toml)' {
+            $switched = [regex]::Replace($text, "(?m)^# *($line)", '$1')
+            [IO.File]::WriteAllText($file, $switched, (New-Object System.Text.UTF8Encoding $false))
+        }
+    } elseif ($text -notmatch "(?m)^$line") {
+        throw '-Cpu: pyproject.toml has no pytorch-cpu lines under [tool.uv.sources]; route torch to a CPU index there yourself.'
+    }
+}
+
+function Build-UvEnv {
+    $uv = Find-Uv
+    if (-not $uv) {
+        throw 'uv not found: install it (https://docs.astral.sh/uv/getting-started/installation/, or: pip install uv), then run this again.'
+    }
+    Write-Step "uv: $uv"
+    if ($Cpu) { Set-CpuSource }
+    if (-not (Test-Path -LiteralPath (Join-Path $ProjectRoot 'uv.lock'))) {
+        Write-Step 'no uv.lock yet: uv sync writes it; commit it with the code'
+    }
+    Invoke-Step 'uv sync: the project, its dev group and the locked versions' {
+        Invoke-Native $uv @('sync')
+    }
+    if ($Dry) { return $null }
+    return (Join-Path $ProjectRoot '.venv\Scripts\python.exe')
+}
+
 function Show-Status([string] $Python) {
     Invoke-Native $Python @('-c', "import $Package")
     $probe = 'import torch; cuda = torch.cuda.is_available(); ' +
@@ -320,6 +368,9 @@ function Invoke-Setup {
     if ($EnvManager -eq 'conda') {
         $run = Build-CondaEnv $conda
         $activate = "conda activate $EnvName"
+    } elseif ($EnvManager -eq 'uv') {
+        $run = Build-UvEnv
+        $activate = '.\.venv\Scripts\Activate.ps1   # or put uv run before each command'
     } else {
         $run = Build-Venv
         $activate = '.\.venv\Scripts\Activate.ps1'

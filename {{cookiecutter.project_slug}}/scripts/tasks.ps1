@@ -39,7 +39,7 @@ function Invoke-Python([string[]] $Arguments) {
     # Output is not captured, so logs and progress bars stream as usual; the exit code is kept.
     # Continue: Windows PowerShell 5.1 may turn Hydra's log lines on stderr into errors.
     $ErrorActionPreference = 'Continue'
-    & python @Arguments
+    & {{ cookiecutter.__run }}python @Arguments
     $script:ExitCode = $LASTEXITCODE
 }
 
