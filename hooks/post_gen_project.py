@@ -84,7 +84,12 @@ REMOVE_WHEN = {
     ("env_manager", "conda"): [".python-version"],
     ("env_manager", "pip"): ["environment.yml", ".python-version"],
     ("env_manager", "uv"): ["environment.yml"],
-    ("powershell", "no"): ["scripts/setup.ps1", "scripts/tasks.ps1"],
+    ("powershell", "no"): [
+        "scripts/setup.ps1",
+        "scripts/tasks.ps1",
+        "scripts/conda_profile.py",
+        ".github/workflows/windows-setup.yml",
+    ],
     ("ci", "none"): [".github"],
 }
 
