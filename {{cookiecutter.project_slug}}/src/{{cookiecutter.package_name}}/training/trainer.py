@@ -1,10 +1,8 @@
-"""The training loop: fit, validate, test, and the optimizer step (autocast, GradScaler, DDP).
+"""The training loop: fit, validate, test and the optimizer step (autocast, GradScaler, DDP).
 
-The trainer knows nothing of the data set or the model: the task gives the loss and the
-metrics, the data module the loaders, the loggers receive what happens. Its helpers each
-have one job: :class:`TrainingState` (checkpoints), :class:`EarlyStopping`,
-:class:`StopSignals` (preemption), :func:`write_report` (figures and summary), and the
-:class:`Callback` points for anything else.
+It knows no data set or model: the task gives loss and metrics, the data module the loaders.
+Helpers with one job each: TrainingState (checkpoints), EarlyStopping, StopSignals
+(preemption), write_report (figures, summary) and the Callback points for anything else.
 """
 
 from __future__ import annotations
@@ -97,8 +95,7 @@ class Trainer:
         train_loader, val_loader = self._loaders()
         batches = self._num_batches(train_loader, self.limit_train)
         steps_per_epoch = math.ceil(batches / self.accumulate)
-        total_steps = steps_per_epoch * self.max_epochs
-        total_steps = min(total_steps, self.max_steps) if self.max_steps > 0 else total_steps
+        total_steps = min(steps_per_epoch * self.max_epochs, self.max_steps if self.max_steps > 0 else math.inf)
         self.state = TrainingState(
             model=runtime.unwrap(self.model), optimizer=optimizer,
             scheduler=scheduler_factory(optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch),
@@ -141,7 +138,7 @@ class Trainer:
             self._emit("on_train_step_end", loss)
             if state.global_step % self.log_every == 0:
                 self._log_step(loss, bar)
-            if self._stop_requested():
+            if self.signals.agreed(state.global_step, self.log_every, self.device):
                 bar.close()
                 self._save(["last"])
                 raise TrainingInterrupted(f"stopped by signal at epoch {state.epoch}, step {state.global_step}",
@@ -223,14 +220,6 @@ class Trainer:
         if self.is_main:
             self.loggers.log_step({"train/loss": value, "train/lr": self._lr()}, self.state.global_step)
 
-    def _stop_requested(self) -> bool:
-        """A stop signal on any rank; under DDP the ranks agree every ``log_every_n_steps`` steps."""
-        if runtime.world_size() == 1:
-            return self.signals.received is not None
-        if self.state.global_step % self.log_every:
-            return False
-        return dist.any_rank(self.signals.received is not None, self.device)
-
     def _end_epoch(self, metrics: dict[str, float]) -> None:
         state = self.state
         state.history.append({"epoch": state.epoch, **metrics})
@@ -279,8 +268,7 @@ class Trainer:
             getattr(callback, hook)(self, *args)
 
     def _finished(self) -> bool:
-        state = self.state
-        return state.epoch >= self.max_epochs or self._step_limit_reached() or state.early_stopping.should_stop
+        return self.state.epoch >= self.max_epochs or self._step_limit_reached() or self.state.early_stopping.should_stop
 
     def _step_limit_reached(self) -> bool:
         return 0 < self.max_steps <= self.state.global_step
