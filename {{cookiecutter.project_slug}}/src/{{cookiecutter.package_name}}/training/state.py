@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,10 +65,13 @@ class TrainingState:
         }
 
     def save(self, paths: list[Path], run_ids: dict[str, str]) -> None:
-        """Write the state to every one of ``paths`` (each atomically)."""
-        state = self.state_dict(run_ids)
-        for path in paths:
-            save_checkpoint(state, path)
+        """Write the state to the first of ``paths``, then copy that file to the others (each atomically)."""
+        first, *others = paths
+        save_checkpoint(self.state_dict(run_ids), first)
+        for path in others:
+            temporary = path.with_name(f".{path.name}.tmp")
+            shutil.copyfile(first, temporary)
+            os.replace(temporary, path)
 
     def restore(self, path: Path) -> None:
         """Load ``path``; the RNG states wait in ``pending_rng`` until the first epoch starts."""
