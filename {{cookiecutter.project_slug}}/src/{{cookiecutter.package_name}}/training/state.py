@@ -64,6 +64,13 @@ class TrainingState:
             "run_ids": run_ids,
         }
 
+    def outcome(self) -> dict[str, Any]:
+        """The best and final results so far, for the run summary."""
+        stopping = self.early_stopping
+        return {"best": {"value": stopping.best_score, "epoch": stopping.best_epoch},
+                "final": self.history[-1] if self.history else {}, "epochs": self.epoch,
+                "global_step": self.global_step, "stopped_early": stopping.should_stop}
+
     def save(self, paths: list[Path], run_ids: dict[str, str]) -> None:
         """Write the state to the first of ``paths``, then copy that file to the others (each atomically)."""
         first, *others = paths
