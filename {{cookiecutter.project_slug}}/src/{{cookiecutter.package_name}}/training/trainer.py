@@ -135,9 +135,9 @@ class Trainer:
             if not last_of_step:
                 continue
             self.optimizer_step()
-            self._emit("on_train_step_end", loss)
             if state.global_step % self.log_every == 0:
                 self._log_step(loss, bar)
+            self._emit("on_train_step_end", loss)
             if self.signals.agreed(state.global_step, self.log_every, self.device):
                 bar.close()
                 self._save(["last"])
