@@ -18,6 +18,7 @@ from {{ cookiecutter.package_name }}.data.common import DataInfo
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models import footprint
 from {{ cookiecutter.package_name }}.models.hf_source import resolve_source
+from {{ cookiecutter.package_name }}.training import distributed
 from {{ cookiecutter.package_name }}.training.precision import DTYPES, hardware_fallback
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,18 @@ def random_init(config: dict[str, Any], tokenizer: Any, folder: Path) -> str:
         tokenizer.save_pretrained(folder)
     log.info("Initialised a random %s model (%.2fM parameters) in %s.", model.config.model_type,
              sum(p.numel() for p in model.parameters()) / 1e6, folder)
+    return str(folder)
+
+
+def shared_random_init(config: dict[str, Any], tokenizer: Any, folder: Path) -> str:
+    """:func:`random_init` on rank 0 only; under torchrun the other ranks wait, then load the same weights."""
+    if distributed.get_world_size() > 1:
+        shared = [str(folder)]
+        torch.distributed.broadcast_object_list(shared, src=0)  # init_dir=null: rank 0's temporary folder
+        folder = Path(shared[0])
+    if distributed.is_main_process():
+        random_init(config, tokenizer, folder)
+    distributed.barrier()
     return str(folder)
 
 
@@ -233,7 +246,7 @@ def load_causal_lm(
     tokenizer = data.tokenizer if data is not None else None
     if name_or_path in (None, "", "null"):
         folder = Path(init_dir) if init_dir else Path(tempfile.mkdtemp(prefix="random_init_"))
-        source = random_init(config or {}, tokenizer, folder)
+        source = shared_random_init(config or {}, tokenizer, folder)
     else:
         source = resolve_source(str(name_or_path), revision)
 
