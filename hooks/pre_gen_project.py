@@ -34,7 +34,7 @@ CHOICES = {
     "precision": ["bf16", "fp16", "fp32"],
     "quantization": ["none", "8bit", "4bit"],
     "logger": ["wandb", "csv"],
-    "env_manager": ["conda", "pip"],
+    "env_manager": ["conda", "pip", "uv"],
     "powershell": ["yes", "no"],
     "ci": ["github", "none"],
     "git_init": ["yes", "no"],
