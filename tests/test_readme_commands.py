@@ -29,7 +29,9 @@ COMMAND_BLOCKS = {"bash", "sh", "shell", "console", "powershell", "pwsh", "ps1"}
 # Programs whose commands this file runs (with RUNNERS below) or skips (SKIP).
 PROGRAMS = {"python", "make", "pytest", "torchrun", "uv", r".\scripts\tasks.ps1", "./scripts/tasks.ps1",
             "pip", "conda", "bash", "hf", "huggingface-cli", "wandb", "pre-commit", "sbatch", "srun",
-            r".\scripts\setup.ps1", "powershell", "pwsh", "Set-ExecutionPolicy", "&", r".venv\Scripts\activate"}
+            r".\scripts\setup.ps1", "powershell", "pwsh", "Set-ExecutionPolicy", "&", r".venv\Scripts\activate", "if"}
+# Inline code that names a form of command rather than giving one.
+PROSE = {"uv run", "uv run <command>"}
 
 # The only commands not run: (regular expression searched in the command, why it cannot run here).
 SKIP = [
@@ -45,6 +47,7 @@ SKIP = [
     (r"hydra/launcher=slurm|^(sbatch|srun)\b", "needs a SLURM cluster"),
     (r"^(\.\\scripts\\setup\.ps1|powershell\b|Set-ExecutionPolicy\b|&\s|\.venv\\Scripts\\)",
      "Windows only (the template's Windows CI job runs setup.ps1)"),
+    (r"^if \(Test-Path\b", "PowerShell profile code (Windows; tests/test_conda_profile.py checks what is written)"),
     (r"^pre-commit install", "the hooks it installs download their tools from the network"),
 ]
 if PWSH is None:
@@ -87,7 +90,7 @@ def block_commands(body: str) -> list[str]:
             continue
         continued = line.endswith(("\\", "`")) and not line.endswith(("\\\\", "``"))
         pending = f"{pending} {line[:-1].strip() if continued else line}".strip()
-        if not continued:
+        if not continued and pending.count("{") <= pending.count("}"):  # a PowerShell { ... } block is one
             commands.append(pending)
             pending = ""
     return commands + ([pending] if pending else [])
@@ -103,12 +106,15 @@ def readme_commands(text: str) -> list[str]:
         commands += lines
     prose = FENCE.sub("", text)
     commands += [span.strip() for span in INLINE.findall(prose)  # "`python -m ...` commands", "`wandb`": prose
-                 if program_of(span.strip()) in PROGRAMS and "..." not in span.split() and len(span.split()) > 1]
+                 if program_of(span.strip()) in PROGRAMS and "..." not in span.split() and len(span.split()) > 1
+                 and span.strip() not in PROSE]
     return list(dict.fromkeys(" ".join(command.split()) for command in commands))
 
 
 def skip_reason(command: str) -> str | None:
-    return next((reason for pattern, reason in SKIP if re.search(pattern, command)), None)
+    """Why ``command`` is not run here (``uv run X`` is skipped where ``X`` is), or None."""
+    bare = command.removeprefix("uv run ")
+    return next((reason for pattern, reason in SKIP if re.search(pattern, command) or re.search(pattern, bare)), None)
 
 
 def with_args(command: str, args: list[str]) -> str:
@@ -129,6 +135,8 @@ def small(command: str, package: str) -> str:
         return with_args(command, SMALL_TESTS if re.search(r"(^|\s)pytest\b", command) else [])
     if program == "pytest":
         return with_args(command, SMALL_TESTS)
+    if program == "pip":  # pip freeze and the like (pip install is skipped)
+        return command
     if program == "make":
         target = command.split()[1] if len(command.split()) > 1 else ""
         extra = {"train": train_args, "smoke": train_args, "test": SMALL_TESTS}.get(target, [])
@@ -164,11 +172,19 @@ def code_path(case: str, command: str) -> str:
     return "causal-lm" if task == "causal-lm" else "vision"
 
 
+def makefile_of(case: str, command: str) -> str:
+    """For ``make``/``tasks.ps1`` commands, the env_manager their scripts are written for (``uv run`` or not)."""
+    if program_of(command) == "make" or program_of(command).endswith("tasks.ps1"):
+        return {**default_answers(), **MATRIX[case]}["env_manager"]
+    return ""
+
+
 def collect() -> list:
     """One pytest param per README command, from each render's README files.
 
     A command that reads the same in several renders (the package name aside) and runs the same task
-    there is one test, run in the first of them; its id names them all.
+    there (for make and tasks.ps1: with the same env_manager) is one test, run in the first of them; its
+    id names them all.
     """
     shown: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for case in MATRIX:
@@ -176,7 +192,7 @@ def collect() -> list:
         package = package_of(project)
         for readme in sorted(project.glob("README*.md")):
             for command in readme_commands(readme.read_text(encoding="utf-8")):
-                key = (code_path(case, command), command.replace(package, "<package>"))
+                key = (code_path(case, command), command.replace(package, "<package>"), makefile_of(case, command))
                 if case not in (renders := shown.setdefault(key, [])):
                     renders.append((case, command))
     params = []
