@@ -26,7 +26,7 @@ from conftest import default_answers, project_env, session_renderer
 BIN = Path(sys.executable).parent
 PWSH = shutil.which("pwsh")
 COMMAND_BLOCKS = {"bash", "sh", "shell", "console", "powershell", "pwsh", "ps1"}
-# Programs whose commands this file runs (with RUNNERS below) or skips (SKIP).
+# Programs whose commands this file runs (small() below says how) or skips (SKIP); others fail.
 PROGRAMS = {"python", "make", "pytest", "torchrun", "uv", r".\scripts\tasks.ps1", "./scripts/tasks.ps1",
             "pip", "conda", "bash", "hf", "huggingface-cli", "wandb", "pre-commit", "sbatch", "srun",
             r".\scripts\setup.ps1", "powershell", "pwsh", "Set-ExecutionPolicy", "&", r".venv\Scripts\activate", "if"}
@@ -127,8 +127,9 @@ def small(command: str, package: str) -> str:
     trains = re.search(rf"-m {re.escape(package)}\.train\b", command) is not None
     train_args = SMALL_TRAIN + (SMALL_SEARCH if "hparams_search=" in command else []) + \
         ([] if re.search("wandb", command, re.IGNORECASE) else NO_WANDB)
-    if "hydra/launcher=" in command:  # one process per job: sweep the first value of each swept key only
-        train_args += [f"{key}={values.split(',')[0]}" for key, values in re.findall(r"\s([\w.]+)=(\S*,\S*)", command)]
+    overrides = command.split(".train", 1)[-1]
+    if re.search(r"""(^|[\s"'])(-m|--multirun)(\s|$)""", overrides):  # a multirun sweeps each key's first value
+        train_args += [f"{key}={first}" for key, first in re.findall(r"\s([\w.]+)=([\w.+-]+)(?:,[\w.+-]+)+", overrides)]
     if program in {"python", "torchrun", "uv"}:
         if trains:
             return with_args(command, train_args)
@@ -172,19 +173,12 @@ def code_path(case: str, command: str) -> str:
     return "causal-lm" if task == "causal-lm" else "vision"
 
 
-def makefile_of(case: str, command: str) -> str:
-    """For ``make``/``tasks.ps1`` commands, the env_manager their scripts are written for (``uv run`` or not)."""
-    if program_of(command) == "make" or program_of(command).endswith("tasks.ps1"):
-        return {**default_answers(), **MATRIX[case]}["env_manager"]
-    return ""
-
-
 def collect() -> list:
     """One pytest param per README command, from each render's README files.
 
     A command that reads the same in several renders (the package name aside) and runs the same task
-    there (for make and tasks.ps1: with the same env_manager) is one test, run in the first of them; its
-    id names them all.
+    there is one test, run in the first of them; its id names them all. (``make`` in a uv render goes
+    through ``uv run``: tests/test_uv.py runs that.)
     """
     shown: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for case in MATRIX:
@@ -192,7 +186,7 @@ def collect() -> list:
         package = package_of(project)
         for readme in sorted(project.glob("README*.md")):
             for command in readme_commands(readme.read_text(encoding="utf-8")):
-                key = (code_path(case, command), command.replace(package, "<package>"), makefile_of(case, command))
+                key = (code_path(case, command), command.replace(package, "<package>"))
                 if case not in (renders := shown.setdefault(key, [])):
                     renders.append((case, command))
     params = []
@@ -284,6 +278,8 @@ def test_small_appends_and_unknown_programs_fail() -> None:
         "WANDB_MODE=offline python -m pkg.train " + " ".join(SMALL_TRAIN)
     assert small('make train ARGS="seed=7"', "pkg") == f"make train ARGS='seed=7 {train}'"
     assert small("make smoke", "pkg") == f"make smoke ARGS='{train}'"
+    assert small("python -m pkg.train -m seed=1,2 x=[a,b]", "pkg").endswith(f"x=[a,b] {train} seed=1")
+    assert small("python -m pkg.train x=[a,b]", "pkg") == f"python -m pkg.train x=[a,b] {train}"
     assert small("pytest", "pkg") == "pytest --collect-only -q"
     assert small("python -m pkg.memory x=1", "pkg") == "python -m pkg.memory x=1"
     with pytest.raises(pytest.fail.Exception, match="mystery-tool"):
@@ -295,6 +291,6 @@ def test_every_render_documents_its_entry_points() -> None:
         project = session_renderer()(**MATRIX[case])
         commands = readme_commands((project / "README.md").read_text(encoding="utf-8"))
         package = package_of(project)
-        assert f"python -m {package}.train" in commands, case
+        assert any(re.search(rf"(^|\s)python -m {package}\.train$", command) for command in commands), case
         if MATRIX[case].get("task", "image-classification") != "image-classification":
             assert any(command.startswith(f"python -m {package}.memory") for command in commands), case
