@@ -19,12 +19,8 @@ import torch
 
 from {{ cookiecutter.package_name }}.data.text import SAMPLE_CORPUS, read_documents, train_tokenizer
 from {{ cookiecutter.package_name }}.errors import UserError
-from {{ cookiecutter.package_name }}.models.hf_loader import (
-    limit_cpu_repacking,
-    load_causal_lm,
-    resolve_device_map,
-    usable_dtype,
-)
+from {{ cookiecutter.package_name }}.models.hf_loader import limit_cpu_repacking, load_causal_lm, resolve_device_map
+from {{ cookiecutter.package_name }}.runtime import usable_precision
 from {{ cookiecutter.package_name }}.train import train
 
 from conftest import compose_config
@@ -192,12 +188,12 @@ def test_layers_without_the_repacking_attribute_are_left_alone(caplog: pytest.Lo
 @pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "emulated-bf16"])
 def test_frozen_weights_load_in_the_precision_this_kind_of_cpu_runs(odd_dir: Path, native: bool,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from {{ cookiecutter.package_name }}.training import precision
+    from {{ cookiecutter.package_name }} import runtime
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
     expected = torch.bfloat16 if native else torch.float32
-    assert usable_dtype("bf16") == usable_dtype("fp16") == ("bf16" if native else "fp32")
+    assert usable_precision("bf16") == usable_precision("fp16") == ("bf16" if native else "fp32")
     model = load_causal_lm(name_or_path=str(odd_dir), dtype="bf16", report=False,
                            lora={"enabled": True, "target_modules": ["q_proj"]})
     assert {p.dtype for p in model.parameters() if not p.requires_grad} == {expected}
@@ -205,15 +201,15 @@ def test_frozen_weights_load_in_the_precision_this_kind_of_cpu_runs(odd_dir: Pat
 
 @pytest.mark.parametrize("cuda", [True, False], ids=["cuda", "no-cuda"])
 def test_device_map_and_dtype_follow_cuda(cuda: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    from {{ cookiecutter.package_name }}.training import precision
+    from {{ cookiecutter.package_name }} import runtime
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(precision, "bf16_supported", lambda device: device.type != "cuda")
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(runtime, "bf16_supported", lambda device: device.type != "cuda")
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
     device_map = resolve_device_map(None, quantized=True)
     assert str(device_map[""]).startswith("cuda" if cuda else "cpu")
     assert resolve_device_map(None, quantized=False) is None
-    assert usable_dtype("bf16") == ("fp16" if cuda else "bf16")  # a GPU without bf16 computes in fp16
+    assert usable_precision("bf16") == ("fp16" if cuda else "bf16")  # a GPU without bf16 computes in fp16
     if cuda:
         assert resolve_device_map("cuda", quantized=True) == "cuda"
     else:

@@ -15,11 +15,10 @@ import torch
 from torch import nn
 
 from {{ cookiecutter.package_name }}.data.common import DataInfo
+from {{ cookiecutter.package_name }}.data.hf_source import resolve_source
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models import footprint
-from {{ cookiecutter.package_name }}.models.hf_source import resolve_source
-from {{ cookiecutter.package_name }}.training import distributed
-from {{ cookiecutter.package_name }}.training.precision import DTYPES, hardware_fallback
+from {{ cookiecutter.package_name }}.runtime import DTYPES, is_main_process, mark_placed, usable_precision, world_size
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +99,15 @@ def random_init(config: dict[str, Any], tokenizer: Any, folder: Path) -> str:
 
 def shared_random_init(config: dict[str, Any], tokenizer: Any, folder: Path) -> str:
     """:func:`random_init` on rank 0 only; under torchrun the other ranks wait, then load the same weights."""
-    if distributed.get_world_size() > 1:
+    together = world_size() > 1 and torch.distributed.is_initialized()
+    if together:
         shared = [str(folder)]
         torch.distributed.broadcast_object_list(shared, src=0)  # init_dir=null: rank 0's temporary folder
         folder = Path(shared[0])
-    if distributed.is_main_process():
+    if is_main_process():
         random_init(config, tokenizer, folder)
-    distributed.barrier()
+    if together:
+        torch.distributed.barrier()
     return str(folder)
 
 
@@ -121,13 +122,6 @@ def resolve_device_map(device_map: Any, quantized: bool) -> Any:
     if hasattr(device_map, "items"):
         return dict(device_map)
     return device_map
-
-
-def usable_dtype(dtype: str) -> str:
-    """The dtype the trainer's precision will resolve to on this machine (see ``hardware_fallback``)."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    fallback = hardware_fallback(dtype, device) if dtype in DTYPES else None
-    return fallback[0] if fallback else dtype
 
 
 def max_memory_map(max_memory: Any) -> dict[Any, str] | None:
@@ -234,7 +228,7 @@ def load_causal_lm(
     """Load (or randomly initialise) a causal LM as configured; see ``configs/model/causal_lm.yaml``."""
     if dtype not in DTYPES:
         raise UserError(f"model.dtype={dtype!r} is unknown: use fp32, fp16 or bf16.")
-    dtype = usable_dtype(dtype) if for_training else dtype
+    dtype = usable_precision(dtype) if for_training else dtype
     quant = quantization_name(quantization)
     lora = dict(lora or {})
     use_lora = lora.get("enabled")
@@ -274,4 +268,6 @@ def load_causal_lm(
         footprint.log_report(footprint.build_report(model, str(name_or_path or source), weights, quant, double_quant))
     if use_lora:
         model = add_lora(model, lora, quant in QUANTIZED, gradient_checkpointing)
+    if kwargs["device_map"] is not None:  # accelerate placed the weights (and bitsandbytes' cannot move)
+        mark_placed(model)
     return model
