@@ -29,7 +29,7 @@ COMMAND_BLOCKS = {"bash", "sh", "shell", "console", "powershell", "pwsh", "ps1"}
 # Programs whose commands this file runs (small() below says how) or skips (SKIP); others fail.
 PROGRAMS = {"python", "make", "pytest", "torchrun", "uv", r".\scripts\tasks.ps1", "./scripts/tasks.ps1",
             "pip", "conda", "bash", "hf", "huggingface-cli", "wandb", "pre-commit", "sbatch", "srun",
-            r".\scripts\setup.ps1", "powershell", "pwsh", "Set-ExecutionPolicy", "&", r".venv\Scripts\activate", "if"}
+            r".\scripts\setup.ps1", "powershell", "pwsh", "Set-ExecutionPolicy", "&", r".venv\Scripts\activate"}
 # Inline code that names a form of command rather than giving one.
 PROSE = {"uv run", "uv run <command>"}
 
@@ -41,7 +41,8 @@ SKIP = [
     (r"^conda\b", "needs conda"),
     (r"^(hf|huggingface-cli|wandb)\b", "needs the network and an account"),
     (r"model\.name_or_path=[\w.-]+/[\w.-]+", "downloads a model from the Hugging Face hub"),
-    (r"\b(data|experiment)=(mnist|fashion_mnist|cifar10)", "downloads a data set"),
+    (r"\b(data|experiment|data\.dataset)=(mnist|fashion_mnist|cifar10)|data=torchvision(?!.*data\.dataset=fake)",
+     "downloads a data set"),
     (r"model\.pretrained=true", "downloads pretrained weights"),
     (r"^torchrun\b(?!.*trainer\.device=cpu)", "one process per GPU: needs several GPUs"),
     (r"hydra/launcher=slurm|^(sbatch|srun)\b", "needs a SLURM cluster"),
