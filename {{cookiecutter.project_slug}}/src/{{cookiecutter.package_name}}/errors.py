@@ -14,15 +14,30 @@ class UserError(Exception):
     """A problem the user can fix; its message says the cause and the fix."""
 
 
+def user_error_in(error: BaseException) -> UserError | None:
+    """The :class:`UserError` that caused ``error``, also through Hydra's ``instantiate`` wrapper."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UserError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__
+    return None
+
+
 def exit_on_user_error(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a :class:`UserError` raised by ``func`` into one logged line and exit code 1."""
+    """Turn a :class:`UserError` raised by ``func`` (or inside ``instantiate``) into one logged line, exit 1."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except UserError as error:
-            log.error("%s", error)
+        except Exception as error:
+            cause = user_error_in(error)
+            if cause is None:
+                raise
+            log.error("%s", cause)
             raise SystemExit(1) from None
 
     return wrapper

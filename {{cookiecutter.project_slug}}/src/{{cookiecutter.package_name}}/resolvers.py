@@ -28,8 +28,10 @@ _run_time: float | None = None
 
 
 def _rank() -> int:
-    """torchrun's RANK, else SLURM's task id (set before train.py exports RANK from it)."""
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+    """``runtime.rank()``, imported on first use: composing a config (``--cfg job``) needs no torch."""
+    from {{ cookiecutter.package_name }}.runtime import rank
+
+    return rank()
 
 
 def _shared_with_torchrun(now: float, timeout_s: float = 120.0) -> float:

@@ -18,7 +18,7 @@ from {{ cookiecutter.package_name }}.data.common import DataInfo
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models import footprint
 from {{ cookiecutter.package_name }}.models.hf_source import resolve_source
-from {{ cookiecutter.package_name }}.training.precision import DTYPES, hardware_fallback
+from {{ cookiecutter.package_name }}.runtime import DTYPES, mark_placed, usable_precision
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +109,6 @@ def resolve_device_map(device_map: Any, quantized: bool) -> Any:
     return device_map
 
 
-def usable_dtype(dtype: str) -> str:
-    """The dtype the trainer's precision will resolve to on this machine (see ``hardware_fallback``)."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    fallback = hardware_fallback(dtype, device) if dtype in DTYPES else None
-    return fallback[0] if fallback else dtype
-
-
 def max_memory_map(max_memory: Any) -> dict[Any, str] | None:
     """``{"0": "10GiB", "cpu": "30GiB"}`` with GPU indices as ints, as accelerate expects."""
     if not max_memory:
@@ -188,7 +181,7 @@ def load_causal_lm(
     """Load (or randomly initialise) a causal LM as configured; see ``configs/model/causal_lm.yaml``."""
     if dtype not in DTYPES:
         raise UserError(f"model.dtype={dtype!r} is unknown: use fp32, fp16 or bf16.")
-    dtype = usable_dtype(dtype) if for_training else dtype
+    dtype = usable_precision(dtype) if for_training else dtype
     quant = quantization_name(quantization)
     lora = dict(lora or {})
     use_lora = lora.get("enabled")
@@ -227,4 +220,6 @@ def load_causal_lm(
         footprint.log_report(footprint.build_report(model, str(name_or_path or source), weights, quant, double_quant))
     if use_lora:
         model = add_lora(model, lora, quant in QUANTIZED, gradient_checkpointing)
+    if kwargs["device_map"] is not None:  # accelerate placed the weights (and bitsandbytes' cannot move)
+        mark_placed(model)
     return model

@@ -1,4 +1,6 @@
-"""torch.distributed helpers; every function also works in a single process."""
+"""Joining and leaving the process group, and collectives; every function also works in one process.
+
+Who this process is (rank, world size, main process) is :mod:`runtime`'s job."""
 
 from __future__ import annotations
 
@@ -9,16 +11,9 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from {{ cookiecutter.package_name }} import runtime
+
 log = logging.getLogger(__name__)
-
-
-def env_rank() -> int:
-    """This process's global rank from torchrun's environment (0 when not launched by it)."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def launched_distributed() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def adopt_slurm_tasks() -> None:
@@ -38,31 +33,19 @@ def adopt_slurm_tasks() -> None:
 
 def init_distributed(device: torch.device, timeout_s: int = 1800, backend: str = "auto") -> None:
     """Join the process group torchrun set up; backend ``auto``: NCCL on CUDA, gloo otherwise."""
-    if dist.is_initialized() or not launched_distributed():
+    if dist.is_initialized() or not runtime.launched_distributed():
         return
     if backend == "auto":  # NCCL on CUDA where it exists (not on Windows), gloo otherwise
         backend = "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
-    log.info("DDP: rank %d of %d (%s)", get_rank(), get_world_size(), backend)
+    log.info("DDP: rank %d of %d (%s)", runtime.rank(), runtime.world_size(), backend)
 
 
 def destroy_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def get_rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def get_world_size() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
-
-
-def is_main_process() -> bool:
-    return get_rank() == 0
 
 
 def barrier() -> None:
@@ -84,7 +67,7 @@ def all_reduce_mean(value: float, device: torch.device) -> float:
     if not dist.is_initialized():
         return value
     tensor = torch.tensor(float(value), dtype=torch.float64, device=device)
-    return (all_reduce_sum(tensor) / get_world_size()).item()
+    return (all_reduce_sum(tensor) / runtime.world_size()).item()
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:
@@ -93,14 +76,3 @@ def any_rank(flag: bool, device: torch.device) -> bool:
         return flag
     tensor = torch.tensor(int(flag), device=device)
     return bool(all_reduce_sum(tensor).item())
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks this rank's CUDA device, then MPS, then the CPU."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -43,3 +44,41 @@ def hand_over(signum: int | None) -> None:
         log.warning("Handing %s to submitit to requeue the job; it resumes from last.pt.",
                     signal.Signals(signum).name)
         handler(signum, None)
+
+
+class TrainingInterrupted(Exception):
+    """Raised after a stop signal, once ``last.pt`` holds the state to resume from."""
+
+    def __init__(self, message: str, signum: int | None = None) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class StopSignals:
+    """While entered, turns the :func:`stop_signals` into a flag the loop reads at step boundaries.
+
+    A second signal while the first is pending raises ``KeyboardInterrupt`` at once.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        log.warning("Received %s: saving last.pt at the next step, then stopping.", signal.Signals(signum).name)
+        self.received = signum
+
+    def __enter__(self) -> StopSignals:
+        for signum in stop_signals():
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()

@@ -1,0 +1,134 @@
+"""Run-time facts every layer may ask: rank and world size, dtypes, the device, the bare model.
+
+The bottom layer of the package: it imports nothing from it, and ``data``, ``models``,
+``tasks``, ``tracking`` and ``training`` all read these facts from here.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+# ----------------------------------------------------------------- processes
+def rank() -> int:
+    """This process's global rank: the process group's, else the launcher's (torchrun, SLURM), else 0."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+
+
+def world_size() -> int:
+    """How many processes train together: the process group's, else the launcher's, else 1."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Rank 0: the process that writes files and talks to the loggers."""
+    return rank() == 0
+
+
+def launched_distributed() -> bool:
+    """Started by torchrun (or SLURM, once exported) as one of several processes."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+# ----------------------------------------------------------------- devices and dtypes
+def choose_device(name: str = "auto") -> torch.device:
+    """``auto`` picks this rank's CUDA device, then MPS, then the CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type in {"cpu", "mps"}
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bfloat16 instructions (AVX512-BF16 or AMX); without them torch emulates bf16."""
+    if platform.machine().lower() in {"arm64", "aarch64"}:
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="ignore")
+    except OSError:  # not Linux: unknown, assume emulated
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def hardware_fallback(name: str, device: torch.device) -> tuple[str, str] | None:
+    """The precision to use instead of ``name`` on ``device`` and why, or None when ``name`` suits it.
+
+    CPU: fp16 -> bf16 (fp32 without native bf16); bf16 without native bf16 -> fp32, since emulated
+    bf16 autocast is many times slower. GPU without bf16 -> fp16.
+    """
+    if device.type == "cpu":
+        native_bf16 = cpu_has_native_bf16()
+        if name == "fp16":
+            return ("bf16" if native_bf16 else "fp32"), "float16 autocast on a CPU is ~30x slower"
+        if name == "bf16" and not native_bf16:
+            return "fp32", "this CPU has no native bfloat16 instructions, so bf16 autocast is emulated and slow"
+    elif name == "bf16" and not bf16_supported(device):
+        return "fp16", f"this {device.type} device has no bfloat16 support"
+    return None
+
+
+def usable_precision(name: str, device: torch.device | None = None) -> str:
+    """``name`` after :func:`hardware_fallback` on ``device`` (default: this machine's best device)."""
+    fallback = hardware_fallback(name, device or choose_device()) if name in DTYPES else None
+    return fallback[0] if fallback else name
+
+
+# ----------------------------------------------------------------- models
+PLACED = "placed_by_builder"  # attribute a builder sets on a model it has put on its devices itself
+
+
+def mark_placed(model: nn.Module) -> nn.Module:
+    """Say that ``model``'s builder placed its weights (e.g. a device map): the trainer must not move it."""
+    setattr(model, PLACED, True)
+    return model
+
+
+def place(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move ``model`` to ``device`` unless its builder placed it (see :func:`mark_placed`)."""
+    return model if getattr(model, PLACED, False) else model.to(device)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel and/or ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
+
+
+def peak_memory_bytes(device: torch.device) -> int | None:
+    """Peak memory of this process: allocated CUDA memory, else the resident set size."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
