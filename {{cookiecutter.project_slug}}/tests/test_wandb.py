@@ -76,10 +76,12 @@ def test_step_and_epoch_axes_are_declared(wandb_run: tuple[Path, Any]) -> None:
     assert metrics["train/loss_epoch"]["step_metric"] == "epoch"
 
 
-def test_config_holds_sections_commit_and_environment(wandb_run: tuple[Path, Any]) -> None:
+def test_config_holds_sections_and_the_run_folders_provenance(wandb_run: tuple[Path, Any]) -> None:
     config = json.loads(inspect(run_file(wandb_run[0]), "--summary", "--json"))["config"]
-    assert {"model", "data", "optimizer", "trainer", "task", "git", "environment"} <= set(config)
-    assert config["environment"]["torch"] and config["environment"]["device_type"] in {"cpu", "cuda"}
+    assert {"model", "data", "optimizer", "trainer", "task", "provenance"} <= set(config)
+    on_disk = json.loads((wandb_run[0] / "provenance.json").read_text(encoding="utf-8"))
+    assert config["provenance"]["versions"] == on_disk["versions"] and on_disk["versions"]["torch"]
+    assert config["provenance"]["hardware"]["cpu"] == on_disk["hardware"]["cpu"]
     assert config["optimizer"]["lr"] > 0 and config["name"]
 
 

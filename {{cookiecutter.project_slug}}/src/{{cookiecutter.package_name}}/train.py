@@ -60,12 +60,27 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.data.get('dataset') or choices.get('data')}-{choices.get('model')}"
 
 
+def start_provenance(cfg: DictConfig, trainer: Any, output_dir: Path) -> dict[str, Any]:
+    """Collect the run's provenance (once the trainer has resolved its precision); rank 0 writes it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from {{ cookiecutter.package_name }} import runtime
+    from {{ cookiecutter.package_name }}.tracking import provenance
+
+    precision = provenance.precision_record(str(cfg.precision.name), trainer.precision.name, trainer.device)
+    record = provenance.collect(list(HydraConfig.get().overrides.task), cfg.seed, precision)
+    if runtime.is_main_process():
+        provenance.write(output_dir, record)
+    return record
+
+
 def train(cfg: DictConfig) -> float | None:
     """Build everything from ``cfg``, fit, test; return the best value of the monitored metric."""
     check_config(cfg)
     from hydra.utils import instantiate
 
     from {{ cookiecutter.package_name }} import runtime
+    from {{ cookiecutter.package_name }}.tracking import provenance
     from {{ cookiecutter.package_name }}.training import distributed, preemption
     from {{ cookiecutter.package_name }}.utils import seed_everything
 
@@ -81,8 +96,10 @@ def train(cfg: DictConfig) -> float | None:
     model = instantiate(cfg.model, data=info)
     config = OmegaConf.to_container(cfg, resolve=True)
     config["name"] = run_name(cfg)
+    record = start_provenance(cfg, trainer, output_dir)
+    config["provenance"] = provenance.public(record)
 
-    exit_code, stop_signal = 1, None
+    exit_code, stop_signal, status = 1, None, "failed"
     try:
         best = trainer.fit(model, task, datamodule, optimizer_factory=instantiate(cfg.optimizer),
                            scheduler_factory=instantiate(cfg.scheduler), config=config,
@@ -90,12 +107,14 @@ def train(cfg: DictConfig) -> float | None:
         trainer.test()
         if runtime.is_main_process():
             task.save_result(model, output_dir)
-        exit_code = 0
+        exit_code, status = 0, "completed"
     except preemption.TrainingInterrupted as stop:
         log.warning("%s; resume with: resume=%s", stop, output_dir / "checkpoints" / "last.pt")
-        exit_code, stop_signal = 0, stop.signum
+        exit_code, stop_signal, status = 0, stop.signum, "interrupted"
         best = trainer.best_score
     finally:
+        if runtime.is_main_process():
+            provenance.finish(output_dir, record, status)
         loggers.finish(exit_code)
         distributed.destroy_distributed()
     preemption.hand_over(stop_signal)  # under submitit: requeue the job

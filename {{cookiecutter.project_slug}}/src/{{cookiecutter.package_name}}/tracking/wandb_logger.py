@@ -8,16 +8,11 @@ The API key is read by W&B itself and is never copied into the config or logs.
 from __future__ import annotations
 
 import logging
-import netrc
-import os
-import platform
 import queue
-import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -26,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.tracking.base import Logger, Table
+from {{ cookiecutter.package_name }}.tracking.provenance import wandb_credentials as has_credentials
 
 log = logging.getLogger(__name__)
 
@@ -33,42 +29,6 @@ MODES = {"online", "offline", "disabled"}
 # Logged every N optimizer steps on the ``trainer/global_step`` axis; their epoch means get an ``_epoch`` suffix.
 STEP_METRICS = ("train/loss", "train/lr")
 STEP_AXIS = "trainer/global_step"
-
-
-def has_credentials() -> bool:
-    """True when an API key is set or stored in ~/.netrc for the W&B host (no network needed to tell)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
-    try:
-        return netrc.netrc().authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def git_commit(cwd: Path | None = None) -> str | None:
-    """The current commit of the code, or None outside a git checkout."""
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = result.stdout.strip() if result.returncode == 0 else ""
-    return commit or None
-
-
-def environment() -> dict[str, Any]:
-    """Versions and hardware that explain a run's numbers."""
-    cuda = torch.cuda.is_available()
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or platform.machine(),
-        "device_type": "cuda" if cuda else "cpu",
-        "gpu_count": torch.cuda.device_count() if cuda else 0,
-        "platform": platform.platform(),
-    }
 
 
 def figure_to_image(figure: Any) -> np.ndarray:
@@ -174,9 +134,8 @@ class WandbLogger(Logger):
     def start(self, config: dict[str, Any], resume: dict[str, Any] | None = None) -> None:
         self.save_dir.mkdir(parents=True, exist_ok=True)
         run_id = (resume or {}).get("run_ids", {}).get(self.name)
-        full_config = {**config, "git": {"commit": git_commit()}, "environment": environment()}
         settings = dict(self.settings, name=self.settings["name"] or config.get("name"))
-        kwargs = dict(settings, config=full_config, dir=str(self.save_dir), id=run_id,
+        kwargs = dict(settings, config=config, dir=str(self.save_dir), id=run_id,
                       resume="allow" if run_id else None, reinit="finish_previous")
         mode, reason = self._choose_mode()
         level = logging.INFO

@@ -201,7 +201,8 @@ class Trainer:
             "stopped_early": stopping.should_stop,
             "precision": self.precision.name,
             "peak_memory_bytes": runtime.peak_memory_bytes(self.device),
-            "checkpoints": {name: str(self.checkpoint_dir / f"{name}.pt") for name in ("best", "last")},
+            # relative to the run folder, so that the folder can move
+            "checkpoints": {name: f"{self.checkpoint_dir.name}/{name}.pt" for name in ("best", "last")},
         }
 
     # ----------------------------------------------------------------- inside the loop

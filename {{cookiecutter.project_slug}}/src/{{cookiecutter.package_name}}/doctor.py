@@ -1,0 +1,116 @@
+"""What this machine offers a run, in one screen: ``python -m {{ cookiecutter.package_name }}.doctor``.
+
+Answers "why is my GPU not used", "why is bf16 off", "is bitsandbytes usable" and "am I
+logged in to W&B" with the same facts a run records in ``provenance.json``; starts no run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+from typing import Any
+
+import torch
+
+from {{ cookiecutter.package_name }} import runtime
+from {{ cookiecutter.package_name }}.tracking import provenance
+
+log = logging.getLogger(__name__)
+
+
+def gpu_answer() -> str:
+    """Which device training picks, and why not a GPU when it is not one."""
+    device = runtime.choose_device("auto")
+    if device.type == "cuda":
+        names = ", ".join(f"{gpu['name']} ({gpu['memory_gb']} GB)" for gpu in provenance.gpus())
+        return f"training uses {device}: {names}"
+    if torch.version.cuda is None:
+        why = ("this PyTorch is a CPU-only build: install a CUDA build "
+               "(bash scripts/setup.sh, or pip install torch --index-url https://download.pytorch.org/whl/cu126)")
+    elif os.environ.get("CUDA_VISIBLE_DEVICES", None) in {"", "-1"}:
+        why = "CUDA_VISIBLE_DEVICES hides every GPU: unset it"
+    else:
+        why = (f"PyTorch is built for CUDA {torch.version.cuda} but finds no GPU: check `nvidia-smi` "
+               "(driver installed and new enough for this CUDA?)")
+    return f"training uses {device}, not a GPU: {why}"
+
+
+def bf16_answer() -> str:
+    """Whether precision=bf16 runs as asked on the device training picks, or what it falls back to."""
+    device = runtime.choose_device("auto")
+    fallback = runtime.hardware_fallback("bf16", device)
+    if fallback is None:
+        native = " (native AVX512-BF16/AMX)" if device.type == "cpu" else ""
+        return f"precision=bf16 runs as bf16 on {device}{native}"
+    return f"precision=bf16 becomes {fallback[0]} on {device}: {fallback[1]}"
+
+
+def bitsandbytes_answer() -> str:
+    """Whether 8-/4-bit loading can work here."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "not installed: quantization=8bit|4bit needs `pip install bitsandbytes`"
+    try:
+        import bitsandbytes
+    except Exception as error:  # noqa: BLE001 - any import failure is the answer
+        return f"installed but does not import ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
+    where = "a CUDA GPU" if torch.cuda.is_available() else "the CPU only (slow; 4-bit training wants a CUDA GPU)"
+    return f"{bitsandbytes.__version__}, usable on {where}"
+
+
+def wandb_answer() -> str:
+    """Whether a run would log to W&B online, offline, or not at all."""
+    if importlib.util.find_spec("wandb") is None:
+        return "not installed: runs keep their local CSV, plots and summary"
+    mode = os.environ.get("WANDB_MODE", "online")
+    if not provenance.wandb_credentials():
+        return f"no API key (WANDB_MODE={mode}): runs log offline; `wandb login` or set WANDB_API_KEY"
+    return f"API key found, WANDB_MODE={mode}"
+
+
+def report() -> dict[str, Any]:
+    """The facts and the answers, as a dictionary."""
+    return {
+        "versions": provenance.versions(),
+        "hardware": provenance.hardware(),
+        "git": {key: value for key, value in provenance.git_state().items() if key != "diff"},
+        "answers": {"gpu": gpu_answer(), "bf16": bf16_answer(), "bitsandbytes": bitsandbytes_answer(),
+                    "wandb": wandb_answer()},
+    }
+
+
+def format_report(facts: dict[str, Any]) -> str:
+    """One screen of text."""
+    versions = ", ".join(f"{name} {version}" for name, version in facts["versions"].items() if version)
+    hardware = facts["hardware"]
+    gpus = "; ".join(f"{gpu['name']} {gpu['memory_gb']} GB (bf16 {'yes' if gpu['bf16'] else 'no'})"
+                     for gpu in hardware["gpus"]) or "none visible"
+    git = facts["git"]
+    code = "not a git checkout" if git["commit"] is None else f"{git['commit'][:12]}{' (dirty)' if git['dirty'] else ''}"
+    lines = [
+        f"versions      {versions}",
+        f"platform      {hardware['platform']}",
+        f"cpu           {hardware['cpu']} x{hardware['cpu_count']}; flags: {' '.join(hardware['cpu_flags']) or '-'}",
+        f"gpus          {gpus}",
+        f"code          {code}",
+        "",
+        f"GPU?          {facts['answers']['gpu']}",
+        f"bf16?         {facts['answers']['bf16']}",
+        f"bitsandbytes? {facts['answers']['bitsandbytes']}",
+        f"W&B?          {facts['answers']['wandb']}",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Print the report for this machine."""
+    if any(arg in {"-h", "--help"} for arg in sys.argv[1:]):
+        sys.stdout.write(__doc__ + "\n")
+        return
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    log.info("%s", format_report(report()))
+
+
+if __name__ == "__main__":
+    main()
