@@ -32,6 +32,8 @@ LM_ONLY: list[str] = [
     f"{PKG}/tasks/causal_lm.py",
     f"{PKG}/memory.py",
     "tests/test_causal_lm.py",
+    f"{PKG}/inference/text.py",
+    "tests/test_inference_text.py",
 ]
 
 VISION_ONLY = [
@@ -54,6 +56,8 @@ VISION_ONLY = [
     f"{PKG}/models/timm_models.py",
     f"{PKG}/tasks/classification.py",
     "tests/test_vision.py",
+    f"{PKG}/inference/images.py",
+    "tests/test_inference_images.py",
 ]
 
 # (answer, value) -> paths removed when the answer has that value.

@@ -46,6 +46,14 @@ COMMON = [
     "src/{pkg}/config_source.py",
     "src/{pkg}/tracking/provenance.py",
     "tests/test_run_folder.py",
+    "tests/test_install.py",
+    "setup.py",
+    "configs/__init__.py",
+    "src/{pkg}/predict.py",
+    "src/{pkg}/export.py",
+    "src/{pkg}/inference/__init__.py",
+    "src/{pkg}/inference/model_card.py",
+    "src/{pkg}/inference/model_card.md",
     "src/{pkg}/utils.py",
     "src/{pkg}/resolvers.py",
     "src/{pkg}/data/__init__.py",
@@ -97,6 +105,8 @@ VISION = [
     "src/{pkg}/models/timm_models.py",
     "src/{pkg}/tasks/classification.py",
     "tests/test_vision.py",
+    "src/{pkg}/inference/images.py",
+    "tests/test_inference_images.py",
 ]
 
 CAUSAL_LM = [
@@ -116,6 +126,8 @@ CAUSAL_LM = [
     "src/{pkg}/tasks/causal_lm.py",
     "src/{pkg}/memory.py",
     "tests/test_causal_lm.py",
+    "src/{pkg}/inference/text.py",
+    "tests/test_inference_text.py",
 ]
 
 WANDB = [

@@ -34,7 +34,10 @@ def user_search_path(overrides: list[str]) -> list[str]:
     if not folders or any(item.lstrip("+~").startswith("hydra.searchpath") for item in overrides):
         return list(overrides)
     paths = ",".join(f"file://{Path(folder).expanduser().resolve().as_posix()}" for folder in folders)
-    return [*overrides, f"hydra.searchpath=[{paths}]"]
+    # beside the other overrides: Hydra's parser takes them as one run of positional arguments
+    first = next((index for index, item in enumerate(overrides) if "=" in item and not item.startswith("-")),
+                 len(overrides))
+    return [*overrides[:first], f"hydra.searchpath=[{paths}]", *overrides[first:]]
 
 
 def compose(config_name: str | None, overrides: list[str]) -> DictConfig:

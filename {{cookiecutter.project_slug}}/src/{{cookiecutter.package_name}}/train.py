@@ -9,6 +9,7 @@ bad override answer without importing them.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import {{ cookiecutter.package_name }}.resolvers  # noqa: F401 - registers ${run_time:} and the others
+from {{ cookiecutter.package_name }} import config_source
 from {{ cookiecutter.package_name }}.config_checks import check_config
 from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error
 
@@ -122,11 +124,18 @@ def train(cfg: DictConfig) -> float | None:
     return best
 
 
-@hydra.main(version_base="1.3", config_path="../../configs", config_name="train")
+@hydra.main(version_base="1.3", config_path=config_source.config_path(), config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     return train(cfg)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m {{ cookiecutter.package_name }}.train`` and the console script: adds the user config folders of
+    ``${{ cookiecutter.package_name | upper }}_CONFIG_PATH`` to Hydra's search path."""
+    sys.argv[1:] = config_source.user_search_path(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()
