@@ -241,3 +241,11 @@ def test_text_tables_are_logged_as_tables(tmp_path: Path, monkeypatch: pytest.Mo
     saved = next(tmp_path.glob("wandb/offline-run-*/files/media/table/tables/generated_samples_*.table.json"))
     table = json.loads(saved.read_text(encoding="utf-8"))
     assert table == {"columns": ["prompt", "generated"], "data": [["Once upon", "a time there was"]]}
+
+
+def test_doctor_says_whether_runs_log_online() -> None:
+    without = run_module("doctor")
+    assert without.returncode == 0, without.stderr[-2000:]
+    assert any(line.startswith("W&B?") and "no API key" in line for line in without.stdout.splitlines())
+    with_key = run_module("doctor", env=quiet_env(WANDB_API_KEY=FAKE_KEY))
+    assert any(line.startswith("W&B?") and "API key found" in line for line in with_key.stdout.splitlines())

@@ -1,14 +1,16 @@
 """What this machine offers a run, in one screen: ``python -m {{ cookiecutter.package_name }}.doctor``.
 
-Answers "why is my GPU not used", "why is bf16 off", "is bitsandbytes usable" and "am I
-logged in to W&B" with the same facts a run records in ``provenance.json``; starts no run.
+Answers "why is my GPU not used" and "why is bf16 off", and what the model loaders and
+loggers say of themselves (whether 8-/4-bit loading can work, whether you are logged in to
+W&B), with the same facts a run records in ``provenance.json``; starts no run.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import logging
 import os
+import pkgutil
 import sys
 from typing import Any
 
@@ -47,26 +49,22 @@ def bf16_answer() -> str:
     return f"precision=bf16 becomes {fallback[0]} on {device}: {fallback[1]}"
 
 
-def bitsandbytes_answer() -> str:
-    """Whether 8-/4-bit loading can work here."""
-    if importlib.util.find_spec("bitsandbytes") is None:
-        return "not installed: quantization=8bit|4bit needs `pip install bitsandbytes`"
-    try:
-        import bitsandbytes
-    except Exception as error:  # noqa: BLE001 - any import failure is the answer
-        return f"installed but does not import ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
-    where = "a CUDA GPU" if torch.cuda.is_available() else "the CPU only (slow; 4-bit training wants a CUDA GPU)"
-    return f"{bitsandbytes.__version__}, usable on {where}"
+def part_answers() -> dict[str, str]:
+    """What the modules of ``models`` and ``tracking`` say about themselves (each ``doctor_answer()``)."""
+    from {{ cookiecutter.package_name }} import models, tracking
 
-
-def wandb_answer() -> str:
-    """Whether a run would log to W&B online, offline, or not at all."""
-    if importlib.util.find_spec("wandb") is None:
-        return "not installed: runs keep their local CSV, plots and summary"
-    mode = os.environ.get("WANDB_MODE", "online")
-    if not provenance.wandb_credentials():
-        return f"no API key (WANDB_MODE={mode}): runs log offline; `wandb login` or set WANDB_API_KEY"
-    return f"API key found, WANDB_MODE={mode}"
+    answers = {}
+    for package in (models, tracking):
+        for module in pkgutil.iter_modules(package.__path__):
+            try:
+                answer = getattr(importlib.import_module(f"{package.__name__}.{module.name}"), "doctor_answer", None)
+            except ImportError as error:
+                answers[f"{module.name}?"] = f"does not import ({error})"
+                continue
+            if answer is not None:
+                question, text = answer()
+                answers[question] = text
+    return answers
 
 
 def report() -> dict[str, Any]:
@@ -75,8 +73,7 @@ def report() -> dict[str, Any]:
         "versions": provenance.versions(),
         "hardware": provenance.hardware(),
         "git": {key: value for key, value in provenance.git_state().items() if key != "diff"},
-        "answers": {"gpu": gpu_answer(), "bf16": bf16_answer(), "bitsandbytes": bitsandbytes_answer(),
-                    "wandb": wandb_answer()},
+        "answers": {"GPU?": gpu_answer(), "bf16?": bf16_answer(), **part_answers()},
     }
 
 
@@ -95,10 +92,7 @@ def format_report(facts: dict[str, Any]) -> str:
         f"gpus          {gpus}",
         f"code          {code}",
         "",
-        f"GPU?          {facts['answers']['gpu']}",
-        f"bf16?         {facts['answers']['bf16']}",
-        f"bitsandbytes? {facts['answers']['bitsandbytes']}",
-        f"W&B?          {facts['answers']['wandb']}",
+        *(f"{question:<14}{answer}" for question, answer in facts["answers"].items()),
     ]
     return "\n".join(lines)
 

@@ -9,8 +9,8 @@ Options:
                         onnx also model.onnx (needs the onnx package: the `onnx` extra)
   merge_lora=null|true|false
                         causal LM: null/true merge a LoRA adapter into the base weights (a 4-/8-bit
-                        base is reloaded unquantized first), so that plain transformers loads the
-                        folder without peft; false saves the adapter alone
+                        base is reloaded unquantized first): a standalone model that loads without
+                        the LoRA library; false saves the adapter alone
   push_to_hub=<repo id> also upload the folder to the Hugging Face Hub (needs a connection and a login)
 
 Every export writes README.md, a model card: the data, metrics, precision, the command that
@@ -74,19 +74,17 @@ def export(argv: list[str]) -> Path:
     run = load_run(folder, overrides, options["ckpt"])
     module = inference_module(run.task)
     if module.__name__.endswith(".text"):
-        kind = "causal-lm"
         quantization = str(run.config.get("quantization", {}).get("name", "none"))
         if quantization in QUANTIZED and options["merge_lora"] is not False and module.is_lora(run.model):
             log.info("Reloading the %s base unquantized to merge the adapter into it.", quantization)
             run = load_run(folder, [*overrides, "quantization=none"], options["ckpt"])
         files = module.export(run, output, options["merge_lora"])
     else:
-        kind = "image-classification"
         if options["merge_lora"]:
             raise UserError("merge_lora=true applies to LoRA language models; this run is an image classifier.")
         files = module.export(run, output, str(options["format"]))
     command = "python -m {{ cookiecutter.package_name }}.export " + " ".join(shlex.quote(arg) for arg in argv)
-    card = write_model_card(run, output, kind, files, command)
+    card = write_model_card(run, output, module.CARD, files, command)
     log.info("Exported %s with its model card %s", ", ".join(path.name for path in files), card)
     if options["push_to_hub"]:
         push_to_hub(output, str(options["push_to_hub"]))

@@ -17,6 +17,11 @@ from {{ cookiecutter.package_name }}.errors import UserError
 
 log = logging.getLogger(__name__)
 PROGRESS_AFTER = 3  # batches: a progress bar for longer inputs
+# What the model card says of an export (see model_card.py).
+CARD = {"kind": "An image classifier", "library": "pytorch", "tag": "image-classification",
+        "usage": "`model.safetensors` holds the weights and `model_config.json` the model config, the input shape "
+                 "and the class names; `model.onnx`, where exported, runs in onnxruntime (input `images`, output "
+                 "`logits`)."}
 
 
 def find_files(path: Path) -> list[Path]:

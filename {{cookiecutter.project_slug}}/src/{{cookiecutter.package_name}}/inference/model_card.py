@@ -10,17 +10,6 @@ from typing import Any
 from omegaconf import OmegaConf
 
 TEMPLATE = Path(__file__).with_name("model_card.md")
-USAGE = {
-    "causal-lm": ("Load it with plain transformers (no peft needed):\n\n```python\n"
-                  "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-                  "model = AutoModelForCausalLM.from_pretrained(\"<this folder>\")\n"
-                  "tokenizer = AutoTokenizer.from_pretrained(\"<this folder>\")\n```"),
-    "image-classification": ("`model.safetensors` holds the weights and `model_config.json` the model config, "
-                             "the input shape and the class names (`model.onnx`, where exported, runs in "
-                             "onnxruntime: input `images`, output `logits`)."),
-}
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
@@ -33,8 +22,8 @@ def _target(node: Any) -> str:
     return f"{target} " + ", ".join(f"{key}={value}" for key, value in list(keep.items())[:8])
 
 
-def values(run: Any, kind: str, files: list[Path], export_command: str) -> dict[str, str]:
-    """Every ``$name`` of the template."""
+def values(run: Any, card: dict[str, str], files: list[Path], export_command: str) -> dict[str, str]:
+    """Every ``$name`` of the template; ``card`` holds the task's ``kind``, ``library``, ``tag`` and ``usage``."""
     summary = _read_json(run.folder / "summary.json")
     record = _read_json(run.folder / "provenance.json")
     command = record.get("command", {})
@@ -46,10 +35,10 @@ def values(run: Any, kind: str, files: list[Path], export_command: str) -> dict[
                                              if key.startswith("val/")}}
     quantization = OmegaConf.select(run.config, "quantization.name", default="none")
     return {
-        "library": "transformers" if kind == "causal-lm" else "pytorch",
-        "tags": "\n".join(f"- {tag}" for tag in (kind, "{{ cookiecutter.project_slug }}")),
+        "library": card["library"],
+        "tags": "\n".join(f"- {tag}" for tag in (card["tag"], "{{ cookiecutter.project_slug }}")),
         "title": str(run.config.get("name") or run.folder.name),
-        "kind": "A causal language model" if kind == "causal-lm" else "An image classifier",
+        "kind": card["kind"],
         "run": run.folder.name,
         "export_command": export_command,
         "model": _target(run.config.get("model")),
@@ -57,7 +46,7 @@ def values(run: Any, kind: str, files: list[Path], export_command: str) -> dict[
         "precision": f"{run.precision.name} (asked: {run.config.precision.name})",
         "quantization": f"{quantization} during training",
         "files": ", ".join(f"`{path.name}`" for path in files),
-        "usage": USAGE[kind],
+        "usage": card["usage"],
         "monitor": str(summary.get("monitor", "?")),
         "mode": str(summary.get("mode", "?")),
         "best": f"{best.get('value', float('nan')):.4f}" if best.get("value") is not None else "n/a",
@@ -75,9 +64,9 @@ def values(run: Any, kind: str, files: list[Path], export_command: str) -> dict[
     }
 
 
-def write_model_card(run: Any, output: Path, kind: str, files: list[Path], export_command: str) -> Path:
-    """Write ``output/README.md`` from the template."""
-    text = Template(TEMPLATE.read_text(encoding="utf-8")).substitute(values(run, kind, files, export_command))
+def write_model_card(run: Any, output: Path, card: dict[str, str], files: list[Path], export_command: str) -> Path:
+    """Write ``output/README.md`` from the template; ``card`` is the inference module's ``CARD``."""
+    text = Template(TEMPLATE.read_text(encoding="utf-8")).substitute(values(run, card, files, export_command))
     path = output / "README.md"
     path.write_text(text, encoding="utf-8")
     return path

@@ -15,6 +15,12 @@ from {{ cookiecutter.package_name }}.runtime import unwrap
 
 log = logging.getLogger(__name__)
 PROGRESS_AFTER = 3  # batches: a progress bar for longer inputs
+# What the model card says of an export (see model_card.py).
+CARD = {"kind": "A causal language model", "library": "transformers", "tag": "text-generation",
+        "usage": "Load it with plain transformers (no peft needed):\n\n```python\n"
+                 "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+                 "model = AutoModelForCausalLM.from_pretrained(\"<this folder>\")\n"
+                 "tokenizer = AutoTokenizer.from_pretrained(\"<this folder>\")\n```"}
 
 
 def read_prompts(path: Path, field: str = "prompt") -> list[str]:

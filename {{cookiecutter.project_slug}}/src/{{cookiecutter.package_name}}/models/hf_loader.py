@@ -6,6 +6,7 @@ is null, a small model is initialised at random from ``model.config`` (offline).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import tempfile
 from pathlib import Path
@@ -41,6 +42,18 @@ def require_bitsandbytes(name: str) -> None:
     except ImportError:
         raise UserError(f"quantization={name} needs bitsandbytes, which is not installed: "
                         "pip install bitsandbytes (or pip install -e '.[quant]'), or use quantization=none.") from None
+
+
+def doctor_answer() -> tuple[str, str]:
+    """For ``doctor``: whether 8-/4-bit loading can work here."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "bitsandbytes?", "not installed: quantization=8bit|4bit needs `pip install bitsandbytes`"
+    try:
+        import bitsandbytes
+    except Exception as error:  # noqa: BLE001 - any import failure is the answer
+        return "bitsandbytes?", f"installed but does not import ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
+    where = "a CUDA GPU" if torch.cuda.is_available() else "the CPU only (slow; 4-bit training wants a CUDA GPU)"
+    return "bitsandbytes?", f"{bitsandbytes.__version__}, usable on {where}"
 
 
 def bnb_config(quantization: Any, dtype: str) -> Any:

@@ -1,14 +1,13 @@
 """What made a run's numbers: command, code, package versions, hardware, precision, seed, times.
 
 One record, written to ``provenance.json`` in every run folder (``git.diff`` beside it when
-the code had uncommitted changes), sent to W&B as part of the config, and printed for the
+the code had uncommitted changes), given to every logger as part of the config, and printed for the
 current machine by ``python -m {{ cookiecutter.package_name }}.doctor``.
 """
 
 from __future__ import annotations
 
 import json
-import netrc
 import os
 import platform
 import subprocess
@@ -17,7 +16,6 @@ import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 
@@ -28,14 +26,18 @@ PACKAGES = {
     "{{ cookiecutter.project_slug }}": "{{ cookiecutter.project_slug }}",
     "torch": "torch",
     "torchvision": "torchvision",
+{%- if cookiecutter.task != "image-classification" %}
     "transformers": "transformers",
     "bitsandbytes": "bitsandbytes",
     "peft": "peft",
     "accelerate": "accelerate",
+{%- endif %}
     "timm": "timm",
     "hydra": "hydra-core",
     "omegaconf": "omegaconf",
+{%- if cookiecutter.logger == "wandb" %}
     "wandb": "wandb",
+{%- endif %}
     "torchmetrics": "torchmetrics",
     "numpy": "numpy",
 }
@@ -130,17 +132,6 @@ def hardware() -> dict[str, Any]:
     }
 
 
-def wandb_credentials() -> bool:
-    """True when an API key is set or stored in ~/.netrc for the W&B host (no network needed to tell)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
-    try:
-        return netrc.netrc().authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
 def precision_record(requested: str, resolved: str, device: torch.device) -> dict[str, Any]:
     """The precision asked for, the one used on ``device``, and why they differ (None when they do not)."""
     fallback = runtime.hardware_fallback(requested, device) if requested != resolved else None
@@ -156,7 +147,7 @@ def entry_point() -> str:
 
 def collect(overrides: list[str] | None = None, seed: int | None = None,
             precision: dict[str, Any] | None = None, code_dir: Path = CODE_DIR) -> dict[str, Any]:
-    """The full record; ``git.diff`` is kept for :func:`write` and left out of what W&B receives."""
+    """The full record; ``git.diff`` is kept for :func:`write` and left out of what the loggers receive."""
     return {
         "command": {"entry": entry_point(), "argv": sys.argv[1:], "overrides": list(overrides or []),
                     "cwd": str(Path.cwd())},
@@ -171,7 +162,7 @@ def collect(overrides: list[str] | None = None, seed: int | None = None,
 
 
 def public(record: dict[str, Any]) -> dict[str, Any]:
-    """The record without the diff text (for provenance.json and the W&B config)."""
+    """The record without the diff text (for provenance.json and the loggers' config)."""
     return {**record, "git": {key: value for key, value in record["git"].items() if key != "diff"}}
 
 

@@ -8,11 +8,14 @@ The API key is read by W&B itself and is never copied into the config or logs.
 from __future__ import annotations
 
 import logging
+import netrc
+import os
 import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -21,7 +24,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.tracking.base import Logger, Table
-from {{ cookiecutter.package_name }}.tracking.provenance import wandb_credentials as has_credentials
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,25 @@ MODES = {"online", "offline", "disabled"}
 # Logged every N optimizer steps on the ``trainer/global_step`` axis; their epoch means get an ``_epoch`` suffix.
 STEP_METRICS = ("train/loss", "train/lr")
 STEP_AXIS = "trainer/global_step"
+
+
+def has_credentials() -> bool:
+    """True when an API key is set or stored in ~/.netrc for the W&B host (no network needed to tell)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def doctor_answer() -> tuple[str, str]:
+    """For ``doctor``: whether a run would log to W&B online, offline, or not at all."""
+    mode = os.environ.get("WANDB_MODE", "online")
+    if not has_credentials():
+        return "W&B?", f"no API key (WANDB_MODE={mode}): runs log offline; `wandb login` or set WANDB_API_KEY"
+    return "W&B?", f"API key found, WANDB_MODE={mode}"
 
 
 def figure_to_image(figure: Any) -> np.ndarray:
