@@ -34,6 +34,7 @@ LM_ONLY: list[str] = [
     "tests/test_causal_lm.py",
     f"{PKG}/inference/text.py",
     "tests/test_inference_text.py",
+    "examples",
 ]
 
 VISION_ONLY = [

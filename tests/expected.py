@@ -128,6 +128,7 @@ CAUSAL_LM = [
     "tests/test_causal_lm.py",
     "src/{pkg}/inference/text.py",
     "tests/test_inference_text.py",
+    "examples/prompts.txt",
 ]
 
 WANDB = [

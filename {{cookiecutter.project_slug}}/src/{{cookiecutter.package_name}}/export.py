@@ -77,7 +77,7 @@ def export(argv: list[str]) -> Path:
         quantization = str(run.config.get("quantization", {}).get("name", "none"))
         if quantization in QUANTIZED and options["merge_lora"] is not False and module.is_lora(run.model):
             log.info("Reloading the %s base unquantized to merge the adapter into it.", quantization)
-            run = load_run(folder, [*overrides, "quantization=none"], options["ckpt"])
+            run = load_run(folder, [*overrides, "quantization=none", "model.lora.enabled=true"], options["ckpt"])
         files = module.export(run, output, options["merge_lora"])
     else:
         if options["merge_lora"]:

@@ -33,7 +33,11 @@ def values(run: Any, card: dict[str, str], files: list[Path], export_command: st
     best = summary.get("best", {})
     metrics = {**summary.get("test", {}), **{key: value for key, value in summary.get("final", {}).items()
                                              if key.startswith("val/")}}
-    quantization = OmegaConf.select(run.config, "quantization.name", default="none")
+    saved = OmegaConf.load(run.folder / ".hydra" / "config.yaml")
+    trained = OmegaConf.select(saved, "quantization.name", default="none")
+    exported = OmegaConf.select(run.config, "quantization.name", default="none")
+    quantization = f"{trained} during training" + (
+        f"; exported from the base loaded with quantization {exported}" if exported != trained else "")
     return {
         "library": card["library"],
         "tags": "\n".join(f"- {tag}" for tag in (card["tag"], "{{ cookiecutter.project_slug }}")),
@@ -44,7 +48,7 @@ def values(run: Any, card: dict[str, str], files: list[Path], export_command: st
         "model": _target(run.config.get("model")),
         "data": _target(run.config.get("data")),
         "precision": f"{run.precision.name} (asked: {run.config.precision.name})",
-        "quantization": f"{quantization} during training",
+        "quantization": quantization,
         "files": ", ".join(f"`{path.name}`" for path in files),
         "usage": card["usage"],
         "monitor": str(summary.get("monitor", "?")),

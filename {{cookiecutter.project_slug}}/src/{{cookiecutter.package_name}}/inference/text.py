@@ -111,4 +111,4 @@ def export(run: Any, output: Path, merge_lora: bool | None = None) -> list[Path]
         log.info("Merged the LoRA adapter into the base weights.")
     model.save_pretrained(output, safe_serialization=True)
     run.info.tokenizer.save_pretrained(output)
-    return sorted(path for path in output.iterdir() if path.suffix != ".log")
+    return sorted(path for path in output.iterdir() if path.suffix != ".log" and path.name != "README.md")
