@@ -27,7 +27,7 @@ LM_ONLY: list[str] = [
     f"{PKG}/data/text.py",
     f"{PKG}/data/sample_corpus.txt",
     f"{PKG}/models/hf_loader.py",
-    f"{PKG}/models/hf_source.py",
+    f"{PKG}/data/hf_source.py",
     f"{PKG}/models/footprint.py",
     f"{PKG}/tasks/causal_lm.py",
     f"{PKG}/memory.py",
@@ -74,7 +74,12 @@ REMOVE_WHEN = {
     ("env_manager", "conda"): [".python-version"],
     ("env_manager", "pip"): ["environment.yml", ".python-version"],
     ("env_manager", "uv"): ["environment.yml"],
-    ("powershell", "no"): ["scripts/setup.ps1", "scripts/tasks.ps1"],
+    ("powershell", "no"): [
+        "scripts/setup.ps1",
+        "scripts/tasks.ps1",
+        "scripts/conda_profile.py",
+        ".github/workflows/windows-setup.yml",
+    ],
     ("ci", "none"): [".github"],
 }
 

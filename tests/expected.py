@@ -121,7 +121,7 @@ CAUSAL_LM = [
     "src/{pkg}/data/text.py",
     "src/{pkg}/data/sample_corpus.txt",
     "src/{pkg}/models/hf_loader.py",
-    "src/{pkg}/models/hf_source.py",
+    "src/{pkg}/data/hf_source.py",
     "src/{pkg}/models/footprint.py",
     "src/{pkg}/tasks/causal_lm.py",
     "src/{pkg}/memory.py",
@@ -143,13 +143,22 @@ BY_ANSWER = {
     "logger": {"wandb": WANDB, "csv": []},
     "license": {"MIT": ["LICENSE"], "Apache-2.0": ["LICENSE"], "BSD-3-Clause": ["LICENSE"], "none": []},
     "env_manager": {"conda": ["environment.yml"], "pip": [], "uv": [".python-version"]},
-    "powershell": {"yes": ["scripts/setup.ps1", "scripts/tasks.ps1"], "no": []},
+    "powershell": {"yes": ["scripts/setup.ps1", "scripts/tasks.ps1", "scripts/conda_profile.py"], "no": []},
     "ci": {"github": [".github/workflows/ci.yml", ".github/dependabot.yml"], "none": []},
 }
+
+
+# files present only when every listed answer has its value
+BY_ANSWERS = [
+    ({"powershell": "yes", "ci": "github"}, [".github/workflows/windows-setup.yml"]),
+]
 
 
 def expected_files(answers: dict[str, str], package: str) -> set[str]:
     files = list(COMMON)
     for key, options in BY_ANSWER.items():
         files += options[answers[key]]
+    for wanted, paths in BY_ANSWERS:
+        if all(answers[key] == value for key, value in wanted.items()):
+            files += paths
     return {path.format(pkg=package) for path in files}

@@ -219,7 +219,7 @@ def learning_rates(name: str, total_steps: int, steps_per_epoch: int, *overrides
 def test_step_schedule_follows_its_formula() -> None:
     rates = learning_rates("step", 24, 4, "scheduler.step_size=2", "scheduler.gamma=0.5", "scheduler.warmup_steps=3")
     assert rates[:3] == pytest.approx([0.1 / 3, 0.2 / 3, 0.1])
-    assert rates[3:] == pytest.approx([0.1 * 0.5 ** ((step // 4) // 2) for step in range(3, 24)])
+    assert rates[3:] == pytest.approx([0.1 * 0.5 ** ((step - 3) // 8) for step in range(3, 24)])  # after warmup
 
 
 @pytest.mark.parametrize(("anneal", "warmup"), [("cos", 0), ("linear", 0), ("cos", 5)])

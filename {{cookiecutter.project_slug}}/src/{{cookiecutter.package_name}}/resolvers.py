@@ -21,17 +21,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from {{ cookiecutter.package_name }}.runtime import rank
+
 log = logging.getLogger(__name__)
 
 _STORE_KEY = "{{ cookiecutter.package_name }}/run_time"
 _run_time: float | None = None
 
 
-def _rank() -> int:
-    """``runtime.rank()``, imported on first use: composing a config (``--cfg job``) needs no torch."""
-    from {{ cookiecutter.package_name }}.runtime import rank
-
-    return rank()
 
 
 def _shared_with_torchrun(now: float, timeout_s: float = 120.0) -> float:
@@ -43,7 +40,7 @@ def _shared_with_torchrun(now: float, timeout_s: float = 120.0) -> float:
     try:
         store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
                          timeout=timedelta(seconds=timeout_s))
-        if _rank() == 0 and not store.check([_STORE_KEY]):
+        if rank() == 0 and not store.check([_STORE_KEY]):
             store.set(_STORE_KEY, repr(now))
         return float(store.get(_STORE_KEY).decode())
     except (RuntimeError, KeyError, ValueError) as error:  # no store: each rank keeps its own clock
@@ -60,11 +57,11 @@ def run_time(fmt: str) -> str:
 
 
 def rank_zero_only(value: str) -> str | None:
-    return value if _rank() == 0 else None
+    return value if rank() == 0 else None
 
 
 def rank_suffix() -> str:
-    return "" if _rank() == 0 else f".rank{_rank()}"
+    return "" if rank() == 0 else f".rank{rank()}"
 
 
 def sweep_direction(mode: str) -> str:

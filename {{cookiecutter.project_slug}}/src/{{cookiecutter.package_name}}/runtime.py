@@ -1,7 +1,9 @@
 """Run-time facts every layer may ask: rank and world size, dtypes, the device, the bare model.
 
 The bottom layer of the package: it imports nothing from it, and ``data``, ``models``,
-``tasks``, ``tracking`` and ``training`` all read these facts from here.
+``tasks``, ``tracking`` and ``training`` all read these facts from here. Importing it does
+not import torch (the config resolvers ask for the rank before anything is built); torch
+loads when a function needs it.
 """
 
 from __future__ import annotations
@@ -10,28 +12,43 @@ import os
 import platform
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.distributed as dist
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def __getattr__(name: str) -> Any:
+    """``DTYPES``: precision name -> torch dtype, built (importing torch) on first use."""
+    if name == "DTYPES":
+        import torch
+
+        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----------------------------------------------------------------- processes
+def _process_group() -> Any:
+    """torch.distributed once a process group exists (which implies torch is loaded), else None."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        return distributed
+    return None
+
+
 def rank() -> int:
     """This process's global rank: the process group's, else the launcher's (torchrun, SLURM), else 0."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+    group = _process_group()
+    return group.get_rank() if group else int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
 def world_size() -> int:
     """How many processes train together: the process group's, else the launcher's, else 1."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    group = _process_group()
+    return group.get_world_size() if group else int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def is_main_process() -> bool:
@@ -47,6 +64,8 @@ def launched_distributed() -> bool:
 # ----------------------------------------------------------------- devices and dtypes
 def choose_device(name: str = "auto") -> torch.device:
     """``auto`` picks this rank's CUDA device, then MPS, then the CPU."""
+    import torch
+
     if name != "auto":
         return torch.device(name)
     if torch.cuda.is_available():
@@ -57,6 +76,8 @@ def choose_device(name: str = "auto") -> torch.device:
 
 
 def bf16_supported(device: torch.device) -> bool:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type in {"cpu", "mps"}
@@ -92,7 +113,7 @@ def hardware_fallback(name: str, device: torch.device) -> tuple[str, str] | None
 
 def usable_precision(name: str, device: torch.device | None = None) -> str:
     """``name`` after :func:`hardware_fallback` on ``device`` (default: this machine's best device)."""
-    fallback = hardware_fallback(name, device or choose_device()) if name in DTYPES else None
+    fallback = hardware_fallback(name, device or choose_device()) if name in PRECISIONS else None
     return fallback[0] if fallback else name
 
 
@@ -113,6 +134,9 @@ def place(model: nn.Module, device: torch.device) -> nn.Module:
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside DistributedDataParallel and/or ``torch.compile`` wrappers."""
+    from torch import nn
+    from torch.nn.parallel import DistributedDataParallel
+
     while True:
         if isinstance(model, DistributedDataParallel):
             model = model.module
@@ -124,6 +148,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def peak_memory_bytes(device: torch.device) -> int | None:
     """Peak memory of this process: allocated CUDA memory, else the resident set size."""
+    import torch
+
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     try:

@@ -16,6 +16,11 @@ import os
 import signal
 from typing import Any
 
+import torch
+
+from {{ cookiecutter.package_name }} import runtime
+from {{ cookiecutter.package_name }}.training import distributed
+
 log = logging.getLogger(__name__)
 
 
@@ -77,6 +82,12 @@ class StopSignals:
             except ValueError:  # not the main thread
                 pass
         return self
+
+    def agreed(self, step: int, every: int, device: torch.device) -> bool:
+        """Whether any rank received a stop signal; under DDP the ranks compare every ``every`` steps."""
+        if runtime.world_size() == 1:
+            return self.received is not None
+        return step % every == 0 and distributed.any_rank(self.received is not None, device)
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():

@@ -1,10 +1,8 @@
-"""The training loop: fit, validate, test, and the optimizer step (autocast, GradScaler, DDP).
+"""The training loop: fit, validate, test and the optimizer step (autocast, GradScaler, DDP).
 
-The trainer knows nothing of the data set or the model: the task gives the loss and the
-metrics, the data module the loaders, the loggers receive what happens. Its helpers each
-have one job: :class:`TrainingState` (checkpoints), :class:`EarlyStopping`,
-:class:`StopSignals` (preemption), :func:`write_report` (figures and summary), and the
-:class:`Callback` points for anything else.
+It knows no data set or model: the task gives loss and metrics, the data module the loaders.
+Helpers with one job each: TrainingState (checkpoints), EarlyStopping, StopSignals
+(preemption), write_report (figures, summary) and the Callback points for anything else.
 """
 
 from __future__ import annotations
@@ -92,13 +90,12 @@ class Trainer:
             config: dict[str, Any] | None = None, resume: str | Path | None = None) -> float | None:
         """Train until max_epochs, max_steps or early stopping; return the best monitored value."""
         self.task, self.datamodule = task, datamodule
-        self.model = self._wrap(runtime.place(model, self.device))
+        self.model = dist.wrap(runtime.place(model, self.device), self.device, self.find_unused_parameters)
         optimizer = optimizer_factory([p for p in self.model.parameters() if p.requires_grad])
         train_loader, val_loader = self._loaders()
         batches = self._num_batches(train_loader, self.limit_train)
         steps_per_epoch = math.ceil(batches / self.accumulate)
-        total_steps = steps_per_epoch * self.max_epochs
-        total_steps = min(total_steps, self.max_steps) if self.max_steps > 0 else total_steps
+        total_steps = min(steps_per_epoch * self.max_epochs, self.max_steps if self.max_steps > 0 else math.inf)
         self.state = TrainingState(
             model=runtime.unwrap(self.model), optimizer=optimizer,
             scheduler=scheduler_factory(optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch),
@@ -138,10 +135,10 @@ class Trainer:
             if not last_of_step:
                 continue
             self.optimizer_step()
-            self._emit("on_train_step_end", loss)
             if state.global_step % self.log_every == 0:
                 self._log_step(loss, bar)
-            if self._stop_requested():
+            self._emit("on_train_step_end", loss)
+            if self.signals.agreed(state.global_step, self.log_every, self.device):
                 bar.close()
                 self._save(["last"])
                 raise TrainingInterrupted(f"stopped by signal at epoch {state.epoch}, step {state.global_step}",
@@ -189,21 +186,12 @@ class Trainer:
         return self.state.early_stopping.best_score
 
     def summary(self, test_metrics: dict[str, float] | None = None) -> dict[str, Any]:
-        state, stopping = self.state, self.state.early_stopping
-        return {
-            "monitor": self.task.monitor,
-            "mode": self.task.mode,
-            "best": {"value": stopping.best_score, "epoch": stopping.best_epoch},
-            "final": state.history[-1] if state.history else {},
-            "test": test_metrics or {},
-            "epochs": state.epoch,
-            "global_step": state.global_step,
-            "stopped_early": stopping.should_stop,
-            "precision": self.precision.name,
-            "peak_memory_bytes": runtime.peak_memory_bytes(self.device),
-            # relative to the run folder, so that the folder can move
-            "checkpoints": {name: f"{self.checkpoint_dir.name}/{name}.pt" for name in ("best", "last")},
-        }
+        """What ``summary.json`` records: the run's outcome and where its checkpoints are."""
+        return {"monitor": self.task.monitor, "mode": self.task.mode, **self.state.outcome(),
+                "test": test_metrics or {}, "precision": self.precision.name,
+                "peak_memory_bytes": runtime.peak_memory_bytes(self.device),
+                # relative to the run folder, so that the folder can move
+                "checkpoints": {name: f"{self.checkpoint_dir.name}/{name}.pt" for name in ("best", "last")}}
 
     # ----------------------------------------------------------------- inside the loop
     def _forward_backward(self, batch: Any, sync: bool) -> torch.Tensor:
@@ -223,14 +211,6 @@ class Trainer:
         bar.set_postfix(loss=f"{value:.4f}")
         if self.is_main:
             self.loggers.log_step({"train/loss": value, "train/lr": self._lr()}, self.state.global_step)
-
-    def _stop_requested(self) -> bool:
-        """A stop signal on any rank; under DDP the ranks agree every ``log_every_n_steps`` steps."""
-        if runtime.world_size() == 1:
-            return self.signals.received is not None
-        if self.state.global_step % self.log_every:
-            return False
-        return dist.any_rank(self.signals.received is not None, self.device)
 
     def _end_epoch(self, metrics: dict[str, float]) -> None:
         state = self.state
@@ -254,12 +234,6 @@ class Trainer:
         return evaluation
 
     # ----------------------------------------------------------------- helpers
-    def _wrap(self, model: nn.Module) -> nn.Module:
-        if not torch.distributed.is_initialized():
-            return model
-        device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=self.find_unused_parameters)
-
     def _loaders(self) -> tuple[Any, Any]:
         train = self.datamodule.loader("train")
         if self.overfit_batches:
@@ -280,8 +254,7 @@ class Trainer:
             getattr(callback, hook)(self, *args)
 
     def _finished(self) -> bool:
-        state = self.state
-        return state.epoch >= self.max_epochs or self._step_limit_reached() or state.early_stopping.should_stop
+        return self.state.epoch >= self.max_epochs or self._step_limit_reached() or self.state.early_stopping.should_stop
 
     def _step_limit_reached(self) -> bool:
         return 0 < self.max_steps <= self.state.global_step
