@@ -12,7 +12,7 @@ import torch
 
 from conftest import offline_env, run_module
 
-TINY_LM = ["experiment=tiny_lm", "debug=fast", "trainer.max_steps=2", "task.new_tokens=4", "logger=csv",
+TINY_LM = ["experiment=tiny_lm", "debug=fast", "trainer.max_steps=2", "task.new_tokens=4", "logger=csv", "quantization=none",
            "precision=fp32"]
 PROMPT = "One plus one is"
 
