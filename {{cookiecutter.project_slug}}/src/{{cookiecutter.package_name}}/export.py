@@ -32,6 +32,7 @@ from {{ cookiecutter.package_name }}.inference.model_card import write_model_car
 from {{ cookiecutter.package_name }}.run_folder import (
     check_run_folder,
     load_run,
+    output_folder,
     parse_arguments,
     setup_logging,
 )
@@ -67,8 +68,7 @@ def export(argv: list[str]) -> Path:
     arguments = parse_arguments(argv, OPTIONS, __doc__ or "")
     options = arguments.options
     folder = check_run_folder(options["run"])
-    output = Path(str(options["output"])).expanduser() if options["output"] else folder / "export"
-    output.mkdir(parents=True, exist_ok=True)
+    output = output_folder(folder, "export", options["output"] or folder / "export")
     setup_logging(output, "export")
     overrides = list(arguments.overrides)
     run = load_run(folder, overrides, options["ckpt"])

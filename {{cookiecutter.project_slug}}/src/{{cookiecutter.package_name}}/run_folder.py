@@ -199,6 +199,8 @@ def load_run(folder: Path | str, overrides: list[str], ckpt: Any = "best", setup
 def output_folder(folder: Path, kind: str, given: Any = None) -> Path:
     """``<run>/<kind>/<date>_<time>`` (or the folder given), created."""
     path = Path(str(given)).expanduser() if given else folder / kind / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output={path} is a file: give a folder to write into.")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
