@@ -14,8 +14,20 @@ class UserError(Exception):
     """A problem the user can fix; its message says the cause and the fix."""
 
 
+def in_multirun() -> bool:
+    """True inside one job of a Hydra multirun (a sweep), where a failure must stay that job's."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def exit_on_user_error(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a :class:`UserError` raised by ``func`` into one logged line and exit code 1."""
+    """Turn a :class:`UserError` raised by ``func`` into one logged line and exit code 1.
+
+    In a multirun the error is logged and raised on instead: Hydra records that job as failed
+    (Optuna marks the trial failed) and the other jobs go on; ``SystemExit`` would end the sweep.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -23,6 +35,8 @@ def exit_on_user_error(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except UserError as error:
             log.error("%s", error)
+            if in_multirun():
+                raise
             raise SystemExit(1) from None
 
     return wrapper

@@ -82,23 +82,23 @@ def train(cfg: DictConfig) -> float | None:
     config = OmegaConf.to_container(cfg, resolve=True)
     config["name"] = run_name(cfg)
 
-    exit_code, stop_signal = 1, None
+    exit_code = 1
     try:
+        resume = distributed.agree_on_resume(lambda: resolve_resume(cfg.resume, output_dir), trainer.device)
         best = trainer.fit(model, task, datamodule, optimizer_factory=instantiate(cfg.optimizer),
-                           scheduler_factory=instantiate(cfg.scheduler), config=config,
-                           resume=resolve_resume(cfg.resume, output_dir))
+                           scheduler_factory=instantiate(cfg.scheduler), config=config, resume=resume)
         trainer.test()
         if distributed.is_main_process():
             task.save_result(model, output_dir)
         exit_code = 0
     except TrainingInterrupted as stop:
         log.warning("%s; resume with: resume=%s", stop, output_dir / "checkpoints" / "last.pt")
-        exit_code, stop_signal = 0, stop.signum
         best = trainer.best_score
+        preemption.after_stop(stop.signum)  # under submitit: requeue (before W&B's slow shutdown) or fail
+        exit_code = 0
     finally:
         loggers.finish(exit_code)
         distributed.destroy_distributed()
-    preemption.hand_over(stop_signal)  # under submitit: requeue the job
     log.info("Best %s = %s. Outputs: %s", task.monitor, best, output_dir)
     return best
 

@@ -27,6 +27,17 @@ def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def keep_device(model: torch.nn.Module) -> torch.nn.Module:
+    """Mark ``model`` as placed where it must stay (quantized, or spread by a device map); returns it."""
+    model._keeps_its_device = True
+    return model
+
+
+def keeps_device(model: torch.nn.Module) -> bool:
+    """True for models that ``.to()`` must not move (see :func:`keep_device`)."""
+    return bool(getattr(model, "_keeps_its_device", False))
+
+
 def move_to(batch: Any, device: torch.device) -> Any:
     """Move every tensor in a (nested) batch to ``device``."""
     if isinstance(batch, torch.Tensor):
@@ -36,6 +47,12 @@ def move_to(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(move_to(value, device) for value in batch)
     return batch
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak for :func:`peak_memory_bytes` (CUDA only; a process's RSS peak cannot be reset)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def peak_memory_bytes(device: torch.device) -> int | None:

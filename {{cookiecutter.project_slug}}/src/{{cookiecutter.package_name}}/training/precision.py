@@ -18,8 +18,9 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def bf16_supported(device: torch.device) -> bool:
+    """Native bfloat16: on CUDA, compute capability 8.0+ (Ampere); older GPUs only emulate it, slowly."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return device.type in {"cpu", "mps"}
 
 
@@ -100,6 +101,19 @@ class Precision:
     def grad_scaler(self) -> torch.amp.GradScaler:
         """A GradScaler, enabled only for fp16."""
         return torch.amp.GradScaler(self.device.type, enabled=self.name == "fp16")
+
+    def optimizer_step(self, scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> bool:
+        """Step ``optimizer`` through ``scaler``; False when fp16 found inf/NaN gradients and skipped the step.
+
+        The caller steps its LR schedule only on True, so skipped steps do not advance it.
+        """
+        if not scaler.is_enabled():
+            optimizer.step()
+            return True
+        scale = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        return scaler.get_scale() >= scale  # the scale drops only when the step was skipped
 
     def __repr__(self) -> str:
         return f"Precision({self.name})"

@@ -29,9 +29,16 @@ from {{ cookiecutter.package_name }}.tracking import plots
 from {{ cookiecutter.package_name }}.tracking.base import LoggerCollection
 from {{ cookiecutter.package_name }}.training import distributed as dist
 from {{ cookiecutter.package_name }}.training import preemption
-from {{ cookiecutter.package_name }}.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from {{ cookiecutter.package_name }}.training.checkpoint import (
+    load_checkpoint,
+    load_weights,
+    rng_state_of_this_rank,
+    rng_states_of_all_ranks,
+    save_checkpoint,
+    set_rng_state,
+)
 from {{ cookiecutter.package_name }}.training.precision import Precision
-from {{ cookiecutter.package_name }}.utils import move_to, peak_memory_bytes
+from {{ cookiecutter.package_name }}.utils import keeps_device, move_to, peak_memory_bytes, reset_peak_memory
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +120,7 @@ class Trainer:
     ) -> float | None:
         """Train until max_epochs, max_steps or early stopping; return the best monitored value."""
         self.task, self.datamodule, self.config = task, datamodule, config or {}
+        reset_peak_memory(self.device)
         self.model = self._place(model)
         self.optimizer = optimizer_factory([p for p in self.model.parameters() if p.requires_grad])
         train_loader, val_loader = self._loaders()
@@ -144,7 +152,7 @@ class Trainer:
         best = self.checkpoint_dir / "best.pt"
         dist.barrier()  # rank 0 has written best.pt before any rank loads it
         if best.is_file():
-            self._unwrap().load_state_dict(load_checkpoint(best, self.device)["model"])
+            self._unwrap().load_state_dict(load_weights(best))
         evaluation = self._evaluate(self.datamodule.loader("test"), self.limit_val)
         metrics = {f"test/{key}": value for key, value in evaluation.compute().items()}
         if self.is_main:
@@ -192,11 +200,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}")
                 if self.is_main:
                     self.loggers.log_step({"train/loss": loss, "train/lr": self._lr()}, self.global_step)
-            if dist.any_rank(self._stop_signal is not None, self.device):
-                bar.close()
-                self._save("last")
-                raise TrainingInterrupted(f"stopped by signal at epoch {self.epoch}, step {self.global_step}",
-                                          signum=self._stop_signal)
+            self._stop_if_signalled(bar)
             if self._step_limit_reached():
                 break
         bar.close()
@@ -218,10 +222,9 @@ class Trainer:
         if self.clip:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self.precision.optimizer_step(self.scaler, self.optimizer):  # fp16 skips steps with inf gradients
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
         self.global_step += 1
 
     def _end_epoch(self, val_loader: Any) -> None:
@@ -249,6 +252,7 @@ class Trainer:
         evaluation = self.task.evaluation()
         set_epoch(loader, 0)
         for batch in islice(iter(loader), self._num_batches(loader, limit)):
+            self._stop_if_signalled()
             with self.precision.autocast():
                 evaluation.update(self.model, move_to(batch, self.device))
         evaluation.sync()
@@ -268,7 +272,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- helpers
     def _place(self, model: nn.Module) -> nn.Module:
-        if getattr(model, "hf_device_map", None) is None:
+        if not keeps_device(model):  # quantized or device-mapped models stay where their loader put them
             model = model.to(self.device)
         if torch.distributed.is_initialized():
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -297,7 +301,17 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     # ----------------------------------------------------------------- checkpoints
+    def _stop_if_signalled(self, bar: Any = None) -> None:
+        """After a stop signal on any rank: save last.pt and raise :class:`TrainingInterrupted`."""
+        if dist.any_rank(self._stop_signal is not None, self.device):
+            if bar is not None:
+                bar.close()
+            self._save("last")
+            raise TrainingInterrupted(f"stopped by signal at epoch {self.epoch}, step {self.global_step}",
+                                      signum=self._stop_signal)
+
     def _save(self, name: str) -> None:
+        rng_by_rank = rng_states_of_all_ranks()  # a collective: every rank's RNG, so each resumes its own
         if not self.is_main:
             return
         state = {
@@ -311,7 +325,8 @@ class Trainer:
             "epoch_loss": [self.epoch_loss_sum, self.epoch_loss_count],
             "best": {"score": self.best_score, "epoch": self.best_epoch, "bad_epochs": self.bad_epochs},
             "history": self.history,
-            "rng": rng_state(),
+            "rng": rng_by_rank[0],
+            "rng_by_rank": rng_by_rank,
             "config": self.config,
             "run_ids": self.loggers.run_ids(),
             "saved_at": time.time(),
@@ -319,7 +334,7 @@ class Trainer:
         save_checkpoint(state, self.checkpoint_dir / f"{name}.pt")
 
     def _restore(self, path: str | Path) -> dict[str, Any]:
-        state = load_checkpoint(Path(path), self.device)
+        state = load_checkpoint(Path(path))  # to the CPU; load_state_dict moves each tensor to its parameter
         self._unwrap().load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -332,7 +347,7 @@ class Trainer:
         self.history = list(state["history"])
         self.restored_run_ids = dict(state.get("run_ids", {}))
         log.info("Resumed from %s at epoch %d, step %d.", path, self.epoch, self.global_step)
-        return state["rng"]
+        return rng_state_of_this_rank(state)
 
     # ----------------------------------------------------------------- signals and figures
     def _signals_caught(self) -> _SignalCatcher:
@@ -357,10 +372,8 @@ class _SignalCatcher:
         self.previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.trainer._stop_signal is not None:
-            raise KeyboardInterrupt
         log.warning("Received %s: saving last.pt at the next step, then stopping.", signal.Signals(signum).name)
-        self.trainer._stop_signal = signum
+        self.trainer._stop_signal = preemption.next_stop(self.trainer._stop_signal, signum)
 
     def __enter__(self) -> _SignalCatcher:
         for signum in self.SIGNALS:
