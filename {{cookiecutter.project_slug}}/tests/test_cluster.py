@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 import torch
+import yaml
 
 from {{ cookiecutter.package_name }} import resolvers
-from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.training import checkpoint, distributed, preemption
 from {{ cookiecutter.package_name }}.training import precision as precision_module
 from {{ cookiecutter.package_name }}.training.precision import Precision
@@ -116,8 +115,8 @@ def test_fp16_steps_with_inf_gradients_do_not_advance_the_schedule() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = precision.grad_scaler()
     before = model.weight.detach().clone()
-    model.weight.grad = torch.full_like(model.weight, float("inf"))
-    model.bias.grad = torch.zeros_like(model.bias)
+    scaler.scale(model(torch.ones(1, 2)).sum()).backward()
+    model.weight.grad.fill_(float("inf"))  # an fp16 overflow
     assert precision.optimizer_step(scaler, optimizer) is False
     assert torch.equal(model.weight, before)
     optimizer.zero_grad()
@@ -180,11 +179,11 @@ def test_sweeps_get_their_own_folder_and_study(tmp_path: Path) -> None:
         cfg = compose("train", overrides=["hparams_search=optuna", f"hydra.sweep.dir={tmp_path / 'lr-search'}"],
                       return_hydra_config=True)
         default = compose("train", overrides=["hparams_search=optuna"], return_hydra_config=True)
-    assert cfg.hydra.sweeper.study_name == "train-lr-search"
+    assert cfg.hydra.sweeper.study_name == f"{cfg.hydra.job.name}-lr-search"  # train-lr-search from the CLI
     assert cfg.hydra.sweeper.max_failure_rate == 1.0
     folder = Path(default.hydra.sweep.dir).name
     assert folder.count("_") == 2 and len(folder.rsplit("_", 1)[1]) == 6  # <date>_<time>_<microseconds>
-    assert default.hydra.sweeper.study_name == f"train-{folder}"
+    assert default.hydra.sweeper.study_name == f"{default.hydra.job.name}-{folder}"
 
 
 def test_requeued_slurm_job_finds_its_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
