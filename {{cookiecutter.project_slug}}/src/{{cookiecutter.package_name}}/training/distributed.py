@@ -78,8 +78,9 @@ def agree_on_resume(decide: Callable[[], Path | None], device: torch.device) -> 
     chosen = Path(value) if value is not None else None
     missing = chosen is not None and not chosen.is_file()
     if any_rank(missing, device):
-        raise UserError(f"rank 0 resumes from {chosen}, which rank {get_rank() if missing else 'another'} cannot "
-                        "read: put paths.log_dir on a file system all nodes share, or use resume=none.")
+        who = f"rank {get_rank()}" if missing else "another rank"
+        raise UserError(f"rank 0 resumes from {chosen}, which {who} cannot read: put paths.log_dir on a "
+                        "file system all nodes share, or use resume=none.")
     return chosen
 
 
