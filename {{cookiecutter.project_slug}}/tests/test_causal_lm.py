@@ -225,6 +225,21 @@ def test_4bit_with_cpu_offload_loads_on_a_gpu(tiny_dir: Path) -> None:
         assert torch.isfinite(model(tokens(tiny_dir).to("cuda:0")).logits).all()
 
 
+@pytest.mark.gpu
+def test_qlora_run_resumes_on_the_gpu(tiny_dir: Path, tmp_path: Path) -> None:
+    """A 4-bit LoRA run on the GPU, stopped after one epoch, resumed from its last.pt (CPU-mapped) for a second."""
+    common = [f"model.name_or_path={tiny_dir}", "quantization=4bit", "precision=bf16", "trainer.device=cuda",
+              "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.batch_size=4", "logger=csv",
+              "task=causal_lm", "data=text", "model=causal_lm", f"hydra.run.dir={tmp_path}"]
+    first = run_module("train", "trainer.max_epochs=1", *common)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "Training on cuda:0" in first.stderr
+    second = run_module("train", "trainer.max_epochs=2", *common)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Resumed from" in second.stderr
+    assert json.loads((tmp_path / "summary.json").read_text())["epochs"] == 2
+
+
 def test_offloaded_weights_are_not_counted(tiny_dir: Path) -> None:
     model = load(tiny_dir)
     full = footprint.resident_bytes(model)["cpu"]
