@@ -292,7 +292,7 @@ def test_ranks_restore_their_own_rng_and_agree_on_resume(tmp_path: Path) -> None
 def failing_search(folder: Path) -> Path:
     """The shipped Optuna search, over two monitored metrics of which one does not exist.
 
-    (Not the grid sampler: hydra-optuna-sweeper 1.2 crashes when a grid trial fails.)
+    (Not the grid sampler: hydra-optuna-sweeper 1.3 crashes when a grid trial fails.)
     """
     shipped = PROJECT_ROOT / "configs" / "hparams_search" / "optuna.yaml"
     search = yaml.safe_load(shipped.read_text(encoding="utf-8"))
