@@ -2,7 +2,7 @@
 
 Renders the default project into a temp folder and trains it under
 ``torchrun --standalone --nproc_per_node=K`` for K = 1 and K = N, alternating, in fresh
-processes. Rank 0 times only the training loop (``Trainer._train_epoch``) after a warm-up
+processes. Rank 0 times only the training loop (through a trainer callback) after a warm-up
 epoch; every optimizer step all-reduces the gradients, so rank 0's clock is the job's.
 On the CPU each process gets one thread (gloo); on a machine with N GPUs the same script
 measures real multi-GPU scaling (nccl), one GPU per process.
@@ -34,22 +34,28 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from my_experiment.train import train
+from my_experiment import runtime
 from my_experiment.training import distributed
-from my_experiment.training.trainer import Trainer
+from my_experiment.training.callbacks import Callback
 
 timing = {"seconds": 0.0, "samples": 0}
-train_epoch = Trainer._train_epoch
 
-def timed_train_epoch(self, loader, batches):
-    distributed.barrier()
-    start = time.perf_counter()
-    train_epoch(self, loader, batches)
-    if self.epoch > 0:  # epoch 0 warms up
-        timing["seconds"] += time.perf_counter() - start
-        per_rank = min(len(loader.sampler), batches * loader.batch_size)
-        timing["samples"] += per_rank * distributed.get_world_size()
+class EpochTimer(Callback):
+    """Rank 0's time from each epoch's start (all ranks in step) to its last optimizer step."""
 
-Trainer._train_epoch = timed_train_epoch
+    def on_train_epoch_start(self, trainer):
+        distributed.barrier()
+        self.start = time.perf_counter()
+
+    def on_train_step_end(self, trainer, loss):
+        self.last = time.perf_counter()
+
+    def on_validation_end(self, trainer, metrics):
+        if trainer.state.epoch > 0:  # epoch 0 warms up
+            timing["seconds"] += self.last - self.start
+            timing["samples"] += trainer.state.loss_count * trainer.datamodule.batch_size * runtime.world_size()
+
+overrides.append("+trainer.callbacks.timer._target_=__main__.EpochTimer")
 with initialize_config_dir(config_dir=str(project / "configs"), version_base="1.3"):
     cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
 cfg.hydra.runtime.output_dir = str(out)
@@ -57,7 +63,7 @@ HydraConfig.instance().set_config(cfg)
 with open_dict(cfg):
     del cfg["hydra"]
 train(cfg)
-if distributed.env_rank() == 0:
+if runtime.rank() == 0:
     print("RESULT " + json.dumps(timing), flush=True)
 '''
 

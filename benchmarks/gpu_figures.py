@@ -72,7 +72,7 @@ def block_steps_per_second(name: str) -> float:
 
 
 def bf16_figure() -> None:
-    from my_experiment.training.precision import bf16_supported
+    from my_experiment.runtime import bf16_supported
 
     if not bf16_supported(torch.device("cuda", 0)):
         print("this GPU has no native bfloat16 (compute capability < 8.0): the trainer would use fp16")
@@ -153,7 +153,7 @@ def tokens_per_second(stamps: list[float]) -> float:
 def project_trainer(folder: str, blocks: list[torch.Tensor]) -> float:
     from my_experiment.data.common import DataInfo, DataModule
     from my_experiment.tasks.causal_lm import CausalLMTask
-    from my_experiment.tracking.base import Logger, LoggerCollection
+    from my_experiment.training.callbacks import Callback
     from my_experiment.training.precision import Precision
     from my_experiment.training.schedulers import cosine
     from my_experiment.training.trainer import Trainer
@@ -164,11 +164,11 @@ def project_trainer(folder: str, blocks: list[torch.Tensor]) -> float:
             self.info = DataInfo()
             return self.info
 
-    class StepClock(Logger):
+    class StepClock(Callback):
         def __init__(self) -> None:
             self.stamps: list[float] = []
 
-        def log_step(self, metrics: dict[str, float], step: int) -> None:
+        def on_train_step_end(self, trainer: Any, loss: torch.Tensor) -> None:
             self.stamps.append(synchronized_time())
 
     clock = StepClock()
@@ -177,8 +177,8 @@ def project_trainer(folder: str, blocks: list[torch.Tensor]) -> float:
     task = CausalLMTask()
     task.bind(data.info)
     with tempfile.TemporaryDirectory() as output:
-        trainer = Trainer(precision=Precision("bf16"), output_dir=output, loggers=LoggerCollection([clock]),
-                          max_epochs=1, max_steps=STEPS, gradient_clip_val=1.0, log_every_n_steps=1,
+        trainer = Trainer(precision=Precision("bf16"), output_dir=output, callbacks=[clock],
+                          max_epochs=1, max_steps=STEPS, gradient_clip_val=1.0, log_every_n_steps=10,
                           limit_val_batches=1, progress_bar=False, early_stopping={"patience": None})
         trainer.fit(qlora_model(folder), task, data, functools.partial(torch.optim.AdamW, lr=2e-4),
                     functools.partial(cosine))

@@ -1,16 +1,25 @@
-"""Steady-state training steps/s of the rendered trainer divided by a bare PyTorch loop.
+"""The rendered trainer against a bare PyTorch loop, measured side by side in one run.
 
-Same MLP, digits data, batch size, optimizer (AdamW), cosine schedule, gradient clipping
-and precision, measured side by side (interleaved) in one run. The trainer's training
-epochs are timed; its per-epoch validation and checkpoint writing are reported apart.
-Goal: >= 0.95 (Lightning's Trainer reaches about 0.5 of a bare loop on this model).
+1. Steady-state training steps/s of the trainer divided by a bare loop (same MLP, digits,
+   batch size, AdamW, cosine schedule, clipping and precision), fp32 and, where the CPU
+   runs it natively, bf16. Goals: >= 0.97 (fp32), >= 0.95 (bf16).
+2. Host syncs per optimizer step on the training path: calls of ``Tensor.item``, ``.cpu``,
+   ``.tolist``, ``float()``/``int()``/``bool()`` on a tensor made by the project's own code
+   while training epochs run. Goal: <= 1 / trainer.log_every_n_steps.
+3. The share of ``fit()`` (``on_fit_start`` to ``on_fit_end``) spent outside training
+   epochs (validation, checkpoints, logging) in the default digits run
+   (``python -m my_experiment.train logger=csv``, in-process). Goal: <= 0.10.
+
+Every timing comes from the trainer's public callbacks; nothing private is patched.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -19,12 +28,17 @@ from common import interleaved, render, report
 
 EPOCHS = 8
 REPEATS = 5
+LOG_EVERY = 10
 
-render(logger="csv")
+PROJECT = render(logger="csv")
+PACKAGE_DIR = str(PROJECT / "src" / "my_experiment")
+sys.path.insert(0, str(PROJECT / "tests"))
 from my_experiment.data.digits import DigitsDataModule  # noqa: E402
 from my_experiment.models.mlp import MLP  # noqa: E402
+from my_experiment.runtime import cpu_has_native_bf16  # noqa: E402
 from my_experiment.tasks.classification import ClassificationTask  # noqa: E402
 from my_experiment.tracking.base import LoggerCollection  # noqa: E402
+from my_experiment.training.callbacks import Callback  # noqa: E402
 from my_experiment.training.precision import Precision  # noqa: E402
 from my_experiment.training.schedulers import cosine  # noqa: E402
 from my_experiment.training.trainer import Trainer  # noqa: E402
@@ -33,6 +47,67 @@ torch.set_num_threads(1)
 DATA = DigitsDataModule(batch_size=64, num_workers=0, seed=0)
 INFO = DATA.setup()
 OPTIMIZER = functools.partial(torch.optim.AdamW, lr=3e-3, weight_decay=0.01)
+
+
+class EpochClock(Callback):
+    """Times each training epoch (its start to its last step) and the whole of fit()."""
+
+    made: list[EpochClock] = []  # instances built by Hydra from the command line
+
+    def __init__(self) -> None:
+        self.made.append(self)
+        self.epoch_seconds: list[float] = []
+        self.fit_seconds = 0.0
+        self.started = self.last_step = self.fit_started = 0.0
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.fit_started = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: Trainer) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_step_end(self, trainer: Trainer, loss: torch.Tensor) -> None:
+        self.last_step = time.perf_counter()
+
+    def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        self.epoch_seconds.append(self.last_step - self.started)
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        self.fit_seconds = time.perf_counter() - self.fit_started
+
+
+class SyncCounter(Callback):
+    """Counts host syncs made by the project's code while training epochs run."""
+
+    METHODS = ("item", "cpu", "tolist", "__float__", "__int__", "__bool__")
+
+    def __init__(self) -> None:
+        self.counting = False
+        self.calls = 0
+        self.steps = 0
+        self.originals = {name: getattr(torch.Tensor, name) for name in self.METHODS}
+        for name, original in self.originals.items():
+            setattr(torch.Tensor, name, self._counted(original))
+
+    def _counted(self, original):
+        def method(tensor, *args, **kwargs):
+            if self.counting and sys._getframe(1).f_code.co_filename.startswith(PACKAGE_DIR):
+                self.calls += 1
+            return original(tensor, *args, **kwargs)
+        return method
+
+    def restore(self) -> None:
+        for name, original in self.originals.items():
+            setattr(torch.Tensor, name, original)
+
+    def on_train_epoch_start(self, trainer: Trainer) -> None:
+        self.counting = True
+
+    def on_train_step_end(self, trainer: Trainer, loss: torch.Tensor) -> None:
+        self.steps += 1
+
+    def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        self.counting = False
 
 
 def fresh_model() -> torch.nn.Module:
@@ -45,7 +120,7 @@ def bare_loop(precision: str) -> float:
     model = fresh_model()
     optimizer = OPTIMIZER(model.parameters())
     loader = torch.utils.data.DataLoader(DATA.train_set, batch_size=64, shuffle=True)
-    scheduler = cosine(optimizer, total_steps=EPOCHS * len(loader), steps_per_epoch=len(loader))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=EPOCHS * len(loader))
     dtype = {"bf16": torch.bfloat16, "fp32": None}[precision]
     steps, elapsed = 0, 0.0
     for epoch in range(EPOCHS):
@@ -59,56 +134,67 @@ def bare_loop(precision: str) -> float:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-            loss.item()
         if epoch:
             elapsed += time.perf_counter() - start
             steps += len(loader)
     return steps / elapsed
 
 
-def rendered_trainer(precision: str, extra: dict[str, float]) -> float:
+def rendered_trainer(precision: str, *callbacks: Callback) -> float:
     """Training steps/s of the rendered Trainer (epochs after the first)."""
+    clock = EpochClock()
     with tempfile.TemporaryDirectory() as output:
         trainer = Trainer(precision=Precision(precision), output_dir=output, loggers=LoggerCollection([]),
-                          max_epochs=EPOCHS, gradient_clip_val=1.0, progress_bar=False,
-                          early_stopping={"patience": None}, device="cpu")
-        epoch_times: list[float] = []
-        train_epoch = trainer._train_epoch
-
-        def timed_epoch(*args, **kwargs):
-            start = time.perf_counter()
-            train_epoch(*args, **kwargs)
-            epoch_times.append(time.perf_counter() - start)
-
-        trainer._train_epoch = timed_epoch
+                          callbacks=[clock, *callbacks], max_epochs=EPOCHS, gradient_clip_val=1.0,
+                          progress_bar=False, log_every_n_steps=LOG_EVERY, early_stopping={"patience": None},
+                          device="cpu")
         task = ClassificationTask()
         task.bind(INFO)
-        start = time.perf_counter()
         trainer.fit(fresh_model(), task, DATA, OPTIMIZER, functools.partial(cosine))
-        whole = time.perf_counter() - start
-        steps_per_epoch = trainer.global_step / EPOCHS
-        extra.setdefault("fit_s", []).append(whole)
-        extra.setdefault("train_s", []).append(sum(epoch_times))
-        return steps_per_epoch * (EPOCHS - 1) / sum(epoch_times[1:])
+        steps_per_epoch = trainer.state.global_step / EPOCHS
+    return steps_per_epoch * (EPOCHS - 1) / sum(clock.epoch_seconds[1:])
+
+
+def default_run_share() -> tuple[float, int]:
+    """Share of fit() outside training epochs in the default digits run, and its epoch count."""
+    from my_experiment.train import train
+
+    from conftest import compose_config
+
+    with tempfile.TemporaryDirectory() as output:
+        train(compose_config(["logger=csv", "trainer.progress_bar=false",
+                              "+trainer.callbacks.clock._target_=__main__.EpochClock"], output_dir=Path(output)))
+    clock = EpochClock.made[-1]
+    return 1 - sum(clock.epoch_seconds) / clock.fit_seconds, len(clock.epoch_seconds)
 
 
 def main() -> None:
-    extra: dict[str, list[float]] = {}
-    ratios = {}
-    from my_experiment.training.precision import cpu_has_native_bf16
-
-    precisions = ("bf16", "fp32") if cpu_has_native_bf16() else ("fp32",)
+    precisions = ("fp32", "bf16") if cpu_has_native_bf16() else ("fp32",)
     if "bf16" not in precisions:
         print("bf16 skipped: this CPU has no native bfloat16, so the trainer runs fp32 (its fallback)")
+    ratios = {}
     for precision in precisions:
         medians = interleaved({"bare": lambda p=precision: bare_loop(p),
-                               "trainer": lambda p=precision: rendered_trainer(p, extra)}, repeats=REPEATS)
+                               "trainer": lambda p=precision: rendered_trainer(p)}, repeats=REPEATS)
         ratios[precision] = medians["trainer"] / medians["bare"]
-        print(f"{precision}: bare {medians['bare']:.1f} steps/s, trainer {medians['trainer']:.1f} steps/s, "
-              f"ratio {ratios[precision]:.3f}")
-    fit, train = sum(extra["fit_s"]), sum(extra["train_s"])
-    print(f"share of fit() spent outside training epochs (validation, checkpoints, logging): {(fit - train) / fit:.2f}")
-    report("trainer_vs_bare_steps_ratio", min(ratios.values()), "goal >= 0.95")
+        print(f"{precision}: bare {medians['bare']:.1f} steps/s, trainer {medians['trainer']:.1f} steps/s")
+
+    counter = SyncCounter()
+    try:
+        rendered_trainer("fp32", counter)
+    finally:
+        counter.restore()
+    syncs = counter.calls / counter.steps
+    print(f"host syncs on the training path: {counter.calls} in {counter.steps} optimizer steps "
+          f"(log_every_n_steps={LOG_EVERY})")
+
+    share, epochs = default_run_share()
+    print(f"default digits run: {epochs} epochs")
+    report("trainer_vs_bare_steps_ratio_fp32", ratios["fp32"], "goal >= 0.97")
+    if "bf16" in ratios:
+        report("trainer_vs_bare_steps_ratio_bf16", ratios["bf16"], "goal >= 0.95")
+    report("host_syncs_per_optimizer_step", syncs, f"goal <= {1 / LOG_EVERY:.2f}")
+    report("fit_share_outside_training_epochs", share, "goal <= 0.10")
 
 
 if __name__ == "__main__":

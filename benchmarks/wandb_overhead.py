@@ -2,7 +2,7 @@
 
 Renders the default project into a temp folder, then trains it several times in fresh
 subprocesses, alternating the two loggers. Each child times only the training loop
-(``Trainer._train_epoch`` plus the per-epoch logging), after a warm-up epoch, so process
+(through a trainer callback, plus the per-epoch logging), after a warm-up epoch, so process
 start-up, W&B's init/finish, validation and the final figures are not counted. Torch uses
 ``--threads`` CPU threads (default 1): on a shared machine more threads make CPU step times
 swing far more than any logger does.
@@ -36,17 +36,24 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from my_experiment.train import train
 from my_experiment.tracking.base import LoggerCollection
-from my_experiment.training.trainer import Trainer
+from my_experiment.training.callbacks import Callback
 
 timing = {"seconds": 0.0, "steps": 0}
-train_epoch, log_epoch = Trainer._train_epoch, LoggerCollection.log_epoch
+log_epoch = LoggerCollection.log_epoch
 
-def timed_train_epoch(self, loader, batches):
-    start, steps = time.perf_counter(), self.global_step
-    train_epoch(self, loader, batches)
-    if self.epoch > 0:  # epoch 0 warms up
-        timing["seconds"] += time.perf_counter() - start
-        timing["steps"] += self.global_step - steps
+class EpochTimer(Callback):
+    """Each training epoch from its start to its last optimizer step (epoch 0 warms up)."""
+
+    def on_train_epoch_start(self, trainer):
+        self.start, self.first_step = time.perf_counter(), trainer.state.global_step
+
+    def on_train_step_end(self, trainer, loss):
+        self.last = time.perf_counter()
+
+    def on_validation_end(self, trainer, metrics):
+        if trainer.state.epoch > 0:
+            timing["seconds"] += self.last - self.start
+            timing["steps"] += trainer.state.global_step - self.first_step
 
 def timed_log_epoch(self, metrics, epoch):
     start = time.perf_counter()
@@ -54,9 +61,10 @@ def timed_log_epoch(self, metrics, epoch):
     if epoch > 0:
         timing["seconds"] += time.perf_counter() - start
 
-Trainer._train_epoch, LoggerCollection.log_epoch = timed_train_epoch, timed_log_epoch
+LoggerCollection.log_epoch = timed_log_epoch  # a public method: the per-epoch logging counts too
 overrides = [f"logger={logger}", f"trainer.max_epochs={epochs}", "trainer.early_stopping.patience=null",
-             "trainer.progress_bar=false", "data.num_workers=0"]
+             "trainer.progress_bar=false", "data.num_workers=0",
+             "+trainer.callbacks.timer._target_=__main__.EpochTimer"]
 with initialize_config_dir(config_dir=str(project / "configs"), version_base="1.3"):
     cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
 cfg.hydra.runtime.output_dir = str(out)

@@ -137,3 +137,15 @@ def test_quantized_render_depends_on_bitsandbytes(render) -> None:
     plain = tomllib.loads((render(task="causal-lm") / "pyproject.toml").read_text(encoding="utf-8"))
     assert not any(dep.startswith("bitsandbytes") for dep in plain["project"]["dependencies"])
     assert plain["project"]["optional-dependencies"]["quant"] == ["bitsandbytes>=0.45"]
+
+
+def test_requirements_dev_covers_every_rendered_dependency(case: tuple[str, Path]) -> None:
+    """The template's test environment (requirements-dev.txt + TORCH_SPEC) can run every render's tests."""
+    _, project = case
+    dev = Path(__file__).resolve().parents[1] / "requirements-dev.txt"
+    names = {line.split(">")[0].split("=")[0].split("[")[0].strip().lower()
+             for line in dev.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")}
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = {dep.split(">")[0].split("=")[0].split("[")[0].split(";")[0].strip().lower()
+                for dep in pyproject["dependencies"]}
+    assert declared - names - {"torch", "torchvision"} == set()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,9 @@ from {{ cookiecutter.package_name }}.data.common import DataInfo
 from {{ cookiecutter.package_name }}.data.text import SAMPLE_CORPUS, TextDataModule, read_documents, train_tokenizer
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models import footprint
-from {{ cookiecutter.package_name }}.models.hf_loader import (
-    DTYPES,
-    bnb_config,
-    load_causal_lm,
-    may_offload,
-    resolve_device_map,
-)
+from {{ cookiecutter.package_name }}.models.hf_loader import bnb_config, load_causal_lm, may_offload, resolve_device_map
 from {{ cookiecutter.package_name }}.models.hf_source import resolve_source
-from {{ cookiecutter.package_name }}.training.precision import hardware_fallback
+from {{ cookiecutter.package_name }}.runtime import DTYPES, hardware_fallback
 
 from conftest import compose_config, run_module
 
@@ -150,12 +143,12 @@ def test_fit_advice_does_not_count_the_loaded_model_twice(tiny_dir: Path, monkey
 
 def test_quantized_model_is_never_moved(tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """bitsandbytes layers are placed by the loader on the trainer's device; the trainer must not .to() them."""
+    from {{ cookiecutter.package_name }} import runtime
     from {{ cookiecutter.package_name }}.training.precision import Precision
     from {{ cookiecutter.package_name }}.training.trainer import Trainer
-    from {{ cookiecutter.package_name }}.utils import keeps_device
 
     model = load(tiny_dir, "bf16", "4bit", lora={"enabled": True, "target_modules": ["q_proj"]})
-    assert keeps_device(model) and not keeps_device(load(tiny_dir))
+    assert getattr(model, runtime.PLACED, False) and not getattr(load(tiny_dir), runtime.PLACED, False)
     trainer = Trainer(precision=Precision("bf16"), output_dir=tmp_path)
     assert {p.device for p in model.parameters()} == {trainer.device}
 
@@ -163,7 +156,7 @@ def test_quantized_model_is_never_moved(tiny_dir: Path, tmp_path: Path, monkeypa
         raise AssertionError("a quantized model was moved with .to()")
 
     monkeypatch.setattr(model, "to", refuse)
-    assert trainer._place(model) is model
+    assert runtime.place(model, trainer.device) is model  # what Trainer.fit does with the model
 
 
 def test_device_map_follows_the_trainer_device(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -288,26 +281,15 @@ def bad_inputs(tiny_dir: Path, tmp_path: Path) -> dict:
                                   "missing data file", "unknown quantization", "quantized without LoRA"])
 def test_bad_input_gets_one_line(tiny_dir: Path, tmp_path: Path, case: str) -> None:
     action, words = bad_inputs(tiny_dir, tmp_path)[case]
-    start = time.perf_counter()
     with pytest.raises(UserError) as error:
         action()
     assert words in str(error.value) and "\n" not in str(error.value)
-    assert time.perf_counter() - start < 5, "a bad input must fail fast"
 
 
 def test_missing_bitsandbytes_gets_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)
     with pytest.raises(UserError, match="needs bitsandbytes.*pip install bitsandbytes"):
         bnb_config(QUANT["4bit"], "bf16")
-
-
-def test_quantization_of_a_non_hf_model_gets_one_line(tmp_path: Path) -> None:
-    from {{ cookiecutter.package_name }}.train import check_quantization
-
-    cfg = compose_config(["quantization=4bit"], output_dir=tmp_path)
-    cfg.model = {"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 2}
-    with pytest.raises(UserError, match="applies to Hugging Face models"):
-        check_quantization(cfg)
 
 
 def test_full_model_result_loads_back(tiny_dir: Path, tmp_path: Path) -> None:

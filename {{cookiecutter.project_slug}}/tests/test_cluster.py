@@ -20,9 +20,8 @@ import pytest
 import torch
 import yaml
 
-from {{ cookiecutter.package_name }} import resolvers
+from {{ cookiecutter.package_name }} import resolvers, runtime
 from {{ cookiecutter.package_name }}.training import checkpoint, distributed, preemption
-from {{ cookiecutter.package_name }}.training import precision as precision_module
 from {{ cookiecutter.package_name }}.training.precision import Precision
 
 from conftest import PROJECT_ROOT, offline_env, run_module
@@ -87,7 +86,7 @@ def test_checkpoints_saved_on_a_gpu_load_to_the_cpu(tmp_path: Path, monkeypatch:
     assert {tensor.device.type for tensor in tensors} == {"cpu"}
     assert {tensor.device.type for tensor in checkpoint.load_weights(path).values()} == {"cpu"}
     checkpoint.set_rng_state(loaded["rng"])
-    device = distributed.resolve_device("auto")
+    device = runtime.choose_device("auto")
     target = torch.nn.Linear(3, 2).to(device)
     target_optimizer = torch.optim.AdamW(target.parameters())
     target.load_state_dict(loaded["model"])
@@ -107,7 +106,7 @@ def test_emulated_bf16_is_not_bf16_support(monkeypatch: pytest.MonkeyPatch) -> N
     """Pre-Ampere GPUs emulate bfloat16: torch counts that unless asked not to; the fallback must not."""
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     gpu = torch.device("cuda", 0)
-    assert not precision_module.bf16_supported(gpu)
+    assert not runtime.bf16_supported(gpu)
     assert Precision("bf16").resolve(gpu).name == "fp16"
 
 
@@ -148,13 +147,13 @@ def test_slurm_two_nodes_of_four_tasks(monkeypatch: pytest.MonkeyPatch, gpus: in
     exported = {key: os.environ[key] for key in TORCH_ENV}
     assert exported == {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4",
                         "MASTER_ADDR": "gpu07", "MASTER_PORT": "29777"}
-    assert distributed.launched_distributed() and resolvers.rank_suffix() == ".rank5"
+    assert runtime.launched_distributed() and resolvers.rank_suffix() == ".rank5"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     expected = torch.device("cuda", 1 % gpus)  # one GPU per task (SLURM binding) -> cuda:0
-    assert distributed.resolve_device("auto") == expected
-    assert distributed.resolve_device("cuda") == expected  # no index: this rank's GPU, not set_device(cuda)
-    assert distributed.resolve_device("cuda:0") == torch.device("cuda", 0)
+    assert runtime.choose_device("auto") == expected
+    assert runtime.choose_device("cuda") == expected  # no index: this rank's GPU, not set_device(cuda)
+    assert runtime.choose_device("cuda:0") == torch.device("cuda", 0)
 
 
 def test_tasks_per_node_follow_gpus_per_node() -> None:

@@ -28,7 +28,9 @@ def test_every_group_has_options() -> None:
 
 @pytest.mark.parametrize(("group", "option"), group_options())
 def test_option_composes(group: str, option: str, tmp_path: Path) -> None:
-    cfg = compose_config([f"{group}={option}"], output_dir=tmp_path)
+    # The quantization group belongs to model=causal_lm (its defaults list brings it in).
+    needs = ["model=causal_lm"] if group == "quantization" else []
+    cfg = compose_config([*needs, f"{group}={option}"], output_dir=tmp_path)
     config = resolved(cfg)
     for key in ("task", "data", "model", "optimizer", "scheduler", "precision", "trainer", "logger"):
         assert config[key], f"{key} is empty with {group}={option}"

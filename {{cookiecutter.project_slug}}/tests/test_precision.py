@@ -18,7 +18,7 @@ def test_fp16_uses_a_grad_scaler_and_bf16_does_not() -> None:
 @pytest.fixture
 def native_bf16(monkeypatch: pytest.MonkeyPatch):
     """Pretend the CPU does (True) or does not (False) have bfloat16 instructions."""
-    from {{ cookiecutter.package_name }}.training import precision as module
+    from {{ cookiecutter.package_name }} import runtime as module
 
     def set_native(value: bool) -> None:
         monkeypatch.setattr(module, "cpu_has_native_bf16", lambda: value)
@@ -52,7 +52,7 @@ def test_strict_precision_stops_in_one_line() -> None:
 
 
 def test_bf16_without_hardware_support_falls_back_to_fp16(monkeypatch: pytest.MonkeyPatch) -> None:
-    from {{ cookiecutter.package_name }}.training import precision as module
+    from {{ cookiecutter.package_name }} import runtime as module
 
     monkeypatch.setattr(module, "bf16_supported", lambda device: False)
     gpu = torch.device("cuda")

@@ -22,22 +22,22 @@ import torch
 import yaml
 
 from {{ cookiecutter.package_name }} import resolvers
-from {{ cookiecutter.package_name }}.tracking.base import Logger
 from {{ cookiecutter.package_name }}.training import preemption
+from {{ cookiecutter.package_name }}.training.callbacks import Callback
 
 from conftest import PACKAGE, PROJECT_ROOT, compose_config, offline_env, run_module
 
 QUICK = ["logger=csv", "debug=fast"]
 
 
-class SignalAtEpoch(Logger):
-    """A logger that sends this process ``signum`` (several: space-separated) once ``epoch`` has been logged."""
+class SignalAtEpoch(Callback):
+    """A callback that sends this process ``signum`` (several: space-separated) once ``epoch`` has been validated."""
 
     def __init__(self, epoch: int, signum: str = "SIGTERM") -> None:
         self.epoch, self.signals = epoch, [getattr(signal, name) for name in signum.split()]
 
-    def log_epoch(self, metrics: dict[str, float], epoch: int) -> None:
-        if epoch == self.epoch:
+    def on_validation_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+        if trainer.state.epoch == self.epoch:
             for signum in self.signals:
                 os.kill(os.getpid(), signum)
 
@@ -175,9 +175,9 @@ def test_local_launcher_multirun_requeues_after_usr2(tmp_path: Path) -> None:
     """
     result = run_module("train", "-m", "hydra/launcher=local", "logger=csv", "trainer.max_epochs=2",
                         "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.progress_bar=false",
-                        "+logger.stop._target_=test_scaling.SignalAtEpoch", "+logger.stop.epoch=0",
-                        "+logger.stop.signum=SIGUSR2,'SIGTERM SIGUSR2'", f"hydra.sweep.dir={tmp_path}",
-                        env=hook_env())
+                        "+trainer.callbacks.stop._target_=test_scaling.SignalAtEpoch",
+                        "+trainer.callbacks.stop.epoch=0", "+trainer.callbacks.stop.signum=SIGUSR2,'SIGTERM SIGUSR2'",
+                        f"hydra.sweep.dir={tmp_path}", env=hook_env())
     assert result.returncode == 0, result.stderr[-3000:]
     job_folders = [path for path in (tmp_path / ".submitit").iterdir() if any(path.glob("*_log.*"))]
     assert len(job_folders) == 2
@@ -215,7 +215,8 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
         return result
 
     train(reference)
-    stopped = train(resumed, "+logger.stop._target_=test_scaling.SignalAtEpoch", "+logger.stop.epoch=1")
+    stopped = train(resumed, "+trainer.callbacks.stop._target_=test_scaling.SignalAtEpoch",
+                    "+trainer.callbacks.stop.epoch=1")
     assert "stopped by signal" in stopped.stderr
     interrupted = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)
     assert (interrupted["epoch"], interrupted["batches_done"]) == (2, 1)  # saved at the next step boundary

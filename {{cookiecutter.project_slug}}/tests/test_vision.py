@@ -6,7 +6,6 @@ import csv
 import json
 import math
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -33,7 +32,7 @@ def vision_options(group: str, *modules: str) -> list[str]:
 MODELS = vision_options("model", "models.mlp", "models.timm_models")
 DATA = vision_options("data", "data.digits", "data.vision")
 EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml")
-                     if "causal_lm" not in path.read_text(encoding="utf-8"))
+                     if "override /model" in path.read_text(encoding="utf-8") and path.stem in MODELS)
 QUICK = ["logger=csv", "precision=fp32", "trainer.progress_bar=false", "trainer.log_every_n_steps=1"]
 TINY_FAKE = ["data=fake", "data.native_size=16", "data.num_samples=16", "data.num_test=4", "data.batch_size=4",
              "data.val_fraction=0.25"]
@@ -79,14 +78,15 @@ def test_every_data_model_pair_composes(data: str, model: str, tmp_path: Path) -
         assert config["data"]["img_size"] == config["model"].get("img_size")
 
 
-@pytest.mark.parametrize("experiment", [name for name in EXPERIMENTS if name != "digits_mlp"])
-def test_experiment_picks_its_data_and_model(experiment: str, tmp_path: Path) -> None:
-    data, model = experiment.rsplit("_", 1)
-    expected_model = compose_config([f"model={model}"], output_dir=tmp_path).model
-    cfg = compose_config([f"experiment={experiment}"], output_dir=tmp_path)
-    assert cfg.data.dataset == data
-    assert cfg.model._target_ == expected_model._target_
-    assert cfg.model.get("name") == expected_model.get("name")
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_is_a_model_recipe_and_keeps_the_data(experiment: str, tmp_path: Path) -> None:
+    recipe = yaml.safe_load((CONFIG_DIR / "experiment" / f"{experiment}.yaml").read_text(encoding="utf-8"))
+    model = next(entry["override /model"] for entry in recipe["defaults"] if "override /model" in entry)
+    cfg = compose_config([f"experiment={experiment}", "data=torchvision", "data.dataset=cifar10"],
+                         output_dir=tmp_path)
+    assert cfg.data.dataset == "cifar10"
+    assert cfg.model._target_ == compose_config([f"model={model}"], output_dir=tmp_path).model._target_
+    assert cfg.optimizer.lr == recipe["optimizer"]["lr"]
 
 
 def test_gray_images_become_rgb_of_the_model_size(tmp_path: Path) -> None:
@@ -125,7 +125,9 @@ def test_image_folder_trains_on_generated_pngs(tmp_path: Path) -> None:
     info = datamodule.setup()
     assert info.class_names == ["cat", "dog"] and (info.in_chans, info.img_size) == (3, 16)
     _, summary, rows = run_train(tmp_path / "run", *overrides, "trainer.max_epochs=2")
-    assert len(rows) == 2 and summary["test"]["test/acc"] >= 0.0
+    assert len(rows) == 2
+    # cats are dark and dogs bright: two epochs separate them
+    assert summary["test"]["test/acc"] == 1.0 and summary["test"]["test/f1"] == 1.0
 
 
 def test_missing_image_folder_fails_in_one_line(tmp_path: Path) -> None:
@@ -140,17 +142,17 @@ def test_offline_mnist_fails_fast_in_one_line(tmp_path: Path, monkeypatch: pytes
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(socket, "create_connection", offline)
-    datamodule = instantiate(compose_config(["data=mnist", f"paths.data_dir={tmp_path}"], output_dir=tmp_path).data)
-    started = time.perf_counter()
+    datamodule = instantiate(compose_config(["data=torchvision", "data.dataset=mnist", f"paths.data_dir={tmp_path}"],
+                                            output_dir=tmp_path).data)
     with pytest.raises(UserError) as error:
         datamodule.setup()
     message = str(error.value)
-    assert time.perf_counter() - started < 5
     assert "\n" not in message and "MNIST" in message and "https://" in message and str(tmp_path) in message
 
 
 def test_missing_data_set_gives_one_line_without_traceback(tmp_path: Path) -> None:
-    result = run_module("train", "data=cifar10", "data.download=false", f"paths.data_dir={tmp_path}",
+    result = run_module("train", "data=torchvision", "data.dataset=cifar10", "data.download=false",
+                        f"paths.data_dir={tmp_path}",
                         f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -162,18 +164,16 @@ def test_pretrained_weights_offline_fail_fast(tmp_path: Path, monkeypatch: pytes
     from {{ cookiecutter.package_name }}.models import timm_models
 
     monkeypatch.setattr(timm_models, "cached_weights", lambda hub_id: None)  # an empty cache
-    started = time.perf_counter()
     with pytest.raises(UserError, match="HF_HUB_OFFLINE"):
         timm_models.timm_model(DataInfo(num_classes=3, in_chans=3, img_size=32), "efficientnet_b0", pretrained=True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(timm_models, "reachable", lambda url, timeout=3.0: False)
     with pytest.raises(UserError, match="cannot reach"):
         timm_models.timm_model(DataInfo(num_classes=3, in_chans=3, img_size=32), "efficientnet_b0", pretrained=True)
-    assert time.perf_counter() - started < 10
 
 
-def expected_epochs(values: list[float], patience: int, min_delta: float, mode: str) -> int:
-    """How many epochs early stopping should let run, given the monitored value of each epoch."""
+def early_stop_epoch(values: list[float], patience: int, min_delta: float, mode: str) -> int | None:
+    """After how many epochs early stopping should stop, given each epoch's monitored value (None: never)."""
     sign = 1 if mode == "max" else -1
     best, bad = None, 0
     for epoch, value in enumerate(values):
@@ -183,22 +183,24 @@ def expected_epochs(values: list[float], patience: int, min_delta: float, mode: 
             bad += 1
         if bad >= patience:
             return epoch + 1
-    return len(values)
+    return None
 
 
-@pytest.mark.parametrize(("lr", "monitor", "mode", "patience"),
-                         [(0.0, "val/f1", "max", 2), (0.0, "val/loss", "min", 1), (0.05, "val/loss", "min", 1)])
-def test_early_stopping_stops_at_the_right_epoch(lr: float, monitor: str, mode: str, patience: int,
+@pytest.mark.parametrize(("min_delta", "monitor", "mode", "patience"),
+                         [(1e9, "val/f1", "max", 2), (1e9, "val/loss", "min", 1), (0.0, "val/loss", "min", 1)])
+def test_early_stopping_stops_at_the_right_epoch(min_delta: float, monitor: str, mode: str, patience: int,
                                                  tmp_path: Path) -> None:
-    _, summary, rows = run_train(tmp_path, "model=mlp", *TINY_FAKE, f"optimizer.lr={lr}", "scheduler=none",
+    _, summary, rows = run_train(tmp_path, "model=mlp", *TINY_FAKE, "optimizer.lr=0.05", "scheduler=none",
                                  f"task.monitor={monitor}", f"task.mode={mode}", "trainer.max_epochs=6",
-                                 f"trainer.early_stopping.patience={patience}", "trainer.early_stopping.min_delta=0")
+                                 f"trainer.early_stopping.patience={patience}",
+                                 f"trainer.early_stopping.min_delta={min_delta}")
     values = [float(row[monitor]) for row in rows]
-    if lr == 0.0:  # nothing changes: the first epoch stays the best
-        assert len(rows) == patience + 1 and summary["stopped_early"]
-    assert len(rows) == expected_epochs(values + [values[-1]] * 6, patience, 0.0, mode) or (
-        len(rows) == 6 and not summary["stopped_early"])
-    assert summary["best"]["epoch"] == (values.index(max(values) if mode == "max" else min(values)))
+    if min_delta > 1:  # nothing can improve on the first epoch
+        assert len(rows) == patience + 1 and summary["stopped_early"] and summary["best"]["epoch"] == 0
+    stop = early_stop_epoch(values, patience, min_delta, mode)
+    assert (len(rows), summary["stopped_early"]) == ((stop, True) if stop else (6, False))
+    if min_delta == 0:
+        assert summary["best"]["epoch"] == (values.index(max(values) if mode == "max" else min(values)))
 
 
 def learning_rates(name: str, total_steps: int, steps_per_epoch: int, *overrides: str, lr: float = 0.1
@@ -217,7 +219,7 @@ def learning_rates(name: str, total_steps: int, steps_per_epoch: int, *overrides
 def test_step_schedule_follows_its_formula() -> None:
     rates = learning_rates("step", 24, 4, "scheduler.step_size=2", "scheduler.gamma=0.5", "scheduler.warmup_steps=3")
     assert rates[:3] == pytest.approx([0.1 / 3, 0.2 / 3, 0.1])
-    assert rates[3:] == pytest.approx([0.1 * 0.5 ** ((step // 4) // 2) for step in range(3, 24)])
+    assert rates[3:] == pytest.approx([0.1 * 0.5 ** ((step - 3) // 8) for step in range(3, 24)])  # after warmup
 
 
 @pytest.mark.parametrize(("anneal", "warmup"), [("cos", 0), ("linear", 0), ("cos", 5)])

@@ -171,12 +171,12 @@ def test_exception_in_training_finishes_the_run_failed(tmp_path: Path, monkeypat
 
 
 def test_only_the_main_process_logs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from {{ cookiecutter.package_name }} import runtime
     from {{ cookiecutter.package_name }}.train import build_loggers
-    from {{ cookiecutter.package_name }}.training import distributed
 
     cfg = compose_config(["logger=wandb"], output_dir=tmp_path)
     assert {type(logger).__name__ for logger in build_loggers(cfg).loggers} == {"CSVLogger", "WandbLogger"}
-    monkeypatch.setattr(distributed, "is_main_process", lambda: False)
+    monkeypatch.setattr(runtime, "is_main_process", lambda: False)
     assert build_loggers(cfg).loggers == []
 
 

@@ -22,8 +22,20 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def user_error_in(error: BaseException) -> UserError | None:
+    """The :class:`UserError` that caused ``error``, also through Hydra's ``instantiate`` wrapper."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UserError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__
+    return None
+
+
 def exit_on_user_error(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a :class:`UserError` raised by ``func`` into one logged line and exit code 1.
+    """Turn a :class:`UserError` raised by ``func`` (or inside ``instantiate``) into one logged line, exit 1.
 
     In a multirun the error is logged and raised on instead: Hydra records that job as failed
     (Optuna marks the trial failed) and the other jobs go on; ``SystemExit`` would end the sweep.
@@ -33,10 +45,13 @@ def exit_on_user_error(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except UserError as error:
-            log.error("%s", error)
-            if in_multirun():
+        except Exception as error:
+            cause = user_error_in(error)
+            if cause is None:
                 raise
+            log.error("%s", cause)
+            if in_multirun():
+                raise cause from None
             raise SystemExit(1) from None
 
     return wrapper

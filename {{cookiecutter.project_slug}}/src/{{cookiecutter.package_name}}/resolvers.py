@@ -26,15 +26,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from {{ cookiecutter.package_name }}.runtime import rank
+
 log = logging.getLogger(__name__)
 
 _STORE_KEY = "{{ cookiecutter.package_name }}/run_time"
 _run_time: float | None = None
 
 
-def _rank() -> int:
-    """torchrun's RANK, else SLURM's task id (set before train.py exports RANK from it)."""
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
 def _shared_with_torchrun(now: float, timeout_s: float = 120.0) -> float:
@@ -46,7 +45,7 @@ def _shared_with_torchrun(now: float, timeout_s: float = 120.0) -> float:
     try:
         store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
                          timeout=timedelta(seconds=timeout_s))
-        if _rank() == 0 and not store.check([_STORE_KEY]):
+        if rank() == 0 and not store.check([_STORE_KEY]):
             store.set(_STORE_KEY, repr(now))
         return float(store.get(_STORE_KEY).decode())
     except (RuntimeError, KeyError, ValueError) as error:  # no store: each rank keeps its own clock
@@ -71,7 +70,7 @@ def run_folder(runs_dir: str) -> str:
     marker = Path(runs_dir) / ".slurm_jobs" / job
     if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and marker.is_file():
         return marker.read_text(encoding="utf-8").strip() or name
-    if _rank() == 0:
+    if rank() == 0:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(name, encoding="utf-8")
     return name
@@ -87,11 +86,11 @@ def one_task_per_gpu(gpus: int | None) -> int:
 
 
 def rank_zero_only(value: str) -> str | None:
-    return value if _rank() == 0 else None
+    return value if rank() == 0 else None
 
 
 def rank_suffix() -> str:
-    return "" if _rank() == 0 else f".rank{_rank()}"
+    return "" if rank() == 0 else f".rank{rank()}"
 
 
 def sweep_direction(mode: str) -> str:

@@ -1,27 +1,26 @@
 """Train and test a model: ``python -m {{ cookiecutter.package_name }}.train [overrides]``.
 
-Composes the Hydra config, builds data, model, optimizer, scheduler, precision and
-loggers from it, fits, tests, and returns the monitored metric (for sweepers).
+Composes the Hydra config, checks its values, builds data, model, optimizer, scheduler,
+precision and loggers from it, fits, tests, and returns the monitored metric (for sweepers).
+Torch and the rest of the package load inside :func:`train`, so that ``--cfg job`` and a
+bad override answer without importing them.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import {{ cookiecutter.package_name }}.resolvers  # noqa: F401 - registers ${run_time:} and the others
-from {{ cookiecutter.package_name }} import config_schema  # noqa: F401 - registers the config types
+from {{ cookiecutter.package_name }}.config_checks import check_config
 from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error
-from {{ cookiecutter.package_name }}.tracking.base import LoggerCollection
-from {{ cookiecutter.package_name }}.training import distributed, preemption
-from {{ cookiecutter.package_name }}.training.trainer import Trainer, TrainingInterrupted
-from {{ cookiecutter.package_name }}.utils import seed_everything
+
+if TYPE_CHECKING:
+    from {{ cookiecutter.package_name }}.tracking.base import LoggerCollection
 
 log = logging.getLogger(__name__)
 
@@ -41,43 +40,44 @@ def resolve_resume(resume: Any, output_dir: Path) -> Path | None:
 
 def build_loggers(cfg: DictConfig) -> LoggerCollection:
     """The configured loggers, on the main process only."""
-    if not distributed.is_main_process():
+    from hydra.utils import instantiate
+
+    from {{ cookiecutter.package_name }}.runtime import is_main_process
+    from {{ cookiecutter.package_name }}.tracking.base import LoggerCollection
+
+    if not is_main_process():
         return LoggerCollection([])
     return LoggerCollection([instantiate(node) for node in cfg.logger.values()])
 
 
 def run_name(cfg: DictConfig) -> str:
+    """``name``, else ``<data set>-<model>`` from the chosen options."""
+    from hydra.core.hydra_config import HydraConfig
+
     if cfg.get("name"):
         return str(cfg.name)
     choices = HydraConfig.get().runtime.choices
-    return f"{choices.get('data')}-{choices.get('model')}"
-
-
-def check_quantization(cfg: DictConfig) -> None:
-    """``quantization=8bit|4bit`` given on the command line for a model that is not a Hugging Face model."""
-    hydra_cfg = HydraConfig.get()
-    asked = [item for item in hydra_cfg.overrides.task if item.lstrip("+~").startswith("quantization=")]
-    name = str(OmegaConf.select(cfg, "quantization.name", default="none"))
-    if asked and name != "none" and "quantization" not in cfg.model:
-        raise UserError(f"quantization={name} applies to Hugging Face models, but model="
-                        f"{hydra_cfg.runtime.choices.get('model')} is not one: use model=causal_lm "
-                        "(e.g. experiment=tiny_lm), or quantization=none.")
+    return f"{cfg.data.get('dataset') or choices.get('data')}-{choices.get('model')}"
 
 
 def train(cfg: DictConfig) -> float | None:
     """Build everything from ``cfg``, fit, test; return the best value of the monitored metric."""
+    check_config(cfg)
+    from hydra.utils import instantiate
+
+    from {{ cookiecutter.package_name }} import runtime
+    from {{ cookiecutter.package_name }}.training import distributed, preemption
+    from {{ cookiecutter.package_name }}.utils import seed_everything
+
     output_dir = Path(cfg.paths.output_dir)
     distributed.adopt_slurm_tasks()
-    seed_everything(cfg.seed + distributed.env_rank(), deterministic=cfg.trainer.deterministic)
-    precision = instantiate(cfg.precision)
+    seed_everything(cfg.seed + runtime.rank())
     loggers = build_loggers(cfg)
-    trainer: Trainer = instantiate(cfg.trainer, precision=precision, output_dir=output_dir, loggers=loggers)
-
+    trainer = instantiate(cfg.trainer, precision=instantiate(cfg.precision), output_dir=output_dir, loggers=loggers)
     datamodule = instantiate(cfg.data)
     info = datamodule.setup()
     task = instantiate(cfg.task)
     task.bind(info)
-    check_quantization(cfg)
     model = instantiate(cfg.model, data=info)
     config = OmegaConf.to_container(cfg, resolve=True)
     config["name"] = run_name(cfg)
@@ -88,10 +88,10 @@ def train(cfg: DictConfig) -> float | None:
         best = trainer.fit(model, task, datamodule, optimizer_factory=instantiate(cfg.optimizer),
                            scheduler_factory=instantiate(cfg.scheduler), config=config, resume=resume)
         trainer.test()
-        if distributed.is_main_process():
+        if runtime.is_main_process():
             task.save_result(model, output_dir)
         exit_code = 0
-    except TrainingInterrupted as stop:
+    except preemption.TrainingInterrupted as stop:
         log.warning("%s; resume with: resume=%s", stop, output_dir / "checkpoints" / "last.pt")
         best = trainer.best_score
         preemption.after_stop(stop.signum)  # under submitit: requeue (before W&B's slow shutdown) or fail

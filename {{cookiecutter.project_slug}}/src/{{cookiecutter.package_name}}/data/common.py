@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from {{ cookiecutter.package_name }} import runtime
 
 
 @dataclass
@@ -120,8 +121,8 @@ class DataModule:
     def loader(self, split: str) -> DataLoader:
         """A loader over ``split`` with an :class:`EpochSampler`, sharded under DDP."""
         dataset = self.dataset(split)
-        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-        sampler = EpochSampler(len(dataset), shuffle=split == "train", seed=self.seed, rank=rank, world_size=world)
+        sampler = EpochSampler(len(dataset), shuffle=split == "train", seed=self.seed, rank=runtime.rank(),
+                               world_size=runtime.world_size())
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -18,9 +18,7 @@ from {{ cookiecutter.package_name }}.data.common import DataInfo
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models import footprint
 from {{ cookiecutter.package_name }}.models.hf_source import resolve_source
-from {{ cookiecutter.package_name }}.training.distributed import launched_distributed, resolve_device
-from {{ cookiecutter.package_name }}.training.precision import DTYPES, hardware_fallback
-from {{ cookiecutter.package_name }}.utils import keep_device
+from {{ cookiecutter.package_name }}.runtime import DTYPES, choose_device, launched_distributed, mark_placed, usable_precision
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +111,7 @@ def resolve_device_map(device_map: Any, quantized: bool, device: torch.device | 
     if device_map in (None, "null", "none"):
         if not quantized:
             return None
-        return {"": str(resolve_device(str(device)))}
+        return {"": str(choose_device(str(device)))}
     if isinstance(device_map, str) and device_map.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"model.device_map={device_map} but no CUDA GPU is visible: use model.device_map=cpu or auto.")
     if launched_distributed() and not _single_device(device_map):
@@ -138,13 +136,6 @@ def may_offload(device_map: Any) -> bool:
     if hasattr(device_map, "items"):
         return bool({str(value) for value in dict(device_map).values()} & {"cpu", "disk"})
     return True  # auto/balanced/sequential: accelerate spills what does not fit
-
-
-def usable_dtype(dtype: str, device: torch.device | str = "auto") -> str:
-    """The dtype the trainer's precision will resolve to on ``device`` (see ``hardware_fallback``)."""
-    device = resolve_device(str(device))
-    fallback = hardware_fallback(dtype, device) if dtype in DTYPES else None
-    return fallback[0] if fallback else dtype
 
 
 def max_memory_map(max_memory: Any) -> dict[Any, str] | None:
@@ -225,7 +216,7 @@ def load_causal_lm(
     """Load (or randomly initialise) a causal LM as configured; see ``configs/model/causal_lm.yaml``."""
     if dtype not in DTYPES:
         raise UserError(f"model.dtype={dtype!r} is unknown: use fp32, fp16 or bf16.")
-    dtype = usable_dtype(dtype, device) if for_training else dtype
+    dtype = usable_precision(dtype, choose_device(str(device))) if for_training else dtype
     quant = quantization_name(quantization)
     lora = dict(lora or {})
     use_lora = lora.get("enabled")
@@ -267,5 +258,5 @@ def load_causal_lm(
     elif gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if quant in QUANTIZED or not (kwargs["device_map"] is None or _single_device(kwargs["device_map"])):
-        keep_device(model)  # bitsandbytes layers and device-mapped models must not be moved with .to()
+        mark_placed(model)  # bitsandbytes layers and device-mapped models must not be moved with .to()
     return model

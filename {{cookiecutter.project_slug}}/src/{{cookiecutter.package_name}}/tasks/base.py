@@ -10,19 +10,17 @@ from torch import nn
 
 
 class Evaluation:
-    """Accumulates one pass over a split; ``sync`` sums across DDP ranks before ``compute``."""
+    """Accumulates one pass over a split; ``compute`` combines all DDP ranks (torchmetrics syncs)."""
 
     def update(self, model: nn.Module, batch: Any) -> None:
         raise NotImplementedError
 
-    def sync(self) -> None:
-        """Combine the states of all ranks (a no-op when not distributed)."""
-
     def compute(self) -> dict[str, float]:
+        """The split's metrics over every rank; call it on all ranks, once per pass."""
         raise NotImplementedError
 
     def figures(self) -> dict[str, Any]:
-        """Matplotlib figures worth keeping (e.g. a confusion matrix)."""
+        """Matplotlib figures worth keeping (e.g. a confusion matrix); called after :meth:`compute`."""
         return {}
 
     def tables(self) -> dict[str, tuple[list[str], list[list[Any]]]]:
@@ -44,7 +42,8 @@ class Task:
     def training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         raise NotImplementedError
 
-    def evaluation(self) -> Evaluation:
+    def evaluation(self, stage: str = "val") -> Evaluation:
+        """A fresh accumulator for ``stage`` (``val`` each epoch, ``test`` once, with figures)."""
         raise NotImplementedError
 
     def save_result(self, model: nn.Module, output_dir: Path) -> Path | None:

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from {{ cookiecutter.package_name }}.runtime import unwrap
 from {{ cookiecutter.package_name }}.tasks.base import Evaluation, Task
-from {{ cookiecutter.package_name }}.training.distributed import all_reduce_sum
 
 log = logging.getLogger(__name__)
 
@@ -26,28 +26,26 @@ class CausalLMEvaluation(Evaluation):
     """Sums the token loss; keeps a few prompts and generates continuations for the loggers."""
 
     def __init__(self, tokenizer: Any, num_samples: int = 4, prompt_tokens: int = 8, new_tokens: int = 24) -> None:
+        from torchmetrics import MeanMetric
+
         self.tokenizer = tokenizer
         self.num_samples, self.prompt_tokens, self.new_tokens = num_samples, prompt_tokens, new_tokens
-        self.loss_sum = torch.zeros((), dtype=torch.float64)
-        self.count = torch.zeros((), dtype=torch.long)
+        self.loss = MeanMetric(nan_strategy=math.nan)  # mean over tokens, synced over DDP ranks; nan stays nan
         self.prompts: list[torch.Tensor] = []
         self.model: nn.Module | None = None
 
     @torch.no_grad()
     def update(self, model: nn.Module, batch: torch.Tensor) -> None:
         loss, tokens = token_loss(model, batch)
-        self.loss_sum = self.loss_sum.to(batch.device) + loss.double() * tokens
-        self.count = self.count.to(batch.device) + tokens
+        if self.loss.device != batch.device:
+            self.loss.to(batch.device)
+        self.loss.update(loss.float(), weight=tokens)
         self.model = model
         for block in batch[: self.num_samples - len(self.prompts)]:
             self.prompts.append(block[: self.prompt_tokens].detach())
 
-    def sync(self) -> None:
-        self.loss_sum = all_reduce_sum(self.loss_sum)
-        self.count = all_reduce_sum(self.count)
-
     def compute(self) -> dict[str, float]:
-        loss = (self.loss_sum / self.count.clamp(min=1)).item()
+        loss = float(self.loss.compute())
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
     @torch.no_grad()
@@ -55,7 +53,7 @@ class CausalLMEvaluation(Evaluation):
         """(prompt, continuation) pairs, greedy decoding."""
         if self.model is None or self.tokenizer is None or not self.prompts:
             return []
-        model = getattr(self.model, "module", self.model)
+        model = unwrap(self.model)
         model.eval()
         prompts = torch.stack(self.prompts)
         generated = model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts),
@@ -88,7 +86,7 @@ class CausalLMTask(Task):
     def training_loss(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         return token_loss(model, batch)[0]
 
-    def evaluation(self) -> CausalLMEvaluation:
+    def evaluation(self, stage: str = "val") -> CausalLMEvaluation:
         return CausalLMEvaluation(self.tokenizer, self.num_samples, self.prompt_tokens, self.new_tokens)
 
     def save_result(self, model: nn.Module, output_dir: Path) -> Path:
@@ -96,7 +94,7 @@ class CausalLMTask(Task):
         full model, plus the tokenizer. Load it back with ``AutoPeftModelForCausalLM`` or
         ``AutoModelForCausalLM.from_pretrained``."""
         folder = Path(output_dir) / "model"
-        model = getattr(model, "module", model)
+        model = unwrap(model)
         model.save_pretrained(folder, safe_serialization=True)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(folder)

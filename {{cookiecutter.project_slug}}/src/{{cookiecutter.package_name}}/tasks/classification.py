@@ -1,7 +1,12 @@
-"""Image classification: cross-entropy, accuracy and macro precision/recall/F1."""
+"""Image classification: cross-entropy; accuracy, macro precision/recall/F1, confusion matrix, PR curves.
+
+The metrics are torchmetrics': they sync over DDP ranks themselves. Probabilities are
+kept only at test time, where the precision-recall curves need them.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -9,88 +14,91 @@ import torch.nn.functional as F
 from torch import nn
 
 from {{ cookiecutter.package_name }}.tasks.base import Evaluation, Task
-from {{ cookiecutter.package_name }}.tracking import plots
-from {{ cookiecutter.package_name }}.training.distributed import all_reduce_sum
+
+SCALARS = ("acc", "precision", "recall", "f1")
 
 
-def metrics_from_confusion(confusion: torch.Tensor) -> dict[str, float]:
-    """Accuracy and macro precision/recall/F1 over the classes seen in targets or predictions."""
-    confusion = confusion.double()
-    true_positive = confusion.diag()
-    support, predicted = confusion.sum(1), confusion.sum(0)
-    precision = torch.where(predicted > 0, true_positive / predicted.clamp(min=1), 0.0)
-    recall = torch.where(support > 0, true_positive / support.clamp(min=1), 0.0)
-    denominator = precision + recall
-    f1 = torch.where(denominator > 0, 2 * precision * recall / denominator.clamp(min=1e-12), 0.0)
-    seen = (support + predicted) > 0
-    return {
-        "acc": (true_positive.sum() / confusion.sum().clamp(min=1)).item(),
-        "precision": precision[seen].mean().item(),
-        "recall": recall[seen].mean().item(),
-        "f1": f1[seen].mean().item(),
+def build_metrics(num_classes: int, curves: bool) -> Any:
+    """The ``MetricCollection`` of one split; ``curves`` adds per-class PR curves and average precision."""
+    from torchmetrics import MetricCollection
+    from torchmetrics.classification import (
+        MulticlassAccuracy,
+        MulticlassAveragePrecision,
+        MulticlassConfusionMatrix,
+        MulticlassF1Score,
+        MulticlassPrecision,
+        MulticlassPrecisionRecallCurve,
+        MulticlassRecall,
+    )
+
+    options = {"num_classes": num_classes, "validate_args": False}
+    metrics = {
+        "acc": MulticlassAccuracy(average="micro", **options),
+        "precision": MulticlassPrecision(average="macro", **options),
+        "recall": MulticlassRecall(average="macro", **options),
+        "f1": MulticlassF1Score(average="macro", **options),
+        "confusion": MulticlassConfusionMatrix(**options),
     }
+    if curves:
+        metrics["pr_curve"] = MulticlassPrecisionRecallCurve(**options)
+        metrics["average_precision"] = MulticlassAveragePrecision(average=None, **options)
+    return MetricCollection(metrics)
 
 
 class ClassificationEvaluation(Evaluation):
-    """Keeps a confusion matrix, the loss sum, probabilities and a few samples."""
+    """Metrics of one split, the mean loss and (at test time) a few prediction samples."""
 
-    def __init__(self, num_classes: int, class_names: list[str], num_samples: int = 16) -> None:
-        self.num_classes, self.class_names, self.num_samples = num_classes, class_names, num_samples
-        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
-        self.loss_sum = torch.zeros((), dtype=torch.float64)
-        self.count = torch.zeros((), dtype=torch.long)
-        self.probabilities: list[torch.Tensor] = []
-        self.targets: list[torch.Tensor] = []
+    def __init__(self, num_classes: int, class_names: list[str], test: bool = False, num_samples: int = 16) -> None:
+        from torchmetrics import MeanMetric
+
+        self.class_names, self.test = class_names, test
+        self.metrics = build_metrics(num_classes, curves=test)
+        self.loss = MeanMetric(nan_strategy=math.nan)  # a diverged model shows loss=nan
+        self.num_samples = num_samples if test else 0
         self.samples: list[tuple[torch.Tensor, int, int]] = []
+        self.results: dict[str, Any] = {}
 
     @torch.no_grad()
     def update(self, model: nn.Module, batch: Any) -> None:
         inputs, targets = batch
         logits = model(inputs).float()
-        loss = F.cross_entropy(logits, targets, reduction="sum")
-        predictions = logits.argmax(1)
-        self.confusion = self.confusion.to(logits.device)
-        self.confusion += torch.bincount(
-            targets * self.num_classes + predictions, minlength=self.num_classes**2
-        ).view(self.num_classes, self.num_classes)
-        self.loss_sum = self.loss_sum.to(logits.device) + loss.double()
-        self.count = self.count.to(logits.device) + targets.numel()
-        self.probabilities.append(logits.softmax(1).cpu())
-        self.targets.append(targets.cpu())
-        for image, target, prediction in zip(inputs, targets, predictions, strict=True):
-            if len(self.samples) >= self.num_samples:
-                break
-            self.samples.append((image.detach().float().cpu(), int(target), int(prediction)))
-
-    def sync(self) -> None:
-        self.confusion = all_reduce_sum(self.confusion)
-        self.loss_sum = all_reduce_sum(self.loss_sum)
-        self.count = all_reduce_sum(self.count)
+        if self.loss.device != logits.device:
+            self.metrics.to(logits.device)
+            self.loss.to(logits.device)
+        self.loss.update(F.cross_entropy(logits, targets), weight=targets.numel())
+        self.metrics.update(logits.softmax(1) if self.test else logits, targets)
+        if len(self.samples) < self.num_samples:
+            predictions = logits.argmax(1)
+            for image, target, prediction in zip(inputs, targets, predictions, strict=True):
+                if len(self.samples) >= self.num_samples:
+                    break
+                self.samples.append((image.detach().float().cpu(), int(target), int(prediction)))
 
     def compute(self) -> dict[str, float]:
-        metrics = metrics_from_confusion(self.confusion.cpu())
-        metrics["loss"] = (self.loss_sum / self.count.clamp(min=1)).item()
+        self.results = self.metrics.compute()
+        metrics = {name: float(self.results[name]) for name in SCALARS}
+        metrics["loss"] = float(self.loss.compute())
         return metrics
 
-    def _stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.cat(self.probabilities), torch.cat(self.targets)
-
     def figures(self) -> dict[str, Any]:
-        probabilities, targets = self._stacked()
-        return {
-            "confusion_matrix": plots.confusion_matrix_figure(self.confusion.cpu(), self.class_names),
-            "pr_curves": plots.pr_curves_figure(probabilities, targets, self.class_names),
-        }
+        from {{ cookiecutter.package_name }}.tracking import plots
+
+        figures = {"confusion_matrix": plots.confusion_matrix_figure(self.results["confusion"].cpu(), self.class_names)}
+        if "pr_curve" in self.results:
+            precision, recall, _ = self.results["pr_curve"]
+            curves = [(p.cpu(), r.cpu()) for p, r in zip(precision, recall, strict=True)]
+            figures["pr_curves"] = plots.pr_curves_figure(curves, self.results["average_precision"].cpu(),
+                                                          self.class_names)
+        return figures
 
     def tables(self) -> dict[str, tuple[list[str], list[list[Any]]]]:
-        confusion = self.confusion.cpu().double()
+        confusion = self.results["confusion"].cpu().double()
         true_positive, support, predicted = confusion.diag(), confusion.sum(1), confusion.sum(0)
-        rows = []
-        for index, name in enumerate(self.class_names):
-            precision = (true_positive[index] / predicted[index]).item() if predicted[index] else 0.0
-            recall = (true_positive[index] / support[index]).item() if support[index] else 0.0
-            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-            rows.append([name, precision, recall, f1, int(support[index])])
+        precision = torch.where(predicted > 0, true_positive / predicted.clamp(min=1), 0.0)
+        recall = torch.where(support > 0, true_positive / support.clamp(min=1), 0.0)
+        f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0)
+        rows = [[name, float(precision[i]), float(recall[i]), float(f1[i]), int(support[i])]
+                for i, name in enumerate(self.class_names)]
         report = (["class", "precision", "recall", "f1", "support"], rows)
         samples = (
             ["image", "true", "predicted", "correct"],
@@ -116,5 +124,6 @@ class ClassificationTask(Task):
         inputs, targets = batch
         return F.cross_entropy(model(inputs), targets)
 
-    def evaluation(self) -> ClassificationEvaluation:
-        return ClassificationEvaluation(self.num_classes, self.class_names)
+    def evaluation(self, stage: str = "val") -> ClassificationEvaluation:
+        return ClassificationEvaluation(self.num_classes, self.class_names, test=stage == "test")
+

@@ -1,11 +1,12 @@
-"""Figures drawn with matplotlib's object API (Agg canvas): headless and Windows-safe."""
+"""Figures drawn on matplotlib ``Figure`` objects (no pyplot state): headless and Windows-safe.
+
+Imported only when a run writes its report, so that start-up does not pay for matplotlib."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from matplotlib.figure import Figure
 
@@ -32,47 +33,35 @@ def learning_curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
 
 
 def confusion_matrix_figure(confusion: torch.Tensor, class_names: Sequence[str]) -> Figure:
-    """Counts with row-normalised colours: rows are true classes, columns predictions."""
-    counts = confusion.cpu().numpy()
-    normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    """scikit-learn's confusion matrix display: rows are true classes, columns predictions."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     size = max(4.0, 0.45 * len(class_names) + 2)
     figure = Figure(figsize=(size, size), layout="constrained")
-    axis = figure.subplots()
-    image = axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    figure.colorbar(image, ax=axis, fraction=0.046)
-    ticks = range(len(class_names))
-    axis.set_xticks(ticks, class_names, rotation=90 if len(class_names) > 10 else 0)
-    axis.set_yticks(ticks, class_names)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    if len(class_names) <= 20:
-        for row in ticks:
-            for column in ticks:
-                axis.text(column, row, int(counts[row, column]), ha="center", va="center", fontsize=7,
-                          color="white" if normalised[row, column] > 0.5 else "black")
-    axis.set_title("confusion matrix")
+    display = ConfusionMatrixDisplay(confusion.numpy(), display_labels=list(class_names))
+    display.plot(ax=figure.subplots(), cmap="Blues", include_values=len(class_names) <= 20,
+                 xticks_rotation="vertical" if len(class_names) > 10 else "horizontal")
+    display.ax_.set_title("confusion matrix")
     return figure
 
 
-def pr_curves_figure(probabilities: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str]) -> Figure:
-    """One precision-recall curve per class (one-vs-rest), with its average precision."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve
+def pr_curves_figure(curves: Sequence[tuple[torch.Tensor, torch.Tensor]], average_precision: torch.Tensor,
+                     class_names: Sequence[str]) -> Figure:
+    """One precision-recall curve per class (one-vs-rest), drawn by scikit-learn, with its average precision."""
+    from sklearn.metrics import PrecisionRecallDisplay
 
-    scores, labels = probabilities.numpy(), targets.numpy()
     figure = Figure(figsize=(6, 5), layout="constrained")
     axis = figure.subplots()
-    for index, name in enumerate(class_names):
-        positives = labels == index
-        if not positives.any():
+    for (precision, recall), average, name in zip(curves, average_precision, class_names, strict=True):
+        if not torch.isfinite(average):  # a class absent from the test split has no curve
             continue
-        precision, recall, _ = precision_recall_curve(positives, scores[:, index])
-        average = average_precision_score(positives, scores[:, index])
-        axis.plot(recall, precision, label=f"{name} (AP {average:.2f})")
-    axis.set_xlabel("recall")
-    axis.set_ylabel("precision")
+        PrecisionRecallDisplay(precision.numpy(), recall.numpy(), average_precision=float(average),
+                               name=name).plot(ax=axis)
     axis.set_xlim(0, 1)
     axis.set_ylim(0, 1.02)
     axis.set_title("precision-recall per class")
     if len(class_names) <= 20:
         axis.legend(fontsize=7, loc="lower left")
+    elif axis.get_legend() is not None:
+        axis.get_legend().remove()
     return figure

@@ -1,4 +1,6 @@
-"""torch.distributed helpers; every function also works in a single process."""
+"""Joining and leaving the process group, and collectives; every function also works in one process.
+
+Who this process is (rank, world size, main process) is :mod:`runtime`'s job."""
 
 from __future__ import annotations
 
@@ -12,18 +14,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from {{ cookiecutter.package_name }} import runtime
 from {{ cookiecutter.package_name }}.errors import UserError
 
 log = logging.getLogger(__name__)
-
-
-def env_rank() -> int:
-    """This process's global rank from torchrun's environment (0 when not launched by it)."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def launched_distributed() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def adopt_slurm_tasks() -> None:
@@ -45,14 +39,14 @@ def adopt_slurm_tasks() -> None:
 
 def init_distributed(device: torch.device, timeout_s: int = 1800, backend: str = "auto") -> None:
     """Join the process group torchrun set up; backend ``auto``: NCCL on CUDA, gloo otherwise."""
-    if dist.is_initialized() or not launched_distributed():
+    if dist.is_initialized() or not runtime.launched_distributed():
         return
     if backend == "auto":  # NCCL on CUDA where it exists (not on Windows), gloo otherwise
         backend = "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
-    log.info("DDP: rank %d of %d (%s)", get_rank(), get_world_size(), backend)
+    log.info("DDP: rank %d of %d (%s)", runtime.rank(), runtime.world_size(), backend)
 
 
 def agree_on_resume(decide: Callable[[], Path | None], device: torch.device) -> Path | None:
@@ -65,7 +59,7 @@ def agree_on_resume(decide: Callable[[], Path | None], device: torch.device) -> 
     if not dist.is_initialized():
         return decide()
     decision: list[Any] = [None]
-    if get_rank() == 0:
+    if runtime.rank() == 0:
         try:
             path = decide()
             decision = [("path", str(path) if path is not None else None)]
@@ -78,7 +72,7 @@ def agree_on_resume(decide: Callable[[], Path | None], device: torch.device) -> 
     chosen = Path(value) if value is not None else None
     missing = chosen is not None and not chosen.is_file()
     if any_rank(missing, device):
-        who = f"rank {get_rank()}" if missing else "another rank"
+        who = f"rank {runtime.rank()}" if missing else "another rank"
         raise UserError(f"rank 0 resumes from {chosen}, which {who} cannot read: put paths.log_dir on a "
                         "file system all nodes share, or use resume=none.")
     return chosen
@@ -87,18 +81,6 @@ def agree_on_resume(decide: Callable[[], Path | None], device: torch.device) -> 
 def destroy_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def get_rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def get_world_size() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
-
-
-def is_main_process() -> bool:
-    return get_rank() == 0
 
 
 def barrier() -> None:
@@ -120,7 +102,7 @@ def all_reduce_mean(value: float, device: torch.device) -> float:
     if not dist.is_initialized():
         return value
     tensor = torch.tensor(float(value), dtype=torch.float64, device=device)
-    return (all_reduce_sum(tensor) / get_world_size()).item()
+    return (all_reduce_sum(tensor) / runtime.world_size()).item()
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:
@@ -129,21 +111,3 @@ def any_rank(flag: bool, device: torch.device) -> bool:
         return flag
     tensor = torch.tensor(int(flag), device=device)
     return bool(all_reduce_sum(tensor).item())
-
-
-def local_cuda_index() -> int:
-    """This process's GPU: ``LOCAL_RANK`` modulo the GPUs it sees (one each when SLURM binds one GPU per task)."""
-    return int(os.environ.get("LOCAL_RANK", "0")) % max(1, torch.cuda.device_count())
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks this rank's CUDA device, then MPS, then the CPU; ``cuda`` without an index, this rank's GPU."""
-    if name not in ("auto", "cuda"):
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_cuda_index())
-    if name == "cuda":
-        return torch.device("cuda")  # no GPU visible: torch explains at first use
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")

@@ -1,55 +1,17 @@
-"""Mixed precision: autocast dtype, loss scaling and hardware capability checks."""
+"""Mixed precision: the autocast dtype and loss scaling, resolved against the hardware (``runtime``)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import platform
 from contextlib import AbstractContextManager
-from pathlib import Path
 
 import torch
 
 from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.runtime import DTYPES, hardware_fallback
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Native bfloat16: on CUDA, compute capability 8.0+ (Ampere); older GPUs only emulate it, slowly."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    return device.type in {"cpu", "mps"}
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU has bfloat16 instructions (AVX512-BF16 or AMX); without them torch emulates bf16."""
-    if platform.machine().lower() in {"arm64", "aarch64"}:
-        return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="ignore")
-    except OSError:  # not Linux: unknown, assume emulated
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def hardware_fallback(name: str, device: torch.device) -> tuple[str, str] | None:
-    """The precision to use instead of ``name`` on ``device`` and why, or None when ``name`` suits it.
-
-    CPU: fp16 -> bf16 (fp32 without native bf16); bf16 without native bf16 -> fp32, since emulated
-    bf16 autocast is many times slower. GPU without bf16 -> fp16.
-    """
-    if device.type == "cpu":
-        native_bf16 = cpu_has_native_bf16()
-        if name == "fp16":
-            return ("bf16" if native_bf16 else "fp32"), "float16 autocast on a CPU is ~30x slower"
-        if name == "bf16" and not native_bf16:
-            return "fp32", "this CPU has no native bfloat16 instructions, so bf16 autocast is emulated and slow"
-    elif name == "bf16" and not bf16_supported(device):
-        return "fp16", f"this {device.type} device has no bfloat16 support"
-    return None
 
 
 class Precision:

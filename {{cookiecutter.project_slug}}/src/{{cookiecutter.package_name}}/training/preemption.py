@@ -17,6 +17,12 @@ import logging
 import os
 import signal
 import time
+from typing import Any
+
+import torch
+
+from {{ cookiecutter.package_name }} import runtime
+from {{ cookiecutter.package_name }}.training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -89,3 +95,45 @@ def after_stop(signum: int | None, wait_s: float = REQUEUE_WAIT_S) -> None:
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
     raise Preempted("stopped by a signal before the end and not requeued; last.pt holds the state: "
                     "resubmit with the same run folder (resume=auto) to continue.")
+
+
+class TrainingInterrupted(Exception):
+    """Raised after a stop signal, once ``last.pt`` holds the state to resume from."""
+
+    def __init__(self, message: str, signum: int | None = None) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class StopSignals:
+    """While entered, turns the :func:`stop_signals` into a flag the loop reads at step boundaries.
+
+    Which signal counts when several arrive is :func:`next_stop`'s rule.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        log.warning("Received %s: saving last.pt at the next step, then stopping.", signal.Signals(signum).name)
+        self.received = next_stop(self.received, signum)
+
+    def __enter__(self) -> StopSignals:
+        for signum in stop_signals():
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def agreed(self, step: int, every: int, device: torch.device) -> bool:
+        """Whether any rank received a stop signal; under DDP the ranks compare every ``every`` steps."""
+        if runtime.world_size() == 1:
+            return self.received is not None
+        return step % every == 0 and distributed.any_rank(self.received is not None, device)
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()

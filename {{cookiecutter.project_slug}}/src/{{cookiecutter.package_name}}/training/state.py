@@ -1,0 +1,100 @@
+"""Everything a resumed run needs, saved to and restored from one checkpoint file."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from {{ cookiecutter.package_name }}.training.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    rng_state_of_this_rank,
+    save_checkpoint,
+    set_rng_state,
+)
+from {{ cookiecutter.package_name }}.training.early_stopping import EarlyStopping
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingState:
+    """The objects being trained and the loop's position.
+
+    ``batches_done`` counts the batches of the current epoch already trained on; with the
+    seeded sampler it is the position a resumed epoch continues from. ``loss_sum`` stays on
+    the device (no host sync per step). ``run_ids`` are the loggers' ids of a restored run.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    early_stopping: EarlyStopping
+    loss_sum: torch.Tensor
+    config: dict[str, Any] = field(default_factory=dict)
+    epoch: int = 0
+    global_step: int = 0
+    batches_done: int = 0
+    loss_count: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    run_ids: dict[str, str] = field(default_factory=dict)
+    pending_rng: dict[str, Any] | None = None
+
+    def next_epoch(self) -> None:
+        self.epoch += 1
+        self.batches_done = self.loss_count = 0
+        self.loss_sum.zero_()
+
+    def state_dict(self, run_ids: dict[str, str], rng_by_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Everything to resume from; ``rng_by_rank``: every rank's RNG state (default: this process's)."""
+        rng_by_rank = rng_by_rank or [rng_state()]
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "batches_done": self.batches_done,
+            "epoch_loss": [float(self.loss_sum), self.loss_count],
+            "best": self.early_stopping.state_dict(),
+            "history": self.history,
+            "rng": rng_by_rank[0],
+            "rng_by_rank": rng_by_rank,
+            "config": self.config,
+            "run_ids": run_ids,
+        }
+
+    def save(self, paths: list[Path], run_ids: dict[str, str], rng_by_rank: list[dict[str, Any]] | None = None) -> None:
+        """Write the state to every one of ``paths`` (each atomically)."""
+        state = self.state_dict(run_ids, rng_by_rank)
+        for path in paths:
+            save_checkpoint(state, path)
+
+    def restore(self, path: Path) -> None:
+        """Load ``path``; the RNG states wait in ``pending_rng`` until the first epoch starts."""
+        state = load_checkpoint(Path(path))  # to the CPU: load_state_dict moves each tensor next to its parameter
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.global_step, self.batches_done = state["epoch"], state["global_step"], state["batches_done"]
+        loss_sum, self.loss_count = state["epoch_loss"]
+        self.loss_sum.fill_(loss_sum)
+        self.early_stopping.load_state_dict(state["best"])
+        self.history = list(state["history"])
+        self.run_ids = dict(state.get("run_ids", {}))
+        self.pending_rng = rng_state_of_this_rank(state)
+        log.info("Resumed from %s at epoch %d, step %d.", path, self.epoch, self.global_step)
+
+    def apply_pending_rng(self) -> None:
+        """Restore the saved RNG states (once, right before training continues)."""
+        if self.pending_rng is not None:
+            set_rng_state(self.pending_rng)
+            self.pending_rng = None
