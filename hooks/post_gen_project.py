@@ -27,7 +27,7 @@ LM_ONLY: list[str] = [
     f"{PKG}/data/text.py",
     f"{PKG}/data/sample_corpus.txt",
     f"{PKG}/models/hf_loader.py",
-    f"{PKG}/models/hf_source.py",
+    f"{PKG}/data/hf_source.py",
     f"{PKG}/models/footprint.py",
     f"{PKG}/tasks/causal_lm.py",
     f"{PKG}/memory.py",

@@ -106,7 +106,7 @@ CAUSAL_LM = [
     "src/{pkg}/data/text.py",
     "src/{pkg}/data/sample_corpus.txt",
     "src/{pkg}/models/hf_loader.py",
-    "src/{pkg}/models/hf_source.py",
+    "src/{pkg}/data/hf_source.py",
     "src/{pkg}/models/footprint.py",
     "src/{pkg}/tasks/causal_lm.py",
     "src/{pkg}/memory.py",

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from {{ cookiecutter.package_name }}.data.common import DataInfo
+from {{ cookiecutter.package_name }}.data.hf_source import resolve_source
 from {{ cookiecutter.package_name }}.data.text import SAMPLE_CORPUS, TextDataModule, read_documents, train_tokenizer
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models import footprint
 from {{ cookiecutter.package_name }}.models.hf_loader import bnb_config, load_causal_lm, may_offload, resolve_device_map
-from {{ cookiecutter.package_name }}.models.hf_source import resolve_source
 from {{ cookiecutter.package_name }}.runtime import DTYPES, hardware_fallback
 
 from conftest import compose_config, run_module

@@ -79,12 +79,15 @@ def test_metrics_match_scikit_learn() -> None:
     )
 
     pytest.importorskip("{{ cookiecutter.package_name }}.tasks.classification", reason="no classification task here")
-    from {{ cookiecutter.package_name }}.tasks.classification import ClassificationEvaluation
+    from {{ cookiecutter.package_name }}.data.common import DataInfo
+    from {{ cookiecutter.package_name }}.tasks.classification import ClassificationTask
 
     generator = torch.Generator().manual_seed(0)
     targets = torch.randint(0, 5, (200,), generator=generator)  # class 5 of 6 never occurs
     logits = torch.randn(200, 6, generator=generator) + 2.0 * torch.nn.functional.one_hot(targets, 6)
-    evaluation = ClassificationEvaluation(6, [str(i) for i in range(6)], test=True)
+    task = ClassificationTask()
+    task.bind(DataInfo(num_classes=6))
+    evaluation = task.evaluation("test")
     for start in range(0, 200, 64):
         evaluation.update(lambda inputs: inputs, (logits[start:start + 64], targets[start:start + 64]))
     metrics = evaluation.compute()

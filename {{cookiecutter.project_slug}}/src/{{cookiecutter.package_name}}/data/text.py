@@ -67,7 +67,7 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_
     """The tokenizer saved with a model (a folder or a hub id), with a pad token."""
     from transformers import AutoTokenizer
 
-    from {{ cookiecutter.package_name }}.models.hf_source import resolve_source
+    from {{ cookiecutter.package_name }}.data.hf_source import resolve_source
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_source(name_or_path, revision), revision=revision,
                                               trust_remote_code=trust_remote_code)

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from {{ cookiecutter.package_name }}.data.common import DataInfo
+from {{ cookiecutter.package_name }}.data.hf_source import resolve_source
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models import footprint
-from {{ cookiecutter.package_name }}.models.hf_source import resolve_source
 from {{ cookiecutter.package_name }}.runtime import DTYPES, choose_device, launched_distributed, mark_placed, usable_precision
 
 log = logging.getLogger(__name__)

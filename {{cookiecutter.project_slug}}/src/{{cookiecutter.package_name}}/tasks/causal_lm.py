@@ -25,12 +25,12 @@ def token_loss(model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, int
 class CausalLMEvaluation(Evaluation):
     """Sums the token loss; keeps a few prompts and generates continuations for the loggers."""
 
-    def __init__(self, tokenizer: Any, num_samples: int = 4, prompt_tokens: int = 8, new_tokens: int = 24) -> None:
-        from torchmetrics import MeanMetric
-
+    def __init__(self, loss: Any, tokenizer: Any, num_samples: int = 4, prompt_tokens: int = 8,
+                 new_tokens: int = 24) -> None:
+        self.loss = loss  # a torchmetrics MeanMetric (reset here): mean over tokens, synced over DDP ranks
+        self.loss.reset()
         self.tokenizer = tokenizer
         self.num_samples, self.prompt_tokens, self.new_tokens = num_samples, prompt_tokens, new_tokens
-        self.loss = MeanMetric(nan_strategy=math.nan)  # mean over tokens, synced over DDP ranks; nan stays nan
         self.prompts: list[torch.Tensor] = []
         self.model: nn.Module | None = None
 
@@ -78,16 +78,20 @@ class CausalLMTask(Task):
         super().__init__(monitor, mode)
         self.num_samples, self.prompt_tokens, self.new_tokens = num_samples, prompt_tokens, new_tokens
         self.tokenizer: Any = None
+        self.loss: Any = None
 
     def bind(self, info: Any) -> None:
-        """Take the tokenizer from the data's metadata."""
+        """Take the tokenizer from the data's metadata; build the loss metric once."""
+        from torchmetrics import MeanMetric
+
         self.tokenizer = info.tokenizer
+        self.loss = MeanMetric(nan_strategy=math.nan)  # a diverged model shows loss=nan
 
     def training_loss(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         return token_loss(model, batch)[0]
 
     def evaluation(self, stage: str = "val") -> CausalLMEvaluation:
-        return CausalLMEvaluation(self.tokenizer, self.num_samples, self.prompt_tokens, self.new_tokens)
+        return CausalLMEvaluation(self.loss, self.tokenizer, self.num_samples, self.prompt_tokens, self.new_tokens)
 
     def save_result(self, model: nn.Module, output_dir: Path) -> Path:
         """Save with ``save_pretrained`` (safetensors) to ``output_dir/model``: the LoRA adapter, or the

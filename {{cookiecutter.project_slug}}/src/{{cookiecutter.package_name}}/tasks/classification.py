@@ -45,15 +45,25 @@ def build_metrics(num_classes: int, curves: bool) -> Any:
     return MetricCollection(metrics)
 
 
+def build_loss() -> Any:
+    """The mean loss over a split (weighted by batch size), synced over DDP ranks."""
+    from torchmetrics import MeanMetric
+
+    return MeanMetric(nan_strategy=math.nan)  # a diverged model shows loss=nan
+
+
 class ClassificationEvaluation(Evaluation):
-    """Metrics of one split, the mean loss and (at test time) a few prediction samples."""
+    """Metrics of one split, the mean loss and (at test time) a few prediction samples.
 
-    def __init__(self, num_classes: int, class_names: list[str], test: bool = False, num_samples: int = 16) -> None:
-        from torchmetrics import MeanMetric
+    ``metrics`` and ``loss`` may be reused from an earlier pass: they are reset here.
+    """
 
+    def __init__(self, metrics: Any, loss: Any, class_names: list[str], test: bool = False,
+                 num_samples: int = 16) -> None:
+        self.metrics, self.loss = metrics, loss
+        self.metrics.reset()
+        self.loss.reset()
         self.class_names, self.test = class_names, test
-        self.metrics = build_metrics(num_classes, curves=test)
-        self.loss = MeanMetric(nan_strategy=math.nan)  # a diverged model shows loss=nan
         self.num_samples = num_samples if test else 0
         self.samples: list[tuple[torch.Tensor, int, int]] = []
         self.results: dict[str, Any] = {}
@@ -114,16 +124,22 @@ class ClassificationTask(Task):
         super().__init__(monitor, mode)
         self.num_classes = 0
         self.class_names: list[str] = []
+        self.val_metrics: Any = None
 
     def bind(self, info: Any) -> None:
-        """Take the class count and names from the data's metadata."""
+        """Take the class count and names from the data's metadata; build the validation metrics once."""
         self.num_classes = info.num_classes
         self.class_names = list(info.class_names) or [str(i) for i in range(info.num_classes)]
+        self.val_metrics = build_metrics(self.num_classes, curves=False), build_loss()
 
     def training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         inputs, targets = batch
         return F.cross_entropy(model(inputs), targets)
 
     def evaluation(self, stage: str = "val") -> ClassificationEvaluation:
-        return ClassificationEvaluation(self.num_classes, self.class_names, test=stage == "test")
+        """Validation reuses its metrics every epoch; the test pass adds PR curves and keeps probabilities."""
+        if stage == "test":
+            return ClassificationEvaluation(build_metrics(self.num_classes, curves=True), build_loss(),
+                                            self.class_names, test=True)
+        return ClassificationEvaluation(*self.val_metrics, self.class_names)
 
