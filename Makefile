@@ -1,32 +1,73 @@
 # The template's own tasks. `make test` and `make demo` work on a fresh machine:
-# they create the virtual environment first.
+# they create the virtual environment first, from the lock (requirements-dev.lock).
 PYTHON ?= python3
 VENV ?= .venv
-# One place for the PyTorch build; override for another one, e.g.
+# One place for the PyTorch build; override it for another one, e.g.
+#   make test TORCH_INDEX=https://download.pytorch.org/whl/cpu      (same versions, CPU wheels)
 #   make test TORCH_SPEC="torch==2.5.1 torchvision==0.20.1 --index-url https://download.pytorch.org/whl/cpu"
-TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# The lock leaves torch, torchvision and their CUDA packages out, so it never fights this choice.
+TORCH_INDEX ?=
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1$(if $(TORCH_INDEX), --index-url $(TORCH_INDEX))
 export TORCH_SPEC  # tests/test_setup_scripts.py installs the same build with setup.sh
 # Two workers: each render's test suite runs in its own process.
 PYTEST_ARGS ?= -n 2
 DEMO_DIR ?= $(CURDIR)/.demo
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# requirements-dev.txt is the list people edit; the lock is what gets installed.
+LOCK := requirements-dev.lock
+# The lowest Python the lock serves (the template's oldest python_version); it serves newer ones too.
+LOCK_PYTHON := 3.10
+# Packages that come with the PyTorch build of TORCH_SPEC and are kept out of the lock.
+TORCH_BUILD := torch|torchvision|triton|nvidia-[^=]*|cuda-[^=]*
+LATEST_VENV ?= .venv-latest
 
-.PHONY: setup test test-fast demo lint bench clean
+.PHONY: setup test test-fast test-latest lock demo lint bench clean
 
-$(STAMP): requirements-dev.txt Makefile
+# The PyTorch build first, then the lock, constrained to that build: pip fails rather than swap it.
+define install
+	$(1)/bin/python -m pip install --quiet $(TORCH_SPEC)
+	$(1)/bin/python -m pip freeze | { grep -E '^(torch|torchvision)==' || true; } > $(1)/torch-constraints.txt
+	$(1)/bin/python -m pip install --quiet -r $(2) -c $(1)/torch-constraints.txt
+	$(1)/bin/python -m pip check
+endef
+
+$(STAMP): $(LOCK) Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(call install,$(VENV),$(LOCK))
 	touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv with torch and every test dependency
+setup: $(STAMP)  ## create .venv with torch and the locked test dependencies
 
 test: setup  ## every test: hooks, the render matrix, each render's own tests and training
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 test-fast: setup  ## the tests that need no rendered project's test suite
 	$(BIN)/python -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+test-latest:  ## every test against the newest releases of requirements-dev.txt, in a fresh .venv-latest
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(call install,$(LATEST_VENV),requirements-dev.txt)
+	$(LATEST_VENV)/bin/python -m pip freeze > $(LATEST_VENV)/freeze.txt
+	$(LATEST_VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
+
+# Exact versions for Linux and every Python from LOCK_PYTHON up, with torch held at TORCH_SPEC's pins.
+# Pins already in the lock are kept; `make lock LOCK_ARGS=--upgrade` moves every pin to the newest release.
+LOCK_ARGS ?=
+COMPILE = $(BIN)/uv pip compile requirements-dev.txt -c $(LOCK).torch --universal \
+	--python-version $(LOCK_PYTHON) --python $(BIN)/python --no-python-downloads \
+	--custom-compile-command "make lock" --quiet $(LOCK_ARGS)
+
+lock: $(BIN)/uv  ## regenerate requirements-dev.lock from requirements-dev.txt
+	printf '%s\n' $(filter torch==% torchvision==%,$(TORCH_SPEC)) > $(LOCK).torch
+	$(COMPILE) --no-annotate --no-header --output-file $(LOCK).all
+	$(COMPILE) $$(sed -nE 's/^($(TORCH_BUILD))==.*/--no-emit-package \1/p' $(LOCK).all | sort -u) \
+		--output-file $(LOCK)
+	rm -f $(LOCK).torch $(LOCK).all
+
+$(BIN)/uv:  # uv comes with the lock; an existing venv is used as it is
+	$(MAKE) setup
 
 lint: setup
 	$(BIN)/ruff check hooks tests benchmarks
@@ -42,4 +83,4 @@ bench: setup  ## print the benchmark ratios
 	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(LATEST_VENV) $(DEMO_DIR) .pytest_cache

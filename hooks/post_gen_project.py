@@ -66,8 +66,15 @@ REMOVE_WHEN = {
         "tests/test_wandb.py",
     ],
     ("license", "none"): ["LICENSE"],
-    ("env_manager", "pip"): ["environment.yml"],
-    ("powershell", "no"): ["scripts/setup.ps1", "scripts/tasks.ps1"],
+    ("env_manager", "conda"): [".python-version"],
+    ("env_manager", "pip"): ["environment.yml", ".python-version"],
+    ("env_manager", "uv"): ["environment.yml"],
+    ("powershell", "no"): [
+        "scripts/setup.ps1",
+        "scripts/tasks.ps1",
+        "scripts/conda_profile.py",
+        ".github/workflows/windows-setup.yml",
+    ],
     ("ci", "none"): [".github"],
 }
 
@@ -98,8 +105,11 @@ def git_init(root: Path) -> None:
 
 def next_steps(answers: dict) -> str:
     slug, package = answers["project_slug"], answers["package_name"]
+    run = "uv run " if answers["env_manager"] == "uv" else ""
     if answers["env_manager"] == "conda":
         setup = f"conda env create -f environment.yml && conda activate {slug}"
+    elif answers["env_manager"] == "uv":
+        setup = "uv sync   # writes uv.lock: commit it"
     else:
         setup = "python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'"
     windows = ["  Windows PowerShell: .\\scripts\\setup.ps1   (-WhatIf prints what it would do)"
@@ -110,9 +120,9 @@ def next_steps(answers: dict) -> str:
             f"  cd {slug}",
             f"  {setup}        (or: bash scripts/setup.sh)",
             *windows,
-            f"  python -m {package}.train              # trains offline in seconds",
-            f"  python -m {package}.train debug=fast   # one quick epoch",
-            "  pytest                                 # the project's own tests",
+            f"  {run}python -m {package}.train              # trains offline in seconds",
+            f"  {run}python -m {package}.train debug=fast   # one quick epoch",
+            f"  {run}pytest                                 # the project's own tests",
             "",
         ]
     )

@@ -124,14 +124,23 @@ BY_ANSWER = {
     "task": {"image-classification": VISION, "causal-lm": CAUSAL_LM, "both": VISION + CAUSAL_LM},
     "logger": {"wandb": WANDB, "csv": []},
     "license": {"MIT": ["LICENSE"], "Apache-2.0": ["LICENSE"], "BSD-3-Clause": ["LICENSE"], "none": []},
-    "env_manager": {"conda": ["environment.yml"], "pip": []},
-    "powershell": {"yes": ["scripts/setup.ps1", "scripts/tasks.ps1"], "no": []},
-    "ci": {"github": [".github/workflows/ci.yml"], "none": []},
+    "env_manager": {"conda": ["environment.yml"], "pip": [], "uv": [".python-version"]},
+    "powershell": {"yes": ["scripts/setup.ps1", "scripts/tasks.ps1", "scripts/conda_profile.py"], "no": []},
+    "ci": {"github": [".github/workflows/ci.yml", ".github/dependabot.yml"], "none": []},
 }
+
+
+# files present only when every listed answer has its value
+BY_ANSWERS = [
+    ({"powershell": "yes", "ci": "github"}, [".github/workflows/windows-setup.yml"]),
+]
 
 
 def expected_files(answers: dict[str, str], package: str) -> set[str]:
     files = list(COMMON)
     for key, options in BY_ANSWER.items():
         files += options[answers[key]]
+    for wanted, paths in BY_ANSWERS:
+        if all(answers[key] == value for key, value in wanted.items()):
+            files += paths
     return {path.format(pkg=package) for path in files}

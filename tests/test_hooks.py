@@ -100,7 +100,8 @@ def test_git_init_is_opt_in(tmp_path: Path) -> None:
 def test_trimming_table_names_only_template_paths() -> None:
     source = (TEMPLATE_DIR / "hooks" / "post_gen_project.py").read_text(encoding="utf-8")
     project = TEMPLATE_DIR / "{{cookiecutter.project_slug}}"
-    paths = re.findall(r'"((?:configs|tests|scripts|\.github|src)[^"]*|environment\.yml|LICENSE)"', source)
+    paths = re.findall(r'"((?:configs|tests|scripts|\.github|src)[^"]*|environment\.yml|\.python-version|LICENSE)"',
+                       source)
     paths += [f"src/{{{{cookiecutter.package_name}}}}/{rest}" for rest in re.findall(r'f"\{PKG\}/([^"]+)"', source)]
     missing = [path for path in paths if not (project / path).exists()]
     assert paths and not missing, f"post_gen removes paths the template does not have: {missing}"

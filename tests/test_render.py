@@ -25,7 +25,7 @@ MATRIX = {
                         "powershell": "no", "ci": "none", "python_version": "3.12", "project_name": "Vision Lab"},
     "lm-4bit": {"task": "causal-lm", "quantization": "4bit", "precision": "bf16", "logger": "csv",
                 "python_version": "3.10", "license": "Apache-2.0"},
-    "both-8bit": {"task": "both", "quantization": "8bit", "precision": "fp16", "env_manager": "pip",
+    "both-8bit": {"task": "both", "quantization": "8bit", "precision": "fp16", "env_manager": "uv",
                   "python_version": "3.12", "license": "none"},
 }
 

@@ -29,6 +29,7 @@ TORCH_FAMILY = {"torch", "torchvision", "torchaudio"}
 SCRIPT_RENDERS = {
     "conda": {"env_manager": "conda", "powershell": "yes", "ci": "github"},
     "pip": {"env_manager": "pip", "powershell": "yes", "ci": "github", "python_version": "3.12"},
+    "uv": {"env_manager": "uv", "powershell": "yes", "ci": "github", "python_version": "3.10"},
 }
 
 
@@ -81,13 +82,54 @@ def test_every_rendered_ps1_parses(project: Path) -> None:
 
 def test_setup_ps1_offers_the_promised_switches(project: Path) -> None:
     text = (project / "scripts" / "setup.ps1").read_text(encoding="utf-8")
-    for parameter in ("$CondaPath", "$ProfilePath", "$DryRun", "$Cpu", "$ProfileOnly", "$EnvManager"):
+    for parameter in ("$CondaPath", "$ProfilePath", "$DryRun", "$Cpu", "$ProfileOnly", "$UndoProfile", "$EnvManager"):
         assert parameter in text, parameter
     assert "SupportsShouldProcess" in text  # -WhatIf
-    assert "shell.powershell hook | Out-String | Invoke-Expression" in text
+    helper = (project / "scripts" / "conda_profile.py").read_text(encoding="utf-8")
+    assert "shell.powershell hook | Out-String | Invoke-Expression" in helper
     # Nothing PowerShell 7 only: Windows PowerShell 5.1 has no ?? ?. or && between commands.
     code = re.sub(r"'[^']*'|\"[^\"]*\"|#.*", "", text)
     assert not re.search(r"\?\?|\?\.|&&|\|\|", code)
+
+
+def test_setup_ps1_passes_the_profile_helper_only_options_it_has(project: Path) -> None:
+    """setup.ps1 hands the profile edit and the policy verdict to conda_profile.py: the options must match."""
+    text = (project / "scripts" / "setup.ps1").read_text(encoding="utf-8")
+    helper = project / "scripts" / "conda_profile.py"
+    helper_part = text[text.index("function Invoke-Helper"):text.index("function Get-EnvPrefix")]
+    passed = set(re.findall(r"'(--[a-z-]+)'", helper_part))
+    assert {"--documents", "--edition", "--profile-path", "--conda", "--dry-run", "--server", "--blocked"} <= passed
+    accepted = set()
+    for command in ("add", "remove", "policy"):
+        usage = subprocess.run([sys.executable, str(helper), command, "--help"], capture_output=True, text=True)
+        accepted |= set(re.findall(r"--[a-z-]+", usage.stdout))
+    assert passed <= accepted, passed - accepted
+    for word in ("'add'", "'remove'", "'policy'", "GetFolderPath('MyDocuments')", "Get-ExecutionPolicy -List"):
+        assert word in text, word
+
+
+PATH_COMMANDS = {"push-location", "set-location", "test-path", "get-content", "remove-item", "resolve-path",
+                 "get-item", "select-string"}
+
+
+def test_ps1_scripts_use_literal_paths_and_always_set_the_exit_code(project: Path) -> None:
+    """No wildcard paths, no Set-Location leaking into the caller, and `exit $code` as the last statement."""
+    for name in ("setup.ps1", "tasks.ps1"):
+        root = tree_sitter.Parser(POWERSHELL).parse((project / "scripts" / name).read_bytes()).root_node
+        commands, stack = [], [root]
+        while stack:
+            node = stack.pop()
+            if node.type == "command" and node.child_by_field_name("command_name") is not None:
+                commands.append(node)
+            stack.extend(node.children)
+        for command in commands:
+            verb = command.child_by_field_name("command_name").text.decode().lower()
+            assert verb not in {"set-location", "cd", "sl", "chdir"}, f"{name}: {command.text!r}"
+            if verb in PATH_COMMANDS:
+                assert b"-LiteralPath" in command.text, f"{name}: {command.text!r}"
+        statements = next(child for child in root.children if child.type == "statement_list").children
+        assert statements[-1].type == "flow_control_statement", name
+        assert re.fullmatch(rb"exit \$\w+", statements[-1].text), statements[-1].text
 
 
 def test_setup_sh_is_shellcheck_clean(project: Path) -> None:
@@ -181,12 +223,31 @@ def test_rendered_ci_keeps_github_expressions_and_gets_project_values(render) ->
     job = workflow["jobs"]["test"]
     assert job["strategy"]["matrix"]["os"] == ["ubuntu-latest", "windows-latest"]
     steps = {step.get("name", step.get("uses")): step for step in job["steps"]}
-    assert steps["actions/setup-python@v5"]["with"] == {"python-version": "3.12", "cache": "pip",
-                                                        "cache-dependency-path": "pyproject.toml"}
+    setup_python = next(step for step in job["steps"] if step.get("uses", "").startswith("actions/setup-python@"))
+    assert setup_python["with"] == {"python-version": "3.12", "cache": "pip", "cache-dependency-path": "pyproject.toml"}
     package = next(path.name for path in (project / "src").iterdir())
     smoke = next(step["run"] for name, step in steps.items() if name and "smoke" in name.lower())
     assert f"-m {package}.train debug=fast" in smoke and workflow["env"]["WANDB_MODE"] == "offline"
     assert "ruff check" in str(steps) and "pytest" in str(steps)
+
+
+def check_windows_setup_job(job: dict) -> None:
+    """The Windows job runs setup.ps1 as a user does, under both editions, and checks a new shell."""
+    assert job["runs-on"] == "windows-latest" and isinstance(job["timeout-minutes"], int)
+    assert job["strategy"]["matrix"]["shell"] == ["powershell", "pwsh"]
+    assert job["env"]["EDITION"] == "${{ matrix.shell }}"
+    runs = [step["run"] for step in job["steps"] if "run" in step]
+    for run in runs:  # each step is PowerShell 7 that runs the edition under test as $env:EDITION
+        assert powershell_errors(run.encode()) == [], run
+    text = "\n".join(runs)
+    assert "[IO.File]::WriteAllText($file, 'Set-Alias -Name ll -Value Get-ChildItem')" in text  # no newline
+    setups = [line for line in text.splitlines() if "-File scripts\\setup.ps1" in line and "-WhatIf" not in line]
+    assert len(setups) == 2 and "-ProfilePath" in setups[0] and "-ProfilePath" not in setups[1], setups
+    assert "-File scripts\\setup.ps1 -WhatIf" in text
+    new_shell = next(run for run in runs if "-EncodedCommand $encoded" in run)
+    for part in ("2> $stderr", "Invoke-Expression $env:ACTIVATE", "python -c $env:IMPORT", "$errors.Count -gt 0"):
+        assert part in new_shell, part
+    assert "-NoProfile" not in new_shell
 
 
 def test_template_ci_runs_weekly_and_on_windows() -> None:
@@ -194,9 +255,24 @@ def test_template_ci_runs_weekly_and_on_windows() -> None:
     triggers = workflow[True]  # YAML 1.1 reads the key `on` as True
     assert triggers["schedule"][0]["cron"].split()[-1] == "1"
     windows = workflow["jobs"]["windows"]
-    assert windows["runs-on"] == "windows-latest"
+    check_windows_setup_job(windows)
+    assert windows["strategy"]["matrix"]["env_manager"] == ["conda", "pip", "uv"]
     runs = "\n".join(step.get("run", "") for step in windows["steps"])
-    assert "powershell=yes" in runs and "setup.ps1 -WhatIf" in runs and "tasks.ps1 smoke" in runs
+    assert "powershell=yes" in runs and "& $tasks smoke" in runs and "optimizer=adam,sgd" in runs
+
+
+@pytest.mark.parametrize("env_manager", ["conda", "pip", "uv"])
+def test_rendered_windows_workflow_checks_setup_ps1_under_both_editions(render, env_manager: str) -> None:
+    project = render(env_manager=env_manager, powershell="yes", ci="github")
+    workflow = yaml.safe_load((project / ".github" / "workflows" / "windows-setup.yml").read_text(encoding="utf-8"))
+    job = workflow["jobs"]["setup"]
+    check_windows_setup_job(job)
+    package = next(path.name for path in (project / "src").iterdir())
+    venv = ". .\\.venv\\Scripts\\Activate.ps1"
+    activate = {"conda": f"conda activate {project.name}", "pip": venv, "uv": venv}
+    assert job["env"]["ACTIVATE"] == activate[env_manager] and job["env"]["IMPORT"] == f"import {package}"
+    installs_uv = [step for step in job["steps"] if "pip install uv" in step.get("run", "")]
+    assert len(installs_uv) == 1 and job["env"]["ENV_MANAGER"] == env_manager
 
 
 def test_pre_commit_config_has_ruff_and_file_checks(render) -> None:

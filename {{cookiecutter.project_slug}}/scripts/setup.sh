@@ -4,6 +4,8 @@
 #   bash scripts/setup.sh           # conda env or .venv; a CUDA PyTorch where the platform has one
 #   bash scripts/setup.sh --cpu     # a CPU-only PyTorch (smaller; for laptops and CI)
 #   bash scripts/setup.sh --pip     # a .venv with pip even if conda is the default (--conda: the reverse)
+#   bash scripts/setup.sh --uv      # uv sync: .venv from pyproject.toml and uv.lock (written on the first run)
+#   bash scripts/setup.sh -- ARGS   # uv mode: pass ARGS on to uv sync, e.g. -- --extra quant
 #
 # Running it again updates the environment in place; nothing is created twice.
 # Environment variables:
@@ -11,6 +13,8 @@
 #   PYTHON      the interpreter a new .venv is made with (default: python{{ cookiecutter.python_version }}, then python3)
 #   VENV_DIR    where the venv goes (default: .venv)
 #   TORCH_SPEC  pip arguments for PyTorch in venv mode, e.g. "torch==2.5.1 --index-url <url>"
+#   UV          the uv executable (default: uv on PATH); with uv, --cpu routes torch to the
+#               pytorch-cpu index in pyproject.toml's [tool.uv.sources], and uv.lock follows
 set -euo pipefail
 
 ENV_MANAGER="${ENV_MANAGER:-{{ cookiecutter.env_manager }}}"
@@ -19,6 +23,7 @@ PACKAGE="{{ cookiecutter.package_name }}"
 PYTHON_VERSION="{{ cookiecutter.python_version }}"
 CPU_INDEX="https://download.pytorch.org/whl/cpu"
 CPU=0
+UV_ARGS=()
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
@@ -29,6 +34,8 @@ while [ "$#" -gt 0 ]; do
         --cpu) CPU=1 ;;
         --pip | --venv) ENV_MANAGER=pip ;;
         --conda) ENV_MANAGER=conda ;;
+        --uv) ENV_MANAGER=uv ;;
+        --) shift; UV_ARGS=("$@"); break ;;
         -h | --help) usage; exit 0 ;;
         *) echo "setup.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
     esac
@@ -111,16 +118,64 @@ setup_venv() {
         # shellcheck disable=SC2086
         "$python" -m pip install --quiet $torch_spec
     fi
-    say "installing $ENV_NAME with its dev tools (pip install -e .[dev])"
-    "$python" -m pip install --quiet -e ".[dev]"
+    say "installing $ENV_NAME with its dev tools"
+    "$python" -m pip install --quiet {{ cookiecutter.__dev_install }}
     RUN=("$python")
     ACTIVATE=". $VENV_DIR/bin/activate"
 }
 
+find_uv() {
+    local candidate
+    for candidate in "${UV:-}" "$(command -v uv 2>/dev/null || true)" "$HOME/.local/bin/uv" "$HOME/.cargo/bin/uv"; do
+        if [ -n "$candidate" ] && [ -x "$candidate" ]; then
+            echo "$candidate"; return 0
+        fi
+    done
+    return 1
+}
+
+use_cpu_index() {
+    # Uncomment the pytorch-cpu lines of [tool.uv.sources]; uv sync then relocks with the CPU build.
+    local line='(torch|torchvision) = \[\{ index = "pytorch-cpu" \}\]'
+    if grep -Eq "^# *$line" pyproject.toml; then
+        say "routing torch to the pytorch-cpu index ([tool.uv.sources] in pyproject.toml)"
+        sed -E "s/^# *($line)/\1/" pyproject.toml > pyproject.toml.tmp
+        mv pyproject.toml.tmp pyproject.toml
+    elif ! grep -Eq "^$line" pyproject.toml; then
+        fail "--cpu: pyproject.toml has no pytorch-cpu lines under [tool.uv.sources]; route torch to a CPU index there yourself."
+    fi
+}
+
+setup_uv() {
+    local uv
+    uv="$(find_uv)" || fail "uv not found: install it (https://docs.astral.sh/uv/getting-started/installation/, or pip install uv) or rerun with --pip."
+    say "uv: $uv ($("$uv" --version))"
+    if [ -n "${VENV_DIR:-}" ]; then
+        export UV_PROJECT_ENVIRONMENT="$VENV_DIR"
+    fi
+    if [ "$CPU" = 1 ]; then
+        use_cpu_index
+    fi
+    local args=(sync)
+    if [ -n "${PYTHON:-}" ]; then
+        args+=(--python "$PYTHON")
+    fi
+    # ${a[@]+...}: bash 3.2 (macOS) calls an empty array unbound under set -u.
+    args+=(${UV_ARGS[@]+"${UV_ARGS[@]}"})
+    [ -f uv.lock ] || say "no uv.lock yet: uv sync writes it; commit it with the code"
+    say "uv ${args[*]}: the project, its dev group and the locked versions"
+    "$uv" "${args[@]}"
+    RUN=("$uv" run --no-sync python)
+    ACTIVATE=". ${VENV_DIR:-.venv}/bin/activate   # or put 'uv run' before each command"
+}
+
+[ -z "${UV_ARGS[*]-}" ] || [ "$ENV_MANAGER" = uv ] || fail "arguments after -- go to uv sync; add --uv."
+
 case "$ENV_MANAGER" in
     conda) setup_conda ;;
     pip) setup_venv ;;
-    *) fail "ENV_MANAGER must be conda or pip, not '$ENV_MANAGER'." ;;
+    uv) setup_uv ;;
+    *) fail "ENV_MANAGER must be conda, pip or uv, not '$ENV_MANAGER'." ;;
 esac
 
 say "checking the install"

@@ -11,6 +11,9 @@
         .\scripts\tasks.ps1 lint         # = make lint
         .\scripts\tasks.ps1 format       # = make format
         .\scripts\tasks.ps1 clean        # = make clean
+    Sweeps need no quotes: `.\scripts\tasks.ps1 train -m optimizer=adam,sgd` reaches Hydra as
+    optimizer=adam,sgd (PowerShell splits it into an array; this script joins it back with commas).
+    Your session keeps its folder and environment variables; the exit code is the task's.
     If Windows refuses to run scripts, use: powershell -ExecutionPolicy Bypass -File scripts\tasks.ps1 test
 #>
 # A simple script (no [Parameter()] attributes), so $args keeps everything after the task,
@@ -19,34 +22,66 @@ param(
     [ValidateSet('help', 'setup', 'train', 'smoke', 'test', 'lint', 'format', 'clean')]
     [string] $Task = 'help'
 )
-$Rest = @($args)
-
 $ErrorActionPreference = 'Stop'
 $Package = '{{ cookiecutter.package_name }}'
-Set-Location (Split-Path -Parent $PSScriptRoot)
+
+function ConvertTo-Argument($Value) {
+    # An unquoted a=b,c arrives as the array ('a=b', 'c'): give Hydra its comma-separated sweep back.
+    if ($Value -is [array]) { return (@($Value | ForEach-Object { ConvertTo-Argument $_ }) -join ',') }
+    return [string] $Value
+}
+
+$Rest = @($args | ForEach-Object { ConvertTo-Argument $_ })
+
+$ExitCode = 0
 
 function Invoke-Python([string[]] $Arguments) {
-    & python @Arguments
-    if ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }
+    # Output is not captured, so logs and progress bars stream as usual; the exit code is kept.
+    # Continue: Windows PowerShell 5.1 may turn Hydra's log lines on stderr into errors.
+    $ErrorActionPreference = 'Continue'
+    & {{ cookiecutter.__run }}python @Arguments
+    $script:ExitCode = $LASTEXITCODE
 }
 
-switch ($Task) {
-    'setup' { & (Join-Path $PSScriptRoot 'setup.ps1') @args; exit $LASTEXITCODE }
-    'train' { Invoke-Python (@('-m', "$Package.train") + $Rest) }
-    'smoke' {
-        $env:WANDB_MODE = 'offline'
-        Invoke-Python (@('-m', "$Package.train", 'debug=fast', 'trainer.device=cpu', 'hydra.run.dir=outputs/smoke') + $Rest)
-    }
-    'test' { Invoke-Python (@('-m', 'pytest') + $Rest) }
-    'lint' { Invoke-Python @('-m', 'ruff', 'check', '.') }
-    'format' {
-        Invoke-Python @('-m', 'ruff', 'format', '.')
-        Invoke-Python @('-m', 'ruff', 'check', '--fix', '.')
-    }
-    'clean' {
-        foreach ($path in @('outputs', 'multirun', '.pytest_cache', '.ruff_cache')) {
-            if (Test-Path -LiteralPath $path) { Remove-Item -LiteralPath $path -Recurse -Force }
+function Invoke-Task {
+    switch ($Task) {
+        'setup' {
+            & (Join-Path $PSScriptRoot 'setup.ps1') @Rest
+            $script:ExitCode = $LASTEXITCODE
         }
+        'train' { Invoke-Python (@('-m', "$Package.train") + $Rest) }
+        'smoke' {
+            $saved = $env:WANDB_MODE
+            $env:WANDB_MODE = 'offline'
+            try {
+                Invoke-Python (@('-m', "$Package.train", 'debug=fast', 'trainer.device=cpu',
+                        'hydra.run.dir=outputs/smoke') + $Rest)
+            } finally {
+                $env:WANDB_MODE = $saved  # $null removes the variable again
+            }
+        }
+        'test' { Invoke-Python (@('-m', 'pytest') + $Rest) }
+        'lint' { Invoke-Python @('-m', 'ruff', 'check', '.') }
+        'format' {
+            Invoke-Python @('-m', 'ruff', 'format', '.')
+            if ($script:ExitCode -eq 0) { Invoke-Python @('-m', 'ruff', 'check', '--fix', '.') }
+        }
+        'clean' {
+            foreach ($path in @('outputs', 'multirun', '.pytest_cache', '.ruff_cache')) {
+                if (Test-Path -LiteralPath $path) { Remove-Item -LiteralPath $path -Recurse -Force }
+            }
+        }
+        default { Get-Help -Name $PSCommandPath -Detailed }
     }
-    default { Get-Help $PSCommandPath -Detailed }
 }
+
+Push-Location -LiteralPath (Split-Path -Parent $PSScriptRoot)
+try {
+    Invoke-Task
+} catch {
+    Write-Host "tasks.ps1 ${Task}: $($_.Exception.Message)" -ForegroundColor Red
+    $ExitCode = 1
+} finally {
+    Pop-Location
+}
+exit $ExitCode

@@ -1,0 +1,371 @@
+"""The rendered scripts/conda_profile.py on real profile files in a fake Documents folder.
+
+setup.ps1 hands the profile editing and the execution-policy verdict to this helper because
+PowerShell does not run here; every case from the Windows issue is exercised on real bytes.
+"""
+
+from __future__ import annotations
+
+import codecs
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tree_sitter
+import tree_sitter_powershell
+
+POWERSHELL = tree_sitter.Language(tree_sitter_powershell.language())
+CONDA = r"C:\Users\me\miniconda3\Scripts\conda.exe"
+KOREAN_CONDA = r"C:\Users\김철수\miniconda3\Scripts\conda.exe"
+FIX_POLICY = "Set-ExecutionPolicy -Scope CurrentUser RemoteSigned"
+FIX_BLOCKED = "Get-ChildItem -Recurse | Unblock-File"
+
+
+@pytest.fixture(scope="module")
+def helper(render) -> Path:
+    return render(powershell="yes") / "scripts" / "conda_profile.py"
+
+
+@pytest.fixture
+def documents(tmp_path: Path) -> Path:
+    return tmp_path / "Documents"
+
+
+def run(helper: Path, *args: str, expect: int = 0) -> str:
+    result = subprocess.run([sys.executable, str(helper), *args], capture_output=True, text=True, timeout=60,
+                            encoding="utf-8")
+    assert result.returncode == expect, result.stdout + result.stderr
+    return result.stdout
+
+
+def add(helper: Path, documents: Path, *extra: str, conda: str = CONDA, expect: int = 0) -> str:
+    return run(helper, "add", "--documents", str(documents), "--conda", conda, "--code-page", "949", *extra,
+               expect=expect)
+
+
+def profile(documents: Path, edition: str = "WindowsPowerShell", name: str = "profile.ps1") -> Path:
+    return documents / edition / name
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def parse(data: bytes) -> tree_sitter.Node:
+    """The tree-sitter PowerShell parse of a profile (BOM removed); fails on any syntax error."""
+    data = data.removeprefix(codecs.BOM_UTF8)
+    root = tree_sitter.Parser(POWERSHELL).parse(data).root_node
+    stack = [root] if data.strip() else []  # the parser calls an empty file an error; PowerShell does not
+    while stack:
+        node = stack.pop()
+        assert not (node.is_error or node.is_missing), f"{node.type} at line {node.start_point[0] + 1}"
+        stack.extend(node.children)
+    return root
+
+
+def nodes(root: tree_sitter.Node, kind: str) -> list[tree_sitter.Node]:
+    found, stack = [], [root]
+    while stack:
+        node = stack.pop()
+        if node.type == kind:
+            found.append(node)
+        stack.extend(reversed(node.children))
+    return found
+
+
+def invocations(data: bytes) -> list[tuple[str, str]]:
+    """(operator, path) of every `& 'path'` and `. 'path'` in a profile, the path unquoted as PowerShell does."""
+    calls = []
+    for command in nodes(parse(data), "command"):
+        operator = next((child for child in command.children if child.type == "command_invokation_operator"), None)
+        name = next((child for child in command.children if child.type == "command_name_expr"), None)
+        if operator is None or name is None:
+            continue
+        literal = name.text.decode("utf-8")
+        assert literal[:1] in "'\"" and literal[-1:] == literal[:1] and "$" not in literal, literal
+        value = literal[1:-1].replace("''", "'") if literal[0] == "'" else literal[1:-1]
+        calls.append((operator.text.decode(), value))
+    return calls
+
+
+def hooks_in(data: bytes) -> list[str]:
+    return [path for operator, path in invocations(data) if operator == "&"]
+
+
+def test_hook_starts_on_a_new_line_after_a_last_line_without_newline(helper: Path, documents: Path) -> None:
+    target = write(profile(documents), b"Import-Module posh-git")
+    add(helper, documents, "--edition", "desktop")
+    data = target.read_bytes()
+    assert data.startswith(b"Import-Module posh-git\r\n")
+    commands = nodes(parse(data), "command")
+    assert commands[0].text == b"Import-Module posh-git"  # the user's line is still a statement of its own
+    assert hooks_in(data) == [CONDA]
+
+
+@pytest.mark.parametrize(("bom", "encoding"), [(b"", "ascii"), (codecs.BOM_UTF8, "utf-8"),
+                                               (codecs.BOM_UTF16_LE, "utf-16-le"),  # 5.1's `>` and Out-File
+                                               (codecs.BOM_UTF16_BE, "utf-16-be")])
+def test_an_ascii_addition_keeps_the_encoding(helper: Path, documents: Path, bom: bytes, encoding: str) -> None:
+    original = "Set-Alias ll Get-ChildItem\r\n"
+    target = write(profile(documents), bom + original.encode(encoding))
+    add(helper, documents, "--edition", "desktop")
+    data = target.read_bytes()
+    assert data.startswith(bom + original.encode(encoding))
+    text = data[len(bom):].decode(encoding)
+    assert text.startswith(original) and CONDA in text
+    if not encoding.startswith("utf-16"):
+        assert hooks_in(data) == [CONDA]
+
+
+def test_a_korean_conda_path_is_written_as_utf8_with_bom(helper: Path, documents: Path) -> None:
+    target = write(profile(documents), b"Set-Alias ll Get-ChildItem")  # ASCII, no BOM
+    add(helper, documents, "--edition", "desktop", conda=KOREAN_CONDA)
+    data = target.read_bytes()
+    assert data.startswith(codecs.BOM_UTF8)  # Windows PowerShell 5.1 reads it as UTF-8, not as cp949
+    assert hooks_in(data) == [KOREAN_CONDA]
+    fresh = profile(documents, "PowerShell")  # a new file gets the same treatment
+    add(helper, documents, "--edition", "core", conda=KOREAN_CONDA)
+    assert fresh.read_bytes().startswith(codecs.BOM_UTF8) and hooks_in(fresh.read_bytes()) == [KOREAN_CONDA]
+
+
+def test_a_cp949_profile_is_read_as_cp949_and_kept_intact(helper: Path, documents: Path) -> None:
+    original = "# 김철수의 프로필\r\nSet-Location D:\\작업"
+    encoded = original.encode("cp949")
+    with pytest.raises(UnicodeDecodeError):
+        encoded.decode("utf-8")  # what makes the helper fall back to the code page
+    target = write(profile(documents), encoded)
+    add(helper, documents, "--edition", "desktop", conda=KOREAN_CONDA)
+    data = target.read_bytes()
+    assert data.startswith(codecs.BOM_UTF8)
+    text = data.decode("utf-8-sig")
+    assert text.startswith(original + "\r\n") and "\ufffd" not in text
+    assert hooks_in(data) == [KOREAN_CONDA]
+
+
+def test_a_profile_in_neither_utf8_nor_the_code_page_is_left_alone(helper: Path, documents: Path) -> None:
+    target = write(profile(documents), b"# \x80\xff\x80\xff")  # invalid UTF-8 and invalid cp949
+    output = add(helper, documents, "--edition", "desktop", expect=1)
+    assert "UTF-8 with BOM" in output and output.count("\n") == 1
+    assert target.read_bytes() == b"# \x80\xff\x80\xff"
+
+
+def test_an_undecodable_file_that_is_only_searched_does_not_stop_the_edit(helper: Path, documents: Path) -> None:
+    write(profile(documents, name="Microsoft.PowerShell_profile.ps1"), b"# \x80\xff\x80\xff\r\nSet-Alias ll ls\r\n")
+    add(helper, documents, "--edition", "desktop")
+    assert hooks_in(profile(documents).read_bytes()) == [CONDA]
+
+
+OLD_HOOK = '& "{}" shell.powershell hook | Out-String | Invoke-Expression'  # what the old setup.ps1 wrote
+
+
+def test_lines_the_old_setup_ps1_glued_on_are_moved_to_their_own_lines(helper: Path, documents: Path,
+                                                                      tmp_path: Path) -> None:
+    custom = tmp_path / "custom.ps1"
+    write(custom, OLD_HOOK.format(CONDA).encode())
+    console = write(profile(documents, name="Microsoft.PowerShell_profile.ps1"),
+                    f"Import-Module posh-git. '{custom}'\r\n".encode())
+    target = write(profile(documents), f"Set-Alias ll Get-ChildItem{OLD_HOOK.format(CONDA)}".encode())
+    add(helper, documents, "--edition", "desktop")
+    assert target.read_bytes() == f"Set-Alias ll Get-ChildItem\r\n{OLD_HOOK.format(CONDA)}".encode()
+    assert console.read_bytes() == f"Import-Module posh-git\r\n. '{custom}'\r\n".encode()
+    assert nodes(parse(target.read_bytes()), "command")[0].text == b"Set-Alias ll Get-ChildItem"
+    assert hooks_in(target.read_bytes()) == [CONDA] and (".", str(custom)) in invocations(console.read_bytes())
+    first = snapshot(tmp_path)
+    add(helper, documents, "--edition", "desktop")
+    assert snapshot(tmp_path) == first
+
+
+def test_an_old_utf8_hook_in_a_cp949_profile_is_read_right_and_saved_for_both_editions(helper: Path,
+                                                                                         documents: Path) -> None:
+    # Add-Content -Encoding UTF8 appended the hook's UTF-8 bytes to a cp949 profile: 5.1 misread the path.
+    mine, hook = "# 김철수의 프로필\r\nSet-Location D:\\작업\r\n", OLD_HOOK.format(KOREAN_CONDA) + "\r\n"
+    target = write(profile(documents), mine.encode("cp949") + hook.encode("utf-8"))
+    add(helper, documents, "--edition", "desktop")
+    assert target.read_bytes() == codecs.BOM_UTF8 + (mine + hook).encode("utf-8")
+    assert hooks_in(target.read_bytes()) == [KOREAN_CONDA]
+
+
+def test_a_hook_whose_conda_is_gone_does_not_count(helper: Path, documents: Path, tmp_path: Path) -> None:
+    gone, there = tmp_path / "anaconda3" / "Scripts" / "conda.exe", write(tmp_path / "conda.exe", b"")
+    target = write(profile(documents), (OLD_HOOK.format(gone) + "\r\n").encode())
+    output = add(helper, documents, "--edition", "desktop", conda=str(there))
+    assert f"{gone}, which does not exist" in output and output.count("\n") == 2
+    assert hooks_in(target.read_bytes()) == [str(gone), str(there)]
+    before = snapshot(tmp_path)
+    add(helper, documents, "--edition", "desktop", conda=str(there))
+    assert snapshot(tmp_path) == before
+
+
+CONDA_INIT = (
+    "#region conda initialize\r\n"
+    "# !! Contents within this block are managed by 'conda init' !!\r\n"
+    'If (Test-Path "C:\\Users\\me\\anaconda3\\Scripts\\conda.exe") {\r\n'
+    '    (& "C:\\Users\\me\\anaconda3\\Scripts\\conda.exe" "shell.powershell" "hook") | Out-String | ?{$_} | '
+    "Invoke-Expression\r\n"
+    "}\r\n"
+    "#endregion\r\n"
+)
+
+
+@pytest.mark.parametrize("name", ["profile.ps1", "Microsoft.PowerShell_profile.ps1"])
+def test_an_existing_conda_init_block_counts(helper: Path, documents: Path, name: str) -> None:
+    write(profile(documents, name=name), CONDA_INIT.encode())
+    before = snapshot(documents)
+    output = add(helper, documents, "--edition", "desktop")
+    assert snapshot(documents) == before
+    assert "already loaded from" in output and name in output
+
+
+def test_a_commented_out_hook_does_not_count(helper: Path, documents: Path) -> None:
+    target = write(profile(documents), f"# & '{CONDA}' shell.powershell hook | Out-String | Invoke-Expression\r\n"
+                                       "<#\r\n& conda.exe shell.powershell hook\r\n#>\r\n".encode())
+    add(helper, documents, "--edition", "desktop")
+    assert hooks_in(target.read_bytes()) == [CONDA]
+
+
+def test_a_hook_in_a_dot_sourced_file_counts(helper: Path, documents: Path) -> None:
+    write(profile(documents), b'. "$PSScriptRoot\\conda-setup.ps1"\r\n')
+    write(documents / "WindowsPowerShell" / "conda-setup.ps1", f"& '{CONDA}' shell.powershell hook | Out-String | "
+                                                               "Invoke-Expression".encode())
+    before = snapshot(documents)
+    add(helper, documents, "--edition", "desktop")
+    assert snapshot(documents) == before
+
+
+def test_each_edition_gets_its_own_all_hosts_profile(helper: Path, documents: Path) -> None:
+    output = add(helper, documents)
+    for folder in ("WindowsPowerShell", "PowerShell"):
+        assert hooks_in(profile(documents, folder).read_bytes()) == [CONDA], output
+    assert not profile(documents, name="Microsoft.PowerShell_profile.ps1").exists()
+
+
+def test_profile_path_twice_then_a_plain_run_add_nothing(helper: Path, documents: Path, tmp_path: Path) -> None:
+    custom = tmp_path / "D drive" / "it's profiles" / "Microsoft.PowerShell_profile.ps1"
+    write(profile(documents), b"Import-Module posh-git")
+    add(helper, documents, "--profile-path", str(custom))
+    first = snapshot(tmp_path)
+    assert hooks_in(custom.read_bytes()) == [CONDA]
+    for folder in ("WindowsPowerShell", "PowerShell"):
+        data = profile(documents, folder).read_bytes()
+        assert hooks_in(data) == [] and (".", str(custom)) in invocations(data)
+    add(helper, documents, "--profile-path", str(custom))
+    add(helper, documents)
+    assert snapshot(tmp_path) == first
+
+
+def test_a_standard_profile_hook_is_not_duplicated_by_profile_path(helper: Path, documents: Path,
+                                                                   tmp_path: Path) -> None:
+    add(helper, documents, "--edition", "desktop")
+    before = snapshot(tmp_path)
+    output = add(helper, documents, "--edition", "desktop", "--profile-path", str(tmp_path / "custom.ps1"))
+    assert snapshot(tmp_path) == before and "already loaded" in output
+
+
+@pytest.mark.parametrize("quote", ["'", "\u2019"])
+def test_apostrophes_in_paths_are_quoted(helper: Path, documents: Path, tmp_path: Path, quote: str) -> None:
+    conda = rf"C:\Users\O{quote}Brien\miniconda3\Scripts\conda.exe"
+    custom = tmp_path / f"Jo{quote}s profiles" / "conda.ps1"
+    add(helper, documents, "--edition", "desktop", "--profile-path", str(custom), conda=conda)
+    data = profile(documents).read_bytes()
+    assert f"Jo{quote}{quote}s profiles".encode() in data and f"O{quote}{quote}Brien".encode() in custom.read_bytes()
+    if quote == "'":  # the parser knows the ASCII apostrophe; PowerShell treats all four alike
+        assert (".", str(custom)) in invocations(data) and hooks_in(custom.read_bytes()) == [conda]
+    before = snapshot(tmp_path)
+    add(helper, documents, "--edition", "desktop")  # the loader line is read back: nothing added
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("start", [b"", b"Import-Module posh-git", "# 프로필\n".encode("cp949"),
+                                   codecs.BOM_UTF8 + "# 프로필\r\n".encode(), CONDA_INIT.encode()[:60]])
+def test_running_twice_gives_the_same_bytes(helper: Path, documents: Path, tmp_path: Path, start: bytes) -> None:
+    write(profile(documents), start)
+    write(profile(documents, "PowerShell", "Microsoft.PowerShell_profile.ps1"), start)
+    add(helper, documents, conda=KOREAN_CONDA)
+    first = snapshot(tmp_path)
+    add(helper, documents, conda=KOREAN_CONDA)
+    assert snapshot(tmp_path) == first
+    for path in documents.rglob("profile.ps1"):  # the files written to (UTF-8 with BOM or ASCII)
+        parse(path.read_bytes())
+
+
+def test_lf_files_stay_lf(helper: Path, documents: Path) -> None:
+    target = write(profile(documents), b"Import-Module posh-git\n")
+    add(helper, documents, "--edition", "desktop")
+    assert b"\r" not in target.read_bytes()
+
+
+def test_dry_run_writes_nothing(helper: Path, documents: Path, tmp_path: Path) -> None:
+    write(profile(documents), b"Import-Module posh-git")
+    before = snapshot(tmp_path)
+    output = add(helper, documents, "--dry-run", "--profile-path", str(tmp_path / "custom.ps1"))
+    assert snapshot(tmp_path) == before and output.count("[dry run] would add") == 3
+
+
+def test_remove_takes_out_only_what_add_wrote(helper: Path, documents: Path, tmp_path: Path) -> None:
+    target = write(profile(documents), b"Import-Module posh-git\r\n" + CONDA_INIT.encode())
+    core = profile(documents, "PowerShell")
+    custom = tmp_path / "custom.ps1"
+    add(helper, documents, "--profile-path", str(custom))
+    assert hooks_in(core.read_bytes()) == [] and custom.is_file()
+    run(helper, "remove", "--documents", str(documents), "--profile-path", str(custom), "--code-page", "949")
+    assert target.read_bytes() == b"Import-Module posh-git\r\n" + CONDA_INIT.encode()  # conda init's block stays
+    assert core.read_bytes() == b"" and hooks_in(custom.read_bytes()) == []
+    target.write_bytes(b"Import-Module posh-git\r\n")
+    add(helper, documents)
+    run(helper, "remove", "--documents", str(documents), "--code-page", "949")
+    assert target.read_bytes() == b"Import-Module posh-git\r\n" and core.read_bytes() == b""
+
+
+UNDEFINED = {scope: "Undefined" for scope in ("MachinePolicy", "UserPolicy", "Process", "CurrentUser",
+                                               "LocalMachine")}
+
+
+def policy(helper: Path, edition: str, *flags: str, **scopes: str) -> list[str]:
+    pairs = [f"{scope}={value}" for scope, value in {**UNDEFINED, **scopes}.items()]
+    return run(helper, "policy", "--edition", edition, *flags, *pairs).splitlines()
+
+
+def test_undefined_policies_mean_the_editions_default(helper: Path) -> None:
+    (warning,) = policy(helper, "desktop")  # Windows PowerShell 5.1 on client Windows: Restricted
+    assert "Restricted" in warning and warning.endswith(FIX_POLICY)
+    assert policy(helper, "desktop", "--server") == []  # Windows Server: RemoteSigned
+    assert policy(helper, "core") == []  # PowerShell 7 on Windows: RemoteSigned
+
+
+def test_the_process_scope_is_not_what_the_next_window_gets(helper: Path) -> None:
+    (warning,) = policy(helper, "desktop", Process="Bypass", LocalMachine="Restricted")
+    assert "Restricted" in warning and warning.endswith(FIX_POLICY)
+
+
+def test_scopes_apply_in_precedence_order(helper: Path) -> None:
+    assert policy(helper, "desktop", CurrentUser="RemoteSigned", LocalMachine="Restricted") == []
+    (warning,) = policy(helper, "core", CurrentUser="AllSigned", LocalMachine="RemoteSigned")
+    assert "AllSigned" in warning and warning.endswith(FIX_POLICY)
+    (warning,) = policy(helper, "desktop", MachinePolicy="AllSigned", CurrentUser="RemoteSigned")
+    assert "Group Policy" in warning and FIX_POLICY not in warning  # the user cannot override it
+    (warning,) = policy(helper, "desktop", UserPolicy="Restricted", CurrentUser="Bypass")
+    assert "Group Policy" in warning
+
+
+def test_downloaded_files_get_the_unblock_fix(helper: Path) -> None:
+    (warning,) = policy(helper, "core", "--blocked")
+    assert warning.endswith(FIX_BLOCKED) and "not digitally signed" in warning
+    assert policy(helper, "core", "--blocked", CurrentUser="Bypass") == []
+    assert len(policy(helper, "desktop", "--blocked")) == 2  # Restricted and blocked: both fixes
+
+
+def test_the_readme_shows_what_the_helper_writes_and_both_fixes(render, documents: Path) -> None:
+    project = render(powershell="yes")
+    add(project / "scripts" / "conda_profile.py", documents, "--edition", "desktop")
+    readme = project / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    assert profile(documents).read_text(encoding="ascii").replace("\r\n", "\n") in text
+    for needed in ("profile.ps1", "-UndoProfile", FIX_POLICY, FIX_BLOCKED.replace("|", "\\|"), "Group Policy"):
+        assert needed in text, needed
