@@ -16,6 +16,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from {{ cookiecutter.package_name }}.config_checks import check_config
 from {{ cookiecutter.package_name }}.errors import exit_on_user_error
 from {{ cookiecutter.package_name }}.models import footprint
 from {{ cookiecutter.package_name }}.models.hf_loader import model_config, quantization_name
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 def memory_report(cfg: DictConfig) -> dict[str, Any]:
     """Load the model of ``cfg`` for inference and return its report (also written to memory.json)."""
+    check_config(cfg)
     info = instantiate(cfg.data).setup()
     model_cfg = cfg.model
     config = model_config(model_cfg.name_or_path, model_cfg.config, info.tokenizer, model_cfg.revision,

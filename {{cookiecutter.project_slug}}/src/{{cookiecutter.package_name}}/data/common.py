@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, TensorDataset
 
 from {{ cookiecutter.package_name }} import runtime
 
@@ -89,8 +89,10 @@ def set_epoch(loader: Any, epoch: int, start_batch: int = 0) -> None:
     of ``trainer.overfit_batches``) is left as it is.
     """
     sampler = getattr(loader, "sampler", None)
+    batch_size = getattr(sampler, "batch_size", None) or getattr(loader, "batch_size", None) or 1
+    sampler = getattr(sampler, "sampler", sampler)  # inside a BatchSampler (in-memory tensors)
     if isinstance(sampler, EpochSampler):
-        sampler.set_epoch(epoch, start=start_batch * (loader.batch_size or 1))
+        sampler.set_epoch(epoch, start=start_batch * batch_size)
         if loader.generator is not None:
             loader.generator.manual_seed(sampler.seed + epoch)
 
@@ -119,14 +121,19 @@ class DataModule:
         return {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
 
     def loader(self, split: str) -> DataLoader:
-        """A loader over ``split`` with an :class:`EpochSampler`, sharded under DDP."""
+        """A loader over ``split`` with an :class:`EpochSampler`, sharded under DDP.
+
+        Tensors in memory (a ``TensorDataset``) are indexed a whole batch at a time instead of
+        sample by sample and collated: the same batches, several times faster.
+        """
         dataset = self.dataset(split)
         sampler = EpochSampler(len(dataset), shuffle=split == "train", seed=self.seed, rank=runtime.rank(),
                                world_size=runtime.world_size())
+        batched = isinstance(dataset, TensorDataset) and self.collate_fn is None
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
+            batch_size=None if batched else self.batch_size,
+            sampler=BatchSampler(sampler, self.batch_size, drop_last=False) if batched else sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and self.num_workers > 0,

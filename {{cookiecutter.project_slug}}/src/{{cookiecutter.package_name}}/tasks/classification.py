@@ -6,7 +6,6 @@ kept only at test time, where the precision-recall curves need them.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -46,10 +45,10 @@ def build_metrics(num_classes: int, curves: bool) -> Any:
 
 
 def build_loss() -> Any:
-    """The mean loss over a split (weighted by batch size), synced over DDP ranks."""
+    """The mean of per-sample losses over a split, synced over DDP ranks (a diverged model shows nan)."""
     from torchmetrics import MeanMetric
 
-    return MeanMetric(nan_strategy=math.nan)  # a diverged model shows loss=nan
+    return MeanMetric(nan_strategy="disable")
 
 
 class ClassificationEvaluation(Evaluation):
@@ -75,7 +74,7 @@ class ClassificationEvaluation(Evaluation):
         if self.loss.device != logits.device:
             self.metrics.to(logits.device)
             self.loss.to(logits.device)
-        self.loss.update(F.cross_entropy(logits, targets), weight=targets.numel())
+        self.loss.update(F.cross_entropy(logits, targets, reduction="none"))
         self.metrics.update(logits.softmax(1) if self.test else logits, targets)
         if len(self.samples) < self.num_samples:
             predictions = logits.argmax(1)

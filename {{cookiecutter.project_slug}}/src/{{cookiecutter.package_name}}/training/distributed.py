@@ -111,3 +111,13 @@ def any_rank(flag: bool, device: torch.device) -> bool:
         return flag
     tensor = torch.tensor(int(flag), device=device)
     return bool(all_reduce_sum(tensor).item())
+
+
+def wrap(model: torch.nn.Module, device: torch.device, find_unused_parameters: bool = False) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel once a process group exists, else as it is."""
+    if not dist.is_initialized():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)

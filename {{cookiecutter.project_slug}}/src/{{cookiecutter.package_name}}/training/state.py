@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,11 +73,21 @@ class TrainingState:
             "run_ids": run_ids,
         }
 
+    def outcome(self) -> dict[str, Any]:
+        """The best and final results so far, for the run summary."""
+        stopping = self.early_stopping
+        return {"best": {"value": stopping.best_score, "epoch": stopping.best_epoch},
+                "final": self.history[-1] if self.history else {}, "epochs": self.epoch,
+                "global_step": self.global_step, "stopped_early": stopping.should_stop}
+
     def save(self, paths: list[Path], run_ids: dict[str, str], rng_by_rank: list[dict[str, Any]] | None = None) -> None:
-        """Write the state to every one of ``paths`` (each atomically)."""
-        state = self.state_dict(run_ids, rng_by_rank)
-        for path in paths:
-            save_checkpoint(state, path)
+        """Write the state to the first of ``paths``, then copy that file to the others (each atomically)."""
+        first, *others = paths
+        save_checkpoint(self.state_dict(run_ids, rng_by_rank), first)
+        for path in others:
+            temporary = path.with_name(f".{path.name}.tmp")
+            shutil.copyfile(first, temporary)
+            os.replace(temporary, path)
 
     def restore(self, path: Path) -> None:
         """Load ``path``; the RNG states wait in ``pending_rng`` until the first epoch starts."""

@@ -91,7 +91,7 @@ class Trainer:
         """Train until max_epochs, max_steps or early stopping; return the best monitored value."""
         self.task, self.datamodule = task, datamodule
         runtime.reset_peak_memory(self.device)  # this fit's peak, not an earlier trial's in the same process
-        self.model = self._wrap(runtime.place(model, self.device))
+        self.model = dist.wrap(runtime.place(model, self.device), self.device, self.find_unused_parameters)
         optimizer = optimizer_factory([p for p in self.model.parameters() if p.requires_grad])
         train_loader, val_loader = self._loaders()
         batches = self._num_batches(train_loader, self.limit_train)
@@ -136,9 +136,9 @@ class Trainer:
             if not last_of_step:
                 continue
             self.optimizer_step()
-            self._emit("on_train_step_end", loss)
             if state.global_step % self.log_every == 0:
                 self._log_step(loss, bar)
+            self._emit("on_train_step_end", loss)
             self._stop_if_signalled(state.global_step, bar)
             if self._step_limit_reached():
                 break
@@ -182,20 +182,11 @@ class Trainer:
         return self.state.early_stopping.best_score
 
     def summary(self, test_metrics: dict[str, float] | None = None) -> dict[str, Any]:
-        state, stopping = self.state, self.state.early_stopping
-        return {
-            "monitor": self.task.monitor,
-            "mode": self.task.mode,
-            "best": {"value": stopping.best_score, "epoch": stopping.best_epoch},
-            "final": state.history[-1] if state.history else {},
-            "test": test_metrics or {},
-            "epochs": state.epoch,
-            "global_step": state.global_step,
-            "stopped_early": stopping.should_stop,
-            "precision": self.precision.name,
-            "peak_memory_bytes": runtime.peak_memory_bytes(self.device),
-            "checkpoints": {name: str(self.checkpoint_dir / f"{name}.pt") for name in ("best", "last")},
-        }
+        """What ``summary.json`` records: the run's outcome and where its checkpoints are."""
+        return {"monitor": self.task.monitor, "mode": self.task.mode, **self.state.outcome(),
+                "test": test_metrics or {}, "precision": self.precision.name,
+                "peak_memory_bytes": runtime.peak_memory_bytes(self.device),
+                "checkpoints": {name: str(self.checkpoint_dir / f"{name}.pt") for name in ("best", "last")}}
 
     # ----------------------------------------------------------------- inside the loop
     def _forward_backward(self, batch: Any, sync: bool) -> torch.Tensor:
@@ -240,12 +231,6 @@ class Trainer:
         return evaluation
 
     # ----------------------------------------------------------------- helpers
-    def _wrap(self, model: nn.Module) -> nn.Module:
-        if not torch.distributed.is_initialized():
-            return model
-        device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=self.find_unused_parameters)
-
     def _loaders(self) -> tuple[Any, Any]:
         train = self.datamodule.loader("train")
         if self.overfit_batches:
