@@ -90,14 +90,14 @@ def llama_7b_config() -> Any:
                        tie_word_embeddings=False)
 
 
-def save_random(config: Any, folder: Path) -> None:
+def save_random(config: Any, folder: Path, device: str = "cuda") -> None:
     """A randomly initialised model in bf16, built on the GPU (fast) and saved with save_pretrained."""
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    model.to_empty(device="cuda")
-    generator = torch.Generator("cuda").manual_seed(0)
+    model.to_empty(device=device)
+    generator = torch.Generator(device).manual_seed(0)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.normal_(0.0, 0.02, generator=generator)
