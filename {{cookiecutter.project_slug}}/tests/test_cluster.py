@@ -237,6 +237,62 @@ def test_sigterm_in_a_submitit_job_waits_for_the_requeue_or_fails(monkeypatch: p
     preemption.after_stop(signal.SIGTERM)  # outside submitit: a clean end (exit code 0)
 
 
+class StopDuringValidation:
+    """A validation loader that delivers SIGTERM to the trainer's handler while epoch ``epoch`` is validated."""
+
+    def __init__(self, loader: Any, trainer: Any, epoch: int) -> None:
+        self.loader, self.trainer, self.epoch = loader, trainer, epoch
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Any:
+        for index, batch in enumerate(self.loader):
+            if index == 1 and self.trainer.state.epoch == self.epoch and self.trainer.signals.received is None:
+                self.trainer.signals._handle(signal.SIGTERM, None)
+            yield batch
+
+
+def test_a_stop_during_validation_saves_and_resumes_exactly(tmp_path: Path) -> None:
+    """SIGTERM while validating (a long validation eats SLURM's warning time): last.pt at once, exact resume."""
+    pytest.importorskip("{{ cookiecutter.package_name }}.tasks.classification", reason="no classification task here")
+    import functools
+
+    from {{ cookiecutter.package_name }}.data.digits import DigitsDataModule
+    from {{ cookiecutter.package_name }}.models.mlp import MLP
+    from {{ cookiecutter.package_name }}.tasks.classification import ClassificationTask
+    from {{ cookiecutter.package_name }}.training.schedulers import cosine
+    from {{ cookiecutter.package_name }}.training.trainer import Trainer
+    from {{ cookiecutter.package_name }}.utils import seed_everything
+
+    def run(folder: Path, stop_epoch: int | None = None, resume: Path | None = None) -> Trainer:
+        seed_everything(0)
+        data = DigitsDataModule(batch_size=64, num_workers=0, seed=0)
+        info = data.setup()
+        task = ClassificationTask()
+        task.bind(info)
+        trainer = Trainer(precision=Precision("fp32"), output_dir=folder, max_epochs=2, limit_train_batches=3,
+                          limit_val_batches=3, progress_bar=False, device="cpu")
+        if stop_epoch is not None:
+            loader = data.loader
+            data.loader = lambda split: (StopDuringValidation(loader(split), trainer, stop_epoch)
+                                         if split == "val" else loader(split))
+        trainer.fit(MLP(info, hidden_dims=(32,), dropout=0.2), task, data,
+                    functools.partial(torch.optim.AdamW, lr=1e-2), functools.partial(cosine), resume=resume)
+        return trainer
+
+    reference = run(tmp_path / "reference")
+    with pytest.raises(preemption.TrainingInterrupted):
+        run(tmp_path / "stopped", stop_epoch=0)
+    last = tmp_path / "stopped" / "checkpoints" / "last.pt"
+    saved = checkpoint.load_checkpoint(last)
+    assert (saved["epoch"], saved["batches_done"], saved["history"]) == (0, 3, [])  # trained, not yet validated
+    resumed = run(tmp_path / "stopped", resume=last)
+    assert resumed.state.history == reference.state.history
+    for name, tensor in reference.state.model.state_dict().items():
+        assert torch.equal(tensor, resumed.state.model.state_dict()[name]), name
+
+
 # ------------------------------------------------------------------ several ranks (slow)
 RANKS_PROBE = """
 import json, os, sys
