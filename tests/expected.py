@@ -83,6 +83,7 @@ COMMON = [
     "tests/test_precision.py",
     "tests/test_train.py",
     "tests/test_scaling.py",
+    "tests/test_cluster.py",
 ]
 
 VISION = [

@@ -101,25 +101,26 @@ def train(cfg: DictConfig) -> float | None:
     record = start_provenance(cfg, trainer, output_dir)
     config["provenance"] = provenance.public(record)
 
-    exit_code, stop_signal, status = 1, None, "failed"
+    exit_code, status = 1, "failed"
     try:
+        resume = distributed.agree_on_resume(lambda: resolve_resume(cfg.resume, output_dir), trainer.device)
         best = trainer.fit(model, task, datamodule, optimizer_factory=instantiate(cfg.optimizer),
-                           scheduler_factory=instantiate(cfg.scheduler), config=config,
-                           resume=resolve_resume(cfg.resume, output_dir))
+                           scheduler_factory=instantiate(cfg.scheduler), config=config, resume=resume)
         trainer.test()
         if runtime.is_main_process():
             task.save_result(model, output_dir)
         exit_code, status = 0, "completed"
     except preemption.TrainingInterrupted as stop:
         log.warning("%s; resume with: resume=%s", stop, output_dir / "checkpoints" / "last.pt")
-        exit_code, stop_signal, status = 0, stop.signum, "interrupted"
+        status = "interrupted"
         best = trainer.best_score
+        preemption.after_stop(stop.signum)  # under submitit: requeue (before W&B's slow shutdown) or fail
+        exit_code = 0
     finally:
         if runtime.is_main_process():
             provenance.finish(output_dir, record, status)
         loggers.finish(exit_code)
         distributed.destroy_distributed()
-    preemption.hand_over(stop_signal)  # under submitit: requeue the job
     log.info("Best %s = %s. Outputs: %s", task.monitor, best, output_dir)
     return best
 
