@@ -170,7 +170,7 @@ def random_init_source(config: DictConfig, folder: Path) -> None:
             config.model.name_or_path = str(folder / "random_init")
 
 
-def load_run(folder: Path | str, overrides: list[str], ckpt: Any = "best", setup_data: bool = True) -> LoadedRun:
+def load_run(folder: Path | str, overrides: list[str], ckpt: Any = "best") -> LoadedRun:
     """Check the folder, load and override its config, build data, task and model, load the weights."""
     from hydra.utils import instantiate
 
@@ -184,7 +184,7 @@ def load_run(folder: Path | str, overrides: list[str], ckpt: Any = "best", setup
     device = runtime.choose_device(str(config.trainer.get("device", "auto")))
     precision = instantiate(config.precision).resolve(device)
     datamodule = instantiate(config.data)
-    info = datamodule.setup() if setup_data else None
+    info = datamodule.setup()
     task = instantiate(config.task)
     task.bind(info)
     model = instantiate(config.model, data=info)
