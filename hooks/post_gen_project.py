@@ -35,6 +35,7 @@ LM_ONLY: list[str] = [
     f"{PKG}/inference/text.py",
     "tests/test_inference_text.py",
     "examples",
+    "tests/test_quantized_cpu.py",
 ]
 
 VISION_ONLY = [

@@ -130,6 +130,7 @@ CAUSAL_LM = [
     "src/{pkg}/inference/text.py",
     "tests/test_inference_text.py",
     "examples/prompts.txt",
+    "tests/test_quantized_cpu.py",
 ]
 
 WANDB = [
