@@ -32,6 +32,7 @@ LM_ONLY: list[str] = [
     f"{PKG}/tasks/causal_lm.py",
     f"{PKG}/memory.py",
     "tests/test_causal_lm.py",
+    "tests/test_quantized_cpu.py",
 ]
 
 VISION_ONLY = [

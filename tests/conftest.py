@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -38,9 +41,23 @@ class Renderer:
         return self.cache[key]
 
 
+_renderer: Renderer | None = None
+
+
+def session_renderer(base: Path | None = None) -> Renderer:
+    """The one renderer of this process; tests that list renders' contents at collection share it."""
+    global _renderer
+    if _renderer is None:
+        if base is None:
+            base = Path(tempfile.mkdtemp(prefix="template-renders-"))
+            atexit.register(shutil.rmtree, base, ignore_errors=True)
+        _renderer = Renderer(base)
+    return _renderer
+
+
 @pytest.fixture(scope="session")
 def render(tmp_path_factory: pytest.TempPathFactory) -> Renderer:
-    return Renderer(tmp_path_factory.mktemp("renders"))
+    return _renderer or session_renderer(tmp_path_factory.mktemp("renders"))
 
 
 def project_env(project: Path) -> dict[str, str]:

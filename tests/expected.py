@@ -111,6 +111,7 @@ CAUSAL_LM = [
     "src/{pkg}/tasks/causal_lm.py",
     "src/{pkg}/memory.py",
     "tests/test_causal_lm.py",
+    "tests/test_quantized_cpu.py",
 ]
 
 WANDB = [

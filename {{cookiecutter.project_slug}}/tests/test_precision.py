@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import pytest
 import torch
 
 from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.runtime import cpu_has_native_bf16
+from {{ cookiecutter.package_name }}.train import train
 from {{ cookiecutter.package_name }}.training.precision import Precision
+
+from conftest import compose_config
+
+HOST_BF16 = "native-bf16" if cpu_has_native_bf16() else "emulated-bf16"
 
 
 def test_fp16_uses_a_grad_scaler_and_bf16_does_not() -> None:
@@ -64,3 +74,23 @@ def test_bf16_without_hardware_support_falls_back_to_fp16(monkeypatch: pytest.Mo
 def test_fp32_autocast_is_a_no_op() -> None:
     with Precision("fp32").resolve(torch.device("cpu")).autocast():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("branch", [HOST_BF16])
+def test_this_cpu_resolves_bf16_by_its_own_branch(branch: str) -> None:
+    """Unforced: the real CPU's branch, named in the test id."""
+    precision = Precision("bf16").resolve(torch.device("cpu"))
+    expected = torch.bfloat16 if branch == "native-bf16" else torch.float32
+    with precision.autocast():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == expected
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "emulated-bf16"])
+def test_a_bf16_run_trains_on_either_kind_of_cpu(native_bf16, native: bool, tmp_path: Path) -> None:
+    native_bf16(native)
+    cfg = compose_config(["debug=fast", "trainer.max_steps=2", "precision=bf16", "trainer.device=cpu", "logger=csv"],
+                         output_dir=tmp_path)
+    best = train(cfg)
+    summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    assert summary["precision"] == ("bf16" if native else "fp32") and summary["global_step"] == 2
+    assert best is not None and math.isfinite(best)

@@ -16,6 +16,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+import {{ cookiecutter.package_name }}.resolvers  # noqa: F401 - registers ${rank_suffix:} and the others
 from {{ cookiecutter.package_name }}.config_checks import check_config
 from {{ cookiecutter.package_name }}.errors import exit_on_user_error
 from {{ cookiecutter.package_name }}.models import footprint

@@ -18,11 +18,20 @@ from {{ cookiecutter.package_name }}.data.common import DataInfo
 from {{ cookiecutter.package_name }}.data.hf_source import resolve_source
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models import footprint
-from {{ cookiecutter.package_name }}.runtime import DTYPES, choose_device, launched_distributed, mark_placed, usable_precision
+from {{ cookiecutter.package_name }}.runtime import (
+    DTYPES,
+    choose_device,
+    is_main_process,
+    launched_distributed,
+    mark_placed,
+    usable_precision,
+    world_size,
+)
 
 log = logging.getLogger(__name__)
 
 QUANTIZED = {"8bit", "4bit"}
+CPU_PACK_BLOCK = 32  # bitsandbytes' fused CPU 4-bit kernel packs out_features in blocks of this size
 
 
 def quantization_name(quantization: Any) -> str:
@@ -102,6 +111,20 @@ def random_init(config: dict[str, Any], tokenizer: Any, folder: Path) -> str:
     return str(folder)
 
 
+def shared_random_init(config: dict[str, Any], tokenizer: Any, folder: Path) -> str:
+    """:func:`random_init` on rank 0 only; under torchrun the other ranks wait, then load the same weights."""
+    together = world_size() > 1 and torch.distributed.is_initialized()
+    if together:
+        shared = [str(folder)]
+        torch.distributed.broadcast_object_list(shared, src=0)  # init_dir=null: rank 0's temporary folder
+        folder = Path(shared[0])
+    if is_main_process():
+        random_init(config, tokenizer, folder)
+    if together:
+        torch.distributed.barrier()
+    return str(folder)
+
+
 def resolve_device_map(device_map: Any, quantized: bool, device: torch.device | str = "auto") -> Any:
     """``auto``/``cpu``/``cuda``/a dict, as given; quantized models need one, so null maps all to ``device``.
 
@@ -143,6 +166,38 @@ def max_memory_map(max_memory: Any) -> dict[Any, str] | None:
     if not max_memory:
         return None
     return {int(key) if str(key).isdigit() else str(key): str(value) for key, value in dict(max_memory).items()}
+
+
+def cpu_packable(layer: nn.Module) -> bool:
+    """Whether bitsandbytes' CPU packer takes this 4-bit layer: out_features in blocks of 32 and
+    in_features in whole quantization blocks (it reshapes the per-block scales to rows)."""
+    weight = getattr(layer, "weight", None)
+    blocksize = getattr(getattr(weight, "quant_state", None), "blocksize", None) or getattr(weight, "blocksize", 64)
+    return layer.out_features % CPU_PACK_BLOCK == 0 and layer.in_features % blocksize == 0
+
+
+def limit_cpu_repacking(model: nn.Module, for_training: bool) -> list[str]:
+    """Turn bitsandbytes' CPU weight repacking off where it would break ``model``; return those layers' names.
+
+    On a CPU with AVX512-BF16, a ``Linear4bit`` whose ``support_avx512bf16_for_cpu`` is set repacks its
+    weights for a fused kernel the first time it runs in eval mode without grad, and stays packed. The
+    packer fails on shapes :func:`cpu_packable` rejects, and a packed layer passes no gradient: the first
+    validation would freeze every adapter behind it. So a model loaded for training keeps all its 4-bit
+    layers unpacked; for inference only those the packer cannot take. Without the attribute
+    (bitsandbytes that does not repack) nothing changes.
+    """
+    layers = {name: layer for name, layer in model.named_modules()
+              if getattr(layer, "support_avx512bf16_for_cpu", False)}
+    names = [name for name, layer in layers.items() if for_training or not cpu_packable(layer)]
+    for name in names:
+        layers[name].support_avx512bf16_for_cpu = False
+    if names:
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        reason = ("a packed layer passes no gradient, and validation would pack it" if for_training else
+                  f"out_features is not a multiple of {CPU_PACK_BLOCK} or in_features not whole quantization blocks")
+        log.info("bitsandbytes CPU repacking is off for %d of %d 4-bit layers (%s): %s.", len(names), len(layers),
+                 shown, reason)
+    return names
 
 
 def keep_trainable_state_only(model: nn.Module) -> None:
@@ -228,7 +283,7 @@ def load_causal_lm(
     tokenizer = data.tokenizer if data is not None else None
     if name_or_path in (None, "", "null"):
         folder = Path(init_dir) if init_dir else Path(tempfile.mkdtemp(prefix="random_init_"))
-        source = random_init(config or {}, tokenizer, folder)
+        source = shared_random_init(config or {}, tokenizer, folder)
     else:
         source = resolve_source(str(name_or_path), revision)
 
@@ -250,6 +305,7 @@ def load_causal_lm(
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"model.name_or_path={source} could not be loaded ({first}): check the model "
                         "options (dtype, device_map, offload_folder, quantization).") from None
+    limit_cpu_repacking(model, for_training)
     if report:
         double_quant = bool(dict(quantization).get("double_quant", True)) if hasattr(quantization, "items") else True
         footprint.log_report(footprint.build_report(model, str(name_or_path or source), weights, quant, double_quant))
