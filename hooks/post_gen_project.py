@@ -38,6 +38,9 @@ LM_ONLY: list[str] = [
     f"{PKG}/tasks/causal_lm.py",
     f"{PKG}/memory.py",
     "tests/test_causal_lm.py",
+    f"{PKG}/inference/text.py",
+    "tests/test_inference_text.py",
+    "examples",
     "tests/test_quantized_cpu.py",
 ]
 
@@ -61,6 +64,8 @@ VISION_ONLY = [
     f"{PKG}/models/timm_models.py",
     f"{PKG}/tasks/classification.py",
     "tests/test_vision.py",
+    f"{PKG}/inference/images.py",
+    "tests/test_inference_images.py",
 ]
 
 # (answer, value) -> paths removed when the answer has that value.

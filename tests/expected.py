@@ -41,6 +41,20 @@ COMMON = [
     "src/{pkg}/runtime.py",
     "src/{pkg}/errors.py",
     "src/{pkg}/train.py",
+    "src/{pkg}/evaluate.py",
+    "src/{pkg}/doctor.py",
+    "src/{pkg}/run_folder.py",
+    "src/{pkg}/config_source.py",
+    "src/{pkg}/tracking/provenance.py",
+    "tests/test_run_folder.py",
+    "tests/test_install.py",
+    "setup.py",
+    "configs/__init__.py",
+    "src/{pkg}/predict.py",
+    "src/{pkg}/export.py",
+    "src/{pkg}/inference/__init__.py",
+    "src/{pkg}/inference/model_card.py",
+    "src/{pkg}/inference/model_card.md",
     "src/{pkg}/utils.py",
     "src/{pkg}/resolvers.py",
     "src/{pkg}/data/__init__.py",
@@ -70,6 +84,7 @@ COMMON = [
     "tests/test_precision.py",
     "tests/test_train.py",
     "tests/test_scaling.py",
+    "tests/test_cluster.py",
 ]
 
 VISION = [
@@ -92,6 +107,8 @@ VISION = [
     "src/{pkg}/models/timm_models.py",
     "src/{pkg}/tasks/classification.py",
     "tests/test_vision.py",
+    "src/{pkg}/inference/images.py",
+    "tests/test_inference_images.py",
 ]
 
 CAUSAL_LM = [
@@ -111,6 +128,9 @@ CAUSAL_LM = [
     "src/{pkg}/tasks/causal_lm.py",
     "src/{pkg}/memory.py",
     "tests/test_causal_lm.py",
+    "src/{pkg}/inference/text.py",
+    "tests/test_inference_text.py",
+    "examples/prompts.txt",
     "tests/test_quantized_cpu.py",
 ]
 

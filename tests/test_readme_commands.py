@@ -159,10 +159,11 @@ def small(command: str, package: str) -> str:
 
 
 def trains(command: str) -> bool:
-    """Whether a command runs training (the costly ones, marked slow)."""
+    """Whether a command runs training, or reads the run folder (``run=``) of a training command before it:
+    the costly ones, marked slow (so that ``-m "not slow"`` leaves out both)."""
     words = command.split()
     task = words[1] if len(words) > 1 else ""
-    return re.search(r"\.train\b", command) is not None or (
+    return re.search(r"\.train\b|(^|\s)run=", command) is not None or (
         (program_of(command) == "make" or program_of(command).endswith("tasks.ps1")) and task in {"train", "smoke"})
 
 

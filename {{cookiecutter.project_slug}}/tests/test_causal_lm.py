@@ -14,7 +14,7 @@ from {{ cookiecutter.package_name }}.data.hf_source import resolve_source
 from {{ cookiecutter.package_name }}.data.text import SAMPLE_CORPUS, TextDataModule, read_documents, train_tokenizer
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models import footprint
-from {{ cookiecutter.package_name }}.models.hf_loader import bnb_config, load_causal_lm
+from {{ cookiecutter.package_name }}.models.hf_loader import bnb_config, load_causal_lm, may_offload, resolve_device_map
 from {{ cookiecutter.package_name }}.runtime import DTYPES, hardware_fallback
 
 from conftest import compose_config, run_module
@@ -68,10 +68,11 @@ def test_quantized_loader_uses_bitsandbytes_layers(tiny_dir: Path, quantization:
     assert isinstance(projection, getattr(bnb.nn, layer))
     assert model.model.embed_tokens.weight.dtype == torch.bfloat16
     assert not isinstance(model.lm_head, getattr(bnb.nn, layer))
-    direct = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.bfloat16, device_map={"": "cpu"},
+    device = model.model.embed_tokens.weight.device  # the trainer's device: this rank's GPU, else the CPU
+    direct = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.bfloat16, device_map={"": str(device)},
                                                   quantization_config=bnb_config(QUANT[quantization], "bf16"))
     with torch.no_grad():
-        assert torch.equal(model(tokens(tiny_dir)).logits, direct(tokens(tiny_dir)).logits)
+        assert torch.equal(model(tokens(tiny_dir).to(device)).logits, direct(tokens(tiny_dir).to(device)).logits)
 
 
 def test_training_loads_frozen_weights_in_the_usable_precision(tiny_dir: Path) -> None:
@@ -99,10 +100,11 @@ def test_qlora_lowers_the_loss(tiny_dir: Path) -> None:
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert trainable and all("lora_" in name for name, p in model.named_parameters() if p.requires_grad)
     optimizer = torch.optim.AdamW(trainable, lr=2e-2)
-    batch = tokens(tiny_dir)
+    device = trainable[0].device
+    batch = tokens(tiny_dir).to(device)
     losses = []
     for _ in range(6):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         optimizer.step()
@@ -127,6 +129,108 @@ def test_fit_advice_suggests_a_smaller_mode() -> None:
     advice = footprint.fit_advice(estimates, "bf16", int(8e9))
     assert advice.startswith("needs 13.50 GB in bf16, 8.00 GB free: quantization=8bit needs about 7.50 GB")
     assert footprint.fit_advice(estimates, "4bit", int(8e9)).startswith("fits")
+
+
+def test_fit_advice_does_not_count_the_loaded_model_twice(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Free memory is measured with the model loaded; the estimate includes the model, so add it back."""
+    model = load(tiny_dir)
+    resident = footprint.resident_bytes(model)
+    target = next((device for device in resident if device.startswith("cuda")), "cpu")
+    estimate = footprint.estimate_bytes(model.config)[1]["fp32"]
+    monkeypatch.setattr(footprint, "free_bytes", lambda device: estimate - resident[target] // 2)
+    assert footprint.build_report(model, "tiny", "fp32", "none")["fit"].startswith("fits")
+
+
+def test_quantized_model_is_never_moved(tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bitsandbytes layers are placed by the loader on the trainer's device; the trainer must not .to() them."""
+    from {{ cookiecutter.package_name }} import runtime
+    from {{ cookiecutter.package_name }}.training.precision import Precision
+    from {{ cookiecutter.package_name }}.training.trainer import Trainer
+
+    model = load(tiny_dir, "bf16", "4bit", lora={"enabled": True, "target_modules": ["q_proj"]})
+    assert getattr(model, runtime.PLACED, False) and not getattr(load(tiny_dir), runtime.PLACED, False)
+    trainer = Trainer(precision=Precision("bf16"), output_dir=tmp_path)
+    assert {p.device for p in model.parameters()} == {trainer.device}
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a quantized model was moved with .to()")
+
+    monkeypatch.setattr(model, "to", refuse)
+    assert runtime.place(model, trainer.device) is model  # what Trainer.fit does with the model
+
+
+def test_device_map_follows_the_trainer_device(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert resolve_device_map(None, quantized=False, device="cuda:1") is None  # the trainer moves it
+    assert resolve_device_map(None, quantized=True, device="cpu") == {"": "cpu"}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert resolve_device_map(None, quantized=True, device="cuda:1") == {"": "cuda:1"}
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert resolve_device_map(None, quantized=True, device="auto") == {"": "cuda:2"}
+    assert resolve_device_map(None, quantized=True, device="cuda") == {"": "cuda:2"}
+    cfg = compose_config(["task=causal_lm", "data=text", "model=causal_lm", "trainer.device=cuda:1"],
+                         output_dir=tmp_path)
+    assert cfg.model.device == "cuda:1"
+
+
+def test_ddp_with_a_spread_device_map_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for spread in ("auto", {"model.layers.0": 0, "model.layers.1": 1}):
+        with pytest.raises(UserError, match="DDP") as error:
+            resolve_device_map(spread, quantized=True)
+        assert "\n" not in str(error.value) and "model.device_map=null" in str(error.value)
+    assert resolve_device_map({"": "cpu"}, quantized=True) == {"": "cpu"}
+
+
+def test_offload_keeps_offloaded_modules_unquantized() -> None:
+    assert may_offload("auto") and may_offload({"model.layers": 0, "lm_head": "cpu"})
+    assert not may_offload(None) and not may_offload("cpu") and not may_offload({"": "cuda:0"})
+    assert bnb_config(QUANT["4bit"], "bf16", offload=True).llm_int8_enable_fp32_cpu_offload
+    assert bnb_config(QUANT["8bit"], "bf16", offload=True).llm_int8_enable_fp32_cpu_offload
+    assert not bnb_config(QUANT["4bit"], "bf16").llm_int8_enable_fp32_cpu_offload
+
+
+@pytest.mark.parametrize("quantization", ["none", "4bit"])
+def test_gradient_checkpointing_is_on_and_non_reentrant(tiny_dir: Path, quantization: str) -> None:
+    """Full fine-tuning used to ignore model.gradient_checkpointing; QLoRA used reentrant checkpointing."""
+    lora = {"enabled": quantization != "none", "target_modules": ["q_proj"]}
+    model = load_causal_lm(name_or_path=str(tiny_dir), dtype="bf16", quantization=QUANT[quantization],
+                           report=False, lora=lora, gradient_checkpointing=True)
+    layers = [module for module in model.modules() if type(module).__name__ == "LlamaDecoderLayer"]
+    assert layers and all(layer.gradient_checkpointing for layer in layers)
+    assert all(layer._gradient_checkpointing_func.keywords == {"use_reentrant": False} for layer in layers)
+    model.train()
+    batch = tokens(tiny_dir).to(next(model.parameters()).device)
+    model(input_ids=batch, labels=batch).loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.gpu
+def test_4bit_with_cpu_offload_loads_on_a_gpu(tiny_dir: Path) -> None:
+    import bitsandbytes as bnb
+
+    device_map = {"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": "cpu", "model.norm": 0,
+                  "model.rotary_emb": 0, "lm_head": 0}
+    model = load(tiny_dir, "bf16", "4bit", device_map=device_map)
+    assert isinstance(model.model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
+    assert not isinstance(model.model.layers[1].self_attn.q_proj, bnb.nn.Linear4bit)  # offloaded: unquantized
+    with torch.no_grad():
+        assert torch.isfinite(model(tokens(tiny_dir).to("cuda:0")).logits).all()
+
+
+@pytest.mark.gpu
+def test_qlora_run_resumes_on_the_gpu(tiny_dir: Path, tmp_path: Path) -> None:
+    """A 4-bit LoRA run on the GPU, stopped after one epoch, resumed from its last.pt (CPU-mapped) for a second."""
+    common = [f"model.name_or_path={tiny_dir}", "quantization=4bit", "precision=bf16", "trainer.device=cuda",
+              "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.batch_size=4", "logger=csv",
+              "task=causal_lm", "data=text", "model=causal_lm", f"hydra.run.dir={tmp_path}"]
+    first = run_module("train", "trainer.max_epochs=1", *common)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "Training on cuda:0" in first.stderr
+    second = run_module("train", "trainer.max_epochs=2", *common)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Resumed from" in second.stderr
+    assert json.loads((tmp_path / "summary.json").read_text())["epochs"] == 2
 
 
 def test_offloaded_weights_are_not_counted(tiny_dir: Path) -> None:

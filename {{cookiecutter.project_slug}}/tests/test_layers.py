@@ -14,11 +14,13 @@ from conftest import CONFIG_DIR, PACKAGE, PROJECT_ROOT
 LAYERS = {
     "errors": 0,
     "runtime": 1, "utils": 1,           # run-time facts and small helpers
+    "config_source": 1,                 # where the configs are (checkout or installed package)
     "data": 2, "tracking": 2,
     "models": 3, "tasks": 3,
     "training": 4,
     "config_checks": 5, "resolvers": 5,  # configuration, read by the entry points
-    "train": 6, "memory": 6,
+    "run_folder": 5, "inference": 5,    # a trained run's config and weights; predicting and exporting
+    "train": 6, "memory": 6, "evaluate": 6, "predict": 6, "export": 6, "doctor": 6,
 }
 
 

@@ -31,14 +31,15 @@ QUICK = ["logger=csv", "debug=fast"]
 
 
 class SignalAtEpoch(Callback):
-    """A callback that sends this process ``signum`` once ``epoch`` has been validated."""
+    """A callback that sends this process ``signum`` (several: space-separated) once ``epoch`` has been validated."""
 
     def __init__(self, epoch: int, signum: str = "SIGTERM") -> None:
-        self.epoch, self.signum = epoch, getattr(signal, signum)
+        self.epoch, self.signals = epoch, [getattr(signal, name) for name in signum.split()]
 
     def on_validation_end(self, trainer: Any, metrics: dict[str, float]) -> None:
         if trainer.state.epoch == self.epoch:
-            os.kill(os.getpid(), self.signum)
+            for signum in self.signals:
+                os.kill(os.getpid(), signum)
 
 
 def rows(run_dir: Path) -> list[dict[str, str]]:
@@ -167,14 +168,15 @@ def hook_env() -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="submitit needs SIGUSR2")
 def test_local_launcher_multirun_requeues_after_usr2(tmp_path: Path) -> None:
-    """2 jobs through submitit; each gets submitit's USR2 after epoch 0, saves, is requeued and resumes.
+    """2 jobs through submitit, stopped after epoch 0 by USR2 (job 0) and by SIGTERM then USR2 (job 1,
+    SLURM's order on preemption): each saves last.pt, is requeued (not ended as a success) and resumes.
 
     The slowest test here (4 process starts; about 2 minutes on 2 busy cores).
     """
-    result = run_module("train", "-m", "hydra/launcher=local", "seed=1,2", "logger=csv", "trainer.max_epochs=2",
+    result = run_module("train", "-m", "hydra/launcher=local", "logger=csv", "trainer.max_epochs=2",
                         "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.progress_bar=false",
                         "+trainer.callbacks.stop._target_=test_scaling.SignalAtEpoch",
-                        "+trainer.callbacks.stop.epoch=0", "+trainer.callbacks.stop.signum=SIGUSR2",
+                        "+trainer.callbacks.stop.epoch=0", "+trainer.callbacks.stop.signum=SIGUSR2,'SIGTERM SIGUSR2'",
                         f"hydra.sweep.dir={tmp_path}", env=hook_env())
     assert result.returncode == 0, result.stderr[-3000:]
     job_folders = [path for path in (tmp_path / ".submitit").iterdir() if any(path.glob("*_log.*"))]

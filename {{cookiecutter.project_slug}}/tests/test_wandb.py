@@ -76,10 +76,12 @@ def test_step_and_epoch_axes_are_declared(wandb_run: tuple[Path, Any]) -> None:
     assert metrics["train/loss_epoch"]["step_metric"] == "epoch"
 
 
-def test_config_holds_sections_commit_and_environment(wandb_run: tuple[Path, Any]) -> None:
+def test_config_holds_sections_and_the_run_folders_provenance(wandb_run: tuple[Path, Any]) -> None:
     config = json.loads(inspect(run_file(wandb_run[0]), "--summary", "--json"))["config"]
-    assert {"model", "data", "optimizer", "trainer", "task", "git", "environment"} <= set(config)
-    assert config["environment"]["torch"] and config["environment"]["device_type"] in {"cpu", "cuda"}
+    assert {"model", "data", "optimizer", "trainer", "task", "provenance"} <= set(config)
+    on_disk = json.loads((wandb_run[0] / "provenance.json").read_text(encoding="utf-8"))
+    assert config["provenance"]["versions"] == on_disk["versions"] and on_disk["versions"]["torch"]
+    assert config["provenance"]["hardware"]["cpu"] == on_disk["hardware"]["cpu"]
     assert config["optimizer"]["lr"] > 0 and config["name"]
 
 
@@ -239,3 +241,11 @@ def test_text_tables_are_logged_as_tables(tmp_path: Path, monkeypatch: pytest.Mo
     saved = next(tmp_path.glob("wandb/offline-run-*/files/media/table/tables/generated_samples_*.table.json"))
     table = json.loads(saved.read_text(encoding="utf-8"))
     assert table == {"columns": ["prompt", "generated"], "data": [["Once upon", "a time there was"]]}
+
+
+def test_doctor_says_whether_runs_log_online() -> None:
+    without = run_module("doctor")
+    assert without.returncode == 0, without.stderr[-2000:]
+    assert any(line.startswith("W&B?") and "no API key" in line for line in without.stdout.splitlines())
+    with_key = run_module("doctor", env=quiet_env(WANDB_API_KEY=FAKE_KEY))
+    assert any(line.startswith("W&B?") and "API key found" in line for line in with_key.stdout.splitlines())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 import {{ cookiecutter.package_name }}.resolvers  # noqa: F401 - registers ${rank_suffix:} and the others
+from {{ cookiecutter.package_name }} import config_source
 from {{ cookiecutter.package_name }}.config_checks import check_config
 from {{ cookiecutter.package_name }}.errors import exit_on_user_error
 from {{ cookiecutter.package_name }}.models import footprint
@@ -48,11 +50,18 @@ def memory_report(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
-@hydra.main(version_base="1.3", config_path="../../configs", config_name="memory")
+@hydra.main(version_base="1.3", config_path=config_source.config_path(), config_name="memory")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     memory_report(cfg)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m {{ cookiecutter.package_name }}.memory`` and the console script: adds the user config folders of
+    ``${{ cookiecutter.package_name | upper }}_CONFIG_PATH`` to Hydra's search path."""
+    sys.argv[1:] = config_source.user_search_path(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

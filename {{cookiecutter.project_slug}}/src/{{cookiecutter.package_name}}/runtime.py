@@ -62,24 +62,34 @@ def launched_distributed() -> bool:
 
 
 # ----------------------------------------------------------------- devices and dtypes
-def choose_device(name: str = "auto") -> torch.device:
-    """``auto`` picks this rank's CUDA device, then MPS, then the CPU."""
+def local_cuda_index() -> int:
+    """This process's GPU: ``LOCAL_RANK`` modulo the GPUs it sees (one each when SLURM binds one GPU per task)."""
     import torch
 
-    if name != "auto":
+    return int(os.environ.get("LOCAL_RANK", "0")) % max(1, torch.cuda.device_count())
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    """``auto`` picks this rank's CUDA device, then MPS, then the CPU; ``cuda`` without an index, this rank's GPU."""
+    import torch
+
+    if name not in ("auto", "cuda"):
         return torch.device(name)
     if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cuda", local_cuda_index())
+    if name == "cuda":
+        return torch.device("cuda")  # no GPU visible: torch explains at first use
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
 
 
 def bf16_supported(device: torch.device) -> bool:
+    """Native bfloat16: on CUDA, compute capability 8.0+ (Ampere); older GPUs only emulate it, slowly."""
     import torch
 
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     return device.type in {"cpu", "mps"}
 
 
@@ -144,6 +154,14 @@ def unwrap(model: nn.Module) -> nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak for :func:`peak_memory_bytes` (CUDA only; a process's RSS peak cannot be reset)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def peak_memory_bytes(device: torch.device) -> int | None:

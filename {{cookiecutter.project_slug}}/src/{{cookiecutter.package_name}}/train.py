@@ -9,6 +9,7 @@ bad override answer without importing them.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import {{ cookiecutter.package_name }}.resolvers  # noqa: F401 - registers ${run_time:} and the others
+from {{ cookiecutter.package_name }} import config_source
 from {{ cookiecutter.package_name }}.config_checks import check_config
 from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error
 
@@ -60,12 +62,27 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.data.get('dataset') or choices.get('data')}-{choices.get('model')}"
 
 
+def start_provenance(cfg: DictConfig, trainer: Any, output_dir: Path) -> dict[str, Any]:
+    """Collect the run's provenance (once the trainer has resolved its precision); rank 0 writes it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from {{ cookiecutter.package_name }} import runtime
+    from {{ cookiecutter.package_name }}.tracking import provenance
+
+    precision = provenance.precision_record(str(cfg.precision.name), trainer.precision.name, trainer.device)
+    record = provenance.collect(list(HydraConfig.get().overrides.task), cfg.seed, precision)
+    if runtime.is_main_process():
+        provenance.write(output_dir, record)
+    return record
+
+
 def train(cfg: DictConfig) -> float | None:
     """Build everything from ``cfg``, fit, test; return the best value of the monitored metric."""
     check_config(cfg)
     from hydra.utils import instantiate
 
     from {{ cookiecutter.package_name }} import runtime
+    from {{ cookiecutter.package_name }}.tracking import provenance
     from {{ cookiecutter.package_name }}.training import distributed, preemption
     from {{ cookiecutter.package_name }}.utils import seed_everything
 
@@ -81,33 +98,45 @@ def train(cfg: DictConfig) -> float | None:
     model = instantiate(cfg.model, data=info)
     config = OmegaConf.to_container(cfg, resolve=True)
     config["name"] = run_name(cfg)
+    record = start_provenance(cfg, trainer, output_dir)
+    config["provenance"] = provenance.public(record)
 
-    exit_code, stop_signal = 1, None
+    exit_code, status = 1, "failed"
     try:
+        resume = distributed.agree_on_resume(lambda: resolve_resume(cfg.resume, output_dir), trainer.device)
         best = trainer.fit(model, task, datamodule, optimizer_factory=instantiate(cfg.optimizer),
-                           scheduler_factory=instantiate(cfg.scheduler), config=config,
-                           resume=resolve_resume(cfg.resume, output_dir))
+                           scheduler_factory=instantiate(cfg.scheduler), config=config, resume=resume)
         trainer.test()
         if runtime.is_main_process():
             task.save_result(model, output_dir)
-        exit_code = 0
+        exit_code, status = 0, "completed"
     except preemption.TrainingInterrupted as stop:
         log.warning("%s; resume with: resume=%s", stop, output_dir / "checkpoints" / "last.pt")
-        exit_code, stop_signal = 0, stop.signum
+        status = "interrupted"
         best = trainer.best_score
+        preemption.after_stop(stop.signum)  # under submitit: requeue (before W&B's slow shutdown) or fail
+        exit_code = 0
     finally:
+        if runtime.is_main_process():
+            provenance.finish(output_dir, record, status)
         loggers.finish(exit_code)
         distributed.destroy_distributed()
-    preemption.hand_over(stop_signal)  # under submitit: requeue the job
     log.info("Best %s = %s. Outputs: %s", task.monitor, best, output_dir)
     return best
 
 
-@hydra.main(version_base="1.3", config_path="../../configs", config_name="train")
+@hydra.main(version_base="1.3", config_path=config_source.config_path(), config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     return train(cfg)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m {{ cookiecutter.package_name }}.train`` and the console script: adds the user config folders of
+    ``${{ cookiecutter.package_name | upper }}_CONFIG_PATH`` to Hydra's search path."""
+    sys.argv[1:] = config_source.user_search_path(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -107,7 +107,7 @@ class VisionDataModule(DataModule):
         channels = self.channels or self.native_channels
         size = self.img_size or self.native_size
         resize = size if self.always_resize or size != self.native_size else None
-        transform = image_transform(self.native_channels, channels, resize, self.mean, self.std)
+        transform = self.transform = image_transform(self.native_channels, channels, resize, self.mean, self.std)
         train, val = seeded_split(len(train_full), [self.val_fraction], self.seed)  # type: ignore[arg-type]
         test_indices = list(range(len(test)))  # type: ignore[arg-type]
         self.train_set = Transformed(Subset(train_full, take_fraction(train, self.subset_fraction)), transform)
@@ -116,6 +116,11 @@ class VisionDataModule(DataModule):
         self.info = DataInfo(num_classes=len(class_names), in_chans=channels, img_size=size,
                              class_names=class_names)
         return self.info
+
+
+    def preprocess(self, image: Any) -> torch.Tensor:
+        """One PIL image (any mode and size) -> the tensor the model saw in training (after ``setup``)."""
+        return self.transform(image.convert("L" if self.native_channels == 1 else "RGB"))
 
 
 class TorchvisionDataModule(VisionDataModule):

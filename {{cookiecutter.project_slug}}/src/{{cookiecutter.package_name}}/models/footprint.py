@@ -116,6 +116,11 @@ def fit_advice(estimates: dict[str, int], mode: str, free: int | None) -> str:
            "model.offload_folder=offload."
 
 
+def _free_without(model_bytes: int, free: int | None) -> int | None:
+    """Free memory as if the model were not loaded: the estimate counts the model, so the free figure must not."""
+    return None if free is None else free + model_bytes
+
+
 def build_report(model: nn.Module, name: str, precision: str, quantization: str,
                  double_quant: bool = True) -> dict[str, Any]:
     """The memory report (the keys of memory.json) for a loaded model."""
@@ -130,7 +135,7 @@ def build_report(model: nn.Module, name: str, precision: str, quantization: str,
         "estimated_bytes": estimates,
         "loaded": {"precision": precision, "quantization": quantization, "bytes": sum(resident.values()),
                    "bytes_by_device": resident, "device_map": {str(k): str(v) for k, v in device_map.items()}},
-        "fit": fit_advice(estimates, mode, free_bytes(target)),
+        "fit": fit_advice(estimates, mode, _free_without(resident.get(target, 0), free_bytes(target))),
     }
 
 

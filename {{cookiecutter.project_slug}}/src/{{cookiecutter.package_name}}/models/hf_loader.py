@@ -6,6 +6,7 @@ is null, a small model is initialised at random from ``model.config`` (offline).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import tempfile
 from pathlib import Path
@@ -18,7 +19,15 @@ from {{ cookiecutter.package_name }}.data.common import DataInfo
 from {{ cookiecutter.package_name }}.data.hf_source import resolve_source
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models import footprint
-from {{ cookiecutter.package_name }}.runtime import DTYPES, is_main_process, mark_placed, usable_precision, world_size
+from {{ cookiecutter.package_name }}.runtime import (
+    DTYPES,
+    choose_device,
+    is_main_process,
+    launched_distributed,
+    mark_placed,
+    usable_precision,
+    world_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +53,24 @@ def require_bitsandbytes(name: str) -> None:
                         "pip install bitsandbytes (or pip install -e '.[quant]'), or use quantization=none.") from None
 
 
-def bnb_config(quantization: Any, dtype: str) -> Any:
-    """The ``BitsAndBytesConfig`` for ``quantization`` (None for ``none``); 4-bit computes in ``dtype``."""
+def doctor_answer() -> tuple[str, str]:
+    """For ``doctor``: whether 8-/4-bit loading can work here."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "bitsandbytes?", "not installed: quantization=8bit|4bit needs `pip install bitsandbytes`"
+    try:
+        import bitsandbytes
+    except Exception as error:  # noqa: BLE001 - any import failure is the answer
+        return "bitsandbytes?", f"installed but does not import ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
+    where = "a CUDA GPU" if torch.cuda.is_available() else "the CPU only (slow; 4-bit training wants a CUDA GPU)"
+    return "bitsandbytes?", f"{bitsandbytes.__version__}, usable on {where}"
+
+
+def bnb_config(quantization: Any, dtype: str, offload: bool = False) -> Any:
+    """The ``BitsAndBytesConfig`` for ``quantization`` (None for ``none``); 4-bit computes in ``dtype``.
+
+    ``offload``: some modules may land on the CPU or disk (``device_map=auto``); they stay unquantized
+    there (bitsandbytes' ``llm_int8_enable_fp32_cpu_offload``), without which loading fails.
+    """
     name = quantization_name(quantization)
     if name == "none":
         return None
@@ -56,9 +81,11 @@ def bnb_config(quantization: Any, dtype: str) -> Any:
     if name == "8bit":
         # bitsandbytes logs "inputs will be cast to float16" at every 8-bit matmul: keep its errors only.
         logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=float(options.get("llm_int8_threshold", 6.0)))
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=float(options.get("llm_int8_threshold", 6.0)),
+                                  llm_int8_enable_fp32_cpu_offload=offload)
     return BitsAndBytesConfig(
         load_in_4bit=True,
+        llm_int8_enable_fp32_cpu_offload=offload,
         bnb_4bit_quant_type=options.get("quant_type", "nf4"),
         bnb_4bit_use_double_quant=bool(options.get("double_quant", True)),
         bnb_4bit_compute_dtype=DTYPES[dtype],
@@ -111,17 +138,40 @@ def shared_random_init(config: dict[str, Any], tokenizer: Any, folder: Path) -> 
     return str(folder)
 
 
-def resolve_device_map(device_map: Any, quantized: bool) -> Any:
-    """``auto``/``cpu``/``cuda``/a dict, as given; quantized models need one, so null picks the device."""
+def resolve_device_map(device_map: Any, quantized: bool, device: torch.device | str = "auto") -> Any:
+    """``auto``/``cpu``/``cuda``/a dict, as given; quantized models need one, so null maps all to ``device``.
+
+    ``device`` is the trainer's (``trainer.device``: ``auto`` is this rank's GPU, else the CPU), so
+    the loader and the trainer agree on where a model that must not be moved lives.
+    """
     if device_map in (None, "null", "none"):
         if not quantized:
             return None
-        return {"": "cuda" if torch.cuda.is_available() else "cpu"}
+        return {"": str(choose_device(str(device)))}
     if isinstance(device_map, str) and device_map.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"model.device_map={device_map} but no CUDA GPU is visible: use model.device_map=cpu or auto.")
+    if launched_distributed() and not _single_device(device_map):
+        raise UserError(f"model.device_map={device_map} spreads one model over several devices, which DDP cannot "
+                        "wrap: with trainer=ddp leave model.device_map=null (each rank loads to its own GPU).")
     if hasattr(device_map, "items"):
         return dict(device_map)
     return device_map
+
+
+def _single_device(device_map: Any) -> bool:
+    """True for ``cpu``/``cuda:1``/``{"": "cuda:0"}``-like maps; False for ``auto``, ``balanced``, split dicts."""
+    if hasattr(device_map, "items"):
+        return len({str(value) for value in dict(device_map).values()}) == 1
+    return str(device_map).split(":")[0] in {"cpu", "cuda", "mps", "xpu"} or str(device_map).isdigit()
+
+
+def may_offload(device_map: Any) -> bool:
+    """Whether a device map may put weights on the CPU or disk beside the GPU (``auto``, or a dict saying so)."""
+    if device_map is None or _single_device(device_map):
+        return False
+    if hasattr(device_map, "items"):
+        return bool({str(value) for value in dict(device_map).values()} & {"cpu", "disk"})
+    return True  # auto/balanced/sequential: accelerate spills what does not fit
 
 
 def max_memory_map(max_memory: Any) -> dict[Any, str] | None:
@@ -182,14 +232,19 @@ def keep_trainable_state_only(model: nn.Module) -> None:
     model.register_load_state_dict_post_hook(allow_missing_frozen)
 
 
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute activations in the backward pass; non-reentrant, which needs no input gradients."""
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+
 def add_lora(model: nn.Module, lora: dict[str, Any], quantized: bool, gradient_checkpointing: bool) -> nn.Module:
     """Wrap ``model`` with LoRA adapters (after k-bit preparation when quantized)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    elif gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     targets = lora.get("target_modules") or "all-linear"
     config = LoraConfig(r=int(lora.get("r", 8)), lora_alpha=int(lora.get("alpha", 16)),
                         lora_dropout=float(lora.get("dropout", 0.05)),
@@ -222,13 +277,14 @@ def load_causal_lm(
     lora: dict[str, Any] | None = None,
     gradient_checkpointing: bool = False,
     init_dir: str | None = None,
+    device: str = "auto",
     for_training: bool = True,
     report: bool = True,
 ) -> nn.Module:
     """Load (or randomly initialise) a causal LM as configured; see ``configs/model/causal_lm.yaml``."""
     if dtype not in DTYPES:
         raise UserError(f"model.dtype={dtype!r} is unknown: use fp32, fp16 or bf16.")
-    dtype = usable_precision(dtype) if for_training else dtype
+    dtype = usable_precision(dtype, choose_device(str(device))) if for_training else dtype
     quant = quantization_name(quantization)
     lora = dict(lora or {})
     use_lora = lora.get("enabled")
@@ -236,7 +292,7 @@ def load_causal_lm(
     if quant in QUANTIZED and for_training and not use_lora:
         raise UserError(f"quantization={quant} weights cannot be trained directly: keep model.lora.enabled=true "
                         "(QLoRA) or use quantization=none.")
-    quantization_config = bnb_config(quantization, dtype)
+    quantization_config = bnb_config(quantization, dtype, offload=may_offload(device_map))
     tokenizer = data.tokenizer if data is not None else None
     if name_or_path in (None, "", "null"):
         folder = Path(init_dir) if init_dir else Path(tempfile.mkdtemp(prefix="random_init_"))
@@ -249,7 +305,7 @@ def load_causal_lm(
         log.info("Full fine-tuning keeps float32 master weights; precision=%s applies through autocast.", dtype)
         weights = "fp32"
     kwargs: dict[str, Any] = {"dtype": DTYPES[weights], "trust_remote_code": trust_remote_code,
-                              "device_map": resolve_device_map(device_map, quant in QUANTIZED)}
+                              "device_map": resolve_device_map(device_map, quant in QUANTIZED, device)}
     optional = {"revision": revision, "quantization_config": quantization_config, "offload_folder": offload_folder,
                 "max_memory": max_memory_map(max_memory), "attn_implementation": attn_implementation}
     kwargs.update({key: value for key, value in optional.items() if value is not None})
@@ -268,6 +324,8 @@ def load_causal_lm(
         footprint.log_report(footprint.build_report(model, str(name_or_path or source), weights, quant, double_quant))
     if use_lora:
         model = add_lora(model, lora, quant in QUANTIZED, gradient_checkpointing)
-    if kwargs["device_map"] is not None:  # accelerate placed the weights (and bitsandbytes' cannot move)
-        mark_placed(model)
+    elif gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    if quant in QUANTIZED or not (kwargs["device_map"] is None or _single_device(kwargs["device_map"])):
+        mark_placed(model)  # bitsandbytes layers and device-mapped models must not be moved with .to()
     return model

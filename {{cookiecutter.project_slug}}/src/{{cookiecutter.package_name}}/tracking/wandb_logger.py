@@ -10,9 +10,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
-import platform
 import queue
-import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -46,29 +44,12 @@ def has_credentials() -> bool:
         return False
 
 
-def git_commit(cwd: Path | None = None) -> str | None:
-    """The current commit of the code, or None outside a git checkout."""
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = result.stdout.strip() if result.returncode == 0 else ""
-    return commit or None
-
-
-def environment() -> dict[str, Any]:
-    """Versions and hardware that explain a run's numbers."""
-    cuda = torch.cuda.is_available()
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or platform.machine(),
-        "device_type": "cuda" if cuda else "cpu",
-        "gpu_count": torch.cuda.device_count() if cuda else 0,
-        "platform": platform.platform(),
-    }
+def doctor_answer() -> tuple[str, str]:
+    """For ``doctor``: whether a run would log to W&B online, offline, or not at all."""
+    mode = os.environ.get("WANDB_MODE", "online")
+    if not has_credentials():
+        return "W&B?", f"no API key (WANDB_MODE={mode}): runs log offline; `wandb login` or set WANDB_API_KEY"
+    return "W&B?", f"API key found, WANDB_MODE={mode}"
 
 
 def figure_to_image(figure: Any) -> np.ndarray:
@@ -174,9 +155,8 @@ class WandbLogger(Logger):
     def start(self, config: dict[str, Any], resume: dict[str, Any] | None = None) -> None:
         self.save_dir.mkdir(parents=True, exist_ok=True)
         run_id = (resume or {}).get("run_ids", {}).get(self.name)
-        full_config = {**config, "git": {"commit": git_commit()}, "environment": environment()}
         settings = dict(self.settings, name=self.settings["name"] or config.get("name"))
-        kwargs = dict(settings, config=full_config, dir=str(self.save_dir), id=run_id,
+        kwargs = dict(settings, config=config, dir=str(self.save_dir), id=run_id,
                       resume="allow" if run_id else None, reinit="finish_previous")
         mode, reason = self._choose_mode()
         level = logging.INFO

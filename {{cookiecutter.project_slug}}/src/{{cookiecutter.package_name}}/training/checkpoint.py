@@ -1,4 +1,9 @@
-"""Checkpoints: written atomically, loaded with ``weights_only=True``, RNG states included."""
+"""Checkpoints: written atomically, loaded with ``weights_only=True``, RNG states included.
+
+Loading always maps to the CPU: ``load_state_dict`` copies the weights to wherever the model
+lives and the optimizer moves its state next to each parameter, so a GPU run never holds two
+copies of the optimizer state, and the RNG states come back as the CPU tensors they must be.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from {{ cookiecutter.package_name }}.errors import UserError
 
@@ -26,12 +32,15 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     os.replace(temporary, path)
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely; a missing, truncated or foreign file gets a one-line error."""
+def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint to the CPU safely; a missing, truncated or foreign file gets a one-line error.
+
+    ``mmap``: map the file instead of reading it, so that only the tensors used are paged in.
+    """
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist: check the path given to resume=, or use resume=none.")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
@@ -41,6 +50,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"{path} is not a checkpoint written by this project: point resume= at a last.pt or best.pt.")
     return state
+
+
+def load_weights(path: Path) -> dict[str, Any]:
+    """Only the model's weights of a checkpoint (the optimizer state stays on disk, unread)."""
+    return load_checkpoint(path, mmap=True)["model"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -62,8 +76,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     numpy_state = state["numpy"]
-    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32),
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].cpu().numpy().astype(np.uint32),
                          numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def rng_states_of_all_ranks() -> list[dict[str, Any]]:
+    """Every rank's :func:`rng_state`, in rank order (a collective: call it on all ranks)."""
+    if not dist.is_initialized():
+        return [rng_state()]
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, rng_state())
+    return states
+
+
+def rng_state_of_this_rank(state: dict[str, Any]) -> dict[str, Any]:
+    """This rank's RNG state from a checkpoint; rank 0's when it was saved by a different number of ranks."""
+    per_rank = state.get("rng_by_rank") or []
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    return per_rank[rank] if len(per_rank) == world else state["rng"]

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from {{ cookiecutter.package_name }} import runtime
+from {{ cookiecutter.package_name }}.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,9 @@ def adopt_slurm_tasks() -> None:
         return
     from submitit.helpers import TorchDistributedEnvironment
 
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    # overwrite: a MASTER_PORT (or LOCAL_RANK) already in the environment must not stop the job;
+    # submitit reads a preset MASTER_PORT and keeps it, and SLURM's ranks replace stale ones.
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
 
 
 def init_distributed(device: torch.device, timeout_s: int = 1800, backend: str = "auto") -> None:
@@ -41,6 +47,35 @@ def init_distributed(device: torch.device, timeout_s: int = 1800, backend: str =
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
     log.info("DDP: rank %d of %d (%s)", runtime.rank(), runtime.world_size(), backend)
+
+
+def agree_on_resume(decide: Callable[[], Path | None], device: torch.device) -> Path | None:
+    """Rank 0's resume decision (``decide()``) for every rank; a checkpoint some rank cannot read stops all.
+
+    Without this, ranks that do not share a file system would resume from different steps
+    (or not at all) and hang in the first collective. A :class:`UserError` of ``decide`` on
+    rank 0 is raised on every rank.
+    """
+    if not dist.is_initialized():
+        return decide()
+    decision: list[Any] = [None]
+    if runtime.rank() == 0:
+        try:
+            path = decide()
+            decision = [("path", str(path) if path is not None else None)]
+        except UserError as error:
+            decision = [("error", str(error))]
+    dist.broadcast_object_list(decision, src=0, device=device if device.type == "cuda" else None)
+    kind, value = decision[0]
+    if kind == "error":
+        raise UserError(value)
+    chosen = Path(value) if value is not None else None
+    missing = chosen is not None and not chosen.is_file()
+    if any_rank(missing, device):
+        who = f"rank {runtime.rank()}" if missing else "another rank"
+        raise UserError(f"rank 0 resumes from {chosen}, which {who} cannot read: put paths.log_dir on a "
+                        "file system all nodes share, or use resume=none.")
+    return chosen
 
 
 def destroy_distributed() -> None:

@@ -64,5 +64,18 @@ class Precision:
         """A GradScaler, enabled only for fp16."""
         return torch.amp.GradScaler(self.device.type, enabled=self.name == "fp16")
 
+    def optimizer_step(self, scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> bool:
+        """Step ``optimizer`` through ``scaler``; False when fp16 found inf/NaN gradients and skipped the step.
+
+        The caller steps its LR schedule only on True, so skipped steps do not advance it.
+        """
+        if not scaler.is_enabled():
+            optimizer.step()
+            return True
+        scale = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        return scaler.get_scale() >= scale  # the scale drops only when the step was skipped
+
     def __repr__(self) -> str:
         return f"Precision({self.name})"

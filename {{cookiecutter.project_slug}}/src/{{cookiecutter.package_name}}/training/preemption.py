@@ -1,12 +1,14 @@
 """Stop signals: which ones end training at the next step, and what follows once last.pt is saved.
 
-- SIGTERM, SIGINT (Ctrl+C, ``scancel``, SLURM preemption, torchrun forwarding them): save
-  ``last.pt`` and exit with code 0. A partition with ``PreemptMode=REQUEUE`` requeues the job
-  itself; the requeued job resumes from ``last.pt`` (``resume=auto``, same run folder).
+- SIGTERM, SIGINT (Ctrl+C, ``scancel``, torchrun forwarding them): save ``last.pt`` at the
+  next step (or validation batch) and exit with code 0; a second Ctrl+C stops at once.
 - submitit's signal (``SUBMITIT_PREEMPT_SIGNAL``, USR2 by default), sent by SLURM
   ``signal_delay_s`` before the time limit and on preemption under ``hydra/launcher=slurm``:
   save ``last.pt``, then hand the signal to submitit, which requeues the same job (up to
-  ``max_num_timeout`` times after time-outs) and exits.
+  ``max_num_timeout`` times after time-outs) and exits. It wins over a SIGTERM that came first.
+- SIGTERM inside a submitit job: SLURM sends it before the requeue signal, so the job saves,
+  then waits up to :data:`REQUEUE_WAIT_S` for that signal with submitit's handlers in place. If
+  none comes (``scancel``) the job raises :class:`Preempted`: a partial run is never a success.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from typing import Any
 
 import torch
@@ -23,11 +26,22 @@ from {{ cookiecutter.package_name }}.training import distributed
 
 log = logging.getLogger(__name__)
 
+REQUEUE_WAIT_S = 30.0  # SLURM's default KillWait: SIGKILL follows SIGTERM after 30 s
+
+
+class Preempted(Exception):
+    """A submitit job stopped by a signal and not requeued: it is not finished, so it is not a success."""
+
 
 def requeue_signal() -> int | None:
     """submitit's preemption/time-out signal, where the platform has it (Windows has no USR2)."""
     name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").upper().removeprefix("SIG")
     return getattr(signal, f"SIG{name}", None)
+
+
+def under_submitit() -> bool:
+    """True inside a job started by submitit (``hydra/launcher=slurm`` or ``local``)."""
+    return bool(os.environ.get("SUBMITIT_EXECUTOR"))
 
 
 def stop_signals() -> tuple[int, ...]:
@@ -36,11 +50,24 @@ def stop_signals() -> tuple[int, ...]:
     return (signal.SIGTERM, signal.SIGINT) + ((extra,) if extra not in (None, signal.SIGTERM, signal.SIGINT) else ())
 
 
+def next_stop(pending: int | None, signum: int) -> int:
+    """The stop signal to act on once ``signum`` arrives while ``pending`` (or nothing) waits.
+
+    The requeue signal wins (SLURM sends SIGTERM, then USR2); under submitit a repeated signal
+    changes nothing; elsewhere a second signal (Ctrl+C twice) stops at once without saving.
+    """
+    if pending is None or signum == requeue_signal():
+        return signum
+    if under_submitit():
+        return pending
+    raise KeyboardInterrupt
+
+
 def hand_over(signum: int | None) -> None:
     """Once ``last.pt`` is saved, pass submitit's requeue signal to the handler it installed.
 
-    That handler (present only inside a submitit job) requeues the job and exits; anywhere
-    else, and for SIGTERM/SIGINT, nothing happens and the run ends cleanly.
+    That handler (present only inside a submitit job) requeues the job and exits on rank 0;
+    anywhere else, and for SIGTERM/SIGINT, nothing happens.
     """
     if signum is None or signum != requeue_signal():
         return
@@ -49,6 +76,25 @@ def hand_over(signum: int | None) -> None:
         log.warning("Handing %s to submitit to requeue the job; it resumes from last.pt.",
                     signal.Signals(signum).name)
         handler(signum, None)
+
+
+def after_stop(signum: int | None, wait_s: float = REQUEUE_WAIT_S) -> None:
+    """What follows a stop once ``last.pt`` is saved (call before slow shutdown work such as W&B's).
+
+    Outside submitit: return (the run ends with exit code 0). Inside: requeue through submitit
+    (which exits), or wait for the requeue signal, then raise :class:`Preempted`.
+    """
+    hand_over(signum)
+    if not under_submitit():
+        return
+    if signum != requeue_signal():
+        log.warning("Stopped by %s inside a submitit job: waiting up to %.0f s for the requeue signal.",
+                    signal.Signals(signum).name if signum else "a signal", wait_s)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:  # submitit's handler requeues and exits from inside sleep()
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    raise Preempted("stopped by a signal before the end and not requeued; last.pt holds the state: "
+                    "resubmit with the same run folder (resume=auto) to continue.")
 
 
 class TrainingInterrupted(Exception):
@@ -62,7 +108,7 @@ class TrainingInterrupted(Exception):
 class StopSignals:
     """While entered, turns the :func:`stop_signals` into a flag the loop reads at step boundaries.
 
-    A second signal while the first is pending raises ``KeyboardInterrupt`` at once.
+    Which signal counts when several arrive is :func:`next_stop`'s rule.
     """
 
     def __init__(self) -> None:
@@ -70,10 +116,8 @@ class StopSignals:
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None:
-            raise KeyboardInterrupt
         log.warning("Received %s: saving last.pt at the next step, then stopping.", signal.Signals(signum).name)
-        self.received = signum
+        self.received = next_stop(self.received, signum)
 
     def __enter__(self) -> StopSignals:
         for signum in stop_signals():

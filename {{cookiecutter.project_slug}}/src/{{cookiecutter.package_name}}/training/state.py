@@ -12,7 +12,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from {{ cookiecutter.package_name }}.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from {{ cookiecutter.package_name }}.training.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    rng_state_of_this_rank,
+    save_checkpoint,
+    set_rng_state,
+)
 from {{ cookiecutter.package_name }}.training.early_stopping import EarlyStopping
 
 log = logging.getLogger(__name__)
@@ -47,7 +53,9 @@ class TrainingState:
         self.batches_done = self.loss_count = 0
         self.loss_sum.zero_()
 
-    def state_dict(self, run_ids: dict[str, str]) -> dict[str, Any]:
+    def state_dict(self, run_ids: dict[str, str], rng_by_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Everything to resume from; ``rng_by_rank``: every rank's RNG state (default: this process's)."""
+        rng_by_rank = rng_by_rank or [rng_state()]
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -59,7 +67,8 @@ class TrainingState:
             "epoch_loss": [float(self.loss_sum), self.loss_count],
             "best": self.early_stopping.state_dict(),
             "history": self.history,
-            "rng": rng_state(),
+            "rng": rng_by_rank[0],
+            "rng_by_rank": rng_by_rank,
             "config": self.config,
             "run_ids": run_ids,
         }
@@ -71,10 +80,10 @@ class TrainingState:
                 "final": self.history[-1] if self.history else {}, "epochs": self.epoch,
                 "global_step": self.global_step, "stopped_early": stopping.should_stop}
 
-    def save(self, paths: list[Path], run_ids: dict[str, str]) -> None:
+    def save(self, paths: list[Path], run_ids: dict[str, str], rng_by_rank: list[dict[str, Any]] | None = None) -> None:
         """Write the state to the first of ``paths``, then copy that file to the others (each atomically)."""
         first, *others = paths
-        save_checkpoint(self.state_dict(run_ids), first)
+        save_checkpoint(self.state_dict(run_ids, rng_by_rank), first)
         for path in others:
             temporary = path.with_name(f".{path.name}.tmp")
             shutil.copyfile(first, temporary)
@@ -82,7 +91,7 @@ class TrainingState:
 
     def restore(self, path: Path) -> None:
         """Load ``path``; the RNG states wait in ``pending_rng`` until the first epoch starts."""
-        state = load_checkpoint(Path(path), "cpu")
+        state = load_checkpoint(Path(path))  # to the CPU: load_state_dict moves each tensor next to its parameter
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -93,7 +102,7 @@ class TrainingState:
         self.early_stopping.load_state_dict(state["best"])
         self.history = list(state["history"])
         self.run_ids = dict(state.get("run_ids", {}))
-        self.pending_rng = state["rng"]
+        self.pending_rng = rng_state_of_this_rank(state)
         log.info("Resumed from %s at epoch %d, step %d.", path, self.epoch, self.global_step)
 
     def apply_pending_rng(self) -> None:

@@ -29,7 +29,7 @@ from {{ cookiecutter.package_name }}.tracking.base import LoggerCollection
 from {{ cookiecutter.package_name }}.tracking.report import write_report
 from {{ cookiecutter.package_name }}.training import distributed as dist
 from {{ cookiecutter.package_name }}.training.callbacks import Callback
-from {{ cookiecutter.package_name }}.training.checkpoint import load_checkpoint
+from {{ cookiecutter.package_name }}.training.checkpoint import load_weights, rng_states_of_all_ranks
 from {{ cookiecutter.package_name }}.training.early_stopping import EarlyStopping
 from {{ cookiecutter.package_name }}.training.precision import Precision
 from {{ cookiecutter.package_name }}.training.preemption import StopSignals, TrainingInterrupted
@@ -90,6 +90,7 @@ class Trainer:
             config: dict[str, Any] | None = None, resume: str | Path | None = None) -> float | None:
         """Train until max_epochs, max_steps or early stopping; return the best monitored value."""
         self.task, self.datamodule = task, datamodule
+        runtime.reset_peak_memory(self.device)  # this fit's peak, not an earlier trial's in the same process
         self.model = dist.wrap(runtime.place(model, self.device), self.device, self.find_unused_parameters)
         optimizer = optimizer_factory([p for p in self.model.parameters() if p.requires_grad])
         train_loader, val_loader = self._loaders()
@@ -138,11 +139,7 @@ class Trainer:
             if state.global_step % self.log_every == 0:
                 self._log_step(loss, bar)
             self._emit("on_train_step_end", loss)
-            if self.signals.agreed(state.global_step, self.log_every, self.device):
-                bar.close()
-                self._save(["last"])
-                raise TrainingInterrupted(f"stopped by signal at epoch {state.epoch}, step {state.global_step}",
-                                          signum=self.signals.received)
+            self._stop_if_signalled(state.global_step, bar)
             if self._step_limit_reached():
                 break
         bar.close()
@@ -153,10 +150,9 @@ class Trainer:
         if self.clip:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-        scaler.step(optimizer)
-        scaler.update()
+        if self.precision.optimizer_step(scaler, optimizer):  # fp16 skips steps with inf gradients: so does the LR
+            self.state.scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        self.state.scheduler.step()
         self.state.global_step += 1
 
     def validate(self, loader: Iterable[Any]) -> dict[str, float]:
@@ -173,7 +169,7 @@ class Trainer:
         best = self.checkpoint_dir / "best.pt"
         dist.barrier()  # rank 0 has written best.pt before any rank loads it
         if best.is_file():
-            runtime.unwrap(self.model).load_state_dict(load_checkpoint(best, "cpu")["model"])
+            runtime.unwrap(self.model).load_state_dict(load_weights(best))  # the weights only, to the CPU
         evaluation = self._evaluate(self.datamodule.loader("test"), "test")
         metrics = {f"test/{key}": value for key, value in evaluation.compute().items()}
         if self.is_main:
@@ -190,7 +186,8 @@ class Trainer:
         return {"monitor": self.task.monitor, "mode": self.task.mode, **self.state.outcome(),
                 "test": test_metrics or {}, "precision": self.precision.name,
                 "peak_memory_bytes": runtime.peak_memory_bytes(self.device),
-                "checkpoints": {name: str(self.checkpoint_dir / f"{name}.pt") for name in ("best", "last")}}
+                # relative to the run folder, so that the folder can move
+                "checkpoints": {name: f"{self.checkpoint_dir.name}/{name}.pt" for name in ("best", "last")}}
 
     # ----------------------------------------------------------------- inside the loop
     def _forward_backward(self, batch: Any, sync: bool) -> torch.Tensor:
@@ -227,7 +224,9 @@ class Trainer:
         self.model.eval()
         evaluation = self.task.evaluation(stage)
         set_epoch(loader, 0)
-        for batch in islice(iter(loader), self._num_batches(loader, self.limit_val)):
+        for index, batch in enumerate(islice(iter(loader), self._num_batches(loader, self.limit_val))):
+            if stage == "val":  # a stop signal during validation: save and stop before the epoch ends
+                self._stop_if_signalled(index)
             with self.precision.autocast():
                 evaluation.update(self.model, move_to(batch, self.device))
         return evaluation
@@ -240,11 +239,21 @@ class Trainer:
             return fixed, fixed
         return train, self.datamodule.loader("val")
 
+    def _stop_if_signalled(self, step: int, bar: tqdm | None = None) -> None:
+        """After a stop signal (on any rank, compared every ``log_every`` steps): save last.pt and stop."""
+        if self.signals.agreed(step, self.log_every, self.device):
+            if bar is not None:
+                bar.close()
+            self._save(["last"])
+            raise TrainingInterrupted(f"stopped by signal at epoch {self.state.epoch}, step {self.state.global_step}",
+                                      signum=self.signals.received)
+
     def _save(self, names: list[str]) -> None:
+        rng_by_rank = rng_states_of_all_ranks()  # a collective: every rank's RNG, so that each resumes its own
         if not self.is_main:
             return
         paths = [self.checkpoint_dir / f"{name}.pt" for name in names]
-        self.state.save(paths, self.loggers.run_ids())
+        self.state.save(paths, self.loggers.run_ids(), rng_by_rank)
         for path in paths:
             self._emit("on_checkpoint", path)
 

@@ -1,0 +1,59 @@
+"""Where the entry points find their Hydra configs, in a source checkout and after ``pip install``.
+
+- A source checkout (``src/`` beside ``configs/``) reads ``configs/``, the folder you edit.
+- An installed package reads the copy shipped inside it, ``pkg://{{ cookiecutter.package_name }}.configs``
+  (``setup.py`` maps ``configs/`` to that package in the wheel).
+- Your own folders of configs (e.g. ``experiment/my_run.yaml``) join the search path with
+  ``hydra.searchpath=[file:///path/to/configs]`` on the command line, or through the environment
+  variable ``{{ cookiecutter.package_name | upper }}_CONFIG_PATH`` (folders separated by ``os.pathsep``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+PACKAGE = "{{ cookiecutter.package_name }}"
+SOURCE_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+ENV_VAR = "{{ cookiecutter.package_name | upper }}_CONFIG_PATH"
+
+
+def config_path() -> str:
+    """The checkout's ``configs/`` when this code runs from a checkout, else the package's own copy."""
+    if (SOURCE_CONFIGS / "train.yaml").is_file():
+        return str(SOURCE_CONFIGS)
+    return f"pkg://{PACKAGE}.configs"
+
+
+def user_search_path(overrides: list[str]) -> list[str]:
+    """``overrides`` plus a ``hydra.searchpath`` of the folders in the environment variable, if set
+    (a ``hydra.searchpath`` given on the command line wins)."""
+    folders = [folder for folder in os.environ.get(ENV_VAR, "").split(os.pathsep) if folder.strip()]
+    if not folders or any(item.lstrip("+~").startswith("hydra.searchpath") for item in overrides):
+        return list(overrides)
+    paths = ",".join(f"file://{Path(folder).expanduser().resolve().as_posix()}" for folder in folders)
+    # beside the other overrides: Hydra's parser takes them as one run of positional arguments
+    first = next((index for index, item in enumerate(overrides) if "=" in item and not item.startswith("-")),
+                 len(overrides))
+    return [*overrides[:first], f"hydra.searchpath=[{paths}]", *overrides[first:]]
+
+
+def compose(config_name: str | None, overrides: list[str]) -> DictConfig:
+    """Compose with the same search path as the entry points (outside a running Hydra app)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    path = config_path()
+    if path.startswith("pkg://"):
+        context = initialize_config_module(config_module=path.removeprefix("pkg://"), version_base="1.3")
+    else:
+        context = initialize_config_dir(config_dir=path, version_base="1.3")
+    try:
+        with context:
+            return hydra_compose(config_name=config_name, overrides=user_search_path(overrides))
+    finally:
+        GlobalHydra.instance().clear()

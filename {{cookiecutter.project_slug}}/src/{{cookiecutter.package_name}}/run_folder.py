@@ -1,0 +1,220 @@
+"""A training run's folder as the starting point of evaluate, predict and export.
+
+``run=<folder>`` loads the run's own saved config (``.hydra/config.yaml``), applies the command
+line's overrides to it (``data.root=...``; a group choice such as ``data=image_folder`` or
+``precision=fp32`` replaces that node with the option's file), and builds the data, task and
+model exactly as training did, with the weights of ``checkpoints/best.pt`` (or ``ckpt=``).
+The entry points import ``resolvers`` first: the saved config uses them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+
+from {{ cookiecutter.package_name }} import config_source, runtime
+from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.training.checkpoint import load_checkpoint
+
+log = logging.getLogger(__name__)
+_ABSENT = object()
+
+
+@dataclass
+class Arguments:
+    """The entry point's own options (``run=``, ``ckpt=``, ...) and the config overrides."""
+
+    options: dict[str, Any]
+    overrides: list[str] = field(default_factory=list)
+
+
+def parse_arguments(argv: list[str], defaults: dict[str, Any], doc: str) -> Arguments:
+    """Split ``key=value`` arguments into options named in ``defaults`` and config overrides."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    if any(arg in {"-h", "--help"} for arg in argv):
+        sys.stdout.write(doc + "\n")
+        raise SystemExit(0)
+    options, overrides = dict(defaults), []
+    for arg in argv:
+        key = arg.split("=", 1)[0]
+        if "=" not in arg:
+            raise UserError(f"{arg!r} is not key=value: write e.g. run=outputs/runs/<run folder>.")
+        if key in defaults:
+            try:
+                value = OverridesParser.create().parse_override(arg).value()
+            except HydraException as error:
+                raise UserError(f"{arg}: {str(error).splitlines()[0]}") from None
+            options[key] = None if value in ("null", None) else value
+        else:
+            overrides.append(arg)
+    if not options.get("run"):
+        raise UserError("run= is missing: give the run folder, e.g. run=outputs/runs/2025-01-01_12-00-00.")
+    return Arguments(options, overrides)
+
+
+def check_run_folder(folder: Path) -> Path:
+    """``folder`` resolved, or one line naming what makes it not a run folder."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"run={folder} is not a folder: give the folder of a training run (outputs/runs/<time>).")
+    if not (folder / ".hydra" / "config.yaml").is_file():
+        raise UserError(f"run={folder} is not a run folder: it has no .hydra/config.yaml, which training writes; "
+                        "point run= at the folder holding checkpoints/ and .hydra/.")
+    return folder.resolve()
+
+
+def checkpoint_path(folder: Path, ckpt: Any) -> Path:
+    """``best`` or ``last`` in the run's ``checkpoints/``, or a path to a ``.pt`` file."""
+    name = str(ckpt or "best")
+    path = folder / "checkpoints" / f"{name}.pt" if name in {"best", "last"} else Path(name).expanduser()
+    if not path.is_file():
+        raise UserError(f"run={folder} has no {path.relative_to(folder) if path.is_relative_to(folder) else path}: "
+                        "pick another with ckpt=best|last|<path to a .pt file>.")
+    return path
+
+
+def _apply_group(config: DictConfig, key: str, option: str) -> bool:
+    """Replace (or, for ``@package _global_`` options such as ``debug=fast``, merge) a group's option;
+    False when ``key`` is not a config group."""
+    from hydra.errors import HydraException, MissingConfigException
+
+    try:
+        composed = config_source.compose(None, [f"+{key}={option}"])
+    except MissingConfigException as error:
+        if OmegaConf.select(config, key, default=_ABSENT) is _ABSENT:
+            return False
+        raise UserError(f"{key}={option}: {str(error).splitlines()[0]}") from None
+    except HydraException as error:
+        raise UserError(f"{key}={option}: {str(error).splitlines()[0]}") from None
+    with open_dict(config):
+        if set(composed) == {key}:
+            config[key] = composed[key]
+        else:
+            config.merge_with(composed)
+    return True
+
+
+def load_config(folder: Path, overrides: list[str]) -> DictConfig:
+    """The run's saved config with ``overrides`` applied and ``paths.output_dir`` set to the run folder."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    config = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as error:
+        raise UserError(f"{' '.join(overrides)}: {str(error).splitlines()[0]}") from None
+    for override in parsed:
+        key, value = override.key_or_group, override.value()
+        current = OmegaConf.select(config, key, default=_ABSENT)
+        is_node = isinstance(current, DictConfig) or current is _ABSENT
+        if "." not in key and isinstance(value, str) and is_node and _apply_group(config, key, value):
+            continue
+        if current is _ABSENT and not override.is_add():
+            raise UserError(f"{key} is not a key of this run's config: check the spelling, or add it with "
+                            f"+{key}=... .")
+        with open_dict(config):
+            OmegaConf.update(config, key, value, force_add=True)
+    with open_dict(config):
+        config.paths.output_dir = str(folder)
+    return config
+
+
+def load_weights(model: nn.Module, checkpoint: Path) -> dict[str, Any]:
+    """Load the checkpoint's model weights into ``model``; a checkpoint of another model is one line."""
+    state = load_checkpoint(checkpoint, "cpu")
+    weights, own = state["model"], runtime.unwrap(model).state_dict()
+    missing, unexpected = sorted(own.keys() - weights.keys()), sorted(weights.keys() - own.keys())
+    mismatched = sorted(key for key in own.keys() & weights.keys()
+                        if tuple(own[key].shape) != tuple(weights[key].shape))
+    if missing or unexpected or mismatched:
+        details = [f"{key} {tuple(weights[key].shape)} vs {tuple(own[key].shape)}" for key in mismatched[:3]]
+        details += [f"missing {key}" for key in missing[:3]] + [f"unexpected {key}" for key in unexpected[:3]]
+        count = len(missing) + len(unexpected) + len(mismatched)
+        raise UserError(f"{checkpoint} does not fit the configured model ({count} keys differ: {'; '.join(details)}): "
+                        "use the run's own model options, or a checkpoint of this model.")
+    runtime.unwrap(model).load_state_dict(weights)
+    return state
+
+
+@dataclass
+class LoadedRun:
+    """What evaluate, predict and export start from."""
+
+    folder: Path
+    config: DictConfig
+    checkpoint: Path
+    device: torch.device
+    precision: Any
+    datamodule: Any
+    info: Any
+    task: Any
+    model: nn.Module
+
+
+def random_init_source(config: DictConfig, folder: Path) -> None:
+    """A model trained from a random init loads that same init from the run folder (and its tokenizer)."""
+    model = config.get("model") or {}
+    if "name_or_path" in model and not model.get("name_or_path") and (folder / "random_init").is_dir():
+        with open_dict(config):
+            config.model.name_or_path = str(folder / "random_init")
+
+
+def load_run(folder: Path | str, overrides: list[str], ckpt: Any = "best") -> LoadedRun:
+    """Check the folder, load and override its config, build data, task and model, load the weights."""
+    from hydra.utils import instantiate
+
+    from {{ cookiecutter.package_name }}.utils import seed_everything
+
+    folder = check_run_folder(Path(folder))
+    checkpoint = checkpoint_path(folder, ckpt)
+    config = load_config(folder, overrides)
+    random_init_source(config, folder)
+    seed_everything(int(config.seed))
+    device = runtime.choose_device(str(config.trainer.get("device", "auto")))
+    precision = instantiate(config.precision).resolve(device)
+    datamodule = instantiate(config.data)
+    info = datamodule.setup()
+    task = instantiate(config.task)
+    task.bind(info)
+    model = instantiate(config.model, data=info)
+    load_weights(model, checkpoint)
+    model = runtime.place(model, device)
+    model.eval()
+    log.info("Loaded %s (%s) on %s with %s.", checkpoint.relative_to(folder) if checkpoint.is_relative_to(folder)
+             else checkpoint, type(runtime.unwrap(model)).__name__, device, precision)
+    return LoadedRun(folder, config, checkpoint, device, precision, datamodule, info, task, model)
+
+
+def output_folder(folder: Path, kind: str, given: Any = None) -> Path:
+    """``<run>/<kind>/<date>_<time>`` (or the folder given), created."""
+    path = Path(str(given)).expanduser() if given else folder / kind / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output={path} is a file: give a folder to write into.")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def setup_logging(output: Path, name: str) -> None:
+    """Log lines to stderr and to ``<output>/<name>.log``, in the training log's format."""
+    formatter = logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s", "%H:%M:%S")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(output / f"{name}.log", encoding="utf-8")):
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+
+
+def relative(path: Path, folder: Path) -> str:
+    """``path`` relative to ``folder`` when inside it, else absolute."""
+    return str(path.relative_to(folder)) if path.is_relative_to(folder) else str(path)
