@@ -31,7 +31,7 @@ PROGRAMS = {"python", "make", "pytest", "torchrun", "uv", r".\scripts\tasks.ps1"
             "pip", "conda", "bash", "hf", "huggingface-cli", "wandb", "pre-commit", "sbatch", "srun",
             r".\scripts\setup.ps1", "powershell", "pwsh", "Set-ExecutionPolicy", "&", r".venv\Scripts\activate"}
 # Inline code that names a form of command rather than giving one.
-PROSE = {"uv run", "uv run <command>"}
+PROSE = {"uv run", "uv run <command>", "python -m"}
 
 # The only commands not run: (regular expression searched in the command, why it cannot run here).
 SKIP = [
@@ -101,6 +101,9 @@ def readme_commands(text: str) -> list[str]:
     """The commands of a README, in order, without repeats."""
     commands: list[str] = []
     for block in FENCE.finditer(text):
+        if block["body"].startswith("#!") and "#SBATCH" in block["body"]:  # a batch script: one job to submit
+            commands.append("sbatch <the batch script shown in the README>")
+            continue
         lines = block_commands(block["body"])
         if block["lang"].lower() not in COMMAND_BLOCKS:  # text, a tree, a table: only known programs
             lines = [line for line in lines if program_of(line) in PROGRAMS]
