@@ -64,7 +64,7 @@ SMALL_SEARCH = ["hydra.sweeper.n_trials=1"]
 SMALL_TESTS = ["--collect-only", "-q"]  # the suites themselves run in test_render.py
 # Placeholders in README commands and what stands in for them.
 PLACEHOLDERS = {"model.name_or_path=...": "model.name_or_path={model}", "/path/to/saved/model": "{model}",
-                "<its folder>": "{folder}"}
+                "<its folder>": "{folder}", "<그 폴더>": "{folder}"}  # README.ko.md says "its folder" in Korean
 
 ENV_ASSIGNMENT = re.compile(r"""^[A-Z_][A-Z0-9_]*=("[^"]*"|'[^']*'|\S*)\s+""")
 FENCE = re.compile(r"^(?P<fence>```+|~~~+)[ \t]*(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=fence)[ \t]*$",
@@ -191,7 +191,10 @@ def collect() -> list:
         package = package_of(project)
         for readme in sorted(project.glob("README*.md")):
             for command in readme_commands(readme.read_text(encoding="utf-8")):
-                key = (code_path(case, command), command.replace(package, "<package>"))
+                same = command.replace(package, "<package>")
+                for placeholder, stand_in in PLACEHOLDERS.items():  # a translated placeholder is the same command
+                    same = same.replace(placeholder, stand_in)
+                key = (code_path(case, command), same)
                 if case not in (renders := shown.setdefault(key, [])):
                     renders.append((case, command))
     params = []
