@@ -239,6 +239,28 @@ def workspaces(render, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     return {case: Path(shutil.copytree(render(**MATRIX[case]), base / case)) for case in sorted(MATRIX)}
 
 
+def run_line(project: Path, line: str) -> subprocess.CompletedProcess:
+    """Run a command line in a render as a user would, offline, with this environment's programs first."""
+    env = project_env(project)
+    env.update(PATH=os.pathsep.join([str(BIN), env.get("PATH", "")]), MPLBACKEND="Agg",
+               UV_PROJECT_ENVIRONMENT=sys.prefix, UV_NO_SYNC="1", UV_OFFLINE="1")
+    return subprocess.run(["bash", "-c", line], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+
+
+def ensure_run_folders(project: Path, command: str) -> None:
+    """Train the README's own run folder that ``run=<folder>`` reads, where no earlier test in this process has:
+    under pytest-xdist the training command may have run in another worker's copy of the render."""
+    for folder in re.findall(r"(?:^|\s)run=(\S+)", command):
+        if (project / folder / ".hydra").is_dir():
+            continue
+        readmes = sorted(project.glob("README*.md"))
+        producer = next((line for readme in readmes for line in readme_commands(readme.read_text(encoding="utf-8"))
+                         if f"hydra.run.dir={folder}" in line.split()), None)
+        assert producer is not None, f"README command {command!r} reads run={folder}, which no README command trains"
+        result = run_line(project, small(producer, package_of(project)))
+        assert result.returncode == 0, f"{producer} (which {command!r} needs) failed:\n{result.stderr[-3000:]}"
+
+
 @pytest.mark.parametrize(("case", "command"), collect())
 def test_readme_command_runs(case: str, command: str, workspaces: dict[str, Path], tiny_model: Path,
                              tmp_path: Path) -> None:
@@ -248,10 +270,8 @@ def test_readme_command_runs(case: str, command: str, workspaces: dict[str, Path
         line = line.replace(placeholder, value.format(model=tiny_model, folder=tmp_path / "run"))
     unfilled = re.findall(r"<[^<>\s]+[^<>]*>|=\.\.\.", line)
     assert not unfilled, f"README command {command!r} has placeholders {unfilled}: add them to PLACEHOLDERS"
-    env = project_env(project)
-    env.update(PATH=os.pathsep.join([str(BIN), env.get("PATH", "")]), MPLBACKEND="Agg",
-               UV_PROJECT_ENVIRONMENT=sys.prefix, UV_NO_SYNC="1", UV_OFFLINE="1")
-    result = subprocess.run(["bash", "-c", line], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    ensure_run_folders(project, command)
+    result = run_line(project, line)
     assert result.returncode == 0, (f"README command failed (exit {result.returncode}): {command}\nran: {line}\n"
                                     f"{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
 
