@@ -8,9 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import tree_sitter
 import yaml
 from test_render import MATRIX, answers_for
-from test_setup_scripts import tool
+from test_setup_scripts import POWERSHELL, powershell_errors, tool
 
 from conftest import TEMPLATE_DIR
 
@@ -19,6 +20,15 @@ SEVERITIES = ["Unknown", "Informational", "Low", "Medium", "High"]
 BLOCKING = "Medium"
 PINNED = re.compile(r"^(?P<action>[\w.-]+/[\w./-]+)@(?P<sha>[0-9a-f]{40}) # (?P<version>v\d+(\.\d+)*)$")
 GITHUB_RENDERS = sorted(name for name in MATRIX if answers_for(name)["ci"] == "github")
+# What actions/runner wraps around every `shell: pwsh` / `shell: powershell` step (and every step of a Windows
+# job without a shell): the step's script, run as `pwsh -command ". '{0}'"`, between these two lines. The
+# last line turns whatever $LASTEXITCODE the script leaves into the step's exit code.
+GITHUB_POWERSHELL_PROLOGUE = "$ErrorActionPreference = 'stop'"
+GITHUB_POWERSHELL_EPILOGUE = "if ((Test-Path -LiteralPath variable:\\LASTEXITCODE)) { exit $LASTEXITCODE }"
+# Commands that are PowerShell's own (they leave $LASTEXITCODE alone): Verb-Noun cmdlets and these aliases.
+POWERSHELL_BUILTINS = {"echo", "cd", "ls", "dir", "cat", "rm", "cp", "mv", "write", "%", "?", "foreach", "where",
+                       "select", "sort", "tee", "exit", "throw", "return"}
+LASTEXITCODE = re.compile(r"^\$(?:global:)?LASTEXITCODE$", re.IGNORECASE)
 
 
 def github_files(root: Path) -> list[Path]:
@@ -132,3 +142,103 @@ def test_template_ci_tests_the_lock_on_pushes_and_the_newest_releases_weekly() -
     assert len(locked) == 1 and locked[0]["if"] == "github.event_name != 'schedule'", locked
     assert len(latest) == 1 and latest[0]["if"] == "github.event_name == 'schedule'", latest
     assert "schedule" in workflow[True] and "push" in workflow[True] and "pull_request" in workflow[True]
+
+
+def powershell_steps(workflow: dict) -> list[tuple[str, str]]:
+    """(job id and step name, script) of every step GitHub runs in PowerShell."""
+    found = []
+    default = (workflow.get("defaults") or {}).get("run", {}).get("shell")
+    for job_id, job in workflow["jobs"].items():
+        shell = (job.get("defaults") or {}).get("run", {}).get("shell", default)
+        runners = str(job.get("runs-on", "")) + str((job.get("strategy") or {}).get("matrix", ""))
+        for number, step in enumerate(job.get("steps", []), 1):
+            if "run" not in step:
+                continue
+            step_shell = step.get("shell", shell)
+            if step_shell in ("pwsh", "powershell") or (step_shell is None and "windows" in runners):
+                found.append((f"{job_id}: {step.get('name', f'step {number}')}", step["run"]))
+    return found
+
+
+def exit_code_events(script: str) -> list[tuple[str, str]]:
+    """What ``script`` does to $LASTEXITCODE, in the order it runs: (event, text), where event is
+    `native` (an external command or a script runs), `expect-success` (`$LASTEXITCODE -ne 0` checked),
+    `expect-failure` (any other test of it: the command before was expected to fail) or `reset` (set to 0)."""
+    script = re.sub(r"\$\{\{.*?\}\}", "EXPRESSION", script)  # GitHub puts the value in before PowerShell runs
+    wrapped = f"{GITHUB_POWERSHELL_PROLOGUE}\n{script}\n{GITHUB_POWERSHELL_EPILOGUE}\n".encode()
+    assert powershell_errors(wrapped) == [], script
+    events, stack = [], [tree_sitter.Parser(POWERSHELL).parse(wrapped).root_node]
+    while stack:
+        node = stack.pop()
+        stack.extend(reversed(node.children))
+        text = node.text.decode()
+        if node.type == "command":
+            name = node.child_by_field_name("command_name")
+            invoked = any(child.type == "command_invokation_operator" and child.text == b"&" for child in node.children)
+            word = name.text.decode().lower() if name is not None else ""
+            if invoked or (word and not re.fullmatch(r"\w+-\w+", word) and word not in POWERSHELL_BUILTINS):
+                events.append(("native", text))
+        elif node.type == "comparison_expression" and len(node.children) == 3:
+            left, operator, right = (child.text.decode().strip() for child in node.children)
+            if LASTEXITCODE.match(left):
+                success = operator.lower() == "-ne" and right == "0"
+                events.append(("expect-success" if success else "expect-failure", text))
+        elif node.type == "assignment_expression" and LASTEXITCODE.match(node.children[0].text.decode().strip()):
+            events.append(("reset" if node.children[-1].text.decode().strip() == "0" else "expect-failure", text))
+    return events[:-1] if events and events[-1][1] == "$LASTEXITCODE" else events
+
+
+def exit_code_problems(script: str) -> list[str]:
+    """Why GitHub's wrapper would give this step the wrong exit code: a command expected to fail whose code
+    is still in $LASTEXITCODE at the end (the step fails), or a command whose failure a later one hides."""
+    problems, state, unchecked = [], "zero", None
+    for event, text in exit_code_events(script):
+        if event == "native" and unchecked is not None:
+            problems.append(f"`{unchecked}` can fail unnoticed: check $LASTEXITCODE after it")
+        if event == "native":
+            state, unchecked = "natural", text
+        else:
+            state, unchecked = ("failed" if event == "expect-failure" else "zero"), None
+    if state == "failed":
+        problems.append("a command expected to fail leaves its exit code for the wrapper's `exit $LASTEXITCODE`: "
+                        "set $global:LASTEXITCODE = 0 after checking it")
+    return problems
+
+
+@pytest.mark.parametrize(("script", "problem"), [
+    ("& pwsh -File setup.ps1 -CondaPath C:\\no\\such\\conda\nif ($LASTEXITCODE -ne 1) { throw 'x' }",
+     "expected to fail"),
+    ("python -m pip install uv\ncookiecutter --no-input .", "can fail unnoticed"),
+    ("if ($true) { & $tasks train no_such_key=1 }\nif ($LASTEXITCODE -eq 0) { throw 'should fail' }",
+     "expected to fail"),
+])
+def test_the_wrapper_check_names_a_bad_step(script: str, problem: str) -> None:
+    problems = exit_code_problems(script)
+    assert len(problems) == 1 and problem in problems[0], problems
+
+
+@pytest.mark.parametrize("script", [
+    "& pwsh -File setup.ps1 -CondaPath C:\\no\nif ($LASTEXITCODE -ne 1) { throw 'x' }\n$global:LASTEXITCODE = 0",
+    "python -m pip install uv\nif ($LASTEXITCODE -ne 0) { throw 'x' }\ncookiecutter --no-input .\n'A=1' >> $env:F",
+    "Set-Location x\nWrite-Host hi\nGet-ChildItem | ForEach-Object { $_ }",
+    "& $tasks train no_such_key=1\nif ($LASTEXITCODE -eq 0) { throw 'should fail' }\npython -c 1",
+])
+def test_the_wrapper_check_passes_a_good_step(script: str) -> None:
+    assert exit_code_problems(script) == []
+
+
+def test_powershell_steps_survive_githubs_exit_code_wrapper(github_root: Path) -> None:
+    """Every PowerShell step ends with `exit $LASTEXITCODE` on GitHub: nothing expected to fail may leave its
+    code there, and no failing command may be hidden by a later one."""
+    problems = []
+    for path in workflow_files(github_root):
+        for step, script in powershell_steps(yaml.safe_load(path.read_text(encoding="utf-8"))):
+            problems += [f"{path.name}, {step}: {problem}" for problem in exit_code_problems(script)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_windows_jobs_are_checked_for_the_wrapper() -> None:
+    workflow = yaml.safe_load((TEMPLATE_DIR / ".github" / "workflows" / "template.yml").read_text(encoding="utf-8"))
+    steps = dict(powershell_steps(workflow))
+    assert any("-CondaPath C:\\no\\such\\conda" in script for script in steps.values()), list(steps)
+    assert not any(step.startswith("render-and-test") for step in steps)
