@@ -12,7 +12,8 @@
         .\scripts\tasks.ps1 format       # = make format
         .\scripts\tasks.ps1 clean        # = make clean
     Sweeps need no quotes: `.\scripts\tasks.ps1 train -m optimizer=adam,sgd` reaches Hydra as
-    optimizer=adam,sgd (PowerShell splits it into an array; this script joins it back with commas).
+    optimizer=adam,sgd (PowerShell splits it into an array; this script joins it back with commas, and
+    takes numbers as typed: lr=0.5,1.0 stays lr=0.5,1.0). Flags such as `setup -Cpu -WhatIf` pass through.
     Your session keeps its folder and environment variables; the exit code is the task's.
     If Windows refuses to run scripts, use: powershell -ExecutionPolicy Bypass -File scripts\tasks.ps1 test
 #>
@@ -25,15 +26,34 @@ param(
 $ErrorActionPreference = 'Stop'
 $Package = '{{ cookiecutter.package_name }}'
 
+# The arguments as received: splatted as @Received, `-Cpu` or `-WhatIf` stay parameter names for setup.ps1
+# (a [string] copy would turn them into values).
+$Received = $args
+# The command line as typed (empty under -File, where each argument arrives as the string typed).
+$Typed = $MyInvocation.Line
+
 function ConvertTo-Argument($Value) {
-    # An unquoted a=b,c arrives as the array ('a=b', 'c'): give Hydra its comma-separated sweep back.
-    if ($Value -is [array]) { return (@($Value | ForEach-Object { ConvertTo-Argument $_ }) -join ',') }
-    return [string] $Value
+    # An unquoted a=b,c arrives as the array ('a=b', 'c'): give Hydra its comma-separated sweep back. Numbers
+    # in it were already parsed (lr=0.5,1.0 gives 1, run=001,002 gives 2): take that word as typed instead.
+    if ($Value -isnot [array]) { return [string] $Value }
+    $first = [string] $Value[0]
+    if ($Typed) {
+        $found = [regex]::Matches($Typed, '(?<=^|\s)' + [regex]::Escape($first) + ',[^\s;|]+')
+        if ($found.Count -eq 1) { return $found[0].Value }
+    }
+    return (@($Value | ForEach-Object { ConvertTo-Argument $_ }) -join ',')
 }
 
-$Rest = @($args | ForEach-Object { ConvertTo-Argument $_ })
+function ConvertTo-NativeArgument([string] $Value) {
+    # Windows PowerShell 5.1 (and 7.x's Legacy mode) passes a " inside an argument unescaped, so Python
+    # loses it (+tags=["a","b"] arrives as +tags=[a,b]); escape it the way Python's command line reads it.
+    $legacy = $PSVersionTable.PSVersion -lt [version] '7.3' -or
+        ((Test-Path -LiteralPath variable:PSNativeCommandArgumentPassing) -and "$PSNativeCommandArgumentPassing" -eq 'Legacy')
+    if ($legacy -and $Value.Contains('"')) { return ($Value -replace '(\\*)"', '$1$1\"') }
+    return $Value
+}
 
-$ExitCode = 0
+$Rest = @($args | ForEach-Object { ConvertTo-NativeArgument (ConvertTo-Argument $_) })
 
 function Invoke-Python([string[]] $Arguments) {
     # Output is not captured, so logs and progress bars stream as usual; the exit code is kept.
@@ -45,10 +65,6 @@ function Invoke-Python([string[]] $Arguments) {
 
 function Invoke-Task {
     switch ($Task) {
-        'setup' {
-            & (Join-Path $PSScriptRoot 'setup.ps1') @Rest
-            $script:ExitCode = $LASTEXITCODE
-        }
         'train' { Invoke-Python (@('-m', "$Package.train") + $Rest) }
         'smoke' {
             $saved = $env:WANDB_MODE
@@ -75,13 +91,19 @@ function Invoke-Task {
     }
 }
 
-Push-Location -LiteralPath (Split-Path -Parent $PSScriptRoot)
-try {
-    Invoke-Task
-} catch {
-    Write-Host "tasks.ps1 ${Task}: $($_.Exception.Message)" -ForegroundColor Red
-    $ExitCode = 1
-} finally {
-    Pop-Location
+if ($Task -eq 'setup') {
+    # From the caller's folder: relative paths such as -ProfilePath .\hook.ps1 mean what the user sees.
+    & (Join-Path $PSScriptRoot 'setup.ps1') @Received
+    $ExitCode = $LASTEXITCODE
+} else {
+    Push-Location -LiteralPath (Split-Path -Parent $PSScriptRoot)
+    try {
+        Invoke-Task
+    } catch {
+        Write-Host "tasks.ps1 ${Task}: $($_.Exception.Message)" -ForegroundColor Red
+        $ExitCode = 1
+    } finally {
+        Pop-Location
+    }
 }
 exit $ExitCode
