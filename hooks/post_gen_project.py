@@ -86,6 +86,8 @@ REMOVE_WHEN = {
         "scripts/tasks.ps1",
         "scripts/conda_profile.py",
         ".github/workflows/windows-setup.yml",
+        "docs/windows.md",
+        "docs/windows.ko.md",
     ],
     ("ci", "none"): [".github"],
 }
@@ -106,6 +108,8 @@ def remove(root: Path, relative: str) -> None:
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()
+        if path.parent != root and not any(path.parent.iterdir()):
+            path.parent.rmdir()  # a folder left empty (docs/ without the Windows pages) goes too
 
 
 def rendered_by_cruft(answers: dict) -> bool:

@@ -146,7 +146,8 @@ BY_ANSWER = {
     "logger": {"wandb": WANDB, "csv": []},
     "license": {"MIT": ["LICENSE"], "Apache-2.0": ["LICENSE"], "BSD-3-Clause": ["LICENSE"], "none": []},
     "env_manager": {"conda": ["environment.yml"], "pip": [], "uv": [".python-version"]},
-    "powershell": {"yes": ["scripts/setup.ps1", "scripts/tasks.ps1", "scripts/conda_profile.py"], "no": []},
+    "powershell": {"yes": ["scripts/setup.ps1", "scripts/tasks.ps1", "scripts/conda_profile.py", "docs/windows.md",
+                           "docs/windows.ko.md"], "no": []},
     "ci": {"github": [".github/workflows/ci.yml", ".github/workflows/template-update.yml", ".github/dependabot.yml"],
            "none": []},
 }

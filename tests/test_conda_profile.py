@@ -6,7 +6,9 @@ PowerShell does not run here; every case from the Windows issue is exercised on 
 
 from __future__ import annotations
 
+import base64
 import codecs
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,8 +82,9 @@ def nodes(root: tree_sitter.Node, kind: str) -> list[tree_sitter.Node]:
     return found
 
 
-def invocations(data: bytes) -> list[tuple[str, str]]:
-    """(operator, path) of every `& 'path'` and `. 'path'` in a profile, the path unquoted as PowerShell does."""
+def invocations(data: bytes, folder: Path | None = None) -> list[tuple[str, str]]:
+    """(operator, path) of every `& 'path'` and `. 'path'` in a profile, the path unquoted as PowerShell does
+    ($PSScriptRoot, the profile's ``folder``, filled in)."""
     calls = []
     for command in nodes(parse(data), "command"):
         operator = next((child for child in command.children if child.type == "command_invokation_operator"), None)
@@ -89,14 +92,27 @@ def invocations(data: bytes) -> list[tuple[str, str]]:
         if operator is None or name is None:
             continue
         literal = name.text.decode("utf-8")
+        if folder is not None and literal.startswith('"$PSScriptRoot\\'):
+            literal = '"' + str(folder / literal[len('"$PSScriptRoot\\'):-1]) + '"'
         assert literal[:1] in "'\"" and literal[-1:] == literal[:1] and "$" not in literal, literal
         value = literal[1:-1].replace("''", "'") if literal[0] == "'" else literal[1:-1]
         calls.append((operator.text.decode(), value))
     return calls
 
 
-def hooks_in(data: bytes) -> list[str]:
-    return [path for operator, path in invocations(data) if operator == "&"]
+def hooks_in(path: Path) -> list[str]:
+    """The conda.exe paths a profile runs the hook of: its own, then those of the files it dot-sources."""
+    found = []
+    for operator, target in invocations(path.read_bytes(), path.parent):
+        if operator == "&":
+            found.append(target)
+        elif Path(target).is_file():
+            found += hooks_in(Path(target))
+    return found
+
+
+def hook_file(folder: Path) -> Path:
+    return folder / "conda-hook.ps1"
 
 
 def test_hook_starts_on_a_new_line_after_a_last_line_without_newline(helper: Path, documents: Path) -> None:
@@ -106,7 +122,7 @@ def test_hook_starts_on_a_new_line_after_a_last_line_without_newline(helper: Pat
     assert data.startswith(b"Import-Module posh-git\r\n")
     commands = nodes(parse(data), "command")
     assert commands[0].text == b"Import-Module posh-git"  # the user's line is still a statement of its own
-    assert hooks_in(data) == [CONDA]
+    assert hooks_in(target) == [CONDA]
 
 
 @pytest.mark.parametrize(("bom", "encoding"), [(b"", "ascii"), (codecs.BOM_UTF8, "utf-8"),
@@ -119,34 +135,104 @@ def test_an_ascii_addition_keeps_the_encoding(helper: Path, documents: Path, bom
     data = target.read_bytes()
     assert data.startswith(bom + original.encode(encoding))
     text = data[len(bom):].decode(encoding)
-    assert text.startswith(original) and CONDA in text
+    assert text.startswith(original) and "conda-hook.ps1" in text
     if not encoding.startswith("utf-16"):
-        assert hooks_in(data) == [CONDA]
+        assert hooks_in(target) == [CONDA]
 
 
-def test_a_korean_conda_path_is_written_as_utf8_with_bom(helper: Path, documents: Path) -> None:
+def test_a_korean_conda_path_goes_into_a_utf8_hook_file_and_the_profile_gets_ascii(helper: Path,
+                                                                                 documents: Path) -> None:
     target = write(profile(documents), b"Set-Alias ll Get-ChildItem")  # ASCII, no BOM
     add(helper, documents, "--edition", "desktop", conda=KOREAN_CONDA)
     data = target.read_bytes()
-    assert data.startswith(codecs.BOM_UTF8)  # Windows PowerShell 5.1 reads it as UTF-8, not as cp949
-    assert hooks_in(data) == [KOREAN_CONDA]
-    fresh = profile(documents, "PowerShell")  # a new file gets the same treatment
+    assert data.startswith(b"Set-Alias ll Get-ChildItem\r\n") and data.isascii()
+    hook = hook_file(target.parent).read_bytes()
+    assert hook.startswith(codecs.BOM_UTF8)  # Windows PowerShell 5.1 reads it as UTF-8, not as cp949
+    assert KOREAN_CONDA.encode() in hook and hooks_in(target) == [KOREAN_CONDA]
+    fresh = profile(documents, "PowerShell")  # a new profile gets the same treatment
     add(helper, documents, "--edition", "core", conda=KOREAN_CONDA)
-    assert fresh.read_bytes().startswith(codecs.BOM_UTF8) and hooks_in(fresh.read_bytes()) == [KOREAN_CONDA]
+    assert fresh.read_bytes().isascii() and hooks_in(fresh) == [KOREAN_CONDA]
 
 
-def test_a_cp949_profile_is_read_as_cp949_and_kept_intact(helper: Path, documents: Path) -> None:
-    original = "# 김철수의 프로필\r\nSet-Location D:\\작업"
-    encoded = original.encode("cp949")
-    with pytest.raises(UnicodeDecodeError):
-        encoded.decode("utf-8")  # what makes the helper fall back to the code page
-    target = write(profile(documents), encoded)
+# A cp949 profile whose bytes are also valid UTF-8 (캡처 is Game Bar's Captures folder): nothing can tell its
+# encoding, so nothing may re-encode it.
+AMBIGUOUS = 'function cap { Set-Location "$HOME\\Videos\\캡처" }'.encode("cp949")
+
+
+@pytest.mark.parametrize("original", [
+    "# 김철수의 프로필\r\nSet-Location D:\\작업".encode("cp949"),  # cp949, not valid UTF-8
+    AMBIGUOUS,
+    AMBIGUOUS + b"\r\n",
+    codecs.BOM_UTF8 + "# 프로필\r\nSet-Location D:\\작업\r\n".encode(),
+    "# 프로필\r\n".encode("utf-16-le"),
+])
+def test_every_byte_of_the_users_profile_stays_as_it_was(helper: Path, documents: Path, tmp_path: Path,
+                                                         original: bytes) -> None:
+    if original == AMBIGUOUS:
+        assert original.decode("utf-8") != original.decode("cp949")  # the case the issue found
+    elif original.startswith(b"#"):
+        with pytest.raises(UnicodeDecodeError):
+            original.decode("utf-8")
+    original = codecs.BOM_UTF16_LE + original if original.startswith("#".encode("utf-16-le")) else original
+    target = write(profile(documents), original)
     add(helper, documents, "--edition", "desktop", conda=KOREAN_CONDA)
     data = target.read_bytes()
-    assert data.startswith(codecs.BOM_UTF8)
-    text = data.decode("utf-8-sig")
-    assert text.startswith(original + "\r\n") and "\ufffd" not in text
-    assert hooks_in(data) == [KOREAN_CONDA]
+    assert data.startswith(original)
+    added = data[len(original):]
+    if not original.startswith(codecs.BOM_UTF16_LE):
+        assert added.isascii() and added.count(b"\n") <= 3, added  # line breaks and the one loader line
+        assert hooks_in(target) == [KOREAN_CONDA]
+    run(helper, "remove", "--documents", str(documents), "--edition", "desktop", "--code-page", "949")
+    # add put a line break after a last line without one; undo cannot tell it was not there
+    newline = "\r\n".encode("utf-16-le" if original.startswith(codecs.BOM_UTF16_LE) else "ascii")
+    restored = original if original.endswith(newline) else original + newline
+    assert target.read_bytes() == restored and not hook_file(target.parent).exists()
+
+
+def test_a_symlinked_profile_stays_a_symlink(helper: Path, documents: Path, tmp_path: Path) -> None:
+    real = write(tmp_path / "dotfiles" / "profile.ps1", b"Import-Module posh-git\r\n")
+    link = profile(documents)
+    link.parent.mkdir(parents=True)
+    link.symlink_to(real)
+    add(helper, documents, "--edition", "desktop")
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert real.read_bytes().startswith(b"Import-Module posh-git\r\n") and hooks_in(link) == [CONDA]
+    run(helper, "remove", "--documents", str(documents), "--edition", "desktop", "--code-page", "949")
+    assert link.is_symlink() and real.read_bytes() == b"Import-Module posh-git\r\n"
+
+
+def test_undo_needs_no_conda(helper: Path, documents: Path, tmp_path: Path) -> None:
+    """remove reads no conda path, and a hook whose conda.exe is gone is removed all the same."""
+    gone = tmp_path / "miniconda3" / "Scripts" / "conda.exe"
+    target = write(profile(documents), b"Import-Module posh-git\r\n")
+    add(helper, documents, "--edition", "desktop", conda=str(gone))
+    assert hooks_in(target) == [str(gone)]
+    usage = run(helper, "remove", "--help")
+    assert "--conda" not in usage
+    run(helper, "remove", "--documents", str(documents), "--edition", "desktop", "--code-page", "949")
+    assert target.read_bytes() == b"Import-Module posh-git\r\n" and not hook_file(target.parent).exists()
+
+
+def test_a_synced_profile_keeps_another_pcs_conda(helper: Path, documents: Path, tmp_path: Path) -> None:
+    """OneDrive syncs Documents: the hook file of PC A names A's conda, missing on PC B; B's is added beside it."""
+    there = write(tmp_path / "miniconda3" / "Scripts" / "conda.exe", b"")
+    other_pc = str(tmp_path / "jane" / "anaconda3" / "Scripts" / "conda.exe")  # absolute, missing here
+    target = write(profile(documents), b"")
+    add(helper, documents, "--edition", "desktop", conda=other_pc)
+    output = add(helper, documents, "--edition", "desktop", conda=str(there))
+    assert "another PC" in output and "OneDrive" in output
+    assert hooks_in(target) == [other_pc, str(there)]
+    assert target.read_bytes().count(b"conda-hook.ps1") == 2  # one line: Test-Path, then dot-source
+    before = snapshot(tmp_path)
+    add(helper, documents, "--edition", "desktop", conda=str(there))
+    assert snapshot(tmp_path) == before
+
+
+def test_the_hook_skips_empty_output_as_conda_init_does(helper: Path, documents: Path) -> None:
+    add(helper, documents, "--edition", "desktop")
+    text = hook_file(profile(documents).parent).read_text(encoding="utf-8-sig")
+    assert "shell.powershell hook | Out-String | ?{$_} | Invoke-Expression" in text
+    parse(hook_file(profile(documents).parent).read_bytes())
 
 
 def test_a_profile_in_neither_utf8_nor_the_code_page_is_left_alone(helper: Path, documents: Path) -> None:
@@ -159,7 +245,7 @@ def test_a_profile_in_neither_utf8_nor_the_code_page_is_left_alone(helper: Path,
 def test_an_undecodable_file_that_is_only_searched_does_not_stop_the_edit(helper: Path, documents: Path) -> None:
     write(profile(documents, name="Microsoft.PowerShell_profile.ps1"), b"# \x80\xff\x80\xff\r\nSet-Alias ll ls\r\n")
     add(helper, documents, "--edition", "desktop")
-    assert hooks_in(profile(documents).read_bytes()) == [CONDA]
+    assert hooks_in(profile(documents)) == [CONDA]
 
 
 OLD_HOOK = '& "{}" shell.powershell hook | Out-String | Invoke-Expression'  # what the old setup.ps1 wrote
@@ -176,28 +262,29 @@ def test_lines_the_old_setup_ps1_glued_on_are_moved_to_their_own_lines(helper: P
     assert target.read_bytes() == f"Set-Alias ll Get-ChildItem\r\n{OLD_HOOK.format(CONDA)}".encode()
     assert console.read_bytes() == f"Import-Module posh-git\r\n. '{custom}'\r\n".encode()
     assert nodes(parse(target.read_bytes()), "command")[0].text == b"Set-Alias ll Get-ChildItem"
-    assert hooks_in(target.read_bytes()) == [CONDA] and (".", str(custom)) in invocations(console.read_bytes())
+    assert hooks_in(target) == [CONDA] and (".", str(custom)) in invocations(console.read_bytes())
     first = snapshot(tmp_path)
     add(helper, documents, "--edition", "desktop")
     assert snapshot(tmp_path) == first
 
 
-def test_an_old_utf8_hook_in_a_cp949_profile_is_read_right_and_saved_for_both_editions(helper: Path,
-                                                                                         documents: Path) -> None:
+def test_an_old_utf8_hook_in_a_cp949_profile_is_replaced_by_the_hook_file(helper: Path, documents: Path) -> None:
     # Add-Content -Encoding UTF8 appended the hook's UTF-8 bytes to a cp949 profile: 5.1 misread the path.
-    mine, hook = "# 김철수의 프로필\r\nSet-Location D:\\작업\r\n", OLD_HOOK.format(KOREAN_CONDA) + "\r\n"
-    target = write(profile(documents), mine.encode("cp949") + hook.encode("utf-8"))
-    add(helper, documents, "--edition", "desktop")
-    assert target.read_bytes() == codecs.BOM_UTF8 + (mine + hook).encode("utf-8")
-    assert hooks_in(target.read_bytes()) == [KOREAN_CONDA]
+    mine = "# 김철수의 프로필\r\nSet-Location D:\\작업\r\n".encode("cp949")
+    hook = OLD_HOOK.format(KOREAN_CONDA) + "\r\n"
+    target = write(profile(documents), mine + hook.encode("utf-8"))
+    add(helper, documents, "--edition", "desktop", conda=KOREAN_CONDA)
+    data = target.read_bytes()
+    assert data.startswith(mine) and data[len(mine):].isascii()  # the user's bytes as they were; the old line out
+    assert hooks_in(target) == [KOREAN_CONDA]
 
 
 def test_a_hook_whose_conda_is_gone_does_not_count(helper: Path, documents: Path, tmp_path: Path) -> None:
     gone, there = tmp_path / "anaconda3" / "Scripts" / "conda.exe", write(tmp_path / "conda.exe", b"")
     target = write(profile(documents), (OLD_HOOK.format(gone) + "\r\n").encode())
     output = add(helper, documents, "--edition", "desktop", conda=str(there))
-    assert f"{gone}, which does not exist" in output and output.count("\n") == 2
-    assert hooks_in(target.read_bytes()) == [str(gone), str(there)]
+    assert f"{gone}, which does not exist on this PC" in output and "OneDrive" in output
+    assert hooks_in(target) == [str(gone), str(there)]
     before = snapshot(tmp_path)
     add(helper, documents, "--edition", "desktop", conda=str(there))
     assert snapshot(tmp_path) == before
@@ -227,7 +314,7 @@ def test_a_commented_out_hook_does_not_count(helper: Path, documents: Path) -> N
     target = write(profile(documents), f"# & '{CONDA}' shell.powershell hook | Out-String | Invoke-Expression\r\n"
                                        "<#\r\n& conda.exe shell.powershell hook\r\n#>\r\n".encode())
     add(helper, documents, "--edition", "desktop")
-    assert hooks_in(target.read_bytes()) == [CONDA]
+    assert hooks_in(target) == [CONDA]
 
 
 def test_a_hook_in_a_dot_sourced_file_counts(helper: Path, documents: Path) -> None:
@@ -242,7 +329,7 @@ def test_a_hook_in_a_dot_sourced_file_counts(helper: Path, documents: Path) -> N
 def test_each_edition_gets_its_own_all_hosts_profile(helper: Path, documents: Path) -> None:
     output = add(helper, documents)
     for folder in ("WindowsPowerShell", "PowerShell"):
-        assert hooks_in(profile(documents, folder).read_bytes()) == [CONDA], output
+        assert hooks_in(profile(documents, folder)) == [CONDA], output
     assert not profile(documents, name="Microsoft.PowerShell_profile.ps1").exists()
 
 
@@ -251,10 +338,10 @@ def test_profile_path_twice_then_a_plain_run_add_nothing(helper: Path, documents
     write(profile(documents), b"Import-Module posh-git")
     add(helper, documents, "--profile-path", str(custom))
     first = snapshot(tmp_path)
-    assert hooks_in(custom.read_bytes()) == [CONDA]
+    assert hooks_in(custom) == [CONDA]
     for folder in ("WindowsPowerShell", "PowerShell"):
         data = profile(documents, folder).read_bytes()
-        assert hooks_in(data) == [] and (".", str(custom)) in invocations(data)
+        assert (".", str(custom)) in invocations(data) and hooks_in(profile(documents, folder)) == [CONDA]
     add(helper, documents, "--profile-path", str(custom))
     add(helper, documents)
     assert snapshot(tmp_path) == first
@@ -274,9 +361,15 @@ def test_apostrophes_in_paths_are_quoted(helper: Path, documents: Path, tmp_path
     custom = tmp_path / f"Jo{quote}s profiles" / "conda.ps1"
     add(helper, documents, "--edition", "desktop", "--profile-path", str(custom), conda=conda)
     data = profile(documents).read_bytes()
-    assert f"Jo{quote}{quote}s profiles".encode() in data and f"O{quote}{quote}Brien".encode() in custom.read_bytes()
+    assert f"O{quote}{quote}Brien".encode() in hook_file(custom.parent).read_bytes()
+    assert data.isascii()
     if quote == "'":  # the parser knows the ASCII apostrophe; PowerShell treats all four alike
-        assert (".", str(custom)) in invocations(data) and hooks_in(custom.read_bytes()) == [conda]
+        assert hooks_in(custom) == [conda]
+        assert (".", str(custom)) in invocations(data) and f"Jo{quote}{quote}s profiles".encode() in data
+        assert hooks_in(profile(documents)) == [conda]
+    else:  # a non-ASCII path into a profile without a BOM: base64, so the line is ASCII
+        encoded = re.search(rb"FromBase64String\('([^']*)'\)", data)
+        assert encoded and base64.b64decode(encoded[1]).decode() == str(custom)
     before = snapshot(tmp_path)
     add(helper, documents, "--edition", "desktop")  # the loader line is read back: nothing added
     assert snapshot(tmp_path) == before
@@ -313,10 +406,10 @@ def test_remove_takes_out_only_what_add_wrote(helper: Path, documents: Path, tmp
     core = profile(documents, "PowerShell")
     custom = tmp_path / "custom.ps1"
     add(helper, documents, "--profile-path", str(custom))
-    assert hooks_in(core.read_bytes()) == [] and custom.is_file()
+    assert hooks_in(core) == [CONDA] and custom.is_file()
     run(helper, "remove", "--documents", str(documents), "--profile-path", str(custom), "--code-page", "949")
     assert target.read_bytes() == b"Import-Module posh-git\r\n" + CONDA_INIT.encode()  # conda init's block stays
-    assert core.read_bytes() == b"" and hooks_in(custom.read_bytes()) == []
+    assert core.read_bytes() == b"" and hooks_in(custom) == [] and not hook_file(custom.parent).exists()
     target.write_bytes(b"Import-Module posh-git\r\n")
     add(helper, documents)
     run(helper, "remove", "--documents", str(documents), "--code-page", "949")
@@ -361,11 +454,15 @@ def test_downloaded_files_get_the_unblock_fix(helper: Path) -> None:
     assert len(policy(helper, "desktop", "--blocked")) == 2  # Restricted and blocked: both fixes
 
 
-def test_the_readme_shows_what_the_helper_writes_and_both_fixes(render, documents: Path) -> None:
+def test_the_windows_page_shows_what_the_helper_writes_and_both_fixes(render, documents: Path) -> None:
     project = render(powershell="yes")
     add(project / "scripts" / "conda_profile.py", documents, "--edition", "desktop")
-    readme = project / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    assert profile(documents).read_text(encoding="ascii").replace("\r\n", "\n") in text
-    for needed in ("profile.ps1", "-UndoProfile", FIX_POLICY, FIX_BLOCKED.replace("|", "\\|"), "Group Policy"):
+    page = project / "docs" / "windows.md"
+    text = page.read_text(encoding="utf-8")
+    for written in (profile(documents), hook_file(profile(documents).parent)):
+        assert written.read_text(encoding="utf-8-sig").replace("\r\n", "\n").strip() in text, written.name
+    for needed in ("profile.ps1", "-UndoProfile", FIX_POLICY, FIX_BLOCKED.replace("|", "\\|"), "Group Policy",
+                   "conda tos accept", "7.5", "C:\\miniconda3", "OneDrive"):
         assert needed in text, needed
+    readme = (project / "README.md").read_text(encoding="utf-8")
+    assert "(docs/windows.md)" in readme and "(docs/windows.ko.md)" in (project / "README.ko.md").read_text("utf-8")

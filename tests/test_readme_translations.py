@@ -72,3 +72,10 @@ def test_rendered_readmes_show_the_same_commands(render, name: str) -> None:
     korean = (project / "README.ko.md").read_text(encoding="utf-8")
     assert "README.ko.md" in english and "(README.md)" in korean
     assert "Keep your project up to date" in english and "프로젝트를 최신 상태로 유지하기" in korean
+
+
+def test_rendered_windows_pages_show_the_same_commands(render) -> None:
+    docs = render(powershell="yes") / "docs"
+    assert_same_commands(docs / "windows.md", docs / "windows.ko.md")
+    assert "(windows.ko.md)" in (docs / "windows.md").read_text(encoding="utf-8")
+    assert "(windows.md)" in (docs / "windows.ko.md").read_text(encoding="utf-8")

@@ -86,7 +86,7 @@ def test_setup_ps1_offers_the_promised_switches(project: Path) -> None:
         assert parameter in text, parameter
     assert "SupportsShouldProcess" in text  # -WhatIf
     helper = (project / "scripts" / "conda_profile.py").read_text(encoding="utf-8")
-    assert "shell.powershell hook | Out-String | Invoke-Expression" in helper
+    assert '" shell.powershell hook | Out-String | " + WHERE_NOT_EMPTY + " | Invoke-Expression"' in helper
     # Nothing PowerShell 7 only: Windows PowerShell 5.1 has no ?? ?. or && between commands.
     code = re.sub(r"'[^']*'|\"[^\"]*\"|#.*", "", text)
     assert not re.search(r"\?\?|\?\.|&&|\|\|", code)
@@ -106,6 +106,83 @@ def test_setup_ps1_passes_the_profile_helper_only_options_it_has(project: Path) 
     assert passed <= accepted, passed - accepted
     for word in ("'add'", "'remove'", "'policy'", "GetFolderPath('MyDocuments')", "Get-ExecutionPolicy -List"):
         assert word in text, word
+
+
+def ps_string_array(script: str, name: str) -> list[str]:
+    """The single-quoted strings of ``$name = @( ... )`` in a PowerShell script, unquoted."""
+    body = re.search(rf"^\${name} = @\((.*?)\)\s*$", script, re.MULTILINE | re.DOTALL)
+    assert body, f"${name} = @(...) is missing"
+    return [text.replace("''", "'") for text in re.findall(r"'((?:[^']|'')*)'", body[1])]
+
+
+def first_conda(roots: list[str], env: dict[str, str], disk: Path) -> str | None:
+    """What Find-Conda's loop over $CondaRoots returns: the first root (%VARIABLES% expanded as Windows does,
+    an undefined one left as it is and skipped) with Scripts\\conda.exe, on a fake ``disk``."""
+    for root in roots:
+        expanded = re.sub(r"%(\w+)%", lambda match: env.get(match[1].lower(), match[0]), root)
+        if "%" in expanded:
+            continue
+        candidate = expanded + "\\Scripts\\conda.exe"
+        if (disk / candidate.replace(":", "").replace("\\", "/")).is_file():
+            return candidate
+    return None
+
+
+def test_conda_search_finds_the_installs_of_users_with_korean_names(project: Path, tmp_path: Path) -> None:
+    """The installers refuse non-ASCII folders: 김철수 installs conda to C:\\miniconda3 (or anaconda3, miniforge3)."""
+    script = (project / "scripts" / "setup.ps1").read_text(encoding="utf-8")
+    roots = ps_string_array(script, "CondaRoots")
+    env = {"userprofile": r"C:\Users\김철수", "localappdata": r"C:\Users\김철수\AppData\Local",
+           "programdata": r"C:\ProgramData", "systemdrive": "C:"}
+    assert first_conda(roots, env, tmp_path) is None
+    for name in ("miniforge3", "anaconda3", "miniconda3"):  # each found alone
+        exe = tmp_path / "C" / name / "Scripts" / "conda.exe"
+        exe.parent.mkdir(parents=True)
+        exe.write_bytes(b"")
+        assert first_conda(roots, env, tmp_path) == rf"C:\{name}\Scripts\conda.exe"
+    mine = tmp_path / "C" / "Users" / "김철수" / "miniconda3" / "Scripts" / "conda.exe"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"")  # the user's own install comes before the machine-wide ones
+    assert first_conda(roots, env, tmp_path) == r"C:\Users\김철수\miniconda3\Scripts\conda.exe"
+    assert first_conda(roots, {key: value for key, value in env.items() if key != "userprofile"}, tmp_path) == \
+        r"C:\miniconda3\Scripts\conda.exe"
+    find = script[script.index("function Find-Conda"):script.index("function Get-RegisteredConda")]
+    assert "foreach ($root in $CondaRoots)" in find and "ExpandEnvironmentVariables($root)" in find
+    assert find.index("$env:CONDA_EXE") < find.index("$CondaRoots") < find.index("Get-RegisteredConda") < \
+        find.index("Get-Command conda.exe")
+    # PEP 514's three places; the InstallPath key's default value is the install's root.
+    assert ps_string_array(script, "PythonRegistryKeys") == [
+        r"HKCU:\Software\Python", r"HKLM:\Software\Python", r"HKLM:\Software\WOW6432Node\Python"]
+    registry = script[script.index("function Get-RegisteredConda"):script.index("function Get-PythonVersion")]
+    assert "OpenSubKey('InstallPath')" in registry and "GetValue('')" in registry
+
+
+def test_undo_comes_before_anything_that_needs_conda(project: Path) -> None:
+    script = (project / "scripts" / "setup.ps1").read_text(encoding="utf-8")
+    setup = script[script.index("function Invoke-Setup"):]
+    undo = setup.index("if ($UndoProfile)")
+    assert undo < setup.index("conda not found") and undo < setup.index("Test-PolicyAdvice")
+    assert "catch" in setup[undo:setup.index("return", undo)]  # a -CondaPath that is gone does not stop it
+    helper = script[script.index("function Get-HelperPython"):script.index("function Invoke-Helper")]
+    assert "Find-Python ([version] '3.8')" in helper  # conda's python.exe, or any Python 3.8+
+
+
+def test_pip_and_uv_modes_leave_the_profiles_alone_but_check_the_policy(project: Path) -> None:
+    script = (project / "scripts" / "setup.ps1").read_text(encoding="utf-8")
+    setup = script[script.index("function Invoke-Setup"):]
+    assert "if ($EnvManager -eq 'conda' -and -not $SkipProfile) {\n        Set-CondaHook $conda\n" in setup
+    assert setup.count("Set-CondaHook") == 2  # that one, and -UndoProfile's
+    advice = script[script.index("function Test-PolicyAdvice"):script.index("function Test-CondaTerms")]
+    assert "try {" in advice and "catch {" in advice  # advice only: an error there is a warning
+    assert re.search(r"^    Test-PolicyAdvice \$conda", setup, re.MULTILINE)  # every mode
+
+
+def test_tasks_ps1_hands_setup_its_arguments_as_received(project: Path) -> None:
+    """`tasks.ps1 setup -Cpu`: a [string] copy of -Cpu is a value, not a switch; $args splatted keeps it a switch."""
+    script = (project / "scripts" / "tasks.ps1").read_text(encoding="utf-8")
+    assert re.search(r"^\$Received = \$args$", script, re.MULTILINE)
+    assert "& (Join-Path $PSScriptRoot 'setup.ps1') @Received" in script
+    assert "@Rest" not in script[script.index("if ($Task -eq 'setup')"):]
 
 
 PATH_COMMANDS = {"push-location", "set-location", "test-path", "get-content", "remove-item", "resolve-path",

@@ -9,16 +9,22 @@ the standard library only and runs on any Python 3.8+. It changes text files and
     python conda_profile.py policy --edition desktop [--server] [--blocked] MachinePolicy=Undefined ...
 
 Rules the edits follow, whatever the file looked like before:
-- what is added starts on a line of its own, after an empty line;
-- a file with a byte-order mark keeps its encoding; a file without one stays byte-for-byte
-  ASCII if its text is ASCII, otherwise it is written as UTF-8 with a BOM, the one encoding
-  both Windows PowerShell 5.1 and PowerShell 7 read the same way;
-- a file without a BOM is read as UTF-8 if it decodes strictly, else in the ANSI code page;
+- the user's bytes are never re-encoded: every byte outside the lines added or taken out stays
+  as it was (a cp949 profile that happens to be valid UTF-8 included);
+- the hook itself lives in its own file, conda-hook.ps1, beside the profile that loads it: written
+  whole, UTF-8 with a BOM (the one encoding both Windows PowerShell 5.1 and PowerShell 7 read the
+  same way), so a Korean conda path is read right; the profile gets one ASCII line that dot-sources
+  it; what is added starts on a line of its own, after an empty line;
+- a file without a BOM is read as UTF-8 if it decodes strictly, else in the ANSI code page (for
+  searching only; edits work on its bytes);
+- a symlinked profile (dotfiles) stays a symlink: the edit goes to its target;
 - one hook per edition: a hook anywhere PowerShell loads for the user (profile.ps1,
   Microsoft.PowerShell_profile.ps1, files they dot-source, `conda init`'s block) counts,
   unless its conda.exe no longer exists;
 - what the old setup.ps1 broke is repaired: its lines glued to the user's last line, and
-  UTF-8 lines it appended to an ANSI profile;
+  UTF-8 hook lines it appended to an ANSI profile (taken out; the hook file replaces them);
+- a hook whose conda.exe is missing here is kept: with a OneDrive-synced Documents folder it may
+  be another PC's conda; conda-hook.ps1 holds one guarded hook per conda it was given;
 - paths are written as single-quoted PowerShell strings, with their quote characters doubled;
 - a second run with the same arguments changes nothing.
 """
@@ -26,6 +32,7 @@ Rules the edits follow, whatever the file looked like before:
 from __future__ import annotations
 
 import argparse
+import base64
 import codecs
 import locale
 import logging
@@ -47,6 +54,18 @@ CONSOLE_HOST = "Microsoft.PowerShell_profile.ps1"  # $PROFILE.CurrentUserCurrent
 REGION_START = "#region conda hook (added by scripts\\setup.ps1; delete this region to undo)"
 REGION_END = "#endregion conda hook"
 LOADER_MARK = "# conda hook file (added by scripts\\setup.ps1; delete this line to undo)"
+WHERE_NOT_EMPTY = "?" + "{$_}"  # split so the template engine does not see a brace pair
+HOOK_FILE = "conda-hook.ps1"  # beside the profile that loads it
+HOOK_FILE_MARK = "# conda hook for PowerShell, written by scripts\\setup.ps1 (setup.ps1 -UndoProfile removes it)"
+# The one line a profile gets: ASCII whatever the paths are ($PSScriptRoot is the profile's own folder).
+HOOK_FILE_LINE = (
+    'if (Test-Path -LiteralPath "$PSScriptRoot\\' + HOOK_FILE + '") { . "$PSScriptRoot\\' + HOOK_FILE + '" }  '
+    + LOADER_MARK
+)
+# A loader line for a non-ASCII -ProfilePath in a file without a BOM: the path base64-encoded, so the line is ASCII.
+ENCODED_PATH = re.compile(r"FromBase64String\('([A-Za-z0-9+/=]*)'\)")
+# What the old setup.ps1 appended: its hook line as it wrote it.
+OLD_HOOK_LINE = re.compile(rb'^& "[^"\r\n]+" shell\.powershell hook \| Out-String \| Invoke-Expression[ \t]*(?:\r\n|\n|\r)?$')
 
 # PowerShell ends a single-quoted string at any of these; inside one, each is escaped by doubling it.
 SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
@@ -170,26 +189,43 @@ class ProfileText:
             f"{self.path} is not valid {' or '.join(codecs_to_try)}; save it as 'UTF-8 with BOM' and rerun"
         )
 
-    def encoded(self, text: str) -> bytes:
-        """``text`` in this file's encoding; UTF-8 with BOM where a BOM-less file would not be ASCII."""
-        if self.bom:
-            return self.bom + text.encode(self.encoding)
-        if text.isascii():
-            return text.encode("ascii")
-        return codecs.BOM_UTF8 + text.encode("utf-8")
+    @property
+    def wide(self) -> bool:
+        """UTF-16 or UTF-32: edited as text (which round-trips exactly), not as bytes."""
+        return self.encoding.startswith("utf-16") or self.encoding.startswith("utf-32")
 
-    def appended(self, lines: list[str]) -> str:
-        """The text with ``lines`` added on lines of their own, after an empty line."""
-        text = self.text
-        if text and not text.endswith(("\n", "\r")):
-            text += self.newline
-        if text.strip() and text.splitlines()[-1].strip():
-            text += self.newline
-        return text + self.newline.join(lines) + self.newline
+    def view(self) -> str:
+        """The file as a string to edit: one character per byte (latin-1) unless it is UTF-16/32. Edits that
+        only add or take out ASCII lines then leave every other byte, in any ASCII-compatible encoding, alone."""
+        body = self.original[len(self.bom) :]
+        return self.text if self.wide else body.decode("latin-1")
+
+    def from_view(self, view: str) -> bytes:
+        return self.bom + view.encode(self.encoding if self.wide else "latin-1")
+
+    def appended(self, lines: list[str]) -> bytes:
+        """The file's bytes with ``lines`` added on lines of their own, after an empty line. In a file without a
+        BOM the lines must be ASCII (their bytes are the same whatever encoding each edition reads it in)."""
+        if not (self.bom or all(line.isascii() for line in lines)):
+            raise ProfileError(f"{self.path}: would add non-ASCII text to a file without a BOM (a bug: please report)")
+        view = self.view()
+        if view and not view.endswith(("\n", "\r")):
+            view += self.newline
+        if view.strip() and lines_of(view)[-1].strip():
+            view += self.newline
+        return self.from_view(view + self.newline.join(lines) + self.newline)
+
+
+def lines_of(view: str) -> list[str]:
+    """The lines of a byte view, each with its line break; only CR and LF end a line (PowerShell's rule)."""
+    return re.findall(r"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+$", view)
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one step (a crash never leaves half a profile)."""
+    """Replace ``path`` with ``data`` in one step (a crash never leaves half a profile); a symlink stays a
+    symlink: its target is replaced."""
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     try:
@@ -241,6 +277,10 @@ def dot_sourced(text: str, folder: Path) -> list[Path]:
     """Files ``text`` dot-sources whose names do not depend on anything but $PSScriptRoot, $HOME, $env:X."""
     found = []
     for line in code_only(text):
+        encoded = ENCODED_PATH.search(line)
+        if encoded:
+            found.append(Path(base64.b64decode(encoded.group(1)).decode("utf-8")))
+            continue
         for match in DOT_SOURCE.finditer(line):
             token = match.group("path")
             value = ps_unquote(token)
@@ -286,8 +326,18 @@ class Editor:
         profile = self.read(path)
         self.write(profile, profile.appended(lines), f"add {what} to {path}", f"added {what} to {path}")
 
-    def write(self, profile: ProfileText, text: str, plan: str, done: str) -> None:
-        data = profile.encoded(text)
+    def edit(self, profile: ProfileText, change, plan: str, done: str) -> None:
+        """Apply ``change`` (str -> str, adding or taking out ASCII only) to the file's byte view."""
+        self.write(profile, profile.from_view(change(profile.view())), plan, done)
+
+    def delete(self, path: Path) -> None:
+        if self.dry_run:
+            log.info("[dry run] would delete %s", path)
+            return
+        path.unlink()
+        log.info("deleted %s", path)
+
+    def write(self, profile: ProfileText, data: bytes, plan: str, done: str) -> None:
         if profile.exists and data == profile.original:
             return
         if self.dry_run:
@@ -334,22 +384,54 @@ class Profiles:
         return found
 
 
-def hook_lines(conda: str) -> list[str]:
-    """The hook region: guarded, so a profile still loads after conda is uninstalled or moved."""
-    quoted = ps_quote(conda)
-    return [
-        REGION_START,
-        "if (Test-Path -LiteralPath " + quoted + ") {",
-        f"    & {quoted} shell.powershell hook | Out-String | Invoke-Expression",
-        "}",
-        REGION_END,
-    ]
+def hook_file_text(condas: list[str]) -> str:
+    """conda-hook.ps1: the first of ``condas`` that exists here runs conda's hook (one Documents folder synced
+    by OneDrive serves PCs whose conda is in different places). ``?{$_}`` as in conda init: a conda that prints
+    nothing must not make Invoke-Expression fail in every window."""
+    lines = [HOOK_FILE_MARK]
+    for number, conda in enumerate(condas):
+        quoted = ps_quote(conda)
+        lines.append(("if" if number == 0 else "} elseif") + " (Test-Path -LiteralPath " + quoted + ") {")
+        lines.append("    & " + quoted + " shell.powershell hook | Out-String | " + WHERE_NOT_EMPTY + " | Invoke-Expression")
+    lines.append("}")
+    return "\r\n".join(lines) + "\r\n"
 
 
-def loader_line(path: Path) -> str:
-    quoted = ps_quote(str(path))
-    # No format string here: the template engine would read doubled braces as its own.
-    return "if (Test-Path -LiteralPath " + quoted + ") { . " + quoted + " }  " + LOADER_MARK
+def loader_line(path: Path, ascii_only: bool) -> str:
+    """The line that dot-sources ``path``: readable, or (a non-ASCII path going into a file without a BOM)
+    with the path base64-encoded, so that the line is ASCII and reads the same in both editions."""
+    text = str(path)
+    if text.isascii() or not ascii_only:
+        quoted = ps_quote(text)
+        # No format string here: the template engine would read doubled braces as its own.
+        return "if (Test-Path -LiteralPath " + quoted + ") { . " + quoted + " }  " + LOADER_MARK
+    encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
+    return ("$condaHookProfile = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String('" + encoded + "')); "
+            "if (Test-Path -LiteralPath $condaHookProfile) { . $condaHookProfile }; "
+            "Remove-Variable condaHookProfile  " + LOADER_MARK)
+
+
+def is_hook_file(profile: ProfileText) -> bool:
+    return profile.exists and profile.text.lstrip("\ufeff").startswith(HOOK_FILE_MARK)
+
+
+def write_hook_file(folder: Path, conda: str, editor: Editor) -> Path:
+    """conda-hook.ps1 in ``folder`` with ``conda`` in it (the condas it held before are kept)."""
+    path = folder / HOOK_FILE
+    current = editor.read(path, strict=False)
+    if current.exists and not is_hook_file(current):
+        raise ProfileError(f"{path} exists and was not written by setup.ps1; rename it and rerun")
+    condas = [match.group(1) for line in code_only(current.text) for match in [HOOK_PATH.search(line)] if match]
+    condas = list(dict.fromkeys([*condas, conda] if path_key(conda) not in map(path_key, condas) else condas))
+    data = codecs.BOM_UTF8 + hook_file_text(condas).encode("utf-8")
+    editor.write(current, data, f"write {path}", f"wrote {path}")
+    return path
+
+
+def add_line(target: Path, line: str, editor: Editor, what: str) -> None:
+    """Add ``line`` to ``target`` unless it is there already."""
+    if line not in (existing.strip() for existing in editor.read(target, strict=False).text.splitlines()):
+        editor.append(target, [line], what)
 
 
 def add_hook(documents: Path, editions: list[str], conda: str, profile_path: Path | None, editor: Editor) -> None:
@@ -358,50 +440,60 @@ def add_hook(documents: Path, editions: list[str], conda: str, profile_path: Pat
         profiles = Profiles(documents, edition, editor)
         loaded = profiles.loaded()
         name = EDITION_NAMES[edition]
-        repair(loaded, editor)
+        if repair(loaded, editor):
+            loaded = profiles.loaded()
         for profile in loaded:
             for gone in dead_hooks(profile.text):
-                log.info("%s: %s runs %s, which does not exist; delete that line", name, profile.path, gone)
+                log.info("%s: %s runs %s, which does not exist on this PC; delete that line, unless your Documents "
+                         "folder is synced (OneDrive) and it is another PC's conda", name, profile.path, gone)
         holder = next((profile.path for profile in loaded if has_hook(profile.text)), None)
         if holder is not None:
             log.info("%s: the conda hook is already loaded from %s", name, holder)
-        elif profile_path is None:
-            editor.append(profiles.all_hosts, hook_lines(conda), f"the conda hook for {name}")
         else:
-            if not has_hook(editor.read(profile_path).text):
-                editor.append(profile_path, hook_lines(conda), "the conda hook")
-            if path_key(profile_path) not in {path_key(profile.path) for profile in loaded}:
-                editor.append(profiles.all_hosts, [loader_line(profile_path)], f"a line loading {profile_path}")
+            paths = {path_key(profile.path) for profile in loaded}
+            target = profile_path if profile_path is not None else profiles.all_hosts
+            editor.read(target)  # one that cannot be read safely stops here, before anything is written
+            hook_file = write_hook_file(target.parent, conda, editor)
+            if path_key(hook_file) not in paths:
+                add_line(target, HOOK_FILE_LINE, editor, f"a line loading {hook_file}")
+            if profile_path is not None and path_key(profile_path) not in paths:
+                line = loader_line(profile_path, ascii_only=not editor.read(profiles.all_hosts).bom)
+                add_line(profiles.all_hosts, line, editor, f"a line loading {profile_path}")
         for other in profiles.other_hosts_with_hook():
             log.info("%s: %s also holds a conda hook, only for its own host; delete it there", name, other)
 
 
-def repair(loaded: list[ProfileText], editor: Editor) -> None:
-    """Fix what the old setup.ps1 broke in loaded profiles: glued lines, and a hook's file that one edition
-    misreads (no BOM, not ASCII): saved as UTF-8 with BOM, text unchanged."""
+def repair(loaded: list[ProfileText], editor: Editor) -> bool:
+    """Fix what the old setup.ps1 broke in loaded profiles: its lines glued to the line before (a line break
+    put in), and its UTF-8 hook lines in a file without a BOM that is not ASCII, which one edition misreads
+    (taken out: the hook file takes their place). Returns whether anything changed."""
+    changed = False
     for searched in loaded:
-        fixed = unglued(searched.text, searched.newline)
-        if fixed == searched.text and not (has_hook(fixed) and not searched.bom and not fixed.isascii()):
+        if searched.wide or not searched.exists:
             continue
-        try:
-            profile = editor.read(searched.path)
-        except ProfileError as error:
-            log.info("not repairing %s: %s", searched.path, error)
+
+        def fixed(view: str, profile: ProfileText = searched) -> str:
+            view = unglued(view, profile.newline)
+            if profile.bom or view.isascii():
+                return view
+            lines = lines_of(view)
+            kept = [line for line in lines if not (OLD_HOOK_LINE.match(line.encode("latin-1"))
+                                                  and not line.isascii())]
+            return "".join(kept)
+
+        if fixed(searched.view()) == searched.view():
             continue
-        fixed = unglued(profile.text, profile.newline)
-        editor.write(
-            profile,
-            fixed,
-            f"repair {profile.path}",
-            f"repaired {profile.path} (lines glued together, or an encoding one PowerShell edition misreads)",
-        )
+        editor.edit(searched, fixed, f"repair {searched.path}",
+                    f"repaired {searched.path} (lines glued together, or a hook line one PowerShell edition misreads)")
+        changed = True
+    return changed
 
 
-def without_additions(text: str) -> str:
-    """``text`` without the hook regions and loader lines this script adds."""
+def without_additions(view: str) -> str:
+    """``view`` without the hook regions (of older versions) and loader lines this script adds."""
     kept: list[str] = []
     inside = False
-    for line in text.splitlines(keepends=True):
+    for line in lines_of(view):
         stripped = line.strip()
         if inside:
             inside = stripped != REGION_END
@@ -415,14 +507,17 @@ def without_additions(text: str) -> str:
 
 
 def remove_hook(documents: Path, editions: list[str], profile_path: Path | None, editor: Editor) -> None:
-    """Take out what ``add`` wrote (a `conda init` block or hand-written hook stays)."""
+    """Take out what ``add`` wrote (a `conda init` block or hand-written hook stays). Needs no conda."""
     paths = [Profiles(documents, edition, editor).all_hosts for edition in editions]
     paths += [profile_path] if profile_path is not None else []
     for path in paths:
-        profile = editor.read(path)
-        text = without_additions(profile.text)
-        if text != profile.text:
-            editor.write(profile, text, f"remove the conda hook from {path}", f"removed the conda hook from {path}")
+        profile = editor.read(path, strict=False)
+        if profile.exists and without_additions(profile.view()) != profile.view():
+            editor.edit(profile, without_additions, f"remove the conda hook from {path}",
+                        f"removed the conda hook from {path}")
+        hook_file = path.parent / HOOK_FILE
+        if is_hook_file(editor.read(hook_file, strict=False)):
+            editor.delete(hook_file)
 
 
 def parse_scopes(pairs: list[str]) -> dict[str, str]:

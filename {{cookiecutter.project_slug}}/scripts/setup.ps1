@@ -3,20 +3,27 @@
     Set up {{ cookiecutter.project_name }} on Windows in one command (Windows PowerShell 5.1 or PowerShell 7).
 
 .DESCRIPTION
-    1. Finds conda: -CondaPath (which must exist), $env:CONDA_EXE, then the usual install folders
-       (%USERPROFILE%\miniconda3, anaconda3, miniforge3, %LOCALAPPDATA%, %ProgramData%).
-    2. Makes `conda activate` work in PowerShell: scripts\conda_profile.py, run with conda's own
-       python.exe, adds the conda hook to profile.ps1 (CurrentUserAllHosts: every window, VS Code
-       included) in Documents\WindowsPowerShell and, if PowerShell 7 is installed, Documents\PowerShell,
-       unless a profile there already runs one (a `conda init` block counts). With -ProfilePath the
-       hook goes into that file and profile.ps1 gets one line that loads it. A rerun changes nothing;
-       -UndoProfile takes the lines out again.
+    1. Finds conda (conda mode, or -CondaPath): -CondaPath (which must exist), $env:CONDA_EXE, the usual
+       install folders ($CondaRoots below: %USERPROFILE%, %LOCALAPPDATA%, %ProgramData%, and C:\ itself,
+       where users with a Korean user name must install, since the installers refuse non-ASCII folders),
+       the installs registered under Software\Python (PEP 514: D:\miniconda3 and the like), then PATH.
+    2. conda mode: makes `conda activate` work in PowerShell: scripts\conda_profile.py, run with conda's
+       own python.exe, writes the hook into conda-hook.ps1 and adds one ASCII line loading it to
+       profile.ps1 (CurrentUserAllHosts: every window, VS Code included) in Documents\WindowsPowerShell
+       and, if PowerShell 7 is installed, Documents\PowerShell, unless a profile there already runs one
+       (a `conda init` block counts). The user's bytes are never re-encoded. With -ProfilePath the line
+       goes into that file and profile.ps1 gets one line that loads it. A rerun changes nothing;
+       -UndoProfile takes the lines out again (conda need not exist any more). pip and uv modes leave
+       the profiles alone.
     3. Says in one line if the execution policy of a new window, or blocked (downloaded) files, would
-       stop the profile or these scripts, and how to fix it.
-    4. Creates or updates the environment from environment.yml (conda) or .venv (pip; uv: uv sync,
-       which writes uv.lock on the first run), installs this project with its dev tools, and checks
-       that it imports. With uv, -Cpu routes torch to the pytorch-cpu index in pyproject.toml.
-    5. Reports the PyTorch build and whether a CUDA GPU is usable.
+       stop the profile, .venv\Scripts\Activate.ps1 or these scripts, and how to fix it.
+    4. conda mode: stops with the exact commands if Anaconda's channels wait for their terms of service
+       to be accepted (conda tos), and warns when PowerShell 7.5+ meets a conda older than 25.1.
+    5. Creates or updates the environment from environment.yml (conda; its prompts reach you) or .venv
+       (pip; uv: uv sync, which writes uv.lock on the first run), installs this project with its dev
+       tools, and checks that it imports. With uv, -Cpu routes torch to the pytorch-cpu index in
+       pyproject.toml, and an NVIDIA GPU (nvidia-smi) to pytorch-cu126.
+    6. Reports the PyTorch build and whether a CUDA GPU is usable.
 
     If Windows refuses to run this script ("running scripts is disabled on this system"),
     run it as:  powershell -ExecutionPolicy Bypass -File scripts\setup.ps1
@@ -62,6 +69,18 @@ $CpuIndex = 'https://download.pytorch.org/whl/cpu'
 $ProjectRoot = Split-Path -Parent $PSScriptRoot
 $ProfileHelper = Join-Path $PSScriptRoot 'conda_profile.py'
 $Dry = $DryRun.IsPresent -or $WhatIfPreference
+# Where conda is looked for after $env:CONDA_EXE, in order (%VARIABLES% expanded). Miniconda's and Anaconda's
+# installers refuse folders with non-ASCII names, so a user named in Hangul installs to C:\miniconda3 & co.
+$CondaRoots = @(
+    '%USERPROFILE%\miniconda3', '%USERPROFILE%\anaconda3', '%USERPROFILE%\miniforge3',
+    '%LOCALAPPDATA%\miniconda3', '%LOCALAPPDATA%\anaconda3', '%LOCALAPPDATA%\miniforge3',
+    '%ProgramData%\miniconda3', '%ProgramData%\anaconda3', '%ProgramData%\miniforge3',
+    '%SystemDrive%\miniconda3', '%SystemDrive%\anaconda3', '%SystemDrive%\miniforge3'
+)
+# PEP 514: installers that register their Python (Miniconda's "register as my default Python", on by default
+# for a just-me install) write Software\Python\<company>\<tag>\InstallPath here, wherever they installed.
+$PythonRegistryKeys = @('HKCU:\Software\Python', 'HKLM:\Software\Python', 'HKLM:\Software\WOW6432Node\Python')
+$Warnings = New-Object System.Collections.Generic.List[string]
 
 function Write-Step([string] $Message) {
     Write-Host "==> $Message"
@@ -76,11 +95,17 @@ function Invoke-Step([string] $Description, [scriptblock] $Action) {
     & $Action
 }
 
-function Invoke-Native([string] $Exe, [string[]] $Arguments) {
+function Invoke-Native([string] $Exe, [string[]] $Arguments, [switch] $Interactive) {
     # Warnings on stderr must not stop the script (Windows PowerShell 5.1 turns them into errors);
     # the exit code decides. Out-Host: output goes to the screen, not into a function's return value.
+    # -Interactive: not piped at all, so a prompt without a newline (conda's terms of service) shows;
+    # only for calls whose output nobody captures.
     $ErrorActionPreference = 'Continue'
-    & $Exe @Arguments | Out-Host
+    if ($Interactive) {
+        & $Exe @Arguments
+    } else {
+        & $Exe @Arguments | Out-Host
+    }
     if ($LASTEXITCODE -ne 0) {
         throw "'$Exe $($Arguments -join ' ')' failed with exit code $LASTEXITCODE."
     }
@@ -98,12 +123,11 @@ function Find-Conda {
     }
     $candidates = @()
     if ($env:CONDA_EXE) { $candidates += $env:CONDA_EXE }
-    $roots = @($env:USERPROFILE, $env:LOCALAPPDATA, $env:ProgramData) | Where-Object { $_ }
-    foreach ($root in $roots) {
-        foreach ($name in @('miniconda3', 'anaconda3', 'miniforge3', 'Miniconda3', 'Anaconda3')) {
-            $candidates += [IO.Path]::Combine($root, $name, 'Scripts', 'conda.exe')
-        }
+    foreach ($root in $CondaRoots) {
+        $expanded = [Environment]::ExpandEnvironmentVariables($root)
+        if ($expanded -notmatch '%') { $candidates += [IO.Path]::Combine($expanded, 'Scripts', 'conda.exe') }
     }
+    $candidates += @(Get-RegisteredConda)
     $onPath = Get-Command conda.exe -CommandType Application -ErrorAction SilentlyContinue
     if ($onPath) { $candidates += $onPath[0].Path }
     foreach ($candidate in $candidates) {
@@ -114,10 +138,24 @@ function Find-Conda {
     return $null
 }
 
+function Get-RegisteredConda {
+    # conda.exe of every install registered under $PythonRegistryKeys (PEP 514), in registry order.
+    foreach ($key in $PythonRegistryKeys) {
+        foreach ($company in @(Get-ChildItem -LiteralPath $key -ErrorAction SilentlyContinue)) {
+            foreach ($tag in @(Get-ChildItem -LiteralPath $company.PSPath -ErrorAction SilentlyContinue)) {
+                $install = $tag.OpenSubKey('InstallPath')
+                if ($install -and $install.GetValue('')) {
+                    [IO.Path]::Combine([string] $install.GetValue(''), 'Scripts', 'conda.exe')
+                }
+            }
+        }
+    }
+}
+
 function Get-PythonVersion([string[]] $Command) {
     # The X.Y of a Python command (exe plus arguments), or $null if it does not run (e.g. the Store's stub).
     $ErrorActionPreference = 'Continue'
-    $arguments = @($Command | Select-Object -Skip 1) + @('-c', "import sys; print('%d.%d' % sys.version_info[:2])")
+    $arguments = @($Command | Select-Object -Skip 1) + @('-I', '-c', "import sys; print('%d.%d' % sys.version_info[:2])")
     $out = & $Command[0] @arguments 2>$null
     if ($LASTEXITCODE -ne 0 -or -not $out) { return $null }
     $line = "$(@($out)[-1])".Trim()
@@ -125,11 +163,16 @@ function Get-PythonVersion([string[]] $Command) {
     return [version] $line
 }
 
-function Find-Python {
-    # py -<version>, then py -3 (the newest), then python on PATH: the first that meets requires-python.
-    $pyproject = Get-Content -LiteralPath (Join-Path $ProjectRoot 'pyproject.toml') -Raw -Encoding UTF8
+function Find-Python([version] $Minimum) {
+    # py -<version>, then py -3 (the newest), then python on PATH: the first that meets requires-python
+    # (or -Minimum: the profile helper needs only 3.8).
     $minimum = [version] $PythonVersion
-    if ($pyproject -match 'requires-python\s*=\s*"\s*>=\s*([0-9]+(\.[0-9]+)+)') { $minimum = [version] $Matches[1] }
+    if ($Minimum) {
+        $minimum = $Minimum
+    } else {
+        $pyproject = Get-Content -LiteralPath (Join-Path $ProjectRoot 'pyproject.toml') -Raw -Encoding UTF8
+        if ($pyproject -match 'requires-python\s*=\s*"\s*>=\s*([0-9]+(\.[0-9]+)+)') { $minimum = [version] $Matches[1] }
+    }
     $candidates = @()
     $launcher = Get-Command py.exe -CommandType Application -ErrorAction SilentlyContinue
     if ($launcher) {
@@ -147,20 +190,21 @@ function Find-Python {
 }
 
 function Get-HelperPython([string] $Conda) {
-    # conda's own python.exe (every conda install has one in its root), else any suitable Python.
+    # conda's own python.exe (every conda install has one in its root), else any Python 3.8+.
     if ($Conda) {
         $root = [IO.Path]::GetDirectoryName([IO.Path]::GetDirectoryName($Conda))
         $python = [IO.Path]::Combine($root, 'python.exe')
         if (Test-Path -LiteralPath $python -PathType Leaf) { return , @($python) }
     }
-    return Find-Python
+    return Find-Python ([version] '3.8')
 }
 
 function Invoke-Helper([string[]] $Python, [string[]] $Arguments, [switch] $Capture) {
     # Runs scripts\conda_profile.py. Uncaptured, it writes to the console itself (Korean paths print
     # right); -Capture returns its lines (ASCII only: the policy verdicts).
     $ErrorActionPreference = 'Continue'
-    $all = @($Python | Select-Object -Skip 1) + @($ProfileHelper) + $Arguments
+    # -I: PYTHONPATH, PYTHONHOME and the user's site-packages cannot break the helper.
+    $all = @($Python | Select-Object -Skip 1) + @('-I', $ProfileHelper) + $Arguments
     if ($Capture) {
         $out = @(& $Python[0] @all)
     } else {
@@ -186,7 +230,7 @@ function Get-ProfileArguments([string[]] $Editions) {
     $arguments = @('--documents', $documents)
     foreach ($edition in $Editions) { $arguments += @('--edition', $edition.ToLower()) }
     if ($ProfilePath) {
-        $arguments += @('--profile-path', $ExecutionContext.SessionState.Path.GetUnresolvedProviderPathFromPSPath($ProfilePath))
+        $arguments += @('--profile-path', $ProfilePath)
     }
     if ($Dry) { $arguments += '--dry-run' }
     return $arguments
@@ -209,7 +253,9 @@ function Test-ExecutionPolicy([string[]] $Python, [string[]] $Editions) {
     $version = Get-ItemProperty -LiteralPath 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion' -ErrorAction SilentlyContinue
     $server = [bool] ($version -and ($version.PSObject.Properties.Name -contains 'InstallationType') -and
         $version.InstallationType -like 'Server*')
-    $blocked = [bool] (Get-Item -LiteralPath $PSCommandPath -Stream Zone.Identifier -ErrorAction SilentlyContinue)
+    # Any of the project's scripts marked as downloaded (setup.ps1 alone may have been unblocked by hand).
+    $scripts = @(Get-ChildItem -LiteralPath $PSScriptRoot -Filter '*.ps1' -File -ErrorAction SilentlyContinue)
+    $blocked = [bool] ($scripts | Where-Object { Get-Item -LiteralPath $_.FullName -Stream Zone.Identifier -ErrorAction SilentlyContinue })
     foreach ($edition in $Editions) {
         $arguments = @('policy', '--edition', $edition.ToLower())
         if ($server) { $arguments += '--server' }
@@ -223,21 +269,76 @@ function Test-ExecutionPolicy([string[]] $Python, [string[]] $Editions) {
 }
 
 function Set-CondaHook([string] $Conda) {
+    # Adds the hook, or with -UndoProfile takes it out ($Conda may then be $null: conda is not needed).
     $python = Get-HelperPython $Conda
-    $editions = Get-Editions
-    $arguments = Get-ProfileArguments $editions
+    $arguments = Get-ProfileArguments (Get-Editions)
     if ($UndoProfile) {
         Invoke-Helper $python (@('remove') + $arguments)
-        return
+    } else {
+        Invoke-Helper $python (@('add', '--conda', $Conda) + $arguments)
     }
-    Invoke-Helper $python (@('add', '--conda', $Conda) + $arguments)
-    Test-ExecutionPolicy $python $editions
+}
+
+function Test-PolicyAdvice([string] $Conda) {
+    # Advice only: whatever goes wrong here (e.g. the PSModulePath error of runner-images#13221) is a warning.
+    try {
+        Test-ExecutionPolicy (Get-HelperPython $Conda) (Get-Editions)
+    } catch {
+        Write-Warning "could not check the execution policy ($($_.Exception.Message)); if a new window says 'running scripts is disabled', run: Set-ExecutionPolicy -Scope CurrentUser RemoteSigned"
+    }
+}
+
+function Test-CondaTerms([string] $Conda) {
+    # A Miniconda installed silently (winget, /S) has not accepted the terms of service of Anaconda's channels:
+    # conda then fails (CondaToSNonInteractiveError) or waits at a prompt. Say so first, with the commands.
+    if ($env:CONDA_PLUGINS_AUTO_ACCEPT_TOS) { return }
+    $ErrorActionPreference = 'Continue'
+    $status = @(& $Conda tos 2>&1 | ForEach-Object { "$_" })
+    if ($LASTEXITCODE -ne 0) { return }  # no `conda tos` (an older conda, or Miniforge without the plugin)
+    # `conda tos` lists each channel with the date its terms were accepted ('unknown' if undated), '-' while
+    # they wait, or 'rejected'.
+    $url = 'https://repo\.anaconda\.com/[\w./-]+'
+    $pending = @($status | Where-Object { $_ -match $url -and $_ -notmatch '\d{4}-\d{2}-\d{2}|\bunknown\b' } |
+        ForEach-Object { ([regex]::Match($_, $url)).Value.TrimEnd('/') } | Select-Object -Unique)
+    if ($pending.Count -eq 0) { return }
+    $commands = @($pending | ForEach-Object { "& '$Conda' tos accept --override-channels --channel $_" })
+    throw ("conda's channels $($pending -join ', ') wait for their terms of service to be accepted. Read them " +
+        "(& '$Conda' tos view) and accept, then rerun:`n  " + ($commands -join "`n  ") +
+        "`nor install Miniforge (conda-forge only, no terms to accept) and rerun with -CondaPath.")
+}
+
+function Test-CondaForPowerShell([string] $Conda) {
+    # conda before 25.1 breaks `conda activate` under PowerShell 7.5+ (conda#14787, PowerShell#24942).
+    $ErrorActionPreference = 'Continue'
+    $line = "$(& $Conda --version 2>$null)"
+    if ($line -notmatch '([0-9]+\.[0-9]+(\.[0-9]+)?)') { return }
+    $condaVersion = [version] $Matches[1]
+    $pwsh = @(Get-Command pwsh.exe -CommandType Application -ErrorAction SilentlyContinue)
+    $versions = @()
+    if ($PSVersionTable.PSEdition -eq 'Core') { $versions += [version] $PSVersionTable.PSVersion.ToString() }
+    if ($pwsh.Count -gt 0 -and $pwsh[0].Version) { $versions += $pwsh[0].Version }
+    $newest = $versions | Sort-Object -Descending | Select-Object -First 1
+    if ($newest -and $newest -ge [version] '7.5' -and $condaVersion -lt [version] '25.1') {
+        $Warnings.Add("conda $condaVersion cannot activate environments in PowerShell $newest (7.5+ needs conda 25.1 or later); update it: & '$Conda' update --name base conda")
+    }
 }
 
 function Get-EnvPrefix([string] $Conda) {
-    $json = & $Conda env list --json | Out-String
-    foreach ($prefix in @((ConvertFrom-Json $json).envs)) {
-        if ((Split-Path -Leaf $prefix) -eq $EnvName) { return $prefix }
+    # The env named $EnvName of this conda: <root>\envs\<name> or one of its envs_dirs, never a namesake
+    # of another install (conda env list also shows every install's envs it has seen).
+    $ErrorActionPreference = 'Continue'
+    $json = & $Conda env list --json 2>$null | Out-String
+    if ($LASTEXITCODE -ne 0) { throw "'$Conda env list --json' failed with exit code $LASTEXITCODE." }
+    $info = ConvertFrom-Json $json
+    $dirs = @()
+    $config = & $Conda config --show envs_dirs --json 2>$null | Out-String
+    if ($LASTEXITCODE -eq 0 -and $config.Trim()) { $dirs = @((ConvertFrom-Json $config).envs_dirs) }
+    $dirs += [IO.Path]::Combine([IO.Path]::GetDirectoryName([IO.Path]::GetDirectoryName($Conda)), 'envs')
+    foreach ($dir in $dirs) {
+        $wanted = [IO.Path]::GetFullPath([IO.Path]::Combine($dir, $EnvName)).TrimEnd('\')
+        foreach ($prefix in @($info.envs)) {
+            if ([IO.Path]::GetFullPath($prefix).TrimEnd('\') -eq $wanted) { return $prefix }
+        }
     }
     return $null
 }
@@ -246,18 +347,21 @@ function Build-CondaEnv([string] $Conda) {
     $file = Join-Path $ProjectRoot 'environment.yml'
     if (Get-EnvPrefix $Conda) {
         Invoke-Step "update conda env '$EnvName' from environment.yml" {
-            Invoke-Native $Conda @('env', 'update', '--name', $EnvName, '--file', $file, '--prune')
+            Invoke-Native $Conda @('env', 'update', '--name', $EnvName, '--file', $file, '--prune') -Interactive
         }
     } else {
         Invoke-Step "create conda env '$EnvName' (python $PythonVersion) from environment.yml" {
-            Invoke-Native $Conda @('env', 'create', '--name', $EnvName, '--file', $file)
+            Invoke-Native $Conda @('env', 'create', '--name', $EnvName, '--file', $file) -Interactive
         }
     }
     if ($Cpu) {
         Invoke-Step 'switch to a CPU-only PyTorch build' {
-            Invoke-Native $Conda @('install', '--yes', '--name', $EnvName, '--channel', 'conda-forge', 'pytorch=*=cpu*')
+            Invoke-Native $Conda @('install', '--yes', '--name', $EnvName, '--channel', 'conda-forge', 'pytorch=*=cpu*') -Interactive
         }
     }
+}
+
+function Get-CondaPython([string] $Conda) {
     if ($Dry) { return $null }
     $prefix = Get-EnvPrefix $Conda
     if (-not $prefix) { throw "conda reports no env named '$EnvName' after creating it; run: conda env list" }
@@ -277,7 +381,7 @@ function Build-Venv {
     }
     $torch = @()
     if ($env:TORCH_SPEC) {
-        $torch = $env:TORCH_SPEC -split '\s+'
+        $torch = @($env:TORCH_SPEC.Trim() -split '\s+' | Where-Object { $_ })
     } elseif ($Cpu) {
         $torch = @('torch', 'torchvision', '--index-url', $CpuIndex)
     } elseif (Get-Command nvidia-smi -ErrorAction SilentlyContinue) {
@@ -312,18 +416,19 @@ function Find-Uv {
     return $null
 }
 
-function Set-CpuSource {
-    # Uncomment the pytorch-cpu lines of [tool.uv.sources]; uv sync then relocks with the CPU build.
+function Set-TorchSource([string] $Index, [switch] $IfUntouched) {
+    # Uncomment the torch lines of [tool.uv.sources], routed to $Index; uv sync then relocks with that build.
+    # -IfUntouched: only while they are still commented out as shipped (the user's own choice stays).
     $file = Join-Path $ProjectRoot 'pyproject.toml'
     $text = [IO.File]::ReadAllText($file)
     $line = '(torch|torchvision) = \[\{ index = "pytorch-cpu" \}\]'
     if ($text -match "(?m)^# *$line") {
-        Invoke-Step 'route torch to the pytorch-cpu index ([tool.uv.sources] in pyproject.toml)' {
-            $switched = [regex]::Replace($text, "(?m)^# *($line)", '$1')
+        Invoke-Step "route torch to the $Index index ([tool.uv.sources] in pyproject.toml)" {
+            $switched = [regex]::Replace($text, "(?m)^# *$line", ('$1 = [{ index = "' + $Index + '" }]'))
             [IO.File]::WriteAllText($file, $switched, (New-Object System.Text.UTF8Encoding $false))
         }
-    } elseif ($text -notmatch "(?m)^$line") {
-        throw '-Cpu: pyproject.toml has no pytorch-cpu lines under [tool.uv.sources]; route torch to a CPU index there yourself.'
+    } elseif (-not $IfUntouched -and $text -notmatch "(?m)^(torch|torchvision) = \[\{ index = `"$Index`" \}\]") {
+        throw "pyproject.toml's [tool.uv.sources] routes torch elsewhere; route it to the $Index index there yourself."
     }
 }
 
@@ -333,7 +438,12 @@ function Build-UvEnv {
         throw 'uv not found: install it (https://docs.astral.sh/uv/getting-started/installation/, or: pip install uv), then run this again.'
     }
     Write-Step "uv: $uv"
-    if ($Cpu) { Set-CpuSource }
+    if ($Cpu) {
+        Set-TorchSource 'pytorch-cpu'
+    } elseif (Get-Command nvidia-smi -ErrorAction SilentlyContinue) {
+        # PyPI's Windows wheels are CPU-only: with an NVIDIA GPU, the CUDA build from PyTorch's index.
+        Set-TorchSource 'pytorch-cu126' -IfUntouched
+    }
     if (-not (Test-Path -LiteralPath (Join-Path $ProjectRoot 'uv.lock'))) {
         Write-Step 'no uv.lock yet: uv sync writes it; commit it with the code'
     }
@@ -354,19 +464,34 @@ function Show-Status([string] $Python) {
 
 function Invoke-Setup {
     if ($Dry) { Write-Host 'Dry run: nothing will be changed.' }
+    if ($UndoProfile) {
+        # Before anything needs conda: undo works after conda is uninstalled (any Python 3.8+ runs the helper).
+        $conda = $null
+        try { $conda = Find-Conda } catch { $conda = $null }
+        Set-CondaHook $conda
+        return
+    }
     $conda = $null
-    if ($EnvManager -eq 'conda' -or -not $SkipProfile -or $CondaPath) {
+    if ($EnvManager -eq 'conda' -or $CondaPath) {
         $conda = Find-Conda
     }
     if ($EnvManager -eq 'conda' -and -not $conda) {
-        throw 'conda not found: install Miniconda or Miniforge, pass -CondaPath <folder>, or use -EnvManager pip.'
+        throw 'conda not found: install Miniconda or Miniforge (a Korean user name: into C:\miniconda3 or C:\miniforge3), pass -CondaPath <folder>, or use -EnvManager pip.'
     }
     if ($conda) { Write-Step "conda: $conda" }
-    if ($UndoProfile -or (-not $SkipProfile -and $conda)) { Set-CondaHook $conda }
-    if ($ProfileOnly -or $UndoProfile) { return }
+    # The conda hook only where conda is the environment manager: with auto_activate_base it would put
+    # base's python first on PATH in every window, ahead of a pip or uv .venv.
+    if ($EnvManager -eq 'conda' -and -not $SkipProfile) {
+        Set-CondaHook $conda
+        Test-CondaForPowerShell $conda
+    }
+    Test-PolicyAdvice $conda  # what a new window allows: the profile, .venv\Scripts\Activate.ps1, these scripts
+    if ($ProfileOnly) { return }
 
     if ($EnvManager -eq 'conda') {
-        $run = Build-CondaEnv $conda
+        Test-CondaTerms $conda
+        Build-CondaEnv $conda
+        $run = Get-CondaPython $conda
         $activate = "conda activate $EnvName"
     } elseif ($EnvManager -eq 'uv') {
         $run = Build-UvEnv
@@ -381,20 +506,27 @@ function Invoke-Setup {
         Write-Host "[dry run] would check 'import $Package' and report the PyTorch build and GPU"
     }
     Write-Host ''
-    Write-Host 'Ready. Next (open a new PowerShell window first if the profile changed):'
+    foreach ($warning in $Warnings) { Write-Warning $warning }
+    $ready = if ($Warnings.Count -gt 0) { 'Ready, except for the warning above.' } else { 'Ready.' }
+    Write-Host "$ready Next (open a new PowerShell window first if the profile changed):"
     Write-Host "  $activate"
     Write-Host "  python -m $Package.train debug=fast   # one quick epoch, offline"
     Write-Host '  .\scripts\tasks.ps1 test               # or: train, lint, format, smoke'
 }
 
 $exitCode = 0
-Push-Location -LiteralPath $ProjectRoot
 try {
-    Invoke-Setup
+    # Relative paths mean the folder the user typed them in: resolved before moving to the project.
+    if ($ProfilePath) { $ProfilePath = $ExecutionContext.SessionState.Path.GetUnresolvedProviderPathFromPSPath($ProfilePath) }
+    if ($CondaPath) { $CondaPath = $ExecutionContext.SessionState.Path.GetUnresolvedProviderPathFromPSPath($CondaPath) }
+    Push-Location -LiteralPath $ProjectRoot
+    try {
+        Invoke-Setup
+    } finally {
+        Pop-Location
+    }
 } catch {
     Write-Host "setup.ps1: $($_.Exception.Message)" -ForegroundColor Red
     $exitCode = 1
-} finally {
-    Pop-Location
 }
 exit $exitCode
