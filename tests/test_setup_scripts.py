@@ -170,7 +170,8 @@ def test_undo_comes_before_anything_that_needs_conda(project: Path) -> None:
 def test_pip_and_uv_modes_leave_the_profiles_alone_but_check_the_policy(project: Path) -> None:
     script = (project / "scripts" / "setup.ps1").read_text(encoding="utf-8")
     setup = script[script.index("function Invoke-Setup"):]
-    assert "if ($EnvManager -eq 'conda' -and -not $SkipProfile) {\n        Set-CondaHook $conda\n" in setup
+    hooked = "if (($EnvManager -eq 'conda' -or $CondaPath) -and -not $SkipProfile) {\n        Set-CondaHook $conda\n"
+    assert hooked in setup  # conda mode, or asked for with -CondaPath
     assert setup.count("Set-CondaHook") == 2  # that one, and -UndoProfile's
     advice = script[script.index("function Test-PolicyAdvice"):script.index("function Test-CondaTerms")]
     assert "try {" in advice and "catch {" in advice  # advice only: an error there is a warning

@@ -14,7 +14,7 @@
        (a `conda init` block counts). The user's bytes are never re-encoded. With -ProfilePath the line
        goes into that file and profile.ps1 gets one line that loads it. A rerun changes nothing;
        -UndoProfile takes the lines out again (conda need not exist any more). pip and uv modes leave
-       the profiles alone.
+       the profiles alone unless -CondaPath is given.
     3. Says in one line if the execution policy of a new window, or blocked (downloaded) files, would
        stop the profile, .venv\Scripts\Activate.ps1 or these scripts, and how to fix it.
     4. conda mode: stops with the exact commands if Anaconda's channels wait for their terms of service
@@ -479,9 +479,9 @@ function Invoke-Setup {
         throw 'conda not found: install Miniconda or Miniforge (a Korean user name: into C:\miniconda3 or C:\miniforge3), pass -CondaPath <folder>, or use -EnvManager pip.'
     }
     if ($conda) { Write-Step "conda: $conda" }
-    # The conda hook only where conda is the environment manager: with auto_activate_base it would put
-    # base's python first on PATH in every window, ahead of a pip or uv .venv.
-    if ($EnvManager -eq 'conda' -and -not $SkipProfile) {
+    # The conda hook only where conda is the environment manager or -CondaPath asks for it: unasked, with
+    # auto_activate_base it would put base's python first on PATH in every window, ahead of a .venv.
+    if (($EnvManager -eq 'conda' -or $CondaPath) -and -not $SkipProfile) {
         Set-CondaHook $conda
         Test-CondaForPowerShell $conda
     }
