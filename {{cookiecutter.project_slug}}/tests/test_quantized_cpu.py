@@ -23,7 +23,7 @@ from {{ cookiecutter.package_name }}.models.hf_loader import limit_cpu_repacking
 from {{ cookiecutter.package_name }}.runtime import usable_precision
 from {{ cookiecutter.package_name }}.train import train
 
-from conftest import compose_config
+from conftest import compose_config, run_module
 
 bnb_modules = pytest.importorskip("bitsandbytes.nn.modules")
 
@@ -215,3 +215,55 @@ def test_device_map_and_dtype_follow_cuda(cuda: bool, monkeypatch: pytest.Monkey
     else:
         with pytest.raises(UserError, match="no CUDA GPU"):
             resolve_device_map("cuda", quantized=True)
+
+
+def test_memory_report_counts_the_fp32_casts_of_qlora_preparation(odd_dir: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """peft casts embeddings, norms and the head to fp32 before LoRA training: the report must see them."""
+    from {{ cookiecutter.package_name }} import runtime
+    from {{ cookiecutter.package_name }}.models import footprint
+
+    reports: list[dict] = []
+    monkeypatch.setattr(footprint, "log_report", reports.append)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)  # loaded in bf16, then cast
+    model = load_causal_lm(name_or_path=str(odd_dir), dtype="bf16", quantization={"name": "4bit"},
+                           lora={"r": 4, "target_modules": ["q_proj"]})
+    parameters = {id(p): p for p in model.parameters()}.values()
+    assert torch.float32 in {p.dtype for p in parameters if not p.requires_grad}  # the casts happened
+    real = sum(p.numel() * p.element_size() for p in parameters)
+    (report,) = reports
+    assert report["loaded"]["bytes"] >= real
+    assert report["estimated_bytes"]["4bit"] >= 0.9 * real  # unquantized parameters at 4 bytes, not 2
+
+
+def test_export_of_a_4bit_run_merges_on_the_cpu_where_a_gpu_is_visible(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unquantized base may not fit the GPU the 4-bit run trained on: the merge happens on the CPU."""
+    from omegaconf import OmegaConf
+
+    from {{ cookiecutter.package_name }} import export, runtime
+
+    run = tmp_path / "run"
+    result = run_module("train", *LM, "debug=fast", "trainer.max_steps=2", "task.new_tokens=4", "trainer.device=cpu",
+                        f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
+    saved.trainer.device = "auto"  # as a run on a GPU saves it
+    OmegaConf.save(saved, run / ".hydra" / "config.yaml")
+    placed: list[str] = []
+    real_place = runtime.place
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU "visible"; any use of it fails here
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(runtime, "place", lambda model, device: placed.append(str(device)) or real_place(model, device))
+    handlers = list(logging.getLogger().handlers)
+    try:
+        output = export.export([f"run={run}", f"output={tmp_path / 'export'}"])
+    finally:
+        for handler in set(logging.getLogger().handlers) - set(handlers):
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    assert placed == ["cpu"]
+    log = (output / "export.log").read_text(encoding="utf-8")
+    assert "reloaded unquantized on the CPU" in log and "Peak memory of the export" in log
+    assert (output / "model.safetensors").is_file() and not (output / "adapter_config.json").exists()

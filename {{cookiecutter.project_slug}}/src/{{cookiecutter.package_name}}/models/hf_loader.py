@@ -319,13 +319,15 @@ def load_causal_lm(
         raise UserError(f"model.name_or_path={source} could not be loaded ({first}): check the model "
                         "options (dtype, device_map, offload_folder, quantization).") from None
     limit_cpu_repacking(model, for_training)
-    if report:
-        double_quant = bool(dict(quantization).get("double_quant", True)) if hasattr(quantization, "items") else True
-        footprint.log_report(footprint.build_report(model, str(name_or_path or source), weights, quant, double_quant))
+    prepare_kbit = quant in QUANTIZED and for_training  # inference needs none of its fp32 casts
     if use_lora:
-        model = add_lora(model, lora, quant in QUANTIZED, gradient_checkpointing)
+        model = add_lora(model, lora, prepare_kbit, gradient_checkpointing)
     elif gradient_checkpointing:
         enable_gradient_checkpointing(model)
+    if report:  # after the k-bit preparation: its fp32 casts are part of what training holds
+        double_quant = bool(dict(quantization).get("double_quant", True)) if hasattr(quantization, "items") else True
+        footprint.log_report(footprint.build_report(model, str(name_or_path or source), weights, quant, double_quant,
+                                                    prepared_for_training=prepare_kbit and use_lora))
     if quant in QUANTIZED or not (kwargs["device_map"] is None or _single_device(kwargs["device_map"])):
         mark_placed(model)  # bitsandbytes layers and device-mapped models must not be moved with .to()
     return model
