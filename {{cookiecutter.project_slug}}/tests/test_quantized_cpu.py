@@ -267,3 +267,30 @@ def test_export_of_a_4bit_run_merges_on_the_cpu_where_a_gpu_is_visible(tmp_path:
     log = (output / "export.log").read_text(encoding="utf-8")
     assert "reloaded unquantized on the CPU" in log and "Peak memory of the export" in log
     assert (output / "model.safetensors").is_file() and not (output / "adapter_config.json").exists()
+
+
+def test_gradient_checkpointing_under_the_older_transformers_name() -> None:
+    from {{ cookiecutter.package_name }}.models.hf_loader import enable_gradient_checkpointing
+
+    class OlderModel(torch.nn.Module):  # a transformers release without activation_checkpointing_enable
+        def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict) -> None:
+            self.options = gradient_checkpointing_kwargs
+
+    model = OlderModel()
+    enable_gradient_checkpointing(model)
+    assert model.options == {"use_reentrant": False}
+
+
+def test_a_full_fine_tune_is_not_loaded_quantized() -> None:
+    """Its checkpoint holds every weight in full precision: a 4-bit base with LoRA keys would reject it."""
+    from omegaconf import OmegaConf
+
+    from {{ cookiecutter.package_name }}.run_folder import inference_options
+
+    saved = OmegaConf.create({"quantization": {"name": "none"}, "model": {"lora": {"enabled": None}}})
+    asked = OmegaConf.create({"quantization": {"name": "4bit"}, "model": {"lora": {"enabled": None}}})
+    with pytest.raises(UserError, match="fine-tuned the whole model: leave out quantization=4bit") as error:
+        inference_options(saved, asked)
+    assert "\n" not in str(error.value)
+    assert inference_options(asked, asked) == {"for_training": False}  # a QLoRA run: no fp32 training casts
+    assert inference_options(saved, saved) == {}

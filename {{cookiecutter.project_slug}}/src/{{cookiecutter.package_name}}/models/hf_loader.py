@@ -233,8 +233,15 @@ def keep_trainable_state_only(model: nn.Module) -> None:
 
 
 def enable_gradient_checkpointing(model: nn.Module) -> None:
-    """Recompute activations in the backward pass; non-reentrant, which needs no input gradients."""
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    """Recompute activations in the backward pass; non-reentrant, which needs no input gradients.
+
+    transformers releases that predate ``activation_checkpointing_enable`` have only the older name.
+    """
+    options = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
 
 
 def add_lora(model: nn.Module, lora: dict[str, Any], quantized: bool, gradient_checkpointing: bool) -> nn.Module:
