@@ -294,3 +294,12 @@ def test_a_full_fine_tune_is_not_loaded_quantized() -> None:
     assert "\n" not in str(error.value)
     assert inference_options(asked, asked) == {"for_training": False}  # a QLoRA run: no fp32 training casts
     assert inference_options(saved, saved) == {}
+
+
+def test_a_named_device_map_that_spills_a_quantized_model_warns(caplog: pytest.LogCaptureFixture) -> None:
+    """transformers keeps unquantized only the CPU modules a dict names: what ``auto`` spills stays 4-bit."""
+    from {{ cookiecutter.package_name }}.models.hf_loader import warn_quantized_spill
+
+    assert warn_quantized_spill("auto", "4bit") and "stay 4bit there" in caplog.text
+    assert not warn_quantized_spill({"model": 0, "lm_head": "cpu"}, "4bit")  # named: kept unquantized
+    assert not warn_quantized_spill("auto", "none") and not warn_quantized_spill("cuda:0", "8bit")

@@ -113,8 +113,8 @@ def fit_advice(estimates: dict[str, int], mode: str, free: int | None) -> str:
     for option, override in (("bf16", "precision=bf16"), ("8bit", "quantization=8bit"), ("4bit", "quantization=4bit")):
         if estimates[option] < estimates[mode] and estimates[option] <= free:
             return f"{head}: {override} needs about {estimates[option] / GB:.2f} GB."
-    return f"{head}: even 4bit needs {estimates['4bit'] / GB:.2f} GB; use model.device_map=auto with " \
-           "model.offload_folder=offload."
+    return f"{head}: even 4bit needs {estimates['4bit'] / GB:.2f} GB; use a smaller model, or spill layers to the " \
+           "CPU with a model.device_map dict naming them (they stay unquantized there; auto keeps them 4-bit)."
 
 
 def _free_without(model_bytes: int, free: int | None) -> int | None:

@@ -174,6 +174,22 @@ def may_offload(device_map: Any) -> bool:
     return True  # auto/balanced/sequential: accelerate spills what does not fit
 
 
+def warn_quantized_spill(device_map: Any, quantization: str) -> bool:
+    """Warn (and return True) when a named device map (``auto``...) may spill layers of a quantized model.
+
+    transformers picks the modules to keep unquantized from the device map's CPU and disk entries before
+    it expands a named map, so layers that ``auto`` spills stay 8-/4-bit on the CPU. Only a dict that
+    names the spilled modules keeps them unquantized there (``llm_int8_enable_fp32_cpu_offload``).
+    """
+    if quantization not in QUANTIZED or not isinstance(device_map, str) or not may_offload(device_map):
+        return False
+    log.warning("model.device_map=%s with quantization=%s: layers it spills to the CPU stay %s there (transformers "
+                "chooses the unquantized modules before it expands %s); to keep them unquantized set model.device_map "
+                "in a config file to a dict of module name: device that names the CPU's modules.",
+                device_map, quantization, quantization, device_map)
+    return True
+
+
 def max_memory_map(max_memory: Any) -> dict[Any, str] | None:
     """``{"0": "10GiB", "cpu": "30GiB"}`` with GPU indices as ints, as accelerate expects."""
     if not max_memory:
@@ -300,6 +316,7 @@ def load_causal_lm(
         raise UserError(f"quantization={quant} weights cannot be trained directly: keep model.lora.enabled=true "
                         "(QLoRA) or use quantization=none.")
     quantization_config = bnb_config(quantization, dtype, offload=may_offload(device_map))
+    warn_quantized_spill(device_map, quant)
     tokenizer = data.tokenizer if data is not None else None
     if name_or_path in (None, "", "null"):
         folder = Path(init_dir) if init_dir else Path(tempfile.mkdtemp(prefix="random_init_"))
