@@ -90,6 +90,20 @@ def test_fp16_resumes_from_a_checkpoint_saved_without_loss_scaling(tmp_path: Pat
     assert resumed.scaler.is_enabled() and resumed.scaler.get_scale() == torch.amp.GradScaler("cpu").get_scale()
 
 
+def test_an_fp16_step_does_not_read_the_scale_back_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``get_scale()`` is a host sync each time; the skipped-step check compares the scales on the device."""
+    from {{ cookiecutter.package_name }}.training.precision import Precision
+
+    monkeypatch.setattr(torch.amp.GradScaler, "get_scale", lambda self: pytest.fail("get_scale() syncs the host"))
+    precision, model = Precision("fp16"), torch.nn.Linear(2, 1)
+    optimizer, scaler = torch.optim.SGD(model.parameters(), lr=0.1), Precision("fp16").grad_scaler()
+    scaler.scale(model(torch.ones(1, 2)).sum()).backward()
+    assert precision.optimizer_step(scaler, optimizer) is True
+    scaler.scale(model(torch.ones(1, 2)).sum()).backward()
+    model.weight.grad.fill_(float("nan"))
+    assert precision.optimizer_step(scaler, optimizer) is False
+
+
 def test_bf16_support_is_the_asked_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     """cuda:0 a V100 (7.0), cuda:1 an A100 (8.0), the current device cuda:1: cuda:0 has no bf16."""
     capability = {0: (7, 0), 1: (8, 0)}
