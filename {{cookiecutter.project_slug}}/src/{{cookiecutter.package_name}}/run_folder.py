@@ -221,7 +221,10 @@ def load_run(folder: Path | str, overrides: list[str], ckpt: Any = "best",
     info = datamodule.setup()
     task = instantiate(config.task)
     task.bind(info)
-    options = {**inference_options(OmegaConf.load(folder / ".hydra" / "config.yaml"), config), **(model_options or {})}
+    options = inference_options(OmegaConf.load(folder / ".hydra" / "config.yaml"), config)
+    if options:  # computing in what this device supports, as training did (bf16 -> fp16 before Ampere)
+        options["dtype"] = precision.name
+    options.update(model_options or {})
     model = instantiate(config.model, data=info, **options)
     load_weights(model, checkpoint)
     model = runtime.place(model, device)
