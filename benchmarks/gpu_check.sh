@@ -106,7 +106,9 @@ status=0
     >"$LOGS/pytest_gpu.log" 2>&1) || status=$?
 echo "pytest -m gpu: $(grep -E "(passed|failed|error|no tests ran)" "$LOGS/pytest_gpu.log" | tail -n 1)"
 failed=$(failures "$LOGS/pytest_gpu.log")
-if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
+if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+    echo "gpu_check: pytest -m gpu ran out of time: see $LOGS/pytest_gpu.log"; failed=1
+elif [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
     tail -n 20 "$LOGS/pytest_gpu.log"; failed=1
 fi
 echo "gpu_tests_failed=$failed (goal = 0)"
