@@ -237,6 +237,7 @@ def test_memory_report_counts_the_fp32_casts_of_qlora_preparation(odd_dir: Path,
     assert report["estimated_bytes"]["4bit"] >= 0.9 * real  # unquantized parameters at 4 bytes, not 2
 
 
+@pytest.mark.slow  # trains a 4-bit run in a subprocess, then exports it
 def test_export_of_a_4bit_run_merges_on_the_cpu_where_a_gpu_is_visible(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The unquantized base may not fit the GPU the 4-bit run trained on: the merge happens on the CPU."""
