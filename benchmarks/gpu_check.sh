@@ -88,6 +88,18 @@ failures() {  # failures LOG: failed + errors of a pytest log's summary line
     echo $(( ${failed:-0} + ${errors:-0} ))
 }
 
+verdict() {  # verdict TITLE FIGURE LOG STATUS: pytest's summary line and FIGURE=<failed + errors> (goal = 0)
+    local failed
+    echo "$1: $(grep -E "(passed|failed|error|no tests ran)" "$3" | tail -n 1)"
+    failed=$(failures "$3")
+    if [ "$4" -eq 124 ] || [ "$4" -eq 137 ]; then
+        echo "gpu_check: $1 ran out of time (budget ${BUDGET} s): see $3"; failed=1
+    elif [ "$4" -ne 0 ] && [ "$failed" -eq 0 ]; then
+        tail -n 20 "$3"; failed=1
+    fi
+    echo "$2=$failed (goal = 0)"
+}
+
 # The timed figures, alone on the GPU.
 figure bf16 75
 figure qlora 150
@@ -104,23 +116,8 @@ figure spill 60
 status=0
 (cd "$PROJECT" && timeout --kill-after=10 "$(limit 150)" "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider \
     >"$LOGS/pytest_gpu.log" 2>&1) || status=$?
-echo "pytest -m gpu: $(grep -E "(passed|failed|error|no tests ran)" "$LOGS/pytest_gpu.log" | tail -n 1)"
-failed=$(failures "$LOGS/pytest_gpu.log")
-if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
-    echo "gpu_check: pytest -m gpu ran out of time: see $LOGS/pytest_gpu.log"; failed=1
-elif [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
-    tail -n 20 "$LOGS/pytest_gpu.log"; failed=1
-fi
-echo "gpu_tests_failed=$failed (goal = 0)"
+verdict "pytest -m gpu" gpu_tests_failed "$LOGS/pytest_gpu.log" "$status"
 
 wait "$MAKE_TEST"
-status="$(cat "$LOGS/make_test.status" 2>/dev/null || echo 1)"
-echo "make test: $(grep -E "(passed|failed|error|no tests ran)" "$LOGS/make_test.log" | tail -n 1)"
-failed=$(failures "$LOGS/make_test.log")
-if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
-    echo "gpu_check: make test ran out of the budget (${BUDGET} s): see $LOGS/make_test.log"; failed=1
-elif [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
-    tail -n 20 "$LOGS/make_test.log"; failed=1
-fi
-echo "make_test_failed=$failed (goal = 0)"
+verdict "make test" make_test_failed "$LOGS/make_test.log" "$(cat "$LOGS/make_test.status" 2>/dev/null || echo 1)"
 echo "gpu_check: ${SECONDS} s; logs in $LOGS"
