@@ -85,6 +85,7 @@ COMMON = [
     "tests/test_train.py",
     "tests/test_scaling.py",
     "tests/test_cluster.py",
+    "tests/test_gpu_paths.py",
 ]
 
 VISION = [

@@ -72,7 +72,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One quick training run with the default config, shared by the tests that inspect it."""
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    result = run_module("train", "debug=fast", f"hydra.run.dir={run_dir}")
+    result = run_module("train", "debug=fast", "trainer.device=cpu", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 

@@ -103,8 +103,10 @@ def test_rng_state_of_this_rank_falls_back_to_rank_zero() -> None:
 
 # ------------------------------------------------------------------ precision on GPUs
 def test_emulated_bf16_is_not_bf16_support(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pre-Ampere GPUs emulate bfloat16: torch counts that unless asked not to; the fallback must not."""
+    """Pre-Ampere GPUs emulate bfloat16 (torch counts that unless asked not to); the fallback must not."""
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.version, "hip", None)
     gpu = torch.device("cuda", 0)
     assert not runtime.bf16_supported(gpu)
     assert Precision("bf16").resolve(gpu).name == "fp16"

@@ -13,7 +13,7 @@ import torch
 from conftest import offline_env, run_module
 
 TINY_LM = ["experiment=tiny_lm", "debug=fast", "trainer.max_steps=2", "task.new_tokens=4", "logger=csv", "quantization=none",
-           "precision=fp32"]
+           "precision=fp32", "trainer.device=cpu"]
 PROMPT = "One plus one is"
 
 

@@ -23,7 +23,7 @@ from {{ cookiecutter.package_name }}.models.hf_loader import limit_cpu_repacking
 from {{ cookiecutter.package_name }}.runtime import usable_precision
 from {{ cookiecutter.package_name }}.train import train
 
-from conftest import compose_config
+from conftest import compose_config, run_module
 
 bnb_modules = pytest.importorskip("bitsandbytes.nn.modules")
 
@@ -215,3 +215,92 @@ def test_device_map_and_dtype_follow_cuda(cuda: bool, monkeypatch: pytest.Monkey
     else:
         with pytest.raises(UserError, match="no CUDA GPU"):
             resolve_device_map("cuda", quantized=True)
+
+
+def test_memory_report_counts_the_fp32_casts_of_qlora_preparation(odd_dir: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """peft casts embeddings, norms and the head to fp32 before LoRA training: the report must see them."""
+    from {{ cookiecutter.package_name }} import runtime
+    from {{ cookiecutter.package_name }}.models import footprint
+
+    reports: list[dict] = []
+    monkeypatch.setattr(footprint, "log_report", reports.append)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)  # loaded in bf16, then cast
+    model = load_causal_lm(name_or_path=str(odd_dir), dtype="bf16", quantization={"name": "4bit"},
+                           lora={"r": 4, "target_modules": ["q_proj"]})
+    parameters = {id(p): p for p in model.parameters()}.values()
+    assert torch.float32 in {p.dtype for p in parameters if not p.requires_grad}  # the casts happened
+    real = sum(p.numel() * p.element_size() for p in parameters)
+    (report,) = reports
+    assert report["loaded"]["bytes"] >= real
+    assert report["estimated_bytes"]["4bit"] >= 0.9 * real  # unquantized parameters at 4 bytes, not 2
+
+
+@pytest.mark.slow  # trains a 4-bit run in a subprocess, then exports it
+def test_export_of_a_4bit_run_merges_on_the_cpu_where_a_gpu_is_visible(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unquantized base may not fit the GPU the 4-bit run trained on: the merge happens on the CPU."""
+    from omegaconf import OmegaConf
+
+    from {{ cookiecutter.package_name }} import export, runtime
+
+    run = tmp_path / "run"
+    result = run_module("train", *LM, "debug=fast", "trainer.max_steps=2", "task.new_tokens=4", "trainer.device=cpu",
+                        f"hydra.run.dir={run}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
+    saved.trainer.device = "auto"  # as a run on a GPU saves it
+    OmegaConf.save(saved, run / ".hydra" / "config.yaml")
+    placed: list[str] = []
+    real_place = runtime.place
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU "visible"; any use of it fails here
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(runtime, "place", lambda model, device: placed.append(str(device)) or real_place(model, device))
+    handlers = list(logging.getLogger().handlers)
+    try:
+        output = export.export([f"run={run}", f"output={tmp_path / 'export'}"])
+    finally:
+        for handler in set(logging.getLogger().handlers) - set(handlers):
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    assert placed == ["cpu"]
+    log = (output / "export.log").read_text(encoding="utf-8")
+    assert "reloaded unquantized on the CPU" in log and "Peak memory of the export" in log
+    assert (output / "model.safetensors").is_file() and not (output / "adapter_config.json").exists()
+
+
+def test_gradient_checkpointing_under_the_older_transformers_name() -> None:
+    from {{ cookiecutter.package_name }}.models.hf_loader import enable_gradient_checkpointing
+
+    class OlderModel(torch.nn.Module):  # a transformers release without activation_checkpointing_enable
+        def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict) -> None:
+            self.options = gradient_checkpointing_kwargs
+
+    model = OlderModel()
+    enable_gradient_checkpointing(model)
+    assert model.options == {"use_reentrant": False}
+
+
+def test_a_full_fine_tune_is_not_loaded_quantized() -> None:
+    """Its checkpoint holds every weight in full precision: a 4-bit base with LoRA keys would reject it."""
+    from omegaconf import OmegaConf
+
+    from {{ cookiecutter.package_name }}.run_folder import inference_options
+
+    saved = OmegaConf.create({"quantization": {"name": "none"}, "model": {"lora": {"enabled": None}}})
+    asked = OmegaConf.create({"quantization": {"name": "4bit"}, "model": {"lora": {"enabled": None}}})
+    with pytest.raises(UserError, match="fine-tuned the whole model: leave out quantization=4bit") as error:
+        inference_options(saved, asked)
+    assert "\n" not in str(error.value)
+    assert inference_options(asked, asked) == {"for_training": False}  # a QLoRA run: no fp32 training casts
+    assert inference_options(saved, saved) == {}
+
+
+def test_a_named_device_map_that_spills_a_quantized_model_warns(caplog: pytest.LogCaptureFixture) -> None:
+    """transformers keeps unquantized only the CPU modules a dict names: what ``auto`` spills stays 4-bit."""
+    from {{ cookiecutter.package_name }}.models.hf_loader import warn_quantized_spill
+
+    assert warn_quantized_spill("auto", "4bit") and "stay 4bit there" in caplog.text
+    assert not warn_quantized_spill({"model": 0, "lm_head": "cpu"}, "4bit")  # named: kept unquantized
+    assert not warn_quantized_spill("auto", "none") and not warn_quantized_spill("cuda:0", "8bit")

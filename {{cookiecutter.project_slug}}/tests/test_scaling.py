@@ -27,7 +27,7 @@ from {{ cookiecutter.package_name }}.training.callbacks import Callback
 
 from conftest import PACKAGE, PROJECT_ROOT, compose_config, offline_env, run_module
 
-QUICK = ["logger=csv", "debug=fast"]
+QUICK = ["logger=csv", "debug=fast", "trainer.device=cpu"]  # gloo and CPU numbers, also where a GPU is visible
 
 
 class SignalAtEpoch(Callback):
@@ -173,7 +173,7 @@ def test_local_launcher_multirun_requeues_after_usr2(tmp_path: Path) -> None:
 
     The slowest test here (4 process starts; about 2 minutes on 2 busy cores).
     """
-    result = run_module("train", "-m", "hydra/launcher=local", "logger=csv", "trainer.max_epochs=2",
+    result = run_module("train", "-m", "hydra/launcher=local", "logger=csv", "trainer.device=cpu", "trainer.max_epochs=2",
                         "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.progress_bar=false",
                         "+trainer.callbacks.stop._target_=test_scaling.SignalAtEpoch",
                         "+trainer.callbacks.stop.epoch=0", "+trainer.callbacks.stop.signum=SIGUSR2,'SIGTERM SIGUSR2'",
@@ -205,7 +205,7 @@ def test_optuna_sweep_writes_results(tmp_path: Path) -> None:
 def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     """SIGTERM after epoch 2 -> last.pt mid-epoch, exit 0; resume=auto -> the same weights and metrics."""
     common = ["logger=csv", "trainer.max_epochs=4", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
-              "trainer.deterministic=true", "trainer.progress_bar=false", "data.num_workers=0"]
+              "trainer.deterministic=true", "trainer.progress_bar=false", "data.num_workers=0", "trainer.device=cpu"]
     env = hook_env()
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
 

@@ -33,7 +33,7 @@ MODELS = vision_options("model", "models.mlp", "models.timm_models")
 DATA = vision_options("data", "data.digits", "data.vision")
 EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml")
                      if "override /model" in path.read_text(encoding="utf-8") and path.stem in MODELS)
-QUICK = ["logger=csv", "precision=fp32", "trainer.progress_bar=false", "trainer.log_every_n_steps=1"]
+QUICK = ["logger=csv", "precision=fp32", "trainer.device=cpu", "trainer.progress_bar=false", "trainer.log_every_n_steps=1"]
 TINY_FAKE = ["data=fake", "data.native_size=16", "data.num_samples=16", "data.num_test=4", "data.batch_size=4",
              "data.val_fraction=0.25"]
 

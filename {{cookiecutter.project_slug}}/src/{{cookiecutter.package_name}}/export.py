@@ -9,8 +9,9 @@ Options:
                         onnx also model.onnx (needs the onnx package: the `onnx` extra)
   merge_lora=null|true|false
                         causal LM: null/true merge a LoRA adapter into the base weights (a 4-/8-bit
-                        base is reloaded unquantized first): a standalone model that loads without
-                        the LoRA library; false saves the adapter alone
+                        base is reloaded unquantized, on the CPU unless trainer.device= says otherwise):
+                        a standalone model that loads without the LoRA library; false saves the adapter
+                        alone
   push_to_hub=<repo id> also upload the folder to the Hugging Face Hub (needs a connection and a login)
 
 Every export writes README.md, a model card: the data, metrics, precision, the command that
@@ -26,21 +27,25 @@ from pathlib import Path
 from typing import Any
 
 import {{ cookiecutter.package_name }}.resolvers  # noqa: F401 - registers the resolvers the saved config uses
+from {{ cookiecutter.package_name }} import runtime
 from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error
 from {{ cookiecutter.package_name }}.inference import inference_module
 from {{ cookiecutter.package_name }}.inference.model_card import write_model_card
 from {{ cookiecutter.package_name }}.run_folder import (
+    QUANTIZED,
     check_run_folder,
+    load_config,
     load_run,
+    lora_trained,
     output_folder,
     parse_arguments,
+    quantization_of,
     setup_logging,
 )
 
 log = logging.getLogger(__name__)
 OPTIONS = {"run": None, "ckpt": "best", "output": None, "format": "safetensors", "merge_lora": None,
            "push_to_hub": None}
-QUANTIZED = {"8bit", "4bit"}
 
 
 def push_to_hub(folder: Path, repo_id: str) -> None:
@@ -70,14 +75,18 @@ def export(argv: list[str]) -> Path:
     folder = check_run_folder(options["run"])
     output = output_folder(folder, "export", options["output"] or folder / "export")
     setup_logging(output, "export")
-    overrides = list(arguments.overrides)
-    run = load_run(folder, overrides, options["ckpt"])
+    overrides, model_options = list(arguments.overrides), {}
+    config = load_config(folder, overrides)
+    quantization = quantization_of(config)
+    if quantization in QUANTIZED and options["merge_lora"] is not False and lora_trained(config):
+        # The full-precision base may not fit the GPU that trained it 4-bit (13B on 24 GB): merge on the CPU,
+        # in the weights' own dtype (trainer.device=... or model.device_map=auto chooses otherwise).
+        log.info("Merging the adapter into the %s base, reloaded unquantized on the CPU.", quantization)
+        overrides = ["trainer.device=cpu", *overrides, "quantization=none", "model.lora.enabled=true"]
+        model_options = {"for_training": False}
+    run = load_run(folder, overrides, options["ckpt"], model_options)
     module = inference_module(run.task)
     if module.__name__.endswith(".text"):
-        quantization = str(run.config.get("quantization", {}).get("name", "none"))
-        if quantization in QUANTIZED and options["merge_lora"] is not False and module.is_lora(run.model):
-            log.info("Reloading the %s base unquantized to merge the adapter into it.", quantization)
-            run = load_run(folder, [*overrides, "quantization=none", "model.lora.enabled=true"], options["ckpt"])
         files = module.export(run, output, options["merge_lora"])
     else:
         if options["merge_lora"]:
@@ -86,6 +95,10 @@ def export(argv: list[str]) -> Path:
     command = "python -m {{ cookiecutter.package_name }}.export " + " ".join(shlex.quote(arg) for arg in argv)
     card = write_model_card(run, output, module.CARD, files, command)
     log.info("Exported %s with its model card %s", ", ".join(path.name for path in files), card)
+    peak = runtime.peak_memory_bytes(run.device)
+    if peak:
+        log.info("Peak memory of the export: %.2f GB (%s).", peak / 1e9,
+                 "GPU allocator" if run.device.type == "cuda" else "the process's resident set")
     if options["push_to_hub"]:
         push_to_hub(output, str(options["push_to_hub"]))
     return output

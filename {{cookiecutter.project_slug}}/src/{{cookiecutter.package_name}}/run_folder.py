@@ -26,6 +26,7 @@ from {{ cookiecutter.package_name }}.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 _ABSENT = object()
+QUANTIZED = {"8bit", "4bit"}
 
 
 @dataclass
@@ -147,6 +148,35 @@ def load_weights(model: nn.Module, checkpoint: Path) -> dict[str, Any]:
     return state
 
 
+def quantization_of(config: DictConfig) -> str:
+    """The config's ``quantization.name`` (``none`` without one)."""
+    return str((config.get("quantization") or {}).get("name", "none"))
+
+
+def lora_trained(config: DictConfig) -> bool | None:
+    """Whether the run's causal LM has LoRA adapters (``model.lora.enabled``, null: when quantized); None for
+    a model without LoRA options."""
+    lora = (config.get("model") or {}).get("lora")
+    if lora is None:
+        return None
+    enabled = lora.get("enabled")
+    return quantization_of(config) in QUANTIZED if enabled is None else bool(enabled)
+
+
+def inference_options(saved: DictConfig, config: DictConfig) -> dict[str, Any]:
+    """How a causal LM loads after training: a quantized base without QLoRA's training preparation (its fp32
+    casts), and a quantized load only of runs that trained LoRA adapters (a full fine-tune's weights do not
+    fit a quantized model)."""
+    trained_lora, quantization = lora_trained(saved), quantization_of(config)
+    if trained_lora is None or quantization not in QUANTIZED:
+        return {}
+    if not trained_lora:
+        raise UserError(f"quantization={quantization} loads a base for LoRA adapters, but this run fine-tuned the "
+                        f"whole model: leave out quantization={quantization}, or export the run and load the export "
+                        "quantized.")
+    return {"for_training": False}
+
+
 @dataclass
 class LoadedRun:
     """What evaluate, predict and export start from."""
@@ -170,8 +200,12 @@ def random_init_source(config: DictConfig, folder: Path) -> None:
             config.model.name_or_path = str(folder / "random_init")
 
 
-def load_run(folder: Path | str, overrides: list[str], ckpt: Any = "best") -> LoadedRun:
-    """Check the folder, load and override its config, build data, task and model, load the weights."""
+def load_run(folder: Path | str, overrides: list[str], ckpt: Any = "best",
+             model_options: dict[str, Any] | None = None) -> LoadedRun:
+    """Check the folder, load and override its config, build data, task and model, load the weights.
+
+    ``model_options``: extra arguments of the model's builder (over :func:`inference_options`).
+    """
     from hydra.utils import instantiate
 
     from {{ cookiecutter.package_name }}.utils import seed_everything
@@ -187,7 +221,11 @@ def load_run(folder: Path | str, overrides: list[str], ckpt: Any = "best") -> Lo
     info = datamodule.setup()
     task = instantiate(config.task)
     task.bind(info)
-    model = instantiate(config.model, data=info)
+    options = inference_options(OmegaConf.load(folder / ".hydra" / "config.yaml"), config)
+    if options:  # computing in what this device supports, as training did (bf16 -> fp16 before Ampere)
+        options["dtype"] = precision.name
+    options.update(model_options or {})
+    model = instantiate(config.model, data=info, **options)
     load_weights(model, checkpoint)
     model = runtime.place(model, device)
     model.eval()

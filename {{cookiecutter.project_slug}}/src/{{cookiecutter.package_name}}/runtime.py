@@ -85,11 +85,12 @@ def choose_device(name: str = "auto") -> torch.device:
 
 
 def bf16_supported(device: torch.device) -> bool:
-    """Native bfloat16: on CUDA, compute capability 8.0+ (Ampere); older GPUs only emulate it, slowly."""
+    """Native bfloat16: on CUDA, compute capability 8.0+ (Ampere) of ``device`` itself (not the current
+    device, which ``torch.cuda.is_bf16_supported`` asks); older GPUs only emulate it, slowly."""
     import torch
 
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
+        return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
     return device.type in {"cpu", "mps"}
 
 

@@ -29,11 +29,12 @@ def quantizable(name: str, module: nn.Module, skip: set[str]) -> bool:
     return isinstance(module, nn.Linear) and name.split(".")[-1] not in skip
 
 
-def estimate_bytes(config: Any, double_quant: bool = True) -> tuple[int, dict[str, int]]:
+def estimate_bytes(config: Any, double_quant: bool = True, unquantized_bytes: int = 2) -> tuple[int, dict[str, int]]:
     """Parameter count and estimated weight bytes per mode for a transformers config.
 
-    Quantized modes keep the parameters that are not quantized (embeddings, norms,
-    the output head) in 16 bits, as a 16-bit ``dtype`` loads them.
+    Quantized modes keep the parameters that are not quantized (embeddings, norms, the output
+    head) at ``unquantized_bytes`` each: 2 as a 16-bit ``dtype`` loads them, 4 in fp32 and after
+    QLoRA's training preparation (peft's ``prepare_model_for_kbit_training`` casts them to fp32).
     """
     model = _meta_model(config)
     params = {id(p): p for p in model.parameters()}
@@ -54,8 +55,8 @@ def estimate_bytes(config: Any, double_quant: bool = True) -> tuple[int, dict[st
         "fp32": 4 * total + buffers,
         "fp16": 2 * total + buffers,
         "bf16": 2 * total + buffers,
-        "8bit": quantized_weights + 4 * quantized_rows + 2 * rest + buffers,
-        "4bit": quantized_weights // 2 + scales + 2 * rest + buffers,
+        "8bit": quantized_weights + 4 * quantized_rows + unquantized_bytes * rest + buffers,
+        "4bit": quantized_weights // 2 + scales + unquantized_bytes * rest + buffers,
     }
     return total, estimates
 
@@ -112,8 +113,8 @@ def fit_advice(estimates: dict[str, int], mode: str, free: int | None) -> str:
     for option, override in (("bf16", "precision=bf16"), ("8bit", "quantization=8bit"), ("4bit", "quantization=4bit")):
         if estimates[option] < estimates[mode] and estimates[option] <= free:
             return f"{head}: {override} needs about {estimates[option] / GB:.2f} GB."
-    return f"{head}: even 4bit needs {estimates['4bit'] / GB:.2f} GB; use model.device_map=auto with " \
-           "model.offload_folder=offload."
+    return f"{head}: even 4bit needs {estimates['4bit'] / GB:.2f} GB; use a smaller model, or spill layers to the " \
+           "CPU with a model.device_map dict naming them (they stay unquantized there; auto keeps them 4-bit)."
 
 
 def _free_without(model_bytes: int, free: int | None) -> int | None:
@@ -121,10 +122,16 @@ def _free_without(model_bytes: int, free: int | None) -> int | None:
     return None if free is None else free + model_bytes
 
 
+def unquantized_bytes(precision: str, prepared_for_training: bool = False) -> int:
+    """Bytes per parameter that stays unquantized: 4 in fp32 or once prepared for k-bit training, else 2."""
+    return 4 if precision == "fp32" or prepared_for_training else 2
+
+
 def build_report(model: nn.Module, name: str, precision: str, quantization: str,
-                 double_quant: bool = True) -> dict[str, Any]:
-    """The memory report (the keys of memory.json) for a loaded model."""
-    parameters, estimates = estimate_bytes(model.config, double_quant)
+                 double_quant: bool = True, prepared_for_training: bool = False) -> dict[str, Any]:
+    """The memory report (the keys of memory.json) for a loaded model (``prepared_for_training``: after
+    QLoRA's k-bit preparation, which holds the unquantized parameters in fp32)."""
+    parameters, estimates = estimate_bytes(model.config, double_quant, unquantized_bytes(precision, prepared_for_training))
     resident = resident_bytes(model)
     device_map = getattr(model, "hf_device_map", None) or {"": next(iter(resident), "cpu")}
     mode = quantization if quantization != "none" else precision

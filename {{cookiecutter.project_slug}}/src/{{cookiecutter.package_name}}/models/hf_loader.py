@@ -174,6 +174,22 @@ def may_offload(device_map: Any) -> bool:
     return True  # auto/balanced/sequential: accelerate spills what does not fit
 
 
+def warn_quantized_spill(device_map: Any, quantization: str) -> bool:
+    """Warn (and return True) when a named device map (``auto``...) may spill layers of a quantized model.
+
+    transformers picks the modules to keep unquantized from the device map's CPU and disk entries before
+    it expands a named map, so layers that ``auto`` spills stay 8-/4-bit on the CPU. Only a dict that
+    names the spilled modules keeps them unquantized there (``llm_int8_enable_fp32_cpu_offload``).
+    """
+    if quantization not in QUANTIZED or not isinstance(device_map, str) or not may_offload(device_map):
+        return False
+    log.warning("model.device_map=%s with quantization=%s: layers it spills to the CPU stay %s there (transformers "
+                "chooses the unquantized modules before it expands %s); to keep them unquantized set model.device_map "
+                "in a config file to a dict of module name: device that names the CPU's modules.",
+                device_map, quantization, quantization, device_map)
+    return True
+
+
 def max_memory_map(max_memory: Any) -> dict[Any, str] | None:
     """``{"0": "10GiB", "cpu": "30GiB"}`` with GPU indices as ints, as accelerate expects."""
     if not max_memory:
@@ -233,8 +249,15 @@ def keep_trainable_state_only(model: nn.Module) -> None:
 
 
 def enable_gradient_checkpointing(model: nn.Module) -> None:
-    """Recompute activations in the backward pass; non-reentrant, which needs no input gradients."""
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    """Recompute activations in the backward pass; non-reentrant, which needs no input gradients.
+
+    transformers releases that predate ``activation_checkpointing_enable`` have only the older name.
+    """
+    options = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
 
 
 def add_lora(model: nn.Module, lora: dict[str, Any], quantized: bool, gradient_checkpointing: bool) -> nn.Module:
@@ -293,6 +316,7 @@ def load_causal_lm(
         raise UserError(f"quantization={quant} weights cannot be trained directly: keep model.lora.enabled=true "
                         "(QLoRA) or use quantization=none.")
     quantization_config = bnb_config(quantization, dtype, offload=may_offload(device_map))
+    warn_quantized_spill(device_map, quant)
     tokenizer = data.tokenizer if data is not None else None
     if name_or_path in (None, "", "null"):
         folder = Path(init_dir) if init_dir else Path(tempfile.mkdtemp(prefix="random_init_"))
@@ -319,13 +343,15 @@ def load_causal_lm(
         raise UserError(f"model.name_or_path={source} could not be loaded ({first}): check the model "
                         "options (dtype, device_map, offload_folder, quantization).") from None
     limit_cpu_repacking(model, for_training)
-    if report:
-        double_quant = bool(dict(quantization).get("double_quant", True)) if hasattr(quantization, "items") else True
-        footprint.log_report(footprint.build_report(model, str(name_or_path or source), weights, quant, double_quant))
+    prepare_kbit = quant in QUANTIZED and for_training  # inference needs none of its fp32 casts
     if use_lora:
-        model = add_lora(model, lora, quant in QUANTIZED, gradient_checkpointing)
+        model = add_lora(model, lora, prepare_kbit, gradient_checkpointing)
     elif gradient_checkpointing:
         enable_gradient_checkpointing(model)
+    if report:  # after the k-bit preparation: its fp32 casts are part of what training holds
+        double_quant = bool(dict(quantization).get("double_quant", True)) if hasattr(quantization, "items") else True
+        footprint.log_report(footprint.build_report(model, str(name_or_path or source), weights, quant, double_quant,
+                                                    prepared_for_training=prepare_kbit and use_lora))
     if quant in QUANTIZED or not (kwargs["device_map"] is None or _single_device(kwargs["device_map"])):
         mark_placed(model)  # bitsandbytes layers and device-mapped models must not be moved with .to()
     return model

@@ -7,6 +7,7 @@ copies of the optimizer state, and the RNG states come back as the CPU tensors t
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import random
@@ -19,6 +20,8 @@ import torch
 import torch.distributed as dist
 
 from {{ cookiecutter.package_name }}.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
@@ -58,7 +61,11 @@ def load_weights(path: Path) -> dict[str, Any]:
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states in types that ``weights_only`` loading accepts."""
+    """Python, NumPy and torch RNG states in types that ``weights_only`` loading accepts.
+
+    On CUDA, only this process's GPU (the current device): a resume may see fewer GPUs (8 -> 4,
+    one GPU per SLURM task), and every rank saves its own state anyway.
+    """
     kind, keys, position, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
@@ -67,7 +74,7 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -80,7 +87,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
                          numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        set_cuda_rng_state(state["cuda"])
+
+
+def set_cuda_rng_state(saved: torch.Tensor | list[torch.Tensor]) -> None:
+    """Restore the current GPU's RNG; ``saved`` is its state, or (older checkpoints) one state per GPU
+    visible at save time, of which the current device's index is used when it exists."""
+    if isinstance(saved, (list, tuple)):
+        index = torch.cuda.current_device()
+        if index >= len(saved):
+            log.warning("The checkpoint holds RNG states of %d GPU(s), none for cuda:%d: its random stream "
+                        "starts afresh.", len(saved), index)
+            return
+        saved = saved[index]
+    torch.cuda.set_rng_state(saved.cpu())
 
 
 def rng_states_of_all_ranks() -> list[dict[str, Any]]:

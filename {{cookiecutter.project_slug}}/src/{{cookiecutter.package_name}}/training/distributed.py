@@ -37,12 +37,40 @@ def adopt_slurm_tasks() -> None:
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
 
 
+def processes_per_gpu(device: torch.device) -> float:
+    """How many of torchrun's processes on this node share each visible GPU (0 off CUDA or outside torchrun).
+
+    torchrun hands every local process the same visible GPUs, so more processes than GPUs means
+    ``LOCAL_RANK % gpus`` put two ranks on one GPU. SLURM's per-task binding (one GPU visible to
+    each task) is not torchrun and is not counted.
+    """
+    if device.type != "cuda" or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return 0
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1")) / max(1, torch.cuda.device_count())
+
+
+def choose_backend(device: torch.device, backend: str = "auto") -> str:
+    """``auto``: NCCL on CUDA where it exists (not on Windows), gloo otherwise, and gloo when ranks share a
+    GPU (NCCL stops with "Duplicate GPU detected"); an explicit ``nccl`` on a shared GPU stops in one line."""
+    shared = processes_per_gpu(device) > 1
+    if shared and backend in ("auto", "nccl"):
+        processes, gpus = os.environ.get("LOCAL_WORLD_SIZE"), torch.cuda.device_count()
+        if backend == "nccl":
+            raise UserError(f"{processes} processes share {gpus} GPU(s), which NCCL refuses: start one process per "
+                            f"GPU (torchrun --nproc_per_node={gpus}), or use trainer.backend=gloo.")
+        log.warning("%s processes share %d GPU(s): using gloo, since NCCL needs a GPU per process; for speed start "
+                    "one process per GPU (torchrun --nproc_per_node=%d).", processes, gpus, gpus)
+        return "gloo"
+    if backend == "auto":
+        return "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
+    return backend
+
+
 def init_distributed(device: torch.device, timeout_s: int = 1800, backend: str = "auto") -> None:
-    """Join the process group torchrun set up; backend ``auto``: NCCL on CUDA, gloo otherwise."""
+    """Join the process group torchrun set up; backend: see :func:`choose_backend`."""
     if dist.is_initialized() or not runtime.launched_distributed():
         return
-    if backend == "auto":  # NCCL on CUDA where it exists (not on Windows), gloo otherwise
-        backend = "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
+    backend = choose_backend(device, backend)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
@@ -114,10 +142,18 @@ def any_rank(flag: bool, device: torch.device) -> bool:
 
 
 def wrap(model: torch.nn.Module, device: torch.device, find_unused_parameters: bool = False) -> torch.nn.Module:
-    """``model`` in DistributedDataParallel once a process group exists, else as it is."""
+    """``model`` in DistributedDataParallel once a process group exists, else as it is.
+
+    A LoRA model's frozen base (gigabytes, maybe 4-bit) is left out of DDP's broadcast at wrap time:
+    every rank loaded it from the same files. Other models' frozen parameters may come from a per-rank
+    seed, so they are still broadcast from rank 0.
+    """
     if not dist.is_initialized():
         return model
     from torch.nn.parallel import DistributedDataParallel
 
+    if hasattr(runtime.unwrap(model), "peft_config"):
+        frozen = [name for name, parameter in model.named_parameters() if not parameter.requires_grad]
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, frozen)
     device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)

@@ -67,15 +67,16 @@ class Precision:
     def optimizer_step(self, scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> bool:
         """Step ``optimizer`` through ``scaler``; False when fp16 found inf/NaN gradients and skipped the step.
 
-        The caller steps its LR schedule only on True, so skipped steps do not advance it.
+        The caller steps its LR schedule only on True, so skipped steps do not advance it. The scale is
+        compared on the device: one host sync (``get_scale()`` twice would be two).
         """
         if not scaler.is_enabled():
             optimizer.step()
             return True
-        scale = scaler.get_scale()
+        scale = scaler._scale.clone() if scaler._scale is not None else None
         scaler.step(optimizer)
         scaler.update()
-        return scaler.get_scale() >= scale  # the scale drops only when the step was skipped
+        return scale is None or bool(scaler._scale >= scale)  # the scale drops only when the step was skipped
 
     def __repr__(self) -> str:
         return f"Precision({self.name})"

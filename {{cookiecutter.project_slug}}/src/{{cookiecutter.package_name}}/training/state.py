@@ -95,7 +95,8 @@ class TrainingState:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state.get("scaler"):  # empty when saved without fp16 (bf16 or a CPU run resumed in fp16 on a GPU)
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.global_step, self.batches_done = state["epoch"], state["global_step"], state["batches_done"]
         loss_sum, self.loss_count = state["epoch_loss"]
         self.loss_sum.fill_(loss_sum)

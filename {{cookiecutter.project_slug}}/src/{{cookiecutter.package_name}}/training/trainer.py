@@ -78,6 +78,8 @@ class Trainer:
         if runtime.launched_distributed() and not distributed:
             raise UserError("launched by torchrun but trainer is not distributed: add trainer=ddp to the command.")
         self.device = runtime.choose_device(device)
+        if self.device.type == "cuda" and self.device.index is not None:
+            torch.cuda.set_device(self.device)  # this GPU's RNG state goes into checkpoints (training/checkpoint.py)
         if distributed:
             dist.init_distributed(self.device, backend=backend)
         self.is_main = runtime.is_main_process()
