@@ -6,6 +6,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -67,8 +68,41 @@ def test_corrupt_checkpoint_is_refused(tmp_path: Path) -> None:
         load_checkpoint(path)
 
 
+def _metric_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.randint(0, 5, (200,), generator=generator)  # class 5 of 6 never occurs
+    logits = torch.randn(200, 6, generator=generator) + 2.0 * torch.nn.functional.one_hot(targets, 6)
+    return logits, targets
+
+
+def _evaluate_logits(logits: torch.Tensor, targets: torch.Tensor) -> tuple[Any, dict[str, float]]:
+    """The test-time classification evaluation of ``logits`` (the model is the identity), in batches of 64."""
+    from {{ cookiecutter.package_name }}.data.common import DataInfo
+    from {{ cookiecutter.package_name }}.tasks.classification import ClassificationTask
+
+    task = ClassificationTask()
+    task.bind(DataInfo(num_classes=6))
+    evaluation = task.evaluation("test")
+    for start in range(0, len(targets), 64):
+        evaluation.update(lambda inputs: inputs, (logits[start:start + 64], targets[start:start + 64]))
+    return evaluation, evaluation.compute()
+
+
+def _metrics_on_rank(rank: int, init_file: str, output: str) -> None:
+    """One of two gloo ranks: evaluate an uneven share of the examples (130 and 70) and save what compute() gives."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        logits, targets = _metric_inputs()
+        share = slice(0, 130) if rank == 0 else slice(130, None)
+        evaluation, metrics = _evaluate_logits(logits[share], targets[share])
+        torch.save({"metrics": metrics, "confusion": evaluation.results["confusion"],
+                    "average_precision": evaluation.results["average_precision"]}, f"{output}.{rank}")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 def test_metrics_match_scikit_learn() -> None:
-    """The classification evaluation (torchmetrics) agrees with scikit-learn, including a class never seen."""
+    """The classification evaluation agrees with scikit-learn, including a class never seen."""
     from sklearn.metrics import (
         accuracy_score,
         average_precision_score,
@@ -79,18 +113,8 @@ def test_metrics_match_scikit_learn() -> None:
     )
 
     pytest.importorskip("{{ cookiecutter.package_name }}.tasks.classification", reason="no classification task here")
-    from {{ cookiecutter.package_name }}.data.common import DataInfo
-    from {{ cookiecutter.package_name }}.tasks.classification import ClassificationTask
-
-    generator = torch.Generator().manual_seed(0)
-    targets = torch.randint(0, 5, (200,), generator=generator)  # class 5 of 6 never occurs
-    logits = torch.randn(200, 6, generator=generator) + 2.0 * torch.nn.functional.one_hot(targets, 6)
-    task = ClassificationTask()
-    task.bind(DataInfo(num_classes=6))
-    evaluation = task.evaluation("test")
-    for start in range(0, 200, 64):
-        evaluation.update(lambda inputs: inputs, (logits[start:start + 64], targets[start:start + 64]))
-    metrics = evaluation.compute()
+    logits, targets = _metric_inputs()
+    evaluation, metrics = _evaluate_logits(logits, targets)
     predictions = logits.argmax(1)
     assert metrics["acc"] == pytest.approx(accuracy_score(targets, predictions))
     assert metrics["f1"] == pytest.approx(f1_score(targets, predictions, average="macro"))
@@ -102,6 +126,23 @@ def test_metrics_match_scikit_learn() -> None:
     for label in range(5):
         expected = average_precision_score(targets == label, probabilities[:, label])
         assert evaluation.results["average_precision"][label].item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
+def test_metrics_over_two_ranks_equal_one_process(tmp_path: Path) -> None:
+    """Two DDP ranks that each see part of the examples compute the one-process numbers (states are summed)."""
+    pytest.importorskip("{{ cookiecutter.package_name }}.tasks.classification", reason="no classification task here")
+    import torch.multiprocessing
+
+    evaluation, expected = _evaluate_logits(*_metric_inputs())
+    output = tmp_path / "metrics"
+    torch.multiprocessing.spawn(_metrics_on_rank, args=(str(tmp_path / "init"), str(output)), nprocs=2)
+    for rank in range(2):
+        result = torch.load(f"{output}.{rank}", weights_only=True)
+        assert result["metrics"] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+        assert torch.equal(result["confusion"], evaluation.results["confusion"])
+        torch.testing.assert_close(result["average_precision"], evaluation.results["average_precision"],
+                                   rtol=1e-6, atol=0, equal_nan=True)
 
 
 BAD_OVERRIDES = [
