@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from conftest import run_module
+from conftest import compose_config, offline_env, run_module
 
 
 def test_smoke_run_writes_the_run_folder(smoke_run: Path) -> None:
@@ -165,13 +166,50 @@ BAD_OVERRIDES = [
 
 
 @pytest.mark.parametrize(("override", "key", "allowed"), BAD_OVERRIDES, ids=[case[0] for case in BAD_OVERRIDES])
-def test_bad_value_stops_with_one_line(override: str, key: str, allowed: str, tmp_path: Path) -> None:
-    result = run_module("train", override, f"hydra.run.dir={tmp_path}")
+def test_bad_value_is_named_with_what_is_allowed(override: str, key: str, allowed: str, tmp_path: Path) -> None:
+    """What train() checks first, in this process (the command line's one-line exit is tested below)."""
+    from hydra.utils import instantiate
+
+    from {{ cookiecutter.package_name }}.config_checks import check_config
+    from {{ cookiecutter.package_name }}.errors import user_error_in
+
+    cfg = compose_config([override], output_dir=tmp_path)
+    with pytest.raises(Exception) as caught:
+        check_config(cfg)
+        instantiate(cfg.precision)
+    error = user_error_in(caught.value)
+    assert error is not None, caught.value
+    assert key in str(error) and allowed in str(error)
+
+
+def _stderr_and_imports(result: subprocess.CompletedProcess) -> tuple[list[str], set[str]]:
+    """The lines a user sees, and the top-level modules imported (``PYTHONPROFILEIMPORTTIME`` lines)."""
     lines = result.stderr.strip().splitlines()
+    imports = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in lines if line.startswith("import time:")}
+    return [line for line in lines if not line.startswith("import time:")], imports
+
+
+@pytest.mark.parametrize("override", ["data.batch_size=0", "trainer.max_epochs=abc", "precision.name=fp8"])
+def test_bad_value_stops_with_one_line(override: str, tmp_path: Path) -> None:
+    """On the command line: exit 1 with one line; a value train() checks first answers before torch loads."""
+    result = run_module("train", override, f"hydra.run.dir={tmp_path}",
+                        env=dict(offline_env(), PYTHONPROFILEIMPORTTIME="1"))
+    lines, imports = _stderr_and_imports(result)
     assert result.returncode == 1
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr and "Error in call to target" not in result.stderr
+    assert len(lines) == 1, "\n".join(lines)
+    assert "Traceback" not in lines[0] and "Error in call to target" not in lines[0]
+    key, allowed = next((key, allowed) for bad, key, allowed in BAD_OVERRIDES if bad == override)
     assert key in lines[0] and allowed in lines[0]
+    if not override.startswith("precision."):  # precision is checked as it is built, by torch code
+        assert "torch" not in imports
+
+
+def test_cfg_job_prints_the_config_without_importing_torch() -> None:
+    result = run_module("train", "--cfg", "job", env=dict(offline_env(), PYTHONPROFILEIMPORTTIME="1"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "optimizer:" in result.stdout
+    imports = _stderr_and_imports(result)[1]
+    assert "hydra" in imports and "torch" not in imports
 
 
 def test_user_error_inside_instantiate_is_unwrapped() -> None:
