@@ -129,6 +129,17 @@ def test_metrics_match_scikit_learn() -> None:
         assert evaluation.results["average_precision"][label].item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_digits_are_scikit_learns() -> None:
+    """The digits read from scikit-learn's file (without importing scikit-learn) are load_digits()'s."""
+    digits = pytest.importorskip("{{ cookiecutter.package_name }}.data.digits", reason="no digits data here")
+    from sklearn.datasets import load_digits
+
+    images, labels = digits.load_digits()
+    expected = load_digits()
+    assert images.dtype == expected.images.dtype and (images == expected.images).all()
+    assert (labels == expected.target).all() and labels.dtype.kind == "i"
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
 def test_metrics_over_two_ranks_equal_one_process(tmp_path: Path) -> None:
     """Two DDP ranks that each see part of the examples compute the one-process numbers (states are summed)."""
