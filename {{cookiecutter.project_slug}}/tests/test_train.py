@@ -140,6 +140,7 @@ def test_digits_are_scikit_learns() -> None:
     assert (labels == expected.target).all() and labels.dtype.kind == "i"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
 def test_metrics_over_two_ranks_equal_one_process(tmp_path: Path) -> None:
     """Two DDP ranks that each see part of the examples compute the one-process numbers (states are summed)."""
