@@ -91,7 +91,7 @@ def _evaluate_logits(logits: torch.Tensor, targets: torch.Tensor) -> tuple[Any, 
 
 def _metrics_on_rank(rank: int, init_file: str, output: str) -> None:
     """One of two gloo ranks: evaluate an uneven share of the examples (130 and 70) and save what compute() gives."""
-    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    torch.distributed.init_process_group("gloo", init_method=Path(init_file).as_uri(), rank=rank, world_size=2)
     try:
         logits, targets = _metric_inputs()
         share = slice(0, 130) if rank == 0 else slice(130, None)
