@@ -1,23 +1,24 @@
 """Whole-process time of `python -m <package>.train logger=csv` divided by a bare script
 that trains the same MLP on the same digits for the same epochs (goal <= 1.3).
 
-Both run as fresh processes, interleaved, so both pay Python's and torch's start-up.
+Both run as fresh processes, interleaved, so both pay Python's and torch's start-up; both use
+one torch thread, so that other jobs on a shared machine slow them alike (two threads that
+wait on each other under contention take 10-20x longer per step for a model this small).
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from common import interleaved, render, report, timed
+from common import interleaved, offline_env, render, report, timed
 
 EPOCHS = 20
 REPEATS = 3
 
-BARE_SCRIPT = f"""
+BARE_SCRIPT = """
 import math, torch, torch.nn as nn, torch.nn.functional as F
 from sklearn.datasets import load_digits
 torch.manual_seed(42)
@@ -31,12 +32,12 @@ model = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Dropout(0.
                       nn.Dropout(0.1), nn.Linear(64, 10))
 optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
 loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[train], y[train]), batch_size=64, shuffle=True)
-total = {EPOCHS} * len(loader)
+total = {epochs} * len(loader)
 scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1, s / total))))
-for epoch in range({EPOCHS}):
+for epoch in range({epochs}):
     model.train()
     for inputs, targets in loader:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled={bf16}):
             loss = F.cross_entropy(model(inputs), targets)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -53,10 +54,12 @@ print("val accuracy", accuracy)
 def main() -> None:
     project = render(logger="csv")
     package = next(path.name for path in (project / "src").iterdir() if path.is_dir())
-    env = dict(os.environ, PYTHONPATH=str(project / "src"), WANDB_MODE="offline", HF_HUB_OFFLINE="1")
+    env = dict(offline_env(threads=1), PYTHONPATH=str(project / "src"))
     scratch = Path(tempfile.mkdtemp(prefix="bench-process-"))
     bare = scratch / "bare.py"
-    bare.write_text(BARE_SCRIPT, encoding="utf-8")
+    from my_experiment.runtime import cpu_has_native_bf16  # the template's bf16 -> fp32 fallback, for both
+
+    bare.write_text(BARE_SCRIPT.format(epochs=EPOCHS, bf16=cpu_has_native_bf16()), encoding="utf-8")
     runs = iter(range(10**6))
 
     def template_run() -> float:

@@ -62,6 +62,7 @@ COMMON = [
     "src/{pkg}/models/__init__.py",
     "src/{pkg}/tasks/__init__.py",
     "src/{pkg}/tasks/base.py",
+    "src/{pkg}/tasks/metrics.py",
     "src/{pkg}/tracking/__init__.py",
     "src/{pkg}/tracking/base.py",
     "src/{pkg}/tracking/csv_logger.py",

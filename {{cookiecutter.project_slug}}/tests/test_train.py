@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from conftest import run_module
+from conftest import compose_config, offline_env, run_module
 
 
 def test_smoke_run_writes_the_run_folder(smoke_run: Path) -> None:
@@ -67,8 +69,41 @@ def test_corrupt_checkpoint_is_refused(tmp_path: Path) -> None:
         load_checkpoint(path)
 
 
+def _metric_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.randint(0, 5, (200,), generator=generator)  # class 5 of 6 never occurs
+    logits = torch.randn(200, 6, generator=generator) + 2.0 * torch.nn.functional.one_hot(targets, 6)
+    return logits, targets
+
+
+def _evaluate_logits(logits: torch.Tensor, targets: torch.Tensor) -> tuple[Any, dict[str, float]]:
+    """The test-time classification evaluation of ``logits`` (the model is the identity), in batches of 64."""
+    from {{ cookiecutter.package_name }}.data.common import DataInfo
+    from {{ cookiecutter.package_name }}.tasks.classification import ClassificationTask
+
+    task = ClassificationTask()
+    task.bind(DataInfo(num_classes=6))
+    evaluation = task.evaluation("test")
+    for start in range(0, len(targets), 64):
+        evaluation.update(lambda inputs: inputs, (logits[start:start + 64], targets[start:start + 64]))
+    return evaluation, evaluation.compute()
+
+
+def _metrics_on_rank(rank: int, init_file: str, output: str) -> None:
+    """One of two gloo ranks: evaluate an uneven share of the examples (130 and 70) and save what compute() gives."""
+    torch.distributed.init_process_group("gloo", init_method=Path(init_file).as_uri(), rank=rank, world_size=2)
+    try:
+        logits, targets = _metric_inputs()
+        share = slice(0, 130) if rank == 0 else slice(130, None)
+        evaluation, metrics = _evaluate_logits(logits[share], targets[share])
+        torch.save({"metrics": metrics, "confusion": evaluation.results["confusion"],
+                    "average_precision": evaluation.results["average_precision"]}, f"{output}.{rank}")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 def test_metrics_match_scikit_learn() -> None:
-    """The classification evaluation (torchmetrics) agrees with scikit-learn, including a class never seen."""
+    """The classification evaluation agrees with scikit-learn, including a class never seen."""
     from sklearn.metrics import (
         accuracy_score,
         average_precision_score,
@@ -79,18 +114,8 @@ def test_metrics_match_scikit_learn() -> None:
     )
 
     pytest.importorskip("{{ cookiecutter.package_name }}.tasks.classification", reason="no classification task here")
-    from {{ cookiecutter.package_name }}.data.common import DataInfo
-    from {{ cookiecutter.package_name }}.tasks.classification import ClassificationTask
-
-    generator = torch.Generator().manual_seed(0)
-    targets = torch.randint(0, 5, (200,), generator=generator)  # class 5 of 6 never occurs
-    logits = torch.randn(200, 6, generator=generator) + 2.0 * torch.nn.functional.one_hot(targets, 6)
-    task = ClassificationTask()
-    task.bind(DataInfo(num_classes=6))
-    evaluation = task.evaluation("test")
-    for start in range(0, 200, 64):
-        evaluation.update(lambda inputs: inputs, (logits[start:start + 64], targets[start:start + 64]))
-    metrics = evaluation.compute()
+    logits, targets = _metric_inputs()
+    evaluation, metrics = _evaluate_logits(logits, targets)
     predictions = logits.argmax(1)
     assert metrics["acc"] == pytest.approx(accuracy_score(targets, predictions))
     assert metrics["f1"] == pytest.approx(f1_score(targets, predictions, average="macro"))
@@ -102,6 +127,35 @@ def test_metrics_match_scikit_learn() -> None:
     for label in range(5):
         expected = average_precision_score(targets == label, probabilities[:, label])
         assert evaluation.results["average_precision"][label].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_digits_are_scikit_learns() -> None:
+    """The digits read from scikit-learn's file (without importing scikit-learn) are load_digits()'s."""
+    digits = pytest.importorskip("{{ cookiecutter.package_name }}.data.digits", reason="no digits data here")
+    from sklearn.datasets import load_digits
+
+    images, labels = digits.load_digits()
+    expected = load_digits()
+    assert images.dtype == expected.images.dtype and (images == expected.images).all()
+    assert (labels == expected.target).all() and labels.dtype.kind == "i"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
+def test_metrics_over_two_ranks_equal_one_process(tmp_path: Path) -> None:
+    """Two DDP ranks that each see part of the examples compute the one-process numbers (states are summed)."""
+    pytest.importorskip("{{ cookiecutter.package_name }}.tasks.classification", reason="no classification task here")
+    import torch.multiprocessing
+
+    evaluation, expected = _evaluate_logits(*_metric_inputs())
+    output = tmp_path / "metrics"
+    torch.multiprocessing.spawn(_metrics_on_rank, args=(str(tmp_path / "init"), str(output)), nprocs=2)
+    for rank in range(2):
+        result = torch.load(f"{output}.{rank}", weights_only=True)
+        assert result["metrics"] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+        assert torch.equal(result["confusion"], evaluation.results["confusion"])
+        torch.testing.assert_close(result["average_precision"], evaluation.results["average_precision"],
+                                   rtol=1e-6, atol=0, equal_nan=True)
 
 
 BAD_OVERRIDES = [
@@ -124,13 +178,50 @@ BAD_OVERRIDES = [
 
 
 @pytest.mark.parametrize(("override", "key", "allowed"), BAD_OVERRIDES, ids=[case[0] for case in BAD_OVERRIDES])
-def test_bad_value_stops_with_one_line(override: str, key: str, allowed: str, tmp_path: Path) -> None:
-    result = run_module("train", override, f"hydra.run.dir={tmp_path}")
+def test_bad_value_is_named_with_what_is_allowed(override: str, key: str, allowed: str, tmp_path: Path) -> None:
+    """What train() checks first, in this process (the command line's one-line exit is tested below)."""
+    from hydra.utils import instantiate
+
+    from {{ cookiecutter.package_name }}.config_checks import check_config
+    from {{ cookiecutter.package_name }}.errors import user_error_in
+
+    cfg = compose_config([override], output_dir=tmp_path)
+    with pytest.raises(Exception) as caught:
+        check_config(cfg)
+        instantiate(cfg.precision)
+    error = user_error_in(caught.value)
+    assert error is not None, caught.value
+    assert key in str(error) and allowed in str(error)
+
+
+def _stderr_and_imports(result: subprocess.CompletedProcess) -> tuple[list[str], set[str]]:
+    """The lines a user sees, and the top-level modules imported (``PYTHONPROFILEIMPORTTIME`` lines)."""
     lines = result.stderr.strip().splitlines()
+    imports = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in lines if line.startswith("import time:")}
+    return [line for line in lines if not line.startswith("import time:")], imports
+
+
+@pytest.mark.parametrize("override", ["data.batch_size=0", "trainer.max_epochs=abc", "precision.name=fp8"])
+def test_bad_value_stops_with_one_line(override: str, tmp_path: Path) -> None:
+    """On the command line: exit 1 with one line; a value train() checks first answers before torch loads."""
+    result = run_module("train", override, f"hydra.run.dir={tmp_path}",
+                        env=dict(offline_env(), PYTHONPROFILEIMPORTTIME="1"))
+    lines, imports = _stderr_and_imports(result)
     assert result.returncode == 1
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr and "Error in call to target" not in result.stderr
+    assert len(lines) == 1, "\n".join(lines)
+    assert "Traceback" not in lines[0] and "Error in call to target" not in lines[0]
+    key, allowed = next((key, allowed) for bad, key, allowed in BAD_OVERRIDES if bad == override)
     assert key in lines[0] and allowed in lines[0]
+    if not override.startswith("precision."):  # precision is checked as it is built, by torch code
+        assert "torch" not in imports
+
+
+def test_cfg_job_prints_the_config_without_importing_torch() -> None:
+    result = run_module("train", "--cfg", "job", env=dict(offline_env(), PYTHONPROFILEIMPORTTIME="1"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "optimizer:" in result.stdout
+    imports = _stderr_and_imports(result)[1]
+    assert "hydra" in imports and "torch" not in imports
 
 
 def test_user_error_inside_instantiate_is_unwrapped() -> None:

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
-from sklearn.datasets import load_digits
 from torch.utils.data import TensorDataset
 
 from {{ cookiecutter.package_name }}.data.common import DataInfo, DataModule, seeded_split, take_fraction
+
+
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The digits' images (N, 8, 8) on a 0-16 scale and labels, as ``sklearn.datasets.load_digits`` gives them.
+
+    Read from the file scikit-learn ships, without importing scikit-learn (a second of every
+    run's start-up); scikit-learn's own loader where that file is not where it has always been.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    folders = spec.submodule_search_locations if spec is not None else None
+    path = Path(folders[0]) / "datasets" / "data" / "digits.csv.gz" if folders else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits as sklearn_load_digits
+
+        digits = sklearn_load_digits()
+        return digits.images, digits.target
+    table = np.loadtxt(path, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
 
 
 class DigitsDataModule(DataModule):
@@ -23,9 +41,9 @@ class DigitsDataModule(DataModule):
         self.subset_fraction = subset_fraction
 
     def setup(self) -> DataInfo:
-        digits = load_digits()
-        images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1)
-        labels = torch.tensor(digits.target, dtype=torch.long)
+        digit_images, digit_labels = load_digits()
+        images = torch.tensor(digit_images, dtype=torch.float32).unsqueeze(1)
+        labels = torch.tensor(digit_labels, dtype=torch.long)
         train, val, test = seeded_split(len(labels), [self.val_fraction, self.test_fraction], self.seed)
         train = take_fraction(train, self.subset_fraction)
         mean, std = self.mean, self.std = images[train].mean(), images[train].std()
@@ -40,6 +58,8 @@ class DigitsDataModule(DataModule):
     def preprocess(self, image: Any) -> torch.Tensor:
         """A picture of a digit -> the (1, 8, 8) input training saw: gray, 8x8, on the digits' 0-16 scale,
         standardised with the train split's statistics (after ``setup``). Digits are light ink on dark."""
+        from PIL import Image
+
         gray = image.convert("L").resize((8, 8), Image.Resampling.BILINEAR)
         pixels = torch.tensor(np.asarray(gray), dtype=torch.float32) * (16.0 / 255.0)
         return ((pixels - self.mean) / self.std).unsqueeze(0)

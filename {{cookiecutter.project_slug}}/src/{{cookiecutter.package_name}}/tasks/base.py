@@ -10,7 +10,7 @@ from torch import nn
 
 
 class Evaluation:
-    """Accumulates one pass over a split; ``compute`` combines all DDP ranks (torchmetrics syncs)."""
+    """Accumulates one pass over a split; ``compute`` combines all DDP ranks (``tasks/metrics.py`` sums their states)."""
 
     def update(self, model: nn.Module, batch: Any) -> None:
         raise NotImplementedError

@@ -12,6 +12,7 @@ from torch import nn
 
 from {{ cookiecutter.package_name }}.runtime import unwrap
 from {{ cookiecutter.package_name }}.tasks.base import Evaluation, Task
+from {{ cookiecutter.package_name }}.tasks.metrics import Mean
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,9 @@ def token_loss(model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, int
 class CausalLMEvaluation(Evaluation):
     """Sums the token loss; keeps a few prompts and generates continuations for the loggers."""
 
-    def __init__(self, loss: Any, tokenizer: Any, num_samples: int = 4, prompt_tokens: int = 8,
+    def __init__(self, loss: Mean, tokenizer: Any, num_samples: int = 4, prompt_tokens: int = 8,
                  new_tokens: int = 24) -> None:
-        self.loss = loss  # a torchmetrics MeanMetric (reset here): mean over tokens, synced over DDP ranks
+        self.loss = loss  # reset here: the mean over tokens, summed over DDP ranks in compute()
         self.loss.reset()
         self.tokenizer = tokenizer
         self.num_samples, self.prompt_tokens, self.new_tokens = num_samples, prompt_tokens, new_tokens
@@ -37,15 +38,13 @@ class CausalLMEvaluation(Evaluation):
     @torch.no_grad()
     def update(self, model: nn.Module, batch: torch.Tensor) -> None:
         loss, tokens = token_loss(model, batch)
-        if self.loss.device != batch.device:
-            self.loss.to(batch.device)
         self.loss.update(loss.float(), weight=tokens)
         self.model = model
         for block in batch[: self.num_samples - len(self.prompts)]:
             self.prompts.append(block[: self.prompt_tokens].detach())
 
     def compute(self) -> dict[str, float]:
-        loss = float(self.loss.compute())
+        loss = self.loss.compute()
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
     @torch.no_grad()
@@ -78,14 +77,12 @@ class CausalLMTask(Task):
         super().__init__(monitor, mode)
         self.num_samples, self.prompt_tokens, self.new_tokens = num_samples, prompt_tokens, new_tokens
         self.tokenizer: Any = None
-        self.loss: Any = None
+        self.loss = Mean()
 
     def bind(self, info: Any) -> None:
         """Take the tokenizer from the data's metadata; build the loss metric once."""
-        from torchmetrics import MeanMetric
-
         self.tokenizer = info.tokenizer
-        self.loss = MeanMetric(nan_strategy=math.nan)  # a diverged model shows loss=nan
+        self.loss = Mean()  # a diverged model shows loss=nan
 
     def training_loss(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         return token_loss(model, batch)[0]

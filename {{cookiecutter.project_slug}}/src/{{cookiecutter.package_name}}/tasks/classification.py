@@ -1,7 +1,7 @@
 """Image classification: cross-entropy; accuracy, macro precision/recall/F1, confusion matrix, PR curves.
 
-The metrics are torchmetrics': they sync over DDP ranks themselves. Probabilities are
-kept only at test time, where the precision-recall curves need them.
+The metrics (``tasks/metrics.py``) accumulate on the device and sum over DDP ranks in
+``compute``. Probabilities are kept only at test time, where the precision-recall curves need them.
 """
 
 from __future__ import annotations
@@ -13,42 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from {{ cookiecutter.package_name }}.tasks.base import Evaluation, Task
+from {{ cookiecutter.package_name }}.tasks.metrics import ClassificationMetrics, Mean, per_class
 
 SCALARS = ("acc", "precision", "recall", "f1")
-
-
-def build_metrics(num_classes: int, curves: bool) -> Any:
-    """The ``MetricCollection`` of one split; ``curves`` adds per-class PR curves and average precision."""
-    from torchmetrics import MetricCollection
-    from torchmetrics.classification import (
-        MulticlassAccuracy,
-        MulticlassAveragePrecision,
-        MulticlassConfusionMatrix,
-        MulticlassF1Score,
-        MulticlassPrecision,
-        MulticlassPrecisionRecallCurve,
-        MulticlassRecall,
-    )
-
-    options = {"num_classes": num_classes, "validate_args": False}
-    metrics = {
-        "acc": MulticlassAccuracy(average="micro", **options),
-        "precision": MulticlassPrecision(average="macro", **options),
-        "recall": MulticlassRecall(average="macro", **options),
-        "f1": MulticlassF1Score(average="macro", **options),
-        "confusion": MulticlassConfusionMatrix(**options),
-    }
-    if curves:
-        metrics["pr_curve"] = MulticlassPrecisionRecallCurve(**options)
-        metrics["average_precision"] = MulticlassAveragePrecision(average=None, **options)
-    return MetricCollection(metrics)
-
-
-def build_loss() -> Any:
-    """The mean of per-sample losses over a split, synced over DDP ranks (a diverged model shows nan)."""
-    from torchmetrics import MeanMetric
-
-    return MeanMetric(nan_strategy="disable")
 
 
 class ClassificationEvaluation(Evaluation):
@@ -57,7 +24,7 @@ class ClassificationEvaluation(Evaluation):
     ``metrics`` and ``loss`` may be reused from an earlier pass: they are reset here.
     """
 
-    def __init__(self, metrics: Any, loss: Any, class_names: list[str], test: bool = False,
+    def __init__(self, metrics: ClassificationMetrics, loss: Mean, class_names: list[str], test: bool = False,
                  num_samples: int = 16) -> None:
         self.metrics, self.loss = metrics, loss
         self.metrics.reset()
@@ -71,9 +38,6 @@ class ClassificationEvaluation(Evaluation):
     def update(self, model: nn.Module, batch: Any) -> None:
         inputs, targets = batch
         logits = model(inputs).float()
-        if self.loss.device != logits.device:
-            self.metrics.to(logits.device)
-            self.loss.to(logits.device)
         self.loss.update(F.cross_entropy(logits, targets, reduction="none"))
         self.metrics.update(logits.softmax(1) if self.test else logits, targets)
         if len(self.samples) < self.num_samples:
@@ -86,7 +50,7 @@ class ClassificationEvaluation(Evaluation):
     def compute(self) -> dict[str, float]:
         self.results = self.metrics.compute()
         metrics = {name: float(self.results[name]) for name in SCALARS}
-        metrics["loss"] = float(self.loss.compute())
+        metrics["loss"] = self.loss.compute()
         return metrics
 
     def figures(self) -> dict[str, Any]:
@@ -101,13 +65,9 @@ class ClassificationEvaluation(Evaluation):
         return figures
 
     def tables(self) -> dict[str, tuple[list[str], list[list[Any]]]]:
-        confusion = self.results["confusion"].cpu().double()
-        true_positive, support, predicted = confusion.diag(), confusion.sum(1), confusion.sum(0)
-        precision = torch.where(predicted > 0, true_positive / predicted.clamp(min=1), 0.0)
-        recall = torch.where(support > 0, true_positive / support.clamp(min=1), 0.0)
-        f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0)
-        rows = [[name, float(precision[i]), float(recall[i]), float(f1[i]), int(support[i])]
-                for i, name in enumerate(self.class_names)]
+        classes = per_class(self.results["confusion"])
+        rows = [[name, float(classes["precision"][i]), float(classes["recall"][i]), float(classes["f1"][i]),
+                 int(classes["support"][i])] for i, name in enumerate(self.class_names)]
         report = (["class", "precision", "recall", "f1", "support"], rows)
         samples = (
             ["image", "true", "predicted", "correct"],
@@ -123,13 +83,13 @@ class ClassificationTask(Task):
         super().__init__(monitor, mode)
         self.num_classes = 0
         self.class_names: list[str] = []
-        self.val_metrics: Any = None
+        self.val_metrics: tuple[ClassificationMetrics, Mean] | None = None
 
     def bind(self, info: Any) -> None:
         """Take the class count and names from the data's metadata; build the validation metrics once."""
         self.num_classes = info.num_classes
         self.class_names = list(info.class_names) or [str(i) for i in range(info.num_classes)]
-        self.val_metrics = build_metrics(self.num_classes, curves=False), build_loss()
+        self.val_metrics = ClassificationMetrics(self.num_classes), Mean()
 
     def training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         inputs, targets = batch
@@ -138,7 +98,7 @@ class ClassificationTask(Task):
     def evaluation(self, stage: str = "val") -> ClassificationEvaluation:
         """Validation reuses its metrics every epoch; the test pass adds PR curves and keeps probabilities."""
         if stage == "test":
-            return ClassificationEvaluation(build_metrics(self.num_classes, curves=True), build_loss(),
+            return ClassificationEvaluation(ClassificationMetrics(self.num_classes, curves=True), Mean(),
                                             self.class_names, test=True)
         return ClassificationEvaluation(*self.val_metrics, self.class_names)
 

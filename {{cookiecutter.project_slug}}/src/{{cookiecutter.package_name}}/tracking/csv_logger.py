@@ -41,7 +41,7 @@ class CSVLogger(Logger):
     def log_figure(self, name: str, figure: Any) -> None:
         folder = self.save_dir / "plots"
         folder.mkdir(exist_ok=True)
-        figure.savefig(folder / f"{name}.png", dpi=120, bbox_inches="tight")
+        figure.savefig(folder / f"{name}.png", dpi=120)  # the figures lay themselves out (constrained)
 
     def log_table(self, name: str, table: Table) -> None:
         columns, rows = table

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 
@@ -33,35 +34,40 @@ def learning_curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
 
 
 def confusion_matrix_figure(confusion: torch.Tensor, class_names: Sequence[str]) -> Figure:
-    """scikit-learn's confusion matrix display: rows are true classes, columns predictions."""
-    from sklearn.metrics import ConfusionMatrixDisplay
+    """The confusion matrix as counts on a blue scale: rows are true classes, columns predictions.
 
+    Drawn with matplotlib alone, as scikit-learn's ``ConfusionMatrixDisplay`` draws it, so that a run
+    does not import scikit-learn (about a second) for its report.
+    """
+    counts = confusion.numpy()
     size = max(4.0, 0.45 * len(class_names) + 2)
     figure = Figure(figsize=(size, size), layout="constrained")
-    display = ConfusionMatrixDisplay(confusion.numpy(), display_labels=list(class_names))
-    display.plot(ax=figure.subplots(), cmap="Blues", include_values=len(class_names) <= 20,
-                 xticks_rotation="vertical" if len(class_names) > 10 else "horizontal")
-    display.ax_.set_title("confusion matrix")
+    axis = figure.subplots()
+    image = axis.imshow(counts, interpolation="nearest", cmap="Blues")
+    figure.colorbar(image, ax=axis)
+    if len(class_names) <= 20:
+        threshold = (counts.max() + counts.min()) / 2
+        for (row, column), count in np.ndenumerate(counts):
+            axis.text(column, row, f"{count:d}", ha="center", va="center",
+                      color="white" if count > threshold else "black")
+    ticks = range(len(class_names))
+    axis.set(xticks=ticks, yticks=ticks, xticklabels=list(class_names), yticklabels=list(class_names),
+             xlabel="predicted label", ylabel="true label", title="confusion matrix")
+    if len(class_names) > 10:
+        axis.tick_params(axis="x", labelrotation=90)
     return figure
 
 
 def pr_curves_figure(curves: Sequence[tuple[torch.Tensor, torch.Tensor]], average_precision: torch.Tensor,
                      class_names: Sequence[str]) -> Figure:
-    """One precision-recall curve per class (one-vs-rest), drawn by scikit-learn, with its average precision."""
-    from sklearn.metrics import PrecisionRecallDisplay
-
+    """One precision-recall curve per class (one-vs-rest, a step at each threshold), with its average precision."""
     figure = Figure(figsize=(6, 5), layout="constrained")
     axis = figure.subplots()
     for (precision, recall), average, name in zip(curves, average_precision, class_names, strict=True):
         if not torch.isfinite(average):  # a class absent from the test split has no curve
             continue
-        PrecisionRecallDisplay(precision.numpy(), recall.numpy(), average_precision=float(average),
-                               name=name).plot(ax=axis)
-    axis.set_xlim(0, 1)
-    axis.set_ylim(0, 1.02)
-    axis.set_title("precision-recall per class")
-    if len(class_names) <= 20:
+        axis.step(recall.numpy(), precision.numpy(), where="post", label=f"{name} (AP = {float(average):.2f})")
+    axis.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title="precision-recall per class")
+    if len(class_names) <= 20 and axis.get_lines():
         axis.legend(fontsize=7, loc="lower left")
-    elif axis.get_legend() is not None:
-        axis.get_legend().remove()
     return figure

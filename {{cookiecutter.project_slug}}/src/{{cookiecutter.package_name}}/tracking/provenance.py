@@ -38,7 +38,6 @@ PACKAGES = {
 {%- if cookiecutter.logger == "wandb" %}
     "wandb": "wandb",
 {%- endif %}
-    "torchmetrics": "torchmetrics",
     "numpy": "numpy",
 }
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")

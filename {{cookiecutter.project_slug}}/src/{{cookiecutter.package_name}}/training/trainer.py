@@ -130,7 +130,7 @@ class Trainer:
                    disable=not (self.progress_bar and self.is_main and sys.stderr.isatty()))
         for index, batch in enumerate(islice(iter(loader), batches - state.batches_done), start=state.batches_done):
             last_of_step = (index + 1) % self.accumulate == 0 or index + 1 == batches
-            loss = self._forward_backward(move_to(batch, self.device), sync=last_of_step)
+            loss = self._forward_backward(self._to_device(batch), sync=last_of_step)
             state.loss_sum += loss
             state.loss_count += 1
             state.batches_done = index + 1
@@ -230,10 +230,14 @@ class Trainer:
             if stage == "val":  # a stop signal during validation: save and stop before the epoch ends
                 self._stop_if_signalled(index)
             with self.precision.autocast():
-                evaluation.update(self.model, move_to(batch, self.device))
+                evaluation.update(self.model, self._to_device(batch))
         return evaluation
 
     # ----------------------------------------------------------------- helpers
+    def _to_device(self, batch: Any) -> Any:
+        """The batch on the training device; loaders give CPU tensors, so on the CPU there is nothing to do."""
+        return batch if self.device.type == "cpu" else move_to(batch, self.device)
+
     def _loaders(self) -> tuple[Any, Any]:
         train = self.datamodule.loader("train")
         if self.overfit_batches:
