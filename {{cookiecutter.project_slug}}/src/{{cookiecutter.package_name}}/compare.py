@@ -21,7 +21,7 @@ import math
 import re
 import statistics
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -81,12 +81,12 @@ def number(text: Any) -> float | None:
         value = float(text)
     except (TypeError, ValueError):
         return None
-    return value if math.isfinite(value) else None
+    return value if value - value == 0 else None  # not NaN or infinite
 
 
 def short(value: float) -> float:
     """Six significant digits: the page stays small, the curves look the same."""
-    return float(f"{value:.6g}")
+    return float("%.6g" % value)
 
 
 def read_curves(path: Path) -> dict[str, list[list[float]]]:
@@ -116,7 +116,7 @@ def read_overrides(folder: Path) -> dict[str, str]:
         return {}
     import yaml
 
-    items = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    items = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or []
     return dict(str(item).lstrip("+~").split("=", 1) for item in items if "=" in str(item))
 
 
@@ -202,16 +202,43 @@ def read_study(folder: Path) -> dict[str, Any] | None:
         log.warning("%s: its Optuna study cannot be read (%s); the page shows the run folders only.", folder, error)
         return None
     trials = study.get_trials(deepcopy=False)
-    importances: dict[str, float] = {}
-    complete = [trial for trial in trials if trial.state == optuna.trial.TrialState.COMPLETE]
-    if len(complete) >= 3 and len(study.directions) == 1 and complete[0].params:
-        try:
-            importances = {key: round(value, 4) for key, value in optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()).items()}
-        except (RuntimeError, ValueError) as error:
-            log.warning("%s: no parameter importances (%s).", folder, error)
+    complete = sum(1 for trial in trials if trial.state == optuna.trial.TrialState.COMPLETE)
+    stored = study.user_attrs.get("importances") or {}
+    importances = stored.get("values") if stored.get("trials") == complete else parameter_importances(study)
     return {"name": study.study_name, "direction": study.directions[0].name.lower(), "importances": importances,
             "trials": trials}
+
+
+def parameter_importances(study: Any) -> dict[str, float]:
+    """Optuna's parameter importances (PED-ANOVA) over the completed trials; empty below three of them.
+
+    ``optuna.importance`` imports scikit-learn (seconds): the sweeper stores them in the study when it
+    ends, and :func:`read_study` computes them here only for a study without them.
+    """
+    import warnings
+
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(complete) < 3 or len(study.directions) != 1 or not complete[0].params:
+        return {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the evaluator is marked experimental
+        try:
+            found = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+        except (RuntimeError, ValueError) as error:
+            log.warning("%s: no parameter importances (%s).", study.study_name, error)
+            return {}
+    return {key: round(value, 4) for key, value in found.items()}
+
+
+def store_importances(study: Any) -> None:
+    """Keep the importances in the study (with the count of completed trials they are for)."""
+    import optuna
+
+    complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    study.set_user_attr("importances", {"trials": complete, "values": parameter_importances(study)})
 
 
 def trial_runs(folder: Path, study: dict[str, Any], runs: dict[str, Run]) -> list[Run]:
@@ -350,8 +377,9 @@ def page_data(runs: list[Run], studies: list[dict[str, Any]], title: str) -> dic
     return {"title": title, "created": datetime.now().strftime("%Y-%m-%d %H:%M"), "keys": keys,
             "params": param_keys, "tests": sorted({key for run in runs for key in run.test}),
             "metrics": sorted({metric for run in runs for metric in run.curves}),
-            "runs": [{**asdict(run), "overrides": {key: run.overrides.get(key) for key in keys}} for run in runs],
-            "groups": seed_groups(runs), "studies": studies}
+            "runs": [{**finite({**vars(run), "curves": {}}), "curves": run.curves,
+                      "overrides": {key: run.overrides.get(key) for key in keys}} for run in runs],
+            "groups": finite(seed_groups(runs)), "studies": finite(studies)}
 
 
 def write_csv(path: Path, data: dict[str, Any]) -> None:
@@ -375,7 +403,7 @@ def render_html(data: dict[str, Any]) -> str:
 
 
 def finite(value: Any) -> Any:
-    """NaN and infinities as null, so the page's JSON stays valid."""
+    """NaN and infinities as null, so the page's JSON stays valid (curves hold finite numbers only)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
@@ -395,7 +423,7 @@ def write_comparison(paths: list[Path], output: Path | None = None) -> Path | No
     output = Path(output) if output else (folders[0] if len(folders) == 1 else common_parent(folders))
     output.mkdir(parents=True, exist_ok=True)
     title = output.resolve().name or "runs"
-    data = finite(page_data(runs, studies, title))
+    data = page_data(runs, studies, title)
     write_csv(output / "comparison.csv", data)
     page = output / "comparison.html"
     page.write_text(render_html(data), encoding="utf-8")

@@ -417,6 +417,9 @@ class StudySweeper(Sweeper):
             results = {"name": "optuna", "solutions": [{"params": trial.params, "values": trial.values}
                                                        for trial in study.best_trials]}
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
+        from {{ cookiecutter.package_name }}.compare import store_importances
+
+        store_importances(study)
         log.info("Best trial of %d: %s", len(complete), results.get("best_params", "see optimization_results.yaml"))
         return [trial.values for trial in complete]
 
