@@ -54,14 +54,23 @@ class SweepFailed(SystemExit):
         super().__init__(1)
 
 
-def check_no_old_plugin(argv: Sequence[str]) -> None:
-    """hydra-optuna-sweeper (Optuna 2) registers config schemas under the same names as this sweeper's configs."""
+def register(argv: Sequence[str]) -> None:
+    """Make sure Hydra knows the sweeper before it composes ``argv``.
+
+    Hydra finds plugins by walking the folders of the ``hydra_plugins`` namespace, which an editable
+    install (``pip install -e .``) does not have: registering the class directly works for every
+    install. hydra-optuna-sweeper (Optuna 2) registers config schemas under this sweeper's config
+    names, which breaks composing them: one line instead.
+    """
     import importlib.util
 
     if any("sweeper" in arg or "hparams_search" in arg for arg in argv) and \
             importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper.optuna_sweeper") is not None:
         raise SweepFailed("hydra-optuna-sweeper is installed and clashes with this project's own Optuna sweeper: "
                           "pip uninstall hydra-optuna-sweeper (this project needs optuna>=4).")
+    from hydra_plugins.{{ cookiecutter.package_name }}_optuna.optuna_sweeper import OptunaSweeper
+
+    Plugins.instance().register(OptunaSweeper)
 
 
 # ------------------------------------------------------------------ search space

@@ -134,9 +134,9 @@ def main(cfg: DictConfig) -> float | None:
 def cli() -> None:
     """``python -m {{ cookiecutter.package_name }}.train`` and the console script: adds the user config folders of
     ``${{ cookiecutter.package_name | upper }}_CONFIG_PATH`` to Hydra's search path."""
-    from {{ cookiecutter.package_name }}.sweeper import check_no_old_plugin
+    from {{ cookiecutter.package_name }} import sweeper
 
-    check_no_old_plugin(sys.argv[1:])
+    sweeper.register(sys.argv[1:])
     sys.argv[1:] = config_source.user_search_path(sys.argv[1:])
     main()
 
