@@ -108,6 +108,53 @@ def test_a_trial_whose_driver_died_is_failed_and_retried(tmp_path: Path) -> None
     assert sweeper.driver_died(stale, grace_period=180, now=time.time() + 1000)  # no heartbeat for long: gone
 
 
+class FakeLauncher:
+    """Runs a trial in no time: its value is ``x``; ``x > 0.8`` dies without a result (as submitit reports it)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[int] = []
+
+    def launch(self, job_overrides: list[list[str]], initial_job_idx: int) -> list[Any]:
+        from hydra.core.utils import JobReturn, JobStatus
+
+        time.sleep(0.05)
+        self.jobs.append(initial_job_idx)
+        x = float(dict(item.split("=", 1) for item in job_overrides[0])["x"])
+        if x > 0.8:
+            raise RuntimeError(f"Job {initial_job_idx} has not produced any output")
+        return [JobReturn(status=JobStatus.COMPLETED, _return_value=x)]
+
+
+def test_two_drivers_on_one_sweep_folder_share_the_study(tmp_path: Path) -> None:
+    """Two drivers (two trials at once each) on one folder: one study, every number launched once, n_trials met."""
+    import threading
+
+    from omegaconf import OmegaConf
+
+    drivers = []
+    for seed in (0, 1):
+        driver = sweeper.StudySweeper(sampler=optuna.samplers.RandomSampler(seed=seed), direction="maximize",
+                                      storage=str(tmp_path / "optuna.journal"), study_name="shared", n_trials=12,
+                                      n_jobs=2)
+        driver.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+        driver.launcher = FakeLauncher()
+        drivers.append(driver)
+    threads = [threading.Thread(target=driver.sweep, args=(["x=interval(0, 1)"],)) for driver in drivers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    study = optuna.load_study(study_name="shared", storage=sweeper.open_storage(str(tmp_path / "optuna.journal")))
+    launched = sorted(drivers[0].launcher.jobs + drivers[1].launcher.jobs)
+    assert launched == [trial.number for trial in study.trials] and drivers[0].launcher.jobs and drivers[1].launcher.jobs
+    finished, pending = sweeper.count_trials(study.trials)
+    assert 12 <= finished <= 12 + 2 and pending == 0  # a driver may ask once while the other's ask is in flight
+    failed = [trial for trial in study.trials if trial.state.name == "FAIL"]
+    assert all(trial.params["x"] > 0.8 and "killed without a result" in trial.user_attrs["fail_reason"]
+               for trial in failed)
+    assert (tmp_path / "optimization_results.yaml").is_file()
+
+
 # ------------------------------------------------------------------ compare (fast)
 def fake_run(folder: Path, overrides: list[str], seed: int, best: float, epochs: int = 3,
              status: str = "completed", summary: bool = True) -> Path:
@@ -223,6 +270,23 @@ def test_a_sweep_continues_after_its_driver_was_killed(tmp_path: Path) -> None:
     assert not (sweep / "0" / "summary.json").exists()
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text(encoding="utf-8"))
     assert results["best_value"] == pytest.approx(max(trial.value for trial in trials[1:]))
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_sweep_without_recording_a_partial_result(tmp_path: Path) -> None:
+    """SIGINT in the driver's own trial (the basic launcher): the trial is failed, not told its partial value,
+    its parameters are queued again, and the sweep stops with one line saying how to continue."""
+    sweep = tmp_path / "sweep"
+    result = run_module("train", *QUICK, "hydra.sweeper.n_trials=2", "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}",
+                        "+trainer.callbacks.stop._target_=test_scaling.SignalAtEpoch",
+                        "+trainer.callbacks.stop.epoch=0", "+trainer.callbacks.stop.signum=SIGINT", env=hook_env())
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert output.count("Sweep stopped by a signal during trial 0") == 1 and "Traceback" not in output
+    trials = load_study(sweep).trials
+    assert [trial.state.name for trial in trials] == ["FAIL", "WAITING"]
+    assert trials[0].user_attrs["fail_reason"].startswith("TrainingInterrupted")
+    assert trials[1].params == trials[0].params
 
 
 @pytest.mark.slow

@@ -86,7 +86,7 @@ def number(text: Any) -> float | None:
 
 def short(value: float) -> float:
     """Six significant digits: the page stays small, the curves look the same."""
-    return float("%.6g" % value)
+    return float(format(value, ".6g"))
 
 
 def read_curves(path: Path) -> dict[str, list[list[float]]]:
@@ -245,12 +245,12 @@ def trial_runs(folder: Path, study: dict[str, Any], runs: dict[str, Run]) -> lis
     """Attach each trial's number, parameters, state and value to its run; trials without a run folder get a row."""
     extra = []
     for trial in study["trials"]:
-        run_dir = Path(trial.user_attrs.get("run_dir") or folder / str(trial.number))
-        key = str(run_dir.resolve()) if run_dir.is_absolute() else str((folder / run_dir.name).resolve())
-        run = runs.get(key)
+        recorded = trial.user_attrs.get("run_dir")  # absolute; the trial number's folder if the sweep moved
+        candidates = [Path(path).resolve() for path in (recorded, folder / str(trial.number)) if path]
+        run = next((runs[str(path)] for path in candidates if str(path) in runs), None)
         state = trial.state.name
         if run is None:
-            run = Run(name=f"{folder.name}/{trial.number}", folder=str(run_dir), status="unknown")
+            run = Run(name=f"{folder.name}/{trial.number}", folder=str(candidates[-1]), status="unknown")
             extra.append(run)
         run.trial, run.params, run.objective = trial.number, dict(trial.params), trial.value
         if state == "FAIL":

@@ -352,6 +352,12 @@ class StudySweeper(Sweeper):
         from optuna.trial import TrialState
 
         values, reason = outcome(result, len(self.directions))
+        if reason and reason.startswith("TrainingInterrupted"):  # Ctrl+C or SIGTERM to the driver's own process
+            trial.set_user_attr("fail_reason", reason)
+            told(study, trial, state=TrialState.FAIL)
+            retry(study, study._storage.get_trial(trial._trial_id), self.max_retry)
+            raise SweepFailed(f"Sweep stopped by a signal during trial {trial.number} (its parameters are queued "
+                              f"again): run the same command with hydra.sweep.dir={self.sweep_dir} to continue.")
         if isinstance(result, JobReturn) and result.hydra_cfg is not None:
             trial.set_user_attr("run_dir", str(result.hydra_cfg.hydra.runtime.output_dir))
         if reason is not None:
