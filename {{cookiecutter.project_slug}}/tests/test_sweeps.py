@@ -155,6 +155,19 @@ def test_two_drivers_on_one_sweep_folder_share_the_study(tmp_path: Path) -> None
     assert (tmp_path / "optimization_results.yaml").is_file()
 
 
+def test_a_new_study_never_trains_in_old_trial_folders(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    (tmp_path / "0" / ".hydra").mkdir(parents=True)  # a sweep whose journal was deleted, or an in-memory study
+    driver = sweeper.StudySweeper(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize", storage=None,
+                                  study_name="fresh", n_trials=2)
+    driver.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    driver.launcher = FakeLauncher()
+    with pytest.raises(SystemExit):
+        driver.sweep(["x=interval(0, 1)"])
+    assert driver.launcher.jobs == []
+
+
 # ------------------------------------------------------------------ compare (fast)
 def fake_run(folder: Path, overrides: list[str], seed: int, best: float, epochs: int = 3,
              status: str = "completed", summary: bool = True) -> Path:

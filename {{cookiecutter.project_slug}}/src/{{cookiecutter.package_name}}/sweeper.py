@@ -330,6 +330,17 @@ class StudySweeper(Sweeper):
             log.warning("Trial %d failed: %s; its parameters are tried again.", trial.number, DRIVER_DIED)
             retry(study, study._storage.get_trial(trial._trial_id), self.max_retry)
 
+    def check_folder_matches(self, study: Any) -> None:
+        """A new study in a folder that already holds trial folders would train new trials in old folders."""
+        if study.trials or not self.sweep_dir.is_dir():
+            return
+        taken = sorted(int(path.name) for path in self.sweep_dir.iterdir()
+                       if path.name.isdigit() and (path / ".hydra").is_dir())
+        if taken:
+            raise SweepFailed(f"hydra.sweep.dir={self.sweep_dir} already holds trial folders ({', '.join(map(str, taken[:5]))}"
+                              f"{', ...' if len(taken) > 5 else ''}) but the study in {self.storage or 'memory'} has "
+                              "no trials: give a new hydra.sweep.dir, or the storage that holds this sweep's study.")
+
     def ask(self, study: Any, distributions: dict[str, Any], fixed: list[str]) -> tuple[Any, list[str]]:
         trial = study.ask(fixed_distributions=distributions)
         if self.custom_search_space:
@@ -372,6 +383,7 @@ class StudySweeper(Sweeper):
         assert self.config is not None and self.launcher is not None
         distributions, fixed = search_space([f"{key}={value}" for key, value in self.params.items()] + arguments)
         study = self.create_study(distributions)
+        self.check_folder_matches(study)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         n_jobs = 1 if self.in_process() else self.n_jobs
         if self.in_process() and self.n_jobs > 1:
