@@ -66,7 +66,7 @@ def test_any_project_name_gives_valid_names(tmp_path: Path, name: str, slug: str
                                             package: str | None) -> None:
     project = Path(cookiecutter(str(TEMPLATE_DIR), no_input=True, extra_context={"project_name": name},
                                 output_dir=str(tmp_path)))
-    packages = [path.name for path in (project / "src").iterdir() if path.is_dir()]
+    packages = [path.name for path in (project / "src").iterdir() if path.is_dir() and path.name != "hydra_plugins"]
     assert len(packages) == 1 and packages[0].isidentifier()
     if slug is not None:
         assert project.name == slug and packages == [package]

@@ -166,7 +166,7 @@ def trains(command: str) -> bool:
     the costly ones, marked slow (so that ``-m "not slow"`` leaves out both)."""
     words = command.split()
     task = words[1] if len(words) > 1 else ""
-    return re.search(r"\.train\b|(^|\s)run=", command) is not None or (
+    return re.search(r"\.train\b|\.compare\b|(^|\s)run=", command) is not None or (
         (program_of(command) == "make" or program_of(command).endswith("tasks.ps1")) and task in {"train", "smoke"})
 
 
@@ -248,14 +248,17 @@ def run_line(project: Path, line: str) -> subprocess.CompletedProcess:
 
 
 def ensure_run_folders(project: Path, command: str) -> None:
-    """Train the README's own run folder that ``run=<folder>`` reads, where no earlier test in this process has:
+    """Train the README's own run (or sweep) folder that ``run=<folder>`` (or ``compare <folder>``) reads, where no
+    earlier test in this process has:
     under pytest-xdist the training command may have run in another worker's copy of the render."""
-    for folder in re.findall(r"(?:^|\s)run=(\S+)", command):
-        if (project / folder / ".hydra").is_dir():
+    compared = re.findall(r"\s([\w./-]+)(?=\s|$)", command.split(".compare", 1)[1]) if ".compare " in command else []
+    for folder in [*re.findall(r"(?:^|\s)run=(\S+)", command), *compared]:
+        if (project / folder / ".hydra").is_dir() or (project / folder / "multirun.yaml").is_file():
             continue
         readmes = sorted(project.glob("README*.md"))
         producer = next((line for readme in readmes for line in readme_commands(readme.read_text(encoding="utf-8"))
-                         if f"hydra.run.dir={folder}" in line.split()), None)
+                         if {f"hydra.run.dir={folder}", f"hydra.sweep.dir={folder}"} & set(line.split())
+                         and not skip_reason(line)), None)
         assert producer is not None, f"README command {command!r} reads run={folder}, which no README command trains"
         result = run_line(project, small(producer, package_of(project)))
         assert result.returncode == 0, f"{producer} (which {command!r} needs) failed:\n{result.stderr[-3000:]}"

@@ -35,7 +35,7 @@ def answers_for(name: str) -> dict[str, str]:
 
 
 def package_of(project: Path) -> str:
-    return next(path.name for path in (project / "src").iterdir() if path.is_dir())
+    return next(path.name for path in (project / "src").iterdir() if path.is_dir() and path.name != "hydra_plugins")
 
 
 def rendered_files(project: Path) -> set[str]:

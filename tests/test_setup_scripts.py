@@ -303,7 +303,7 @@ def test_rendered_ci_keeps_github_expressions_and_gets_project_values(render) ->
     steps = {step.get("name", step.get("uses")): step for step in job["steps"]}
     setup_python = next(step for step in job["steps"] if step.get("uses", "").startswith("actions/setup-python@"))
     assert setup_python["with"] == {"python-version": "3.12", "cache": "pip", "cache-dependency-path": "pyproject.toml"}
-    package = next(path.name for path in (project / "src").iterdir())
+    package = next(path.name for path in (project / "src").iterdir() if path.name != "hydra_plugins")
     smoke = next(step["run"] for name, step in steps.items() if name and "smoke" in name.lower())
     assert f"-m {package}.train debug=fast" in smoke and workflow["env"]["WANDB_MODE"] == "offline"
     assert "ruff check" in str(steps) and "pytest" in str(steps)
@@ -345,7 +345,7 @@ def test_rendered_windows_workflow_checks_setup_ps1_under_both_editions(render, 
     workflow = yaml.safe_load((project / ".github" / "workflows" / "windows-setup.yml").read_text(encoding="utf-8"))
     job = workflow["jobs"]["setup"]
     check_windows_setup_job(job)
-    package = next(path.name for path in (project / "src").iterdir())
+    package = next(path.name for path in (project / "src").iterdir() if path.name != "hydra_plugins")
     venv = ". .\\.venv\\Scripts\\Activate.ps1"
     activate = {"conda": f"conda activate {project.name}", "pip": venv, "uv": venv}
     assert job["env"]["ACTIVATE"] == activate[env_manager] and job["env"]["IMPORT"] == f"import {package}"
@@ -379,7 +379,7 @@ fi
 def test_setup_sh_drives_conda_through_conda_exe(render, tmp_path: Path) -> None:
     """Conda mode calls $CONDA_EXE (no shell function): create once, then update; --cpu swaps the torch build."""
     project = render()
-    package = next(path.name for path in (project / "src").iterdir())
+    package = next(path.name for path in (project / "src").iterdir() if path.name != "hydra_plugins")
     conda = tmp_path / "conda"
     conda.write_text(FAKE_CONDA, encoding="utf-8")
     conda.chmod(0o755)
@@ -420,7 +420,7 @@ def torch_spec() -> str:
 def test_setup_sh_builds_a_working_venv_end_to_end(render, tmp_path: Path) -> None:
     """setup.sh --pip makes .venv from nothing: torch from TORCH_SPEC, the project, its dev tools."""
     project = render(env_manager="pip", logger="csv", powershell="no", ci="none")
-    package = next(path.name for path in (project / "src").iterdir())
+    package = next(path.name for path in (project / "src").iterdir() if path.name != "hydra_plugins")
     env = {key: value for key, value in os.environ.items() if not key.startswith(("VIRTUAL_ENV", "CONDA"))}
     env.update(TORCH_SPEC=torch_spec(), VENV_DIR=str(tmp_path / "venv"), PYTHON=sys.executable)
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != BIN)

@@ -57,7 +57,7 @@ def test_uv_render_offers_pytorch_indexes_that_only_serve_what_is_routed_to_them
 
 def test_uv_render_has_no_conda_file_and_runs_through_uv(render) -> None:
     project = render(**{**UV_RENDER, "powershell": "yes"})
-    package = next(path.name for path in (project / "src").iterdir())
+    package = next(path.name for path in (project / "src").iterdir() if path.name != "hydra_plugins")
     assert not (project / "environment.yml").exists()
     assert (project / ".python-version").read_text(encoding="utf-8").strip() == "3.11"
     assert re.search(r"(?m)^PYTHON \?= uv run python$", (project / "Makefile").read_text(encoding="utf-8"))
@@ -99,7 +99,7 @@ def fake_uv_env(project: Path, tmp_path: Path) -> dict[str, str]:
 
 def test_setup_sh_uv_mode_syncs_and_cpu_switches_the_torch_index(render, tmp_path: Path) -> None:
     project = shutil.copytree(render(**UV_RENDER), tmp_path / "project")
-    package = next(path.name for path in (project / "src").iterdir())
+    package = next(path.name for path in (project / "src").iterdir() if path.name != "hydra_plugins")
     env = fake_uv_env(project, tmp_path)
     first = subprocess.run(["bash", "scripts/setup.sh"], cwd=project, env=env, capture_output=True, text=True,
                            timeout=120)
@@ -159,7 +159,7 @@ def test_setup_sh_uv_syncs_and_trains_with_the_local_torch(render, tmp_path: Pat
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     rendered = render(**{**UV_RENDER, "python_version": version})
     project = shutil.copytree(rendered, tmp_path / "project")
-    package = next(path.name for path in (project / "src").iterdir())
+    package = next(path.name for path in (project / "src").iterdir() if path.name != "hydra_plugins")
     uv = tool("uv")
     uv_bin = tmp_path / "bin"  # uv on PATH (as after its installer), without this interpreter's other tools
     uv_bin.mkdir()

@@ -104,3 +104,7 @@ def test_non_editable_install_trains_evaluates_and_predicts_from_anywhere(tmp_pa
             f"output={elsewhere / 'predicted'}")
         assert (elsewhere / "predicted" / "generations.jsonl").is_file()
     assert "GPU?" in run(console(venv, "doctor")).stdout
+    sweeper = f"hydra_plugins.{PACKAGE}_optuna.optuna_sweeper.OptunaSweeper"  # hparams_search=optuna finds it
+    run(python, "-c", f"from hydra.core.plugins import Plugins; assert {sweeper!r} in Plugins.instance().class_name_to_class")
+    run(console(venv, "compare"), str(run_dir))
+    assert "</html>" in (run_dir / "comparison.html").read_text(encoding="utf-8")

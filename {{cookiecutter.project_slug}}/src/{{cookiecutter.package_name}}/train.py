@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 import {{ cookiecutter.package_name }}.resolvers  # noqa: F401 - registers ${run_time:} and the others
 from {{ cookiecutter.package_name }} import config_source
 from {{ cookiecutter.package_name }}.config_checks import check_config
-from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error
+from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error, in_multirun
 
 if TYPE_CHECKING:
     from {{ cookiecutter.package_name }}.tracking.base import LoggerCollection
@@ -116,6 +116,8 @@ def train(cfg: DictConfig) -> float | None:
         best = trainer.best_score
         preemption.after_stop(stop.signum)  # under submitit: requeue (before W&B's slow shutdown) or fail
         exit_code = 0
+        if in_multirun():  # a sweep's trial in this process: a partial result is no result; the sweep stops
+            raise
     finally:
         if runtime.is_main_process():
             provenance.finish(output_dir, record, status)
@@ -134,6 +136,9 @@ def main(cfg: DictConfig) -> float | None:
 def cli() -> None:
     """``python -m {{ cookiecutter.package_name }}.train`` and the console script: adds the user config folders of
     ``${{ cookiecutter.package_name | upper }}_CONFIG_PATH`` to Hydra's search path."""
+    from {{ cookiecutter.package_name }} import sweeper
+
+    sweeper.register(sys.argv[1:])
     sys.argv[1:] = config_source.user_search_path(sys.argv[1:])
     main()
 
