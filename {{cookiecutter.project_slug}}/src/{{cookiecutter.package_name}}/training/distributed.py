@@ -113,6 +113,15 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(all_reduce_sum(tensor).item())
 
 
+def min_over_ranks(value: int, device: torch.device) -> int:
+    """The smallest of an integer over all ranks (e.g. the batches every rank has)."""
+    if not dist.is_initialized():
+        return value
+    tensor = torch.tensor(int(value), device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return int(tensor.item())
+
+
 def wrap(model: torch.nn.Module, device: torch.device, find_unused_parameters: bool = False) -> torch.nn.Module:
     """``model`` in DistributedDataParallel once a process group exists, else as it is."""
     if not dist.is_initialized():

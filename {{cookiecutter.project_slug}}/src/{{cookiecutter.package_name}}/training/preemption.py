@@ -127,11 +127,11 @@ class StopSignals:
                 pass
         return self
 
-    def agreed(self, step: int, every: int, device: torch.device) -> bool:
-        """Whether any rank received a stop signal; under DDP the ranks compare every ``every`` steps."""
+    def agreed(self, device: torch.device) -> bool:
+        """Whether any rank received a stop signal: a flag read in one process, one integer all-reduced under DDP."""
         if runtime.world_size() == 1:
             return self.received is not None
-        return step % every == 0 and distributed.any_rank(self.received is not None, device)
+        return distributed.any_rank(self.received is not None, device)
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
