@@ -149,6 +149,8 @@ def test_ddp_evaluation_counts_each_example_once(tmp_path: Path) -> None:
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "run"
+    launch = json.loads((run / "provenance.json").read_text(encoding="utf-8"))["launch"]
+    assert (launch["world_size"], launch["backend"]) == (2, "gloo")
     distributed = {"test": json.loads((run / "summary.json").read_text(encoding="utf-8"))["test"],
                    "val": {key: float(value) for key, value in rows(run)[0].items() if key.startswith("val/")}}
     for split in ("test", "val"):

@@ -76,7 +76,8 @@ class Trainer:
         if deterministic:
             use_deterministic_algorithms()
         if runtime.launched_distributed() and not distributed:
-            raise UserError("launched by torchrun but trainer is not distributed: add trainer=ddp to the command.")
+            raise UserError(f"launched as {runtime.world_size()} processes (torchrun or srun) but trainer is not "
+                            "distributed: add trainer=ddp to the command, or start one process.")
         self.device = runtime.choose_device(device)
         if distributed:
             dist.init_distributed(self.device, backend=backend)
