@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from {{ cookiecutter.package_name }} import resolvers, runtime
-from {{ cookiecutter.package_name }}.training import checkpoint, distributed, preemption
+from {{ cookiecutter.package_name }}.training import checkpoint, preemption
 from {{ cookiecutter.package_name }}.training.precision import Precision
 
 from conftest import PROJECT_ROOT, offline_env, run_module
@@ -143,7 +143,7 @@ def test_slurm_two_nodes_of_four_tasks(monkeypatch: pytest.MonkeyPatch, gpus: in
                        "SLURM_STEP_TASKS_PER_NODE": "4(x2)", "SLURM_NODEID": "1", "SLURM_PROCID": "5",
                        "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[07-08]", "MASTER_PORT": "29777"}.items():
         monkeypatch.setenv(key, value)
-    distributed.adopt_slurm_tasks()
+    runtime.adopt_slurm_tasks()
     exported = {key: os.environ[key] for key in TORCH_ENV}
     assert exported == {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4",
                         "MASTER_ADDR": "gpu07", "MASTER_PORT": "29777"}
@@ -166,18 +166,18 @@ def test_srun_tasks_replace_a_stale_rank_and_torchrun_keeps_its_own(monkeypatch:
                        "SLURM_NODEID": "0", "SLURM_PROCID": "1", "SLURM_LOCALID": "1",
                        "SLURM_JOB_NODELIST": "gpu-a[001,003-004]", "RANK": "0", "WORLD_SIZE": "1"}.items():
         monkeypatch.setenv(key, value)
-    distributed.adopt_slurm_tasks()
+    runtime.adopt_slurm_tasks()
     assert {key: os.environ[key] for key in TORCH_ENV} == {
         "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "gpu-a001",
         "MASTER_PORT": str(20000 + 31)}
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")  # a single task: stale ranks are dropped
     monkeypatch.setenv("SLURM_PROCID", "0")
-    distributed.adopt_slurm_tasks()
+    runtime.adopt_slurm_tasks()
     assert runtime.rank() == 0 and runtime.world_size() == 1 and "RANK" not in os.environ
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")  # srun torchrun: torchrun's ranks stay
     monkeypatch.setenv("RANK", "3")
-    distributed.adopt_slurm_tasks()
+    runtime.adopt_slurm_tasks()
     assert os.environ["RANK"] == "3"
 
 

@@ -132,7 +132,7 @@ def train(cfg: DictConfig) -> float | None:
     from {{ cookiecutter.package_name }}.utils import seed_everything
 
     output_dir = Path(cfg.paths.output_dir)
-    distributed.adopt_slurm_tasks()
+    runtime.adopt_slurm_tasks()
     seed_everything(cfg.seed + runtime.rank())
     loggers = build_loggers(cfg)
     trainer = instantiate(cfg.trainer, precision=instantiate(cfg.precision), output_dir=output_dir, loggers=loggers)
