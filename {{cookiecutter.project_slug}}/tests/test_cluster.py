@@ -172,6 +172,8 @@ def test_srun_tasks_replace_a_stale_rank_and_torchrun_keeps_its_own(monkeypatch:
         "MASTER_PORT": str(20000 + 31)}
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")  # a single task: stale ranks are dropped
     monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    monkeypatch.setenv("SLURM_TASK_PID", str(os.getpid()))  # srun's task itself, not a process it started
     runtime.adopt_slurm_tasks()
     assert runtime.rank() == 0 and runtime.world_size() == 1 and "RANK" not in os.environ
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")

@@ -119,8 +119,8 @@ def adopt_slurm_tasks() -> None:
 
     Neither srun nor submitit sets torch's RANK/WORLD_SIZE/MASTER_ADDR; without them every task
     would train alone as rank 0 on ``cuda:0``. Values inherited from the submitting shell are
-    replaced; a single task under SLURM drops them (one process is rank 0 of 1). torchrun's own
-    values are left alone.
+    replaced; a single srun task drops them (one process is rank 0 of 1). torchrun's own values
+    are left alone.
     """
     global _slurm_adopted
     _slurm_adopted = True
@@ -128,7 +128,9 @@ def adopt_slurm_tasks() -> None:
         return
     adopted = slurm_task_environment(os.environ)
     if adopted is None:
-        stale = [name for name in TORCH_RANK_VARIABLES[:4] if name in os.environ]
+        # only in srun's task itself: a launcher it started (e.g. DeepSpeed's) sets ranks of its own
+        itself = os.environ.get("SLURM_TASK_PID") == str(os.getpid()) and "SLURM_STEP_ID" in os.environ
+        stale = [name for name in TORCH_RANK_VARIABLES[:4] if name in os.environ and itself]
         if stale:
             logging.getLogger(__name__).warning("Ignoring %s inherited by this single SLURM task.", ", ".join(stale))
             for name in stale:
