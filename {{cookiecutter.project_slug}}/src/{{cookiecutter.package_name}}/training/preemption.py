@@ -149,12 +149,14 @@ class StopSignals:
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        self._several = False  # several ranks: decided once, so that one process reads a flag per step
 
     def _handle(self, signum: int, frame: Any) -> None:
         log.warning("Received %s: saving last.pt at the next step, then stopping.", signal.Signals(signum).name)
         self.received = next_stop(self.received, signum)
 
     def __enter__(self) -> StopSignals:
+        self._several = runtime.world_size() > 1
         for signum in stop_signals():
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -164,7 +166,7 @@ class StopSignals:
 
     def agreed(self, device: torch.device) -> bool:
         """Whether any rank received a stop signal: a flag read in one process, one integer all-reduced under DDP."""
-        if runtime.world_size() == 1:
+        if not self._several:
             return self.received is not None
         return distributed.any_rank(self.received is not None, device)
 
