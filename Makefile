@@ -22,7 +22,7 @@ LOCK_PYTHON := 3.10
 TORCH_BUILD := torch|torchvision|triton|nvidia-[^=]*|cuda-[^=]*
 LATEST_VENV ?= .venv-latest
 
-.PHONY: setup test test-fast test-latest lock demo lint bench clean
+.PHONY: setup test test-fast test-slurm test-latest lock demo lint bench clean
 
 # The PyTorch build first, then the lock, constrained to that build: pip fails rather than swap it.
 define install
@@ -44,6 +44,11 @@ test: setup  ## every test: hooks, the render matrix, each render's own tests an
 
 test-fast: setup  ## the tests that need no rendered project's test suite
 	$(BIN)/python -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+# A one-node SLURM (munged, slurmctld, slurmd; config and state in a temporary folder) for the
+# tests marked slurm; Debian's packages are installed when missing (root), else the tests skip.
+test-slurm: setup  ## the cluster paths on a real one-node SLURM: sbatch, srun, scancel, requeue
+	$(BIN)/python -m pytest tests -m slurm --slurm -p no:xdist
 
 test-latest:  ## every test against the newest releases of requirements-dev.txt, in a fresh .venv-latest
 	rm -rf $(LATEST_VENV)

@@ -73,3 +73,35 @@ def run_in(project: Path, *args: str, timeout: float = 900, env: dict[str, str] 
     """Run ``python args...`` in a rendered project with this interpreter."""
     return subprocess.run([sys.executable, *args], cwd=project, env=env or project_env(project),
                           capture_output=True, text=True, timeout=timeout)
+
+
+# ------------------------------------------------------------------ a one-node SLURM (make test-slurm)
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slurm", action="store_true", help="run the tests marked slurm on a one-node SLURM "
+                     "started for the session (installs Debian's packages when missing and root)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slurm"):
+        return
+    skip = pytest.mark.skip(reason="needs a one-node SLURM: run `make test-slurm` (or pytest --slurm)")
+    for item in items:
+        if "slurm" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """munged, slurmctld and slurmd, started once and stopped by PID at the end, whatever happens."""
+    from slurm_cluster import Cluster, install_packages
+
+    why_not = install_packages()
+    if why_not:
+        pytest.skip(why_not)
+    cluster = Cluster(Path(tempfile.mkdtemp(prefix="slurm-", dir="/tmp")))
+    atexit.register(cluster.stop)  # also when the session is interrupted
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

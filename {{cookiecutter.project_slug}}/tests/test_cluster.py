@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from {{ cookiecutter.package_name }} import resolvers, runtime
-from {{ cookiecutter.package_name }}.training import checkpoint, distributed, preemption
+from {{ cookiecutter.package_name }}.training import checkpoint, preemption
 from {{ cookiecutter.package_name }}.training.precision import Precision
 
 from conftest import PROJECT_ROOT, offline_env, run_module
@@ -141,11 +141,11 @@ def clear_torch_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_slurm_two_nodes_of_four_tasks(monkeypatch: pytest.MonkeyPatch, gpus: int) -> None:
     """Task 5 of 2 nodes x 4 tasks, with a MASTER_PORT already set: ranks from SLURM, this rank's GPU."""
     clear_torch_env(monkeypatch)
-    for key, value in {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "8",
-                       "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1", "SLURM_PROCID": "5", "SLURM_LOCALID": "1",
-                       "SLURM_JOB_NODELIST": "gpu[07-08]", "MASTER_PORT": "29777"}.items():
+    for key, value in {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "8", "SLURM_STEP_NUM_TASKS": "8",
+                       "SLURM_STEP_TASKS_PER_NODE": "4(x2)", "SLURM_NODEID": "1", "SLURM_PROCID": "5",
+                       "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[07-08]", "MASTER_PORT": "29777"}.items():
         monkeypatch.setenv(key, value)
-    distributed.adopt_slurm_tasks()
+    runtime.adopt_slurm_tasks()
     exported = {key: os.environ[key] for key in TORCH_ENV}
     assert exported == {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4",
                         "MASTER_ADDR": "gpu07", "MASTER_PORT": "29777"}
@@ -156,6 +156,33 @@ def test_slurm_two_nodes_of_four_tasks(monkeypatch: pytest.MonkeyPatch, gpus: in
     assert runtime.choose_device("auto") == expected
     assert runtime.choose_device("cuda") == expected  # no index: this rank's GPU, not set_device(cuda)
     assert runtime.choose_device("cuda:0") == torch.device("cuda", 0)
+
+
+def test_srun_tasks_replace_a_stale_rank_and_torchrun_keeps_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``srun -n2 python -m ...`` (no submitit) with RANK=0 WORLD_SIZE=1 left in the shell: SLURM's ranks win."""
+    clear_torch_env(monkeypatch)
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    monkeypatch.delenv("SLURM_STEP_NODELIST", raising=False)
+    for key, value in {"SLURM_JOB_ID": "31", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_TASKS_PER_NODE": "2",
+                       "SLURM_NODEID": "0", "SLURM_PROCID": "1", "SLURM_LOCALID": "1",
+                       "SLURM_JOB_NODELIST": "gpu-a[001,003-004]", "RANK": "0", "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(key, value)
+    runtime.adopt_slurm_tasks()
+    assert {key: os.environ[key] for key in TORCH_ENV} == {
+        "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "gpu-a001",
+        "MASTER_PORT": str(20000 + 31)}
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")  # a single task: stale ranks are dropped
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    monkeypatch.setenv("SLURM_TASK_PID", str(os.getpid()))  # srun's task itself, not a process it started
+    runtime.adopt_slurm_tasks()
+    assert runtime.rank() == 0 and runtime.world_size() == 1 and "RANK" not in os.environ
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")  # srun torchrun: torchrun's ranks stay
+    monkeypatch.setenv("RANK", "3")
+    runtime.adopt_slurm_tasks()
+    assert os.environ["RANK"] == "3"
 
 
 def test_tasks_per_node_follow_gpus_per_node() -> None:
@@ -237,6 +264,25 @@ def test_sigterm_in_a_submitit_job_waits_for_the_requeue_or_fails(monkeypatch: p
         signal.signal(signal.SIGUSR2, previous)
     monkeypatch.delenv("SUBMITIT_EXECUTOR")
     preemption.after_stop(signal.SIGTERM)  # outside submitit: a clean end (exit code 0)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="no SIGUSR2 on this platform")
+def test_preempted_without_the_requeue_signal_leaves_no_result(monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """SLURM preempted the job to requeue it but sent no USR2 (no send_user_signal): the task waits for SLURM
+    to end it instead of failing; a requeue signal on a rank other than 0 ends that rank quietly."""
+    monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.setattr(preemption, "slurm_job_state", lambda: "PREEMPTED")
+    with caplog.at_level("WARNING"), pytest.raises(preemption.Preempted, match="PREEMPTED"):
+        preemption.after_stop(signal.SIGTERM, wait_s=0.1, killed_within_s=0.1)
+    assert "waiting for SLURM to end this process" in caplog.text
+    monkeypatch.setenv("RANK", "1")
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: None)  # submitit's handler returns on rank 1
+    try:
+        preemption.after_stop(signal.SIGUSR2)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
 
 
 class StopDuringValidation:

@@ -137,6 +137,32 @@ def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path) -> None:
     assert state["global_step"] == 5 and not any(key.startswith("module.") for key in state["model"])
 
 
+@pytest.mark.slow
+def test_ddp_evaluation_counts_each_example_once(tmp_path: Path) -> None:
+    """2 gloo ranks on splits of 271 examples (136 + 135, 4 and 3 batches): the val and test metrics
+    equal one process's on the same weights, so no example is padded in twice."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", f"{PACKAGE}.train", "trainer=ddp", "logger=csv", "trainer.max_epochs=1",
+               "trainer.limit_train_batches=3", "trainer.progress_bar=false", "data.batch_size=45",
+               "data.val_fraction=0.151", "data.test_fraction=0.151", f"hydra.run.dir={tmp_path / 'run'}"]
+    result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    launch = json.loads((run / "provenance.json").read_text(encoding="utf-8"))["launch"]
+    assert (launch["world_size"], launch["backend"]) == (2, "gloo")
+    distributed = {"test": json.loads((run / "summary.json").read_text(encoding="utf-8"))["test"],
+                   "val": {key: float(value) for key, value in rows(run)[0].items() if key.startswith("val/")}}
+    for split in ("test", "val"):
+        single = run_module("evaluate", f"run={run}", f"split={split}", f"output={tmp_path / split}")
+        assert single.returncode == 0, single.stderr[-3000:]
+        metrics = json.loads((tmp_path / split / "eval.json").read_text(encoding="utf-8"))["metrics"]
+        shared = sorted(set(metrics) & set(distributed[split]))
+        assert {f"{split}/acc", f"{split}/loss"} <= set(shared)
+        assert {key: distributed[split][key] for key in shared} == pytest.approx(
+            {key: metrics[key] for key in shared}, abs=1e-6)
+
+
 RUN_TIME_PROBE = """
 import os, time
 time.sleep(2.5 * int(os.environ["RANK"]))  # rank 1 asks 2.5 s later than rank 0

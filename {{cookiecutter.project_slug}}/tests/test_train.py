@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,31 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv", encoding="utf-8")))
     assert [row["epoch"] for row in rows] == ["0", "1"]
     assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["global_step"] == 6
+
+
+def test_checkpoint_copy_is_atomic_and_leaves_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """best.pt is copied from last.pt through a unique temporary that is flushed and renamed; a failed copy
+    keeps the old best.pt and leaves nothing behind."""
+    from {{ cookiecutter.package_name }}.training import checkpoint
+
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    checkpoint.save_checkpoint({"w": torch.ones(3)}, last)
+    checkpoint.copy_checkpoint(last, best)
+    assert best.read_bytes() == last.read_bytes()
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    checkpoint.save_checkpoint({"w": torch.zeros(3)}, last)
+    assert len(synced) >= 1
+
+    def broken(source: object, target: object, length: int = 0) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.shutil, "copyfileobj", broken)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.copy_checkpoint(last, best)
+    assert torch.load(best, weights_only=True)["w"].sum() == 3  # the old best.pt
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["best.pt", "last.pt"]
 
 
 def test_corrupt_checkpoint_is_refused(tmp_path: Path) -> None:
@@ -248,6 +274,38 @@ def test_cosine_schedule_follows_its_formula() -> None:
     assert rates[:2] == pytest.approx([0.5, 1.0])
     expected = [0.5 * (1 + math.cos(math.pi * step / 10)) for step in range(10)]
     assert rates[2:] == pytest.approx(expected)
+
+
+def test_evaluation_shards_hold_each_example_once() -> None:
+    """11 examples on 3 ranks: training pads to 4 each; validation and test take 4, 4 and 3, no duplicate."""
+    from {{ cookiecutter.package_name }}.data.common import EpochSampler
+
+    padded = [list(EpochSampler(11, shuffle=True, seed=1, rank=rank, world_size=3)) for rank in range(3)]
+    assert [len(shard) for shard in padded] == [4, 4, 4] and len(set(sum(padded, []))) == 11
+    shards = [EpochSampler(11, shuffle=False, seed=1, rank=rank, world_size=3, pad=False) for rank in range(3)]
+    assert [len(shard) for shard in shards] == [4, 4, 3]
+    assert sorted(sum((list(shard) for shard in shards), [])) == list(range(11))
+
+
+class SignalState(torch.utils.data.Dataset):
+    """Each item: whether SIGTERM is ignored in the process that loads it."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> bool:
+        import signal
+
+        return signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+
+
+def test_data_workers_leave_stop_signals_to_the_trainer() -> None:
+    """A worker must not die of the SIGTERM SLURM or torchrun sends the trainer's whole process group."""
+    from {{ cookiecutter.package_name }}.data.common import DataModule
+
+    module = DataModule(batch_size=1, num_workers=1, persistent_workers=False)
+    module.train_set = module.val_set = module.test_set = SignalState()
+    assert [bool(item) for item in module.loader("val")] == [True, True]
 
 
 def test_epoch_sampler_shards_and_resumes() -> None:

@@ -8,8 +8,12 @@ bad override answer without importing them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +80,47 @@ def start_provenance(cfg: DictConfig, trainer: Any, output_dir: Path) -> dict[st
     return record
 
 
+def close_run(output_dir: Path, record: dict[str, Any], status: str, loggers: LoggerCollection, exit_code: int) -> None:
+    """Stamp provenance.json with how the run ended (rank 0) and close the loggers."""
+    from {{ cookiecutter.package_name }} import runtime
+    from {{ cookiecutter.package_name }}.tracking import provenance
+
+    if runtime.is_main_process():
+        provenance.finish(output_dir, record, status)
+    loggers.finish(exit_code)
+
+
+@contextlib.contextmanager
+def failing_together() -> Iterator[None]:
+    """One of several processes failing ends it at once with exit code 1, so that its job fails.
+
+    Otherwise the other ranks would wait in their next collective until the process group's
+    timeout (30 minutes), and under ``hydra/launcher=slurm`` Hydra would report the failed task
+    as a success. In a SLURM job step of several tasks (srun, submitit) this process ends the
+    whole step; torchrun stops the other workers itself.
+    """
+    try:
+        yield
+    except BaseException as error:
+        from {{ cookiecutter.package_name }} import runtime
+        from {{ cookiecutter.package_name }}.errors import user_error_in
+
+        if runtime.world_size() <= 1 or isinstance(error, SystemExit | KeyboardInterrupt):
+            raise
+        cause = user_error_in(error)
+        if cause is not None:
+            log.error("%s", cause)
+        else:
+            log.exception("Rank %d failed; ending it so that the other ranks stop too.", runtime.rank())
+        logging.shutdown()
+        step = os.environ.get("SLURM_STEP_ID")
+        if step is not None and "TORCHELASTIC_RUN_ID" not in os.environ:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(["scancel", "--signal=KILL", f"{os.environ['SLURM_JOB_ID']}.{step}"],
+                               capture_output=True, timeout=30)
+        os._exit(1)
+
+
 def train(cfg: DictConfig) -> float | None:
     """Build everything from ``cfg``, fit, test; return the best value of the monitored metric."""
     check_config(cfg)
@@ -87,7 +132,7 @@ def train(cfg: DictConfig) -> float | None:
     from {{ cookiecutter.package_name }}.utils import seed_everything
 
     output_dir = Path(cfg.paths.output_dir)
-    distributed.adopt_slurm_tasks()
+    runtime.adopt_slurm_tasks()
     seed_everything(cfg.seed + runtime.rank())
     loggers = build_loggers(cfg)
     trainer = instantiate(cfg.trainer, precision=instantiate(cfg.precision), output_dir=output_dir, loggers=loggers)
@@ -101,7 +146,7 @@ def train(cfg: DictConfig) -> float | None:
     record = start_provenance(cfg, trainer, output_dir)
     config["provenance"] = provenance.public(record)
 
-    exit_code, status = 1, "failed"
+    exit_code, status, closed = 1, "failed", False
     try:
         resume = distributed.agree_on_resume(lambda: resolve_resume(cfg.resume, output_dir), trainer.device)
         best = trainer.fit(model, task, datamodule, optimizer_factory=instantiate(cfg.optimizer),
@@ -112,16 +157,17 @@ def train(cfg: DictConfig) -> float | None:
         exit_code, status = 0, "completed"
     except preemption.TrainingInterrupted as stop:
         log.warning("%s; resume with: resume=%s", stop, output_dir / "checkpoints" / "last.pt")
-        status = "interrupted"
-        best = trainer.best_score
-        preemption.after_stop(stop.signum)  # under submitit: requeue (before W&B's slow shutdown) or fail
-        exit_code = 0
+        exit_code, status, best = 0, "interrupted", trainer.best_score
+        if preemption.under_submitit():  # the W&B run goes on in the requeued job
+            loggers.mark_preempting()
+        close_run(output_dir, record, status, loggers, exit_code)  # before a requeue ends this job
+        closed = True
+        preemption.after_stop(stop.signum)  # under submitit: requeue, or wait for SLURM's, or fail
         if in_multirun():  # a sweep's trial in this process: a partial result is no result; the sweep stops
             raise
     finally:
-        if runtime.is_main_process():
-            provenance.finish(output_dir, record, status)
-        loggers.finish(exit_code)
+        if not closed:
+            close_run(output_dir, record, status, loggers, exit_code)
         distributed.destroy_distributed()
     log.info("Best %s = %s. Outputs: %s", task.monitor, best, output_dir)
     return best
@@ -130,7 +176,8 @@ def train(cfg: DictConfig) -> float | None:
 @hydra.main(version_base="1.3", config_path=config_source.config_path(), config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    return train(cfg)
+    with failing_together():
+        return train(cfg)
 
 
 def cli() -> None:

@@ -28,15 +28,18 @@ class DataInfo:
 class EpochSampler(Sampler[int]):
     """Shuffles (or not) with a seed that depends only on ``seed`` and the epoch.
 
-    Under DDP each rank takes every ``world_size``-th index of the same permutation,
-    padded so that all ranks see the same number of samples. ``start`` skips the
-    first samples of this rank's share, which is how a run resumes mid-epoch.
+    Under DDP each rank takes every ``world_size``-th index of the same permutation. With
+    ``pad`` (training) the order is padded with its first indices so that all ranks take the
+    same number of steps; without it (validation, test) every example is seen exactly once, and
+    the first ``length % world_size`` ranks hold one more. ``start`` skips the first samples of
+    this rank's share, which is how a run resumes mid-epoch.
     """
 
-    def __init__(self, length: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, length: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1,
+                 pad: bool = True):
         self.length, self.shuffle, self.seed = length, shuffle, seed
-        self.rank, self.world_size = rank, world_size
-        self.num_samples = math.ceil(length / world_size)
+        self.rank, self.world_size, self.pad = rank, world_size, pad
+        self.num_samples = math.ceil(length / world_size) if pad else len(range(rank, length, world_size))
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -48,9 +51,9 @@ class EpochSampler(Sampler[int]):
             order = torch.randperm(self.length, generator=generator).tolist()
         else:
             order = list(range(self.length))
-        total = self.num_samples * self.world_size
-        order += order[: total - len(order)]
-        return iter(order[self.rank : total : self.world_size][self.start :])
+        if self.pad:
+            order += order[: self.num_samples * self.world_size - len(order)]
+        return iter(order[self.rank :: self.world_size][self.start :])
 
     def __len__(self) -> int:
         return self.num_samples - self.start
@@ -80,6 +83,23 @@ def default_num_workers(requested: int | None) -> int:
     if requested is not None:
         return requested
     return 0 if platform.system() in {"Windows", "Darwin"} else 2
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """A DataLoader worker's ``worker_init_fn``: stop signals are the main process's to handle.
+
+    SLURM signals every process of a job step and torchrun a worker's whole process group, so
+    a worker gets the SIGTERM (or submitit's USR2) its trainer gets. Dying of it would crash the
+    trainer before it saves ``last.pt``; running a handler inherited from the trainer (or
+    submitit's requeue) would act twice. The worker carries on until the trainer closes it, and
+    exits by itself when the trainer's process is gone.
+    """
+    import signal
+
+    for name in ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def set_epoch(loader: Any, epoch: int, start_batch: int = 0) -> None:
@@ -121,14 +141,14 @@ class DataModule:
         return {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
 
     def loader(self, split: str) -> DataLoader:
-        """A loader over ``split`` with an :class:`EpochSampler`, sharded under DDP.
+        """A loader over ``split`` with an :class:`EpochSampler`, sharded under DDP (padded for training only).
 
         Tensors in memory (a ``TensorDataset``) are indexed a whole batch at a time instead of
         sample by sample and collated: the same batches, several times faster.
         """
         dataset = self.dataset(split)
         sampler = EpochSampler(len(dataset), shuffle=split == "train", seed=self.seed, rank=runtime.rank(),
-                               world_size=runtime.world_size())
+                               world_size=runtime.world_size(), pad=split == "train")
         batched = isinstance(dataset, TensorDataset) and self.collate_fn is None
         return DataLoader(
             dataset,
@@ -138,5 +158,6 @@ class DataModule:
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             collate_fn=self.collate_fn,
+            worker_init_fn=ignore_stop_signals if self.num_workers > 0 else None,
             generator=torch.Generator(),
         )

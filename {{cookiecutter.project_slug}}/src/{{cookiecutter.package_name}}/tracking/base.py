@@ -42,6 +42,9 @@ class Logger:
     def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
         """The best checkpoint, with its metric, epoch and config."""
 
+    def mark_preempting(self) -> None:
+        """The job is about to be requeued (SLURM): the run continues in the requeued job."""
+
     def finish(self, exit_code: int = 0) -> None:
         """Close the run; a non-zero ``exit_code`` marks it failed."""
 
@@ -82,6 +85,9 @@ class LoggerCollection(Logger):
 
     def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
         self._each("log_checkpoint", path, metadata)
+
+    def mark_preempting(self) -> None:
+        self._each("mark_preempting")
 
     def finish(self, exit_code: int = 0) -> None:
         self._each("finish", exit_code)

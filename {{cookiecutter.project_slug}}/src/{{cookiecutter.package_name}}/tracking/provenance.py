@@ -131,6 +131,16 @@ def hardware() -> dict[str, Any]:
     }
 
 
+def launch() -> dict[str, Any]:
+    """How many processes trained together and how: world size, DDP backend, SLURM job id and restarts."""
+    group = torch.distributed if torch.distributed.is_available() and torch.distributed.is_initialized() else None
+    job = os.environ.get("SLURM_JOB_ID")
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    return {"world_size": runtime.world_size(), "backend": group.get_backend() if group else None,
+            "slurm_job_id": f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if array else job,
+            "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0")) if job else None}
+
+
 def precision_record(requested: str, resolved: str, device: torch.device) -> dict[str, Any]:
     """The precision asked for, the one used on ``device``, and why they differ (None when they do not)."""
     fallback = runtime.hardware_fallback(requested, device) if requested != resolved else None
@@ -153,6 +163,7 @@ def collect(overrides: list[str] | None = None, seed: int | None = None,
         "git": git_state(code_dir),
         "versions": versions(),
         "hardware": hardware(),
+        "launch": launch(),
         "precision": precision,
         "seed": seed,
         "started_at": now(),

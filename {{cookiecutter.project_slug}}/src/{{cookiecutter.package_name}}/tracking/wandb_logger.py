@@ -239,6 +239,10 @@ class WandbLogger(Logger):
         artifact.add_file(str(path), name=path.name)
         self.run.log_artifact(artifact, aliases=["best", "latest"])
 
+    def mark_preempting(self) -> None:
+        if self.run is not None:
+            self.run.mark_preempting()
+
     def finish(self, exit_code: int = 0) -> None:
         if self.background is not None:
             self.background.close(timeout=max(60.0, self.init_timeout))

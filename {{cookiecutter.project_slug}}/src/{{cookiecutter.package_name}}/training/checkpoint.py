@@ -11,9 +11,12 @@ import logging
 import os
 import pickle
 import random
+import shutil
+import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -24,15 +27,39 @@ from {{ cookiecutter.package_name }}.errors import UserError
 log = logging.getLogger(__name__)
 
 
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write`` on a new temporary file beside ``path``, flush it to disk, then rename it into place.
+
+    The temporary name is unique, so two writers never share one; a crash leaves the old ``path``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # the rename itself reaches the disk (POSIX)
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write ``state`` to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_atomically(path, lambda handle: torch.save(state, handle))
+
+
+def copy_checkpoint(source: Path, path: Path) -> None:
+    """Copy ``source`` to ``path`` the same way (e.g. last.pt to best.pt)."""
+    with open(source, "rb") as original:
+        write_atomically(path, lambda handle: shutil.copyfileobj(original, handle, 16 * 2**20))
 
 
 def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:

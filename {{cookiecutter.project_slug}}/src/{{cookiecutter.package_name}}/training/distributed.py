@@ -20,23 +20,6 @@ from {{ cookiecutter.package_name }}.errors import UserError
 log = logging.getLogger(__name__)
 
 
-def adopt_slurm_tasks() -> None:
-    """Under ``hydra/launcher=slurm`` with several tasks, set torch's env:// variables from SLURM's.
-
-    submitit starts one process per task (``tasks_per_node`` x ``nodes``) but, unlike torchrun,
-    sets no RANK/WORLD_SIZE/MASTER_ADDR; this exports them so that ``trainer=ddp`` works alike.
-    """
-    if "RANK" in os.environ or os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
-        return
-    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
-        return
-    from submitit.helpers import TorchDistributedEnvironment
-
-    # overwrite: a MASTER_PORT (or LOCAL_RANK) already in the environment must not stop the job;
-    # submitit reads a preset MASTER_PORT and keeps it, and SLURM's ranks replace stale ones.
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-
-
 def processes_per_gpu(device: torch.device) -> float:
     """How many of torchrun's processes on this node share each visible GPU (0 off CUDA or outside torchrun).
 
@@ -139,6 +122,15 @@ def any_rank(flag: bool, device: torch.device) -> bool:
         return flag
     tensor = torch.tensor(int(flag), device=device)
     return bool(all_reduce_sum(tensor).item())
+
+
+def min_over_ranks(value: int, device: torch.device) -> int:
+    """The smallest of an integer over all ranks (e.g. the batches every rank has)."""
+    if not dist.is_initialized():
+        return value
+    tensor = torch.tensor(int(value), device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return int(tensor.item())
 
 
 def wrap(model: torch.nn.Module, device: torch.device, find_unused_parameters: bool = False) -> torch.nn.Module:

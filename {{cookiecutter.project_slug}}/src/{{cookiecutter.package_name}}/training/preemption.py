@@ -8,14 +8,17 @@
   ``max_num_timeout`` times after time-outs) and exits. It wins over a SIGTERM that came first.
 - SIGTERM inside a submitit job: SLURM sends it before the requeue signal, so the job saves,
   then waits up to :data:`REQUEUE_WAIT_S` for that signal with submitit's handlers in place. If
-  none comes (``scancel``) the job raises :class:`Preempted`: a partial run is never a success.
+  none comes, a job SLURM preempted to requeue waits to be ended (the requeued job resumes);
+  otherwise (``scancel``) it raises :class:`Preempted`: a partial run is never a success.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
+import subprocess
 import time
 from typing import Any
 
@@ -78,23 +81,55 @@ def hand_over(signum: int | None) -> None:
         handler(signum, None)
 
 
-def after_stop(signum: int | None, wait_s: float = REQUEUE_WAIT_S) -> None:
-    """What follows a stop once ``last.pt`` is saved (call before slow shutdown work such as W&B's).
+def slurm_job_state() -> str | None:
+    """This SLURM job's state as ``scontrol`` reports it now (e.g. ``PREEMPTED``, ``CANCELLED``), else None."""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID") and (
+        f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}") or os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    try:
+        result = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"\bJobState=(\S+)", result.stdout)
+    return found.group(1) if found else None
 
-    Outside submitit: return (the run ends with exit code 0). Inside: requeue through submitit
-    (which exits), or wait for the requeue signal, then raise :class:`Preempted`.
+
+COMING_BACK = ("PREEMPTED", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "PENDING")
+
+
+def after_stop(signum: int | None, wait_s: float = REQUEUE_WAIT_S, killed_within_s: float = 600.0) -> None:
+    """What follows a stop once ``last.pt`` is saved and the loggers are closed.
+
+    Outside submitit: return (the run ends with exit code 0). Inside, on the requeue signal:
+    rank 0 requeues through submitit (which exits); the other ranks return, and the job's end
+    stops them. On a SIGTERM: wait up to ``wait_s`` for the requeue signal; if none comes but
+    SLURM preempted the job to requeue it (no ``PreemptParameters=send_user_signal``), wait for
+    SLURM to end this process, leaving no result, since the requeued job will write it; else
+    (``scancel``) raise :class:`Preempted`.
     """
     hand_over(signum)
     if not under_submitit():
         return
-    if signum != requeue_signal():
-        log.warning("Stopped by %s inside a submitit job: waiting up to %.0f s for the requeue signal.",
-                    signal.Signals(signum).name if signum else "a signal", wait_s)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:  # submitit's handler requeues and exits from inside sleep()
-            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-    raise Preempted("stopped by a signal before the end and not requeued; last.pt holds the state: "
-                    "resubmit with the same run folder (resume=auto) to continue.")
+    if signum == requeue_signal():  # submitit's handler returns on ranks other than 0
+        log.warning("Rank %d stopped; rank 0 requeues the job.", runtime.rank())
+        return
+    log.warning("Stopped by %s inside a submitit job: waiting up to %.0f s for the requeue signal.",
+                signal.Signals(signum).name if signum else "a signal", wait_s)
+    _sleep(wait_s)  # submitit's handler requeues and exits from inside sleep()
+    state = slurm_job_state()
+    if state in COMING_BACK:
+        log.warning("SLURM %s this job without the requeue signal: it starts again and resumes from last.pt; "
+                    "waiting for SLURM to end this process.", state.lower())
+        _sleep(killed_within_s)
+    raise Preempted(f"stopped by a signal before the end and not requeued (SLURM job state: {state}); last.pt "
+                    "holds the state: resubmit with the same run folder (resume=auto) to continue.")
+
+
+def _sleep(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
 class TrainingInterrupted(Exception):
@@ -114,12 +149,14 @@ class StopSignals:
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        self._several = False  # several ranks: decided once, so that one process reads a flag per step
 
     def _handle(self, signum: int, frame: Any) -> None:
         log.warning("Received %s: saving last.pt at the next step, then stopping.", signal.Signals(signum).name)
         self.received = next_stop(self.received, signum)
 
     def __enter__(self) -> StopSignals:
+        self._several = runtime.world_size() > 1
         for signum in stop_signals():
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -127,11 +164,11 @@ class StopSignals:
                 pass
         return self
 
-    def agreed(self, step: int, every: int, device: torch.device) -> bool:
-        """Whether any rank received a stop signal; under DDP the ranks compare every ``every`` steps."""
-        if not torch.distributed.is_initialized():  # one process: a flag read, every step
+    def agreed(self, device: torch.device) -> bool:
+        """Whether any rank received a stop signal: a flag read in one process, one integer all-reduced under DDP."""
+        if not self._several:
             return self.received is not None
-        return step % every == 0 and distributed.any_rank(self.received is not None, device)
+        return distributed.any_rank(self.received is not None, device)
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():

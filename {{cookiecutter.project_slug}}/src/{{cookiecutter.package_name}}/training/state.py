@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ import torch
 from torch import nn
 
 from {{ cookiecutter.package_name }}.training.checkpoint import (
+    copy_checkpoint,
     load_checkpoint,
     rng_state,
     rng_state_of_this_rank,
@@ -85,9 +84,7 @@ class TrainingState:
         first, *others = paths
         save_checkpoint(self.state_dict(run_ids, rng_by_rank), first)
         for path in others:
-            temporary = path.with_name(f".{path.name}.tmp")
-            shutil.copyfile(first, temporary)
-            os.replace(temporary, path)
+            copy_checkpoint(first, path)
 
     def restore(self, path: Path) -> None:
         """Load ``path``; the RNG states wait in ``pending_rng`` until the first epoch starts."""

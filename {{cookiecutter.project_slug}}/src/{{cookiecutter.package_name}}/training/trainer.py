@@ -76,7 +76,8 @@ class Trainer:
         if deterministic:
             use_deterministic_algorithms()
         if runtime.launched_distributed() and not distributed:
-            raise UserError("launched by torchrun but trainer is not distributed: add trainer=ddp to the command.")
+            raise UserError(f"launched as {runtime.world_size()} processes (torchrun or srun) but trainer is not "
+                            "distributed: add trainer=ddp to the command, or start one process.")
         self.device = runtime.choose_device(device)
         if self.device.type == "cuda" and self.device.index is not None:
             torch.cuda.set_device(self.device)  # this GPU's RNG state goes into checkpoints (training/checkpoint.py)
@@ -141,7 +142,7 @@ class Trainer:
             if state.global_step % self.log_every == 0:
                 self._log_step(loss, bar)
             self._emit("on_train_step_end", loss)
-            self._stop_if_signalled(state.global_step, bar)
+            self._stop_if_signalled(bar)
             if self._step_limit_reached():
                 break
         bar.close()
@@ -203,8 +204,9 @@ class Trainer:
     def _log_step(self, loss: torch.Tensor, bar: tqdm) -> None:
         """Read the loss back from the device (the loop's only host sync) and log it."""
         value = loss.item()
-        if not math.isfinite(value):
-            raise UserError(f"the training loss became {value} by step {self.state.global_step}: "
+        if dist.any_rank(not math.isfinite(value), self.device):  # under DDP every rank stops at this step
+            raise UserError(f"the training loss became {value if not math.isfinite(value) else 'non-finite on another rank'}"
+                            f" by step {self.state.global_step}: "
                             "lower optimizer.lr, keep gradient clipping on, or use precision=bf16/fp32.")
         bar.set_postfix(loss=f"{value:.4f}")
         if self.is_main:
@@ -224,13 +226,16 @@ class Trainer:
     @torch.no_grad()
     def _evaluate(self, loader: Iterable[Any], stage: str) -> Evaluation:
         self.model.eval()
+        model = runtime.unwrap(self.model)  # no DDP collectives: ranks may hold one batch more than others
         evaluation = self.task.evaluation(stage)
         set_epoch(loader, 0)
-        for index, batch in enumerate(islice(iter(loader), self._num_batches(loader, self.limit_val))):
-            if stage == "val":  # a stop signal during validation: save and stop before the epoch ends
-                self._stop_if_signalled(index)
+        batches = self._num_batches(loader, self.limit_val)
+        checked = dist.min_over_ranks(batches, self.device) if stage == "val" else 0  # batches every rank has
+        for index, batch in enumerate(islice(iter(loader), batches)):
+            if index < checked:  # a stop signal during validation: save and stop before the epoch ends
+                self._stop_if_signalled()
             with self.precision.autocast():
-                evaluation.update(self.model, self._to_device(batch))
+                evaluation.update(model, self._to_device(batch))
         return evaluation
 
     # ----------------------------------------------------------------- helpers
@@ -245,9 +250,9 @@ class Trainer:
             return fixed, fixed
         return train, self.datamodule.loader("val")
 
-    def _stop_if_signalled(self, step: int, bar: tqdm | None = None) -> None:
-        """After a stop signal (on any rank, compared every ``log_every`` steps): save last.pt and stop."""
-        if self.signals.agreed(step, self.log_every, self.device):
+    def _stop_if_signalled(self, bar: tqdm | None = None) -> None:
+        """After a stop signal (on any rank, compared at every step): save last.pt and stop."""
+        if self.signals.agreed(self.device):
             if bar is not None:
                 bar.close()
             self._save(["last"])
