@@ -23,8 +23,8 @@ import time
 from typing import Any
 
 import torch
-import torch.distributed
 
+from {{ cookiecutter.package_name }} import runtime
 from {{ cookiecutter.package_name }}.training import distributed
 
 log = logging.getLogger(__name__)
