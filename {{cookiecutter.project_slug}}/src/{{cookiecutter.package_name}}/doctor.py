@@ -102,6 +102,10 @@ def main() -> None:
     if any(arg in {"-h", "--help"} for arg in sys.argv[1:]):
         sys.stdout.write(__doc__ + "\n")
         return
+    if sys.argv[1:]:
+        sys.stderr.write(f"doctor takes no options (got {' '.join(sys.argv[1:])}): run "
+                         "`python -m {{ cookiecutter.package_name }}.doctor` alone.\n")
+        raise SystemExit(1)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     log.info("%s", format_report(report()))
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import {{ cookiecutter.package_name }}.resolvers  # noqa: F401 - registers ${run_time:} and the others
 from {{ cookiecutter.package_name }} import config_source
-from {{ cookiecutter.package_name }}.config_checks import check_config
+from {{ cookiecutter.package_name }}.config_checks import check_config, check_overrides, check_targets
 from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ def start_provenance(cfg: DictConfig, trainer: Any, output_dir: Path) -> dict[st
 def train(cfg: DictConfig) -> float | None:
     """Build everything from ``cfg``, fit, test; return the best value of the monitored metric."""
     check_config(cfg)
+    check_targets(cfg)
     from hydra.utils import instantiate
 
     from {{ cookiecutter.package_name }} import runtime
@@ -135,6 +136,7 @@ def cli() -> None:
     """``python -m {{ cookiecutter.package_name }}.train`` and the console script: adds the user config folders of
     ``${{ cookiecutter.package_name | upper }}_CONFIG_PATH`` to Hydra's search path."""
     sys.argv[1:] = config_source.user_search_path(sys.argv[1:])
+    exit_on_user_error(check_overrides)("train", sys.argv[1:])
     main()
 
 
