@@ -100,7 +100,7 @@ def format_report(facts: dict[str, Any]) -> str:
 def main() -> None:
     """Print the report for this machine."""
     if any(arg in {"-h", "--help"} for arg in sys.argv[1:]):
-        sys.stdout.write(__doc__ + "\n")
+        sys.stdout.write(__doc__.replace("``", "") + "\n")
         return
     if sys.argv[1:]:
         sys.stderr.write(f"doctor takes no options (got {' '.join(sys.argv[1:])}): run "

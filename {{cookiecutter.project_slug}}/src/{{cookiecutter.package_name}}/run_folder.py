@@ -36,13 +36,18 @@ class Arguments:
     overrides: list[str] = field(default_factory=list)
 
 
+def plain_help(doc: str) -> str:
+    """A module docstring as ``--help`` prints it: without the reStructuredText double backticks."""
+    return doc.replace("``", "")
+
+
 def parse_arguments(argv: list[str], defaults: dict[str, Any], doc: str) -> Arguments:
     """Split ``key=value`` arguments into options named in ``defaults`` and config overrides."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     if any(arg in {"-h", "--help"} for arg in argv):
-        sys.stdout.write(doc + "\n")
+        sys.stdout.write(plain_help(doc) + "\n")
         raise SystemExit(0)
     options, overrides = dict(defaults), []
     for arg in argv:

@@ -12,6 +12,8 @@ from torch import nn
 class Evaluation:
     """Accumulates one pass over a split; ``compute`` combines all DDP ranks (torchmetrics syncs)."""
 
+    split = "val"  # the split it scores, named in its figures
+
     def update(self, model: nn.Module, batch: Any) -> None:
         raise NotImplementedError
 

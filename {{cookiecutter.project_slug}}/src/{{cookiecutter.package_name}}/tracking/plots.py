@@ -16,8 +16,13 @@ def learning_curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
     names = sorted({key.split("/", 1)[1] for row in history for key in row
                     if "/" in key and key.split("/", 1)[0] in {"train", "val"}})
     names = [name for name in names if name not in {"lr"}] or ["loss"]
-    figure = Figure(figsize=(4 * len(names), 3.2), layout="constrained")
-    axes = figure.subplots(1, len(names), squeeze=False)[0]
+    columns = min(3, len(names))  # a grid: five squat panels in a row would be unreadable
+    rows = -(-len(names) // columns)
+    figure = Figure(figsize=(4 * columns, 3.2 * rows), layout="constrained")
+    grid = figure.subplots(rows, columns, squeeze=False).ravel()
+    for unused in grid[len(names):]:
+        unused.set_visible(False)
+    axes = grid[: len(names)]
     epochs = [row["epoch"] for row in history]
     for axis, name in zip(axes, names, strict=True):
         for split in ("train", "val"):
@@ -32,7 +37,8 @@ def learning_curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
     return figure
 
 
-def confusion_matrix_figure(confusion: torch.Tensor, class_names: Sequence[str]) -> Figure:
+def confusion_matrix_figure(confusion: torch.Tensor, class_names: Sequence[str],
+                            title: str = "confusion matrix") -> Figure:
     """scikit-learn's confusion matrix display: rows are true classes, columns predictions."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
@@ -41,12 +47,12 @@ def confusion_matrix_figure(confusion: torch.Tensor, class_names: Sequence[str])
     display = ConfusionMatrixDisplay(confusion.numpy(), display_labels=list(class_names))
     display.plot(ax=figure.subplots(), cmap="Blues", include_values=len(class_names) <= 20,
                  xticks_rotation="vertical" if len(class_names) > 10 else "horizontal")
-    display.ax_.set_title("confusion matrix")
+    display.ax_.set_title(title)
     return figure
 
 
 def pr_curves_figure(curves: Sequence[tuple[torch.Tensor, torch.Tensor]], average_precision: torch.Tensor,
-                     class_names: Sequence[str]) -> Figure:
+                     class_names: Sequence[str], title: str = "precision-recall per class") -> Figure:
     """One precision-recall curve per class (one-vs-rest), drawn by scikit-learn, with its average precision."""
     from sklearn.metrics import PrecisionRecallDisplay
 
@@ -59,7 +65,7 @@ def pr_curves_figure(curves: Sequence[tuple[torch.Tensor, torch.Tensor]], averag
                                name=name).plot(ax=axis)
     axis.set_xlim(0, 1)
     axis.set_ylim(0, 1.02)
-    axis.set_title("precision-recall per class")
+    axis.set_title(title)
     if len(class_names) <= 20:
         axis.legend(fontsize=7, loc="lower left")
     elif axis.get_legend() is not None:

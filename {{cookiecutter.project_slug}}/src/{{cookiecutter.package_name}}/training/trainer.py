@@ -107,8 +107,8 @@ class Trainer:
             self.state.restore(Path(resume))
         if self.is_main:
             self.loggers.start(self.state.config, {"run_ids": self.state.run_ids, "history": self.state.history})
-        log.info("Training on %s with %s: %d batches/epoch, up to %d epochs, %d steps.",
-                 self.device, self.precision, batches, self.max_epochs, total_steps)
+        log.info("Training on %s with %s: %d batches/epoch, up to %d epoch%s, %d steps.",
+                 self.device, self.precision, batches, self.max_epochs, "" if self.max_epochs == 1 else "s", total_steps)
         self._emit("on_fit_start")
         with self.signals:
             while not self._finished():
@@ -184,6 +184,7 @@ class Trainer:
     def summary(self, test_metrics: dict[str, float] | None = None) -> dict[str, Any]:
         """What ``summary.json`` records: the run's outcome and where its checkpoints are."""
         return {"monitor": self.task.monitor, "mode": self.task.mode, **self.state.outcome(),
+                "stopped_early": self._stopped_early(self.state.epoch),
                 "test": test_metrics or {}, "precision": self.precision.name,
                 "peak_memory_bytes": runtime.peak_memory_bytes(self.device),
                 # relative to the run folder, so that the folder can move
@@ -216,6 +217,9 @@ class Trainer:
         if self.is_main:
             log.info("Epoch %d: %s", state.epoch, _format(metrics))
             self.loggers.log_epoch(metrics, state.epoch)
+            if self._stopped_early(state.epoch + 1):
+                log.info("Early stopping: %s did not improve for %d epochs.", self.task.monitor,
+                         state.early_stopping.bad_epochs)
         state.next_epoch()
         self._save(["last", "best"] if improved else ["last"])
 
@@ -263,6 +267,11 @@ class Trainer:
 
     def _finished(self) -> bool:
         return self.state.epoch >= self.max_epochs or self._step_limit_reached() or self.state.early_stopping.should_stop
+
+    def _stopped_early(self, epochs_done: int) -> bool:
+        """Early stopping ended training before its epoch and step limits would have."""
+        return (self.state.early_stopping.should_stop and epochs_done < self.max_epochs
+                and not self._step_limit_reached())
 
     def _step_limit_reached(self) -> bool:
         return 0 < self.max_steps <= self.state.global_step
