@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from itertools import islice
@@ -170,11 +171,19 @@ class Trainer:
         dist.barrier()  # rank 0 has written best.pt before any rank loads it
         if best.is_file():
             runtime.unwrap(self.model).load_state_dict(load_weights(best))  # the weights only, to the CPU
-        evaluation = self._evaluate(self.datamodule.loader("test"), "test")
-        metrics = {f"test/{key}": value for key, value in evaluation.compute().items()}
-        if self.is_main:
-            log.info("Test: %s", _format(metrics))
-            write_report(self.loggers, self.state.history, evaluation, self.summary(metrics), best, self.state.config)
+        metrics: dict[str, float] = {}
+        try:
+            evaluation = self._evaluate(self.datamodule.loader("test"), "test")
+            metrics = {f"test/{key}": value for key, value in evaluation.compute().items()}
+            if self.is_main:
+                log.info("Test: %s", _format(metrics))
+                write_report(self.loggers, self.state.history, evaluation, self.summary(metrics), best,
+                             self.state.config)
+        except KeyboardInterrupt:  # Ctrl+C while testing or plotting: the checkpoints are safe; keep the summary
+            if self.is_main:
+                self.loggers.log_summary({**self.summary(metrics), "stopped_in": "test"})
+            raise TrainingInterrupted("stopped by Ctrl+C during the final test or its figures (summary.json "
+                                      "written, checkpoints kept)", signal.SIGINT) from None
         return metrics
 
     @property
