@@ -139,3 +139,10 @@ def test_a_new_key_still_works_with_a_plus(render) -> None:
                             cwd=project, env=project_env(project), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "notes: first try" in result.stdout
+
+
+def test_help_reads_as_plain_text(render) -> None:
+    project = render(**MATRIX["default"])
+    result = subprocess.run([sys.executable, "-m", f"{package_of(project)}.evaluate", "--help"], cwd=project,
+                            env=project_env(project), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "split=test|val|train" in result.stdout and "``" not in result.stdout
