@@ -130,28 +130,28 @@ def next_steps(answers: dict) -> str:
     slug, package = answers["project_slug"], answers["package_name"]
     run = "uv run " if answers["env_manager"] == "uv" else ""
     if answers["env_manager"] == "conda":
-        setup = f"conda env create -f environment.yml && conda activate {slug}"
+        setup = (f"conda env create -f environment.yml && conda activate {slug}", "or: bash scripts/setup.sh")
     elif answers["env_manager"] == "uv":
-        setup = "uv sync   # writes uv.lock: commit it"
+        setup = ("uv sync", "writes uv.lock: commit it (or: bash scripts/setup.sh)")
     else:
-        setup = "python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'"
-    git = ["  git init && git add -A && git commit -m 'Create from project_template'   (under cruft the hook "
-           "runs no git)"] if answers.get("git_init") == "yes" and rendered_by_cruft(answers) else []
-    windows = ["  Windows PowerShell: .\\scripts\\setup.ps1   (-WhatIf prints what it would do)"
+        setup = ("python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'", "or: bash scripts/setup.sh")
+    git = [("git init && git add -A && git commit -m 'Create from project_template'",
+            "under cruft the hook runs no git")
+           ] if answers.get("git_init") == "yes" and rendered_by_cruft(answers) else []
+    windows = [(".\\scripts\\setup.ps1", "Windows PowerShell (-WhatIf prints what it would do)")
                ] if answers.get("powershell") == "yes" else []
-    return "\n".join(
-        [
-            f"Created {slug}/. Next steps:",
-            f"  cd {slug}",
-            *git,
-            f"  {setup}        (or: bash scripts/setup.sh)",
-            *windows,
-            f"  {run}python -m {package}.train              # trains offline in seconds",
-            f"  {run}python -m {package}.train debug=fast   # one quick epoch",
-            f"  {run}pytest                                 # the project's own tests",
-            "",
-        ]
-    )
+    commands = [
+        (f"cd {slug}", ""),
+        *git,
+        setup,
+        *windows,
+        (f"{run}python -m {package}.train", "trains offline in seconds"),
+        (f"{run}python -m {package}.train debug=fast", "one quick epoch"),
+        (f'{run}pytest -m "not slow"', "the project's quick tests; plain pytest runs them all (minutes)"),
+    ]
+    width = max(len(command) for command, comment in commands if comment and len(command) < 60)
+    lines = [f"  {command:<{width}}   # {comment}" if comment else f"  {command}" for command, comment in commands]
+    return "\n".join([f"Created {slug}/. Next steps:", *lines, ""])
 
 
 def main() -> int:

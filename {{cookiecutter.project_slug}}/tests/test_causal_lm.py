@@ -332,3 +332,42 @@ def test_bad_model_path_fails_in_one_line_from_the_command_line(tmp_path: Path) 
                         "model=causal_lm", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "no such folder" in result.stderr
+
+
+RANDOM_TINY = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+               "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64, "vocab_size": 300}
+
+
+@pytest.mark.parametrize("lora", [None, True], ids=["lora-unset", "lora-asked"])
+def test_a_random_init_trains_in_full_unless_lora_is_asked(lora: bool | None, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Frozen random 4-bit weights learn little through adapters: unasked, a random init loads unquantized and
+    trains every weight; asked, it keeps QLoRA. Each way says so in one warning, and the saved init is marked."""
+    from {{ cookiecutter.package_name }}.models.hf_loader import RANDOM_INIT_NOTE, is_random_init
+
+    with caplog.at_level("WARNING"):
+        model = load_causal_lm(name_or_path=None, config=RANDOM_TINY, quantization=QUANT["4bit"], dtype="bf16",
+                               init_dir=str(tmp_path / "random_init"), report=False,
+                               lora={"enabled": lora, "target_modules": ["q_proj"]})
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    quantized = [name for name, module in model.named_modules() if "4bit" in type(module).__name__]
+    if lora:
+        assert quantized and trainable and all("lora_" in name for name in trainable)
+        assert len(warnings) == 1 and "learns little" in warnings[0]
+    else:
+        assert not quantized and len(trainable) == len(list(model.parameters()))
+        assert len(warnings) == 1 and "trains in full" in warnings[0]
+    assert (tmp_path / "random_init" / RANDOM_INIT_NOTE).is_file() and is_random_init(tmp_path / "random_init")
+
+
+def test_the_kernels_community_notice_is_one_info_line(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import {{ cookiecutter.package_name }}.models.hf_loader  # noqa: F401 - installs the filter
+
+    with caplog.at_level("INFO"):
+        logging.getLogger("bitsandbytes.backends.cpu.ops").warning(
+            "Failed to load CPU gemm_4bit_forward from kernels-community: %s.", "not available in the local cache")
+    assert [record.levelname for record in caplog.records] == ["INFO"]
+    assert "Results are the same" in caplog.records[0].getMessage()

@@ -152,7 +152,8 @@ def test_training_keeps_every_4bit_layer_unpacked(odd_dir: Path, cpu_repacking,
 @pytest.mark.parametrize("source", ["odd-model", "default-tiny-config"])
 def test_a_4bit_run_trains_and_evaluates_under_forced_repacking(odd_dir: Path, cpu_repacking, source: str,
                                                                 tmp_path: Path) -> None:
-    model = [f"model.name_or_path={odd_dir}"] if source == "odd-model" else []
+    # a random init trains in full unless LoRA is asked for: ask, so that it loads in 4 bits
+    model = [f"model.name_or_path={odd_dir}"] if source == "odd-model" else ["model.lora.enabled=true"]
     cfg = compose_config([*LM, *model, "debug=fast", "trainer.max_steps=3", "task.new_tokens=4"],
                          output_dir=tmp_path)
     best = train(cfg)

@@ -324,3 +324,31 @@ def test_epoch_sampler_shards_and_resumes() -> None:
     assert list(full) == order[4:]
     full.set_epoch(3)
     assert list(full) != order
+
+
+def test_learning_curves_are_a_grid_not_a_strip() -> None:
+    from {{ cookiecutter.package_name }}.tracking.plots import learning_curves_figure
+
+    history = [{"epoch": epoch, "train/loss": 1.0 / (epoch + 1), "val/loss": 1.1, "val/acc": 0.5, "val/f1": 0.4,
+                "val/precision": 0.5, "val/recall": 0.5, "train/lr": 0.1} for epoch in range(3)]
+    figure = learning_curves_figure(history)
+    visible = [axis for axis in figure.axes if axis.get_visible()]
+    assert len(visible) == 5 and tuple(figure.get_size_inches()) == (12.0, 6.4)  # 3 columns, 2 rows
+
+
+def test_ctrl_c_during_the_final_test_keeps_a_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from {{ cookiecutter.package_name }}.train import train
+    from {{ cookiecutter.package_name }}.training.trainer import Trainer
+
+    real = Trainer._evaluate
+
+    def ctrl_c_in_test(self: Trainer, loader, stage: str):
+        if stage == "test":
+            raise KeyboardInterrupt
+        return real(self, loader, stage)
+
+    monkeypatch.setattr(Trainer, "_evaluate", ctrl_c_in_test)
+    best = train(compose_config(["debug=fast", "logger=csv"], output_dir=tmp_path))  # returns: no traceback
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["stopped_in"] == "test" and summary["test"] == {} and summary["best"]["value"] == best
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()

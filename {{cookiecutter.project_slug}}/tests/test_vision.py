@@ -130,6 +130,34 @@ def test_image_folder_trains_on_generated_pngs(tmp_path: Path) -> None:
     assert summary["test"]["test/acc"] == 1.0 and summary["test"]["test/f1"] == 1.0
 
 
+def test_image_folder_splits_are_stratified_and_thin_ones_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                                 ) -> None:
+    from PIL import Image
+
+    sizes = {"bird": 3, "cat": 30, "dog": 30}  # the test split cannot hold a bird (10% of 3 rounds to 0)
+    for name, count in sizes.items():
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for index in range(count):
+            Image.new("RGB", (8, 8), (index, 0, 0)).save(tmp_path / "images" / name / f"{index}.png")
+    overrides = ["data=image_folder", f"data.root={tmp_path / 'images'}", "data.native_size=8", "model=mlp",
+                 "data.test_fraction=0.1", "data.val_fraction=0.2"]
+    datamodule = instantiate(compose_config(overrides, output_dir=tmp_path).data)
+    with caplog.at_level("WARNING"):
+        datamodule.setup()
+    full = datamodule.train_set.dataset.dataset.dataset  # Transformed(Subset(Subset(ImageFolder)))
+    rest = datamodule.train_set.dataset.dataset
+
+    def counts(dataset) -> list[int]:
+        labels = [full.targets[rest.indices[index]] for index in dataset.dataset.indices] if dataset is not \
+            datamodule.test_set else [full.targets[index] for index in dataset.dataset.dataset.indices]
+        return [labels.count(label) for label in range(3)]
+
+    assert counts(datamodule.test_set) == [0, 3, 3]
+    assert counts(datamodule.val_set) == [1, 5, 5]  # 20% of each class's 3 and 27
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and "the test split (6 examples) has no bird" in warnings[0]
+
+
 def test_missing_image_folder_fails_in_one_line(tmp_path: Path) -> None:
     datamodule = instantiate(compose_config(["data=image_folder", f"data.root={tmp_path / 'nope'}"],
                                             output_dir=tmp_path).data)
@@ -198,7 +226,8 @@ def test_early_stopping_stops_at_the_right_epoch(min_delta: float, monitor: str,
     if min_delta > 1:  # nothing can improve on the first epoch
         assert len(rows) == patience + 1 and summary["stopped_early"] and summary["best"]["epoch"] == 0
     stop = early_stop_epoch(values, patience, min_delta, mode)
-    assert (len(rows), summary["stopped_early"]) == ((stop, True) if stop else (6, False))
+    # patience running out on the last epoch stops nothing: not stopped_early
+    assert (len(rows), summary["stopped_early"]) == ((stop, True) if stop and stop < 6 else (6, False))
     if min_delta == 0:
         assert summary["best"]["epoch"] == (values.index(max(values) if mode == "max" else min(values)))
 

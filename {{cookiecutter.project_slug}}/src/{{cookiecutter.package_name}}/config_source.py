@@ -57,3 +57,26 @@ def compose(config_name: str | None, overrides: list[str]) -> DictConfig:
             return hydra_compose(config_name=config_name, overrides=user_search_path(overrides))
     finally:
         GlobalHydra.instance().clear()
+
+
+def config_groups() -> list[str]:
+    """The config groups (folders) of the configs the entry points read."""
+    from importlib.resources import files
+
+    path = config_path()
+    root = files(path.removeprefix("pkg://")) if path.startswith("pkg://") else Path(path)
+    return sorted(item.name for item in root.iterdir() if item.is_dir() and not item.name.startswith("_"))
+
+
+def nearest_keys(cfg: DictConfig, key: str) -> list[str]:
+    """Full keys of ``cfg`` that differ from ``key`` in its first segment that ``cfg`` lacks."""
+    parts, node = key.split("."), cfg
+    for index, part in enumerate(parts):
+        if isinstance(node, DictConfig) and part in node:
+            node = node[part]
+            continue
+        siblings = [str(name) for name in node.keys()] if isinstance(node, DictConfig) else []
+        if index == 0:
+            siblings += config_groups()
+        return [".".join([*parts[:index], name, *parts[index + 1:]]) for name in siblings]
+    return []

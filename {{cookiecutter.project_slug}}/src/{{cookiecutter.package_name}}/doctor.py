@@ -100,8 +100,12 @@ def format_report(facts: dict[str, Any]) -> str:
 def main() -> None:
     """Print the report for this machine."""
     if any(arg in {"-h", "--help"} for arg in sys.argv[1:]):
-        sys.stdout.write(__doc__ + "\n")
+        sys.stdout.write(__doc__.replace("``", "") + "\n")
         return
+    if sys.argv[1:]:
+        sys.stderr.write(f"doctor takes no options (got {' '.join(sys.argv[1:])}): run "
+                         "`python -m {{ cookiecutter.package_name }}.doctor` alone.\n")
+        raise SystemExit(1)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     log.info("%s", format_report(report()))
 

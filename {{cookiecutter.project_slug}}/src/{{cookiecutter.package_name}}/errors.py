@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -12,6 +13,25 @@ log = logging.getLogger(__name__)
 
 class UserError(Exception):
     """A problem the user can fix; its message says the cause and the fix."""
+
+
+def closest(word: str, choices: Iterable[str], count: int = 2) -> list[str]:
+    """The names in ``choices`` nearest to ``word`` (a misspelling), best first; none when nothing is near."""
+    names = sorted({str(choice) for choice in choices})
+    by_case = {name.lower(): name for name in names}
+    return [by_case[name] for name in difflib.get_close_matches(word.lower(), list(by_case), n=count, cutoff=0.6)]
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` did you mean split?`` (or ``split or splits?``) for a misspelled ``word``; empty when nothing is near."""
+    near = closest(word, choices)
+    return f" did you mean {' or '.join(near)}?" if near else ""
+
+
+def unknown_key(key: str, choices: Iterable[str], where: str, fix: str = "") -> UserError:
+    """The one-line error for a key that ``where`` does not have, with the nearest valid keys."""
+    hint = did_you_mean(key, choices)
+    return UserError(f"{key} is not {where}:{hint or ' check the spelling.'}{' ' + fix if fix else ''}")
 
 
 def in_multirun() -> bool:

@@ -49,6 +49,7 @@ def evaluate_split(run: LoadedRun, split: str) -> Any:
     limit = run.config.trainer.get("limit_val_batches")
     batches = len(loader) if not limit else min(len(loader), int(limit))
     evaluation = run.task.evaluation("test")
+    evaluation.split = split  # the figures' titles name the split they show
     set_epoch(loader, 0)
     run.model.eval()
     for batch in islice(iter(loader), batches):

@@ -46,6 +46,7 @@ from {{ cookiecutter.package_name }}.run_folder import (
 log = logging.getLogger(__name__)
 OPTIONS = {"run": None, "ckpt": "best", "output": None, "format": "safetensors", "merge_lora": None,
            "push_to_hub": None}
+FORMATS = ("safetensors", "onnx")
 
 
 def push_to_hub(folder: Path, repo_id: str) -> None:
@@ -72,6 +73,10 @@ def export(argv: list[str]) -> Path:
     """Export as the command line asks; return the export folder."""
     arguments = parse_arguments(argv, OPTIONS, __doc__ or "")
     options = arguments.options
+    if options["merge_lora"] not in (None, True, False):
+        raise UserError(f"merge_lora={options['merge_lora']}: write true, false or null.")
+    if str(options["format"]) not in FORMATS:
+        raise UserError(f"format={options['format']}: choose {' or '.join(FORMATS)}.")
     folder = check_run_folder(options["run"])
     output = output_folder(folder, "export", options["output"] or folder / "export")
     setup_logging(output, "export")

@@ -2,7 +2,8 @@
 
 Estimates the weight memory of the configured model in fp32/fp16/bf16/8bit/4bit from
 its config, loads it as configured, measures what is resident (offloaded weights count
-nothing), checks the fit against free memory and writes ``memory.json``.
+nothing), checks the fit against free memory and writes ``memory.json``. Torch loads after the
+config checks, so that a mistyped key answers at once.
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ from omegaconf import DictConfig
 
 import {{ cookiecutter.package_name }}.resolvers  # noqa: F401 - registers ${rank_suffix:} and the others
 from {{ cookiecutter.package_name }} import config_source
-from {{ cookiecutter.package_name }}.config_checks import check_config
+from {{ cookiecutter.package_name }}.config_checks import check_config, check_overrides, check_targets
 from {{ cookiecutter.package_name }}.errors import exit_on_user_error
-from {{ cookiecutter.package_name }}.models import footprint
-from {{ cookiecutter.package_name }}.models.hf_loader import model_config, quantization_name
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +29,10 @@ log = logging.getLogger(__name__)
 def memory_report(cfg: DictConfig) -> dict[str, Any]:
     """Load the model of ``cfg`` for inference and return its report (also written to memory.json)."""
     check_config(cfg)
+    from {{ cookiecutter.package_name }}.models import footprint  # torch loads from here on
+    from {{ cookiecutter.package_name }}.models.hf_loader import model_config, quantization_name
+
+    check_targets(cfg)
     info = instantiate(cfg.data).setup()
     model_cfg = cfg.model
     config = model_config(model_cfg.name_or_path, model_cfg.config, info.tokenizer, model_cfg.revision,
@@ -61,6 +64,7 @@ def cli() -> None:
     """``python -m {{ cookiecutter.package_name }}.memory`` and the console script: adds the user config folders of
     ``${{ cookiecutter.package_name | upper }}_CONFIG_PATH`` to Hydra's search path."""
     sys.argv[1:] = config_source.user_search_path(sys.argv[1:])
+    exit_on_user_error(check_overrides)("memory", sys.argv[1:])
     main()
 
 

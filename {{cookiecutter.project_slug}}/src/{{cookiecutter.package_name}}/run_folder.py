@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from {{ cookiecutter.package_name }} import config_source, runtime
-from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.errors import UserError, closest, unknown_key
 from {{ cookiecutter.package_name }}.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -37,19 +37,27 @@ class Arguments:
     overrides: list[str] = field(default_factory=list)
 
 
+def plain_help(doc: str) -> str:
+    """A module docstring as ``--help`` prints it: without the reStructuredText double backticks."""
+    return doc.replace("``", "")
+
+
 def parse_arguments(argv: list[str], defaults: dict[str, Any], doc: str) -> Arguments:
     """Split ``key=value`` arguments into options named in ``defaults`` and config overrides."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     if any(arg in {"-h", "--help"} for arg in argv):
-        sys.stdout.write(doc + "\n")
+        sys.stdout.write(plain_help(doc) + "\n")
         raise SystemExit(0)
     options, overrides = dict(defaults), []
     for arg in argv:
         key = arg.split("=", 1)[0]
         if "=" not in arg:
             raise UserError(f"{arg!r} is not key=value: write e.g. run=outputs/runs/<run folder>.")
+        if key not in defaults and "." not in key and (near := closest(key, defaults)):
+            raise UserError(f"{key} is not an option of this command: did you mean {' or '.join(near)}? "
+                            f"The options are {', '.join(defaults)}.")
         if key in defaults:
             try:
                 value = OverridesParser.create().parse_override(arg).value()
@@ -97,6 +105,8 @@ def _apply_group(config: DictConfig, key: str, option: str) -> bool:
         raise UserError(f"{key}={option}: {str(error).splitlines()[0]}") from None
     except HydraException as error:
         raise UserError(f"{key}={option}: {str(error).splitlines()[0]}") from None
+    if not isinstance(composed.get(key, _ABSENT), DictConfig) and set(composed) == {key}:
+        return False  # not a group: Hydra took `+key=option` as a new key
     with open_dict(config):
         if set(composed) == {key}:
             config[key] = composed[key]
@@ -122,8 +132,8 @@ def load_config(folder: Path, overrides: list[str]) -> DictConfig:
         if "." not in key and isinstance(value, str) and is_node and _apply_group(config, key, value):
             continue
         if current is _ABSENT and not override.is_add():
-            raise UserError(f"{key} is not a key of this run's config: check the spelling, or add it with "
-                            f"+{key}=... .")
+            raise unknown_key(key, config_source.nearest_keys(config, key), "a key of this run's config",
+                              f"A new key needs a +: +{key}=...")
         with open_dict(config):
             OmegaConf.update(config, key, value, force_add=True)
     with open_dict(config):

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import {{ cookiecutter.package_name }}.resolvers  # noqa: F401 - registers ${run_time:} and the others
 from {{ cookiecutter.package_name }} import config_source
-from {{ cookiecutter.package_name }}.config_checks import check_config
+from {{ cookiecutter.package_name }}.config_checks import check_config, check_overrides, check_targets
 from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error, in_multirun
 
 if TYPE_CHECKING:
@@ -124,6 +124,7 @@ def failing_together() -> Iterator[None]:
 def train(cfg: DictConfig) -> float | None:
     """Build everything from ``cfg``, fit, test; return the best value of the monitored metric."""
     check_config(cfg)
+    check_targets(cfg)
     from hydra.utils import instantiate
 
     from {{ cookiecutter.package_name }} import runtime
@@ -187,6 +188,7 @@ def cli() -> None:
 
     sweeper.register(sys.argv[1:])
     sys.argv[1:] = config_source.user_search_path(sys.argv[1:])
+    exit_on_user_error(check_overrides)("train", sys.argv[1:])
     main()
 
 

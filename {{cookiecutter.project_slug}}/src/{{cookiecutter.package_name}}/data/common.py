@@ -71,6 +71,38 @@ def seeded_split(length: int, fractions: Sequence[float], seed: int) -> list[lis
     return parts
 
 
+def stratified_split(labels: Sequence[int], fractions: Sequence[float], seed: int) -> list[list[int]]:
+    """:func:`seeded_split` within each class, so that every split keeps the classes' proportions."""
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(int(label), []).append(index)
+    parts: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
+    for label, members in sorted(by_class.items()):
+        for part, chosen in zip(parts, seeded_split(len(members), fractions, seed + label), strict=True):
+            part.extend(members[index] for index in chosen)
+    generator = torch.Generator().manual_seed(seed)
+    return [[part[index] for index in torch.randperm(len(part), generator=generator).tolist()] for part in parts]
+
+
+MIN_PER_CLASS = 10  # fewer examples per class in a split and its metrics say little
+
+
+def thin_splits(labels_by_split: dict[str, list[int]], class_names: Sequence[str]) -> str | None:
+    """One sentence on the splits that lack a class or hold under :data:`MIN_PER_CLASS` examples per class."""
+    problems = []
+    for split, labels in labels_by_split.items():
+        missing = [name for index, name in enumerate(class_names) if index not in set(labels)]
+        if missing:
+            problems.append(f"the {split} split ({len(labels)} examples) has no {', '.join(missing[:5])}"
+                            f"{' and more' if len(missing) > 5 else ''}")
+        elif len(labels) < MIN_PER_CLASS * len(class_names):
+            problems.append(f"the {split} split has {len(labels)} examples for {len(class_names)} classes")
+    if not problems:
+        return None
+    return ("; ".join(problems) + f": its metrics say little (under {MIN_PER_CLASS} per class). "
+            "Add images, or raise data.test_fraction / data.val_fraction.")
+
+
 def take_fraction(indices: list[int], fraction: float) -> list[int]:
     """The first ``fraction`` of ``indices`` (at least one), for quick debugging runs."""
     if not 0.0 < fraction <= 1.0:

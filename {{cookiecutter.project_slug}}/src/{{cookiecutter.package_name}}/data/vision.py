@@ -8,6 +8,7 @@ source's native shape; the data configs read them from the model config.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,9 +19,18 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from {{ cookiecutter.package_name }}.data.common import DataInfo, DataModule, seeded_split, take_fraction
+from {{ cookiecutter.package_name }}.data.common import (
+    DataInfo,
+    DataModule,
+    seeded_split,
+    stratified_split,
+    take_fraction,
+    thin_splits,
+)
 from {{ cookiecutter.package_name }}.data.download import download_error, reachable
 from {{ cookiecutter.package_name }}.errors import UserError
+
+log = logging.getLogger(__name__)
 
 # name -> title, torchvision class, download URL, folder and files to fetch by hand, native shape, statistics
 TORCHVISION_SETS: dict[str, dict[str, Any]] = {
@@ -63,6 +73,15 @@ def _adapt_stats(mean: Sequence[float], std: Sequence[float], channels: int) -> 
     return [sum(mean) / len(mean)], [sum(std) / len(std)]
 
 
+def labels_of(dataset: Any) -> list[int] | None:
+    """The class label of each example, read without opening images (``targets``); None when unknown."""
+    if isinstance(dataset, Subset):
+        inner = labels_of(dataset.dataset)
+        return None if inner is None else [inner[index] for index in dataset.indices]
+    targets = getattr(dataset, "targets", None)
+    return None if targets is None else [int(target) for target in targets]
+
+
 class Transformed(Dataset):
     """Applies ``transform`` to the images of a (image, label) data set."""
 
@@ -90,6 +109,7 @@ class VisionDataModule(DataModule):
     always_resize = False  # True where images come in any size
     mean: Sequence[float] = (0.5, 0.5, 0.5)
     std: Sequence[float] = (0.5, 0.5, 0.5)
+    stratify = False  # True: the val split keeps the class proportions, and thin splits get one warning
 
     def __init__(self, data_dir: str = "data", img_size: int | None = None, channels: int | None = None,
                  val_fraction: float = 0.1, subset_fraction: float = 1.0, **loader_kwargs: Any) -> None:
@@ -108,8 +128,17 @@ class VisionDataModule(DataModule):
         size = self.img_size or self.native_size
         resize = size if self.always_resize or size != self.native_size else None
         transform = self.transform = image_transform(self.native_channels, channels, resize, self.mean, self.std)
-        train, val = seeded_split(len(train_full), [self.val_fraction], self.seed)  # type: ignore[arg-type]
+        labels = labels_of(train_full) if self.stratify else None
+        train, val = (stratified_split(labels, [self.val_fraction], self.seed) if labels is not None
+                      else seeded_split(len(train_full), [self.val_fraction], self.seed))  # type: ignore[arg-type]
         test_indices = list(range(len(test)))  # type: ignore[arg-type]
+        test_labels = labels_of(test) if labels is not None else None
+        if labels is not None and test_labels is not None:
+            picked = {"train": [labels[index] for index in take_fraction(train, self.subset_fraction)],
+                      "val": [labels[index] for index in take_fraction(val, self.subset_fraction)],
+                      "test": [test_labels[index] for index in take_fraction(test_indices, self.subset_fraction)]}
+            if warning := thin_splits(picked, class_names):
+                log.warning("%s", warning)
         self.train_set = Transformed(Subset(train_full, take_fraction(train, self.subset_fraction)), transform)
         self.val_set = Transformed(Subset(train_full, take_fraction(val, self.subset_fraction)), transform)
         self.test_set = Transformed(Subset(test, take_fraction(test_indices, self.subset_fraction)), transform)
@@ -168,11 +197,13 @@ class ImageFolderDataModule(VisionDataModule):
     """Your own images: ``root/<class name>/*.png|jpg|...``; a ``test/`` folder beside ``train/`` if any.
 
     With ``root/train`` and ``root/test`` present those are the splits; otherwise ``root``
-    holds the class folders and ``test_fraction`` of it becomes the test split.
+    holds the class folders and ``test_fraction`` of each class becomes the test split (stratified, as is the
+    validation split; a split lacking a class or under 10 images per class gets one warning).
     """
 
     name = "image_folder"
     always_resize = True
+    stratify = True
 
     def __init__(self, root: str, native_size: int = 64, channels: int | None = None,
                  mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
@@ -193,7 +224,7 @@ class ImageFolderDataModule(VisionDataModule):
                 train, test = (datasets.ImageFolder(str(path)) for path in split_dirs)
             else:
                 full = datasets.ImageFolder(str(self.root))
-                rest, held_out = seeded_split(len(full), [self.test_fraction], self.seed + 1)
+                rest, held_out = stratified_split(full.targets, [self.test_fraction], self.seed + 1)
                 train, test = Subset(full, rest), Subset(full, held_out)
         except (FileNotFoundError, OSError) as error:
             raise UserError(f"data.root={self.root}: {error}; put each class's images in root/<class>/.") from None

@@ -52,7 +52,7 @@ def read_prompts(path: Path, field: str = "prompt") -> list[str]:
 
 def generation_settings(options: dict[str, Any], pad_token_id: int | None) -> dict[str, Any]:
     """``generate`` arguments from the command line's options (sampling settings only when sampling)."""
-    settings: dict[str, Any] = {"max_new_tokens": int(options.get("max_new_tokens") or 64),
+    settings: dict[str, Any] = {"max_new_tokens": int(options.get("max_new_tokens") or 64), "min_new_tokens": 1,
                                 "do_sample": bool(options.get("do_sample")), "pad_token_id": pad_token_id}
     if settings["do_sample"]:
         settings.update(temperature=float(options.get("temperature") or 1.0), top_p=float(options.get("top_p") or 1.0))

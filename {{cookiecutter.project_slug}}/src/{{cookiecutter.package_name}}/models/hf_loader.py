@@ -35,6 +35,21 @@ QUANTIZED = {"8bit", "4bit"}
 CPU_PACK_BLOCK = 32  # bitsandbytes' fused CPU 4-bit kernel packs out_features in blocks of this size
 
 
+class KernelNotice(logging.Filter):
+    """bitsandbytes warns, on CPUs with AVX512-BF16, that its optional fused 4-bit kernel from the Hub's
+    ``kernels-community`` did not load; that reads like a failure and is not one: one info line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "kernels-community" not in record.getMessage():
+            return True
+        log.info("bitsandbytes uses its built-in 4-bit CPU kernel: the optional faster one (the Hub's "
+                 "kernels-community, `pip install kernels`) is not in the local cache. Results are the same.")
+        return False
+
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(KernelNotice())
+
+
 def quantization_name(quantization: Any) -> str:
     """``none``, ``8bit`` or ``4bit`` from a quantization config node (or a plain string)."""
     name = quantization.get("name", "none") if hasattr(quantization, "get") else quantization
@@ -110,6 +125,35 @@ def model_config(name_or_path: str | None, config: dict[str, Any] | None, tokeni
     return AutoConfig.for_model(model_type, **options)
 
 
+RANDOM_INIT_NOTE = "RANDOM_INIT.txt"  # marks a folder of random weights (a run's random_init/)
+RANDOM_INIT_TEXT = (
+    "The randomly initialised weights (and the tokenizer) this run started from, written because\n"
+    "model.name_or_path was null. evaluate, predict and export load them to rebuild the model before\n"
+    "they read checkpoints/; keep this folder with the run.\n"
+)
+
+
+def is_random_init(name_or_path: Any) -> bool:
+    """True for ``name_or_path=null`` (a random init) and for a run's saved ``random_init/`` folder."""
+    return name_or_path in (None, "", "null") or (Path(str(name_or_path)) / RANDOM_INIT_NOTE).is_file()
+
+
+def plan_random_training(quant: str, use_lora: bool | None) -> tuple[str, bool]:
+    """How a random init trains: in full and unquantized unless LoRA is asked for (frozen random weights,
+    4- or 8-bit ones above all, learn little through adapters alone); either way with one warning if quantized."""
+    if use_lora:
+        if quant in QUANTIZED:
+            log.warning("A random model quantized to %s learns little: its random weights stay frozen and only "
+                        "the LoRA adapters train. Drop model.lora.enabled=true to train it in full, or quantize a "
+                        "pretrained model (model.name_or_path=...).", quant)
+        return quant, True
+    if quant in QUANTIZED:
+        log.warning("quantization=%s is not applied to a random init (model.name_or_path=null): frozen random "
+                    "weights would learn little through LoRA alone, so it trains in full. Quantize a pretrained "
+                    "model instead, or set model.lora.enabled=true to force QLoRA.", quant)
+    return "none", False
+
+
 def random_init(config: dict[str, Any], tokenizer: Any, folder: Path) -> str:
     """Save a randomly initialised model (and its tokenizer) to ``folder``; return the folder."""
     from transformers import AutoModelForCausalLM
@@ -119,6 +163,7 @@ def random_init(config: dict[str, Any], tokenizer: Any, folder: Path) -> str:
     model.save_pretrained(folder)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
+    (folder / RANDOM_INIT_NOTE).write_text(RANDOM_INIT_TEXT, encoding="utf-8")
     log.info("Initialised a random %s model (%.2fM parameters) in %s.", model.config.model_type,
              sum(p.numel() for p in model.parameters()) / 1e6, folder)
     return str(folder)
@@ -311,6 +356,9 @@ def load_causal_lm(
     quant = quantization_name(quantization)
     lora = dict(lora or {})
     use_lora = lora.get("enabled")
+    if for_training and is_random_init(name_or_path):
+        quant, use_lora = plan_random_training(quant, use_lora)
+        quantization = None if quant == "none" else quantization
     use_lora = quant in QUANTIZED if use_lora is None else bool(use_lora)
     if quant in QUANTIZED and for_training and not use_lora:
         raise UserError(f"quantization={quant} weights cannot be trained directly: keep model.lora.enabled=true "

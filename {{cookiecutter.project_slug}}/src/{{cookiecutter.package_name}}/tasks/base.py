@@ -12,6 +12,8 @@ from torch import nn
 class Evaluation:
     """Accumulates one pass over a split; ``compute`` combines all DDP ranks (``tasks/metrics.py`` sums their states)."""
 
+    split = "val"  # the split it scores, named in its figures
+
     def update(self, model: nn.Module, batch: Any) -> None:
         raise NotImplementedError
 

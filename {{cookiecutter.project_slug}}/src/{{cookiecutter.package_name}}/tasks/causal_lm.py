@@ -49,7 +49,7 @@ class CausalLMEvaluation(Evaluation):
 
     @torch.no_grad()
     def generate(self) -> list[tuple[str, str]]:
-        """(prompt, continuation) pairs, greedy decoding."""
+        """(prompt, continuation) pairs, greedy decoding that neither stops at once nor loops on a phrase."""
         if self.model is None or self.tokenizer is None or not self.prompts:
             return []
         model = unwrap(self.model)
@@ -57,7 +57,8 @@ class CausalLMEvaluation(Evaluation):
         prompts = torch.stack(self.prompts)
         generated = model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts),
                                    max_new_tokens=self.new_tokens, do_sample=False,
-                                   pad_token_id=self.tokenizer.pad_token_id)
+                                   min_new_tokens=min(4, self.new_tokens), no_repeat_ngram_size=3,
+                                   repetition_penalty=1.2, pad_token_id=self.tokenizer.pad_token_id)
         return [(self.tokenizer.decode(prompt, skip_special_tokens=True),
                  self.tokenizer.decode(output[prompt.numel():], skip_special_tokens=True))
                 for prompt, output in zip(prompts, generated, strict=True)]

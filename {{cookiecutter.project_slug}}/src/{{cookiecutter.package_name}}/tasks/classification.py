@@ -30,6 +30,7 @@ class ClassificationEvaluation(Evaluation):
         self.metrics.reset()
         self.loss.reset()
         self.class_names, self.test = class_names, test
+        self.split = "test" if test else "val"  # named in the figures' titles (evaluate sets the split it scores)
         self.num_samples = num_samples if test else 0
         self.samples: list[tuple[torch.Tensor, int, int]] = []
         self.results: dict[str, Any] = {}
@@ -56,12 +57,15 @@ class ClassificationEvaluation(Evaluation):
     def figures(self) -> dict[str, Any]:
         from {{ cookiecutter.package_name }}.tracking import plots
 
-        figures = {"confusion_matrix": plots.confusion_matrix_figure(self.results["confusion"].cpu(), self.class_names)}
+        confusion = self.results["confusion"].cpu()
+        where = f"{self.split} split, {int(confusion.sum())} images"
+        figures = {"confusion_matrix": plots.confusion_matrix_figure(confusion, self.class_names,
+                                                                     f"confusion matrix ({where})")}
         if "pr_curve" in self.results:
             precision, recall, _ = self.results["pr_curve"]
             curves = [(p.cpu(), r.cpu()) for p, r in zip(precision, recall, strict=True)]
             figures["pr_curves"] = plots.pr_curves_figure(curves, self.results["average_precision"].cpu(),
-                                                          self.class_names)
+                                                          self.class_names, f"precision-recall per class ({where})")
         return figures
 
     def tables(self) -> dict[str, tuple[list[str], list[list[Any]]]]:

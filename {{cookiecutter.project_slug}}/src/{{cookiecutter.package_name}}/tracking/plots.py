@@ -17,8 +17,13 @@ def learning_curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
     names = sorted({key.split("/", 1)[1] for row in history for key in row
                     if "/" in key and key.split("/", 1)[0] in {"train", "val"}})
     names = [name for name in names if name not in {"lr"}] or ["loss"]
-    figure = Figure(figsize=(4 * len(names), 3.2), layout="constrained")
-    axes = figure.subplots(1, len(names), squeeze=False)[0]
+    columns = min(3, len(names))  # a grid: five squat panels in a row would be unreadable
+    rows = -(-len(names) // columns)
+    figure = Figure(figsize=(4 * columns, 3.2 * rows), layout="constrained")
+    grid = figure.subplots(rows, columns, squeeze=False).ravel()
+    for unused in grid[len(names):]:
+        unused.set_visible(False)
+    axes = grid[: len(names)]
     epochs = [row["epoch"] for row in history]
     for axis, name in zip(axes, names, strict=True):
         for split in ("train", "val"):
@@ -33,7 +38,8 @@ def learning_curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
     return figure
 
 
-def confusion_matrix_figure(confusion: torch.Tensor, class_names: Sequence[str]) -> Figure:
+def confusion_matrix_figure(confusion: torch.Tensor, class_names: Sequence[str],
+                            title: str = "confusion matrix") -> Figure:
     """The confusion matrix as counts on a blue scale: rows are true classes, columns predictions.
 
     Drawn with matplotlib alone, as scikit-learn's ``ConfusionMatrixDisplay`` draws it, so that a run
@@ -52,14 +58,14 @@ def confusion_matrix_figure(confusion: torch.Tensor, class_names: Sequence[str])
                       color="white" if count > threshold else "black")
     ticks = range(len(class_names))
     axis.set(xticks=ticks, yticks=ticks, xticklabels=list(class_names), yticklabels=list(class_names),
-             xlabel="predicted label", ylabel="true label", title="confusion matrix")
+             xlabel="predicted label", ylabel="true label", title=title)
     if len(class_names) > 10:
         axis.tick_params(axis="x", labelrotation=90)
     return figure
 
 
 def pr_curves_figure(curves: Sequence[tuple[torch.Tensor, torch.Tensor]], average_precision: torch.Tensor,
-                     class_names: Sequence[str]) -> Figure:
+                     class_names: Sequence[str], title: str = "precision-recall per class") -> Figure:
     """One precision-recall curve per class (one-vs-rest, a step at each threshold), with its average precision."""
     figure = Figure(figsize=(6, 5), layout="constrained")
     axis = figure.subplots()
@@ -67,7 +73,7 @@ def pr_curves_figure(curves: Sequence[tuple[torch.Tensor, torch.Tensor]], averag
         if not torch.isfinite(average):  # a class absent from the test split has no curve
             continue
         axis.step(recall.numpy(), precision.numpy(), where="post", label=f"{name} (AP = {float(average):.2f})")
-    axis.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title="precision-recall per class")
+    axis.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title=title)
     if len(class_names) <= 20 and axis.get_lines():
         axis.legend(fontsize=7, loc="lower left")
     return figure

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from {{ cookiecutter.package_name }}.errors import UserError
-
-log = logging.getLogger(__name__)
 
 
 class EarlyStopping:
@@ -34,8 +31,6 @@ class EarlyStopping:
             self.best_score, self.best_epoch, self.bad_epochs = value, epoch, 0
             return True
         self.bad_epochs += 1
-        if self.should_stop:
-            log.info("Early stopping: %s did not improve for %d epochs.", self.monitor, self.bad_epochs)
         return False
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from itertools import islice
@@ -110,8 +111,8 @@ class Trainer:
             self.state.restore(Path(resume))
         if self.is_main:
             self.loggers.start(self.state.config, {"run_ids": self.state.run_ids, "history": self.state.history})
-        log.info("Training on %s with %s: %d batches/epoch, up to %d epochs, %d steps.",
-                 self.device, self.precision, batches, self.max_epochs, total_steps)
+        log.info("Training on %s with %s: %d batches/epoch, up to %d epoch%s, %d steps.",
+                 self.device, self.precision, batches, self.max_epochs, "" if self.max_epochs == 1 else "s", total_steps)
         self._emit("on_fit_start")
         with self.signals:
             while not self._finished():
@@ -173,11 +174,19 @@ class Trainer:
         dist.barrier()  # rank 0 has written best.pt before any rank loads it
         if best.is_file():
             runtime.unwrap(self.model).load_state_dict(load_weights(best))  # the weights only, to the CPU
-        evaluation = self._evaluate(self.datamodule.loader("test"), "test")
-        metrics = {f"test/{key}": value for key, value in evaluation.compute().items()}
-        if self.is_main:
-            log.info("Test: %s", _format(metrics))
-            write_report(self.loggers, self.state.history, evaluation, self.summary(metrics), best, self.state.config)
+        metrics: dict[str, float] = {}
+        try:
+            evaluation = self._evaluate(self.datamodule.loader("test"), "test")
+            metrics = {f"test/{key}": value for key, value in evaluation.compute().items()}
+            if self.is_main:
+                log.info("Test: %s", _format(metrics))
+                write_report(self.loggers, self.state.history, evaluation, self.summary(metrics), best,
+                             self.state.config)
+        except KeyboardInterrupt:  # Ctrl+C while testing or plotting: the checkpoints are safe; keep the summary
+            if self.is_main:
+                self.loggers.log_summary({**self.summary(metrics), "stopped_in": "test"})
+            raise TrainingInterrupted("stopped by Ctrl+C during the final test or its figures (summary.json "
+                                      "written, checkpoints kept)", signal.SIGINT) from None
         return metrics
 
     @property
@@ -187,6 +196,7 @@ class Trainer:
     def summary(self, test_metrics: dict[str, float] | None = None) -> dict[str, Any]:
         """What ``summary.json`` records: the run's outcome and where its checkpoints are."""
         return {"monitor": self.task.monitor, "mode": self.task.mode, **self.state.outcome(),
+                "stopped_early": self._stopped_early(self.state.epoch),
                 "test": test_metrics or {}, "precision": self.precision.name,
                 "peak_memory_bytes": runtime.peak_memory_bytes(self.device),
                 # relative to the run folder, so that the folder can move
@@ -220,6 +230,9 @@ class Trainer:
         if self.is_main:
             log.info("Epoch %d: %s", state.epoch, _format(metrics))
             self.loggers.log_epoch(metrics, state.epoch)
+            if self._stopped_early(state.epoch + 1):
+                log.info("Early stopping: %s did not improve for %d epochs.", self.task.monitor,
+                         state.early_stopping.bad_epochs)
         state.next_epoch()
         self._save(["last", "best"] if improved else ["last"])
 
@@ -274,6 +287,11 @@ class Trainer:
 
     def _finished(self) -> bool:
         return self.state.epoch >= self.max_epochs or self._step_limit_reached() or self.state.early_stopping.should_stop
+
+    def _stopped_early(self, epochs_done: int) -> bool:
+        """Early stopping ended training before its epoch and step limits would have."""
+        return (self.state.early_stopping.should_stop and epochs_done < self.max_epochs
+                and not self._step_limit_reached())
 
     def _step_limit_reached(self) -> bool:
         return 0 < self.max_steps <= self.state.global_step
