@@ -78,6 +78,10 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], settings: dict[str,
 
 def predict(run: Any, source: Path, output: Path, options: dict[str, Any]) -> Path:
     """Write ``generations.jsonl``: each prompt, its continuation and the generation settings."""
+    if str(run.config.data.get("_target_", "")).endswith("ChatDataModule"):
+        from {{ cookiecutter.package_name }}.inference.chat import predict_chat
+
+        return predict_chat(run, source, output, options)
     prompts = read_prompts(source)
     tokenizer = run.info.tokenizer
     settings = generation_settings(options, tokenizer.pad_token_id)
