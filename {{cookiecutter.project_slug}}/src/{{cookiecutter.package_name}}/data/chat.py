@@ -139,8 +139,9 @@ def as_messages(value: Any, role: str) -> list[dict[str, str]]:
     return list(value)
 
 
-def to_messages(row: dict[str, Any], fmt: str, fields: dict[str, str], at: str) -> list[dict[str, str]]:
-    """The row as a checked list of messages."""
+def to_messages(row: dict[str, Any], fmt: str, fields: dict[str, str], at: str) -> tuple[list[dict[str, str]], int]:
+    """The row as a checked list of messages, and the index of the first one that may be trained on
+    (prompt–completion: the completion's first message; the prompt's turns never count)."""
     if fmt == "conversational":
         columns = [fields["messages"]]
     else:
@@ -149,9 +150,11 @@ def to_messages(row: dict[str, Any], fmt: str, fields: dict[str, str], at: str) 
         if row.get(column) is None:
             raise UserError(f"{at} has no {column!r}: fix the row or set data.{column_option(column, fields)}.")
     if fmt == "conversational":
-        messages = as_messages(row[fields["messages"]], "user")
+        messages, answer_from = as_messages(row[fields["messages"]], "user"), 0
     else:
-        messages = as_messages(row[fields["prompt"]], "user") + as_messages(row[fields["completion"]], "assistant")
+        messages = as_messages(row[fields["prompt"]], "user")
+        answer_from = len(messages)
+        messages += as_messages(row[fields["completion"]], "assistant")
     checked = []
     for message in messages:
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
@@ -163,7 +166,7 @@ def to_messages(row: dict[str, Any], fmt: str, fields: dict[str, str], at: str) 
             raise UserError(f"{at}: role {role!r} is not one the chat template knows{hint}; use one of "
                             f"{', '.join(ROLES)}.")
         checked.append({"role": role, "content": "" if message["content"] is None else str(message["content"])})
-    return checked
+    return checked, answer_from
 
 
 def column_option(column: str, fields: dict[str, str]) -> str:
@@ -206,8 +209,10 @@ def shared_prefix(prefix: list[int], ids: list[int]) -> int:
     return size
 
 
-def encode(tokenizer: Any, messages: list[dict[str, str]], train_on: str = "completion") -> dict[str, list[int]]:
-    """Token ids and labels of a conversation: every assistant turn's tokens (or every token) are labelled.
+def encode(tokenizer: Any, messages: list[dict[str, str]], train_on: str = "completion",
+           answer_from: int = 0) -> dict[str, list[int]]:
+    """Token ids and labels of a conversation: the tokens of every assistant turn from ``answer_from`` on
+    (or every token) are labelled.
 
     Each assistant turn spans from the end of the rendered prefix with a generation prompt to the end of
     the rendered conversation up to and including that turn, so no template needs generation markers.
@@ -218,7 +223,7 @@ def encode(tokenizer: Any, messages: list[dict[str, str]], train_on: str = "comp
     else:
         labels = [IGNORE] * len(ids)
         for turn, message in enumerate(messages):
-            if message["role"] != "assistant":
+            if message["role"] != "assistant" or turn < answer_from:
                 continue
             start = shared_prefix(render(tokenizer, messages[:turn], add_generation_prompt=True), ids) if turn else 0
             end = shared_prefix(render(tokenizer, messages[: turn + 1]), ids)
@@ -347,8 +352,8 @@ class ChatDataModule(DataModule):
         self.val_fraction, self.test_fraction, self.subset_fraction = val_fraction, test_fraction, subset_fraction
         self.num_held_out = num_held_out
 
-    def read(self) -> tuple[list[list[dict[str, str]]], str, str]:
-        """Every row as checked messages, the format and the source's name."""
+    def read(self) -> tuple[list[tuple[list[dict[str, str]], int]], str, str]:
+        """Every row as checked messages with its first trainable turn, the format and the source's name."""
         rows, source = read_rows(self.path, self.dataset_id, self.split, self.dataset_revision)
         if not rows:
             raise UserError(f"{source} holds no rows: give a file with some.")
@@ -356,15 +361,15 @@ class ChatDataModule(DataModule):
         conversations = []
         for index, row in enumerate(rows):
             at = where(source, index)
-            messages = to_messages(row, fmt, self.fields, at)
+            messages, answer_from = to_messages(row, fmt, self.fields, at)
             check_answer(messages, self.train_on, at)
-            conversations.append(messages)
+            conversations.append((messages, answer_from))
         return conversations, fmt, source
 
-    def make_tokenizer(self, conversations: list[list[dict[str, str]]]) -> Any:
+    def make_tokenizer(self, conversations: list[tuple[list[dict[str, str]], int]]) -> Any:
         if self.tokenizer_source:
             return load_tokenizer(self.tokenizer_source, self.revision, self.trust_remote_code)
-        texts = [f"{message['role']}\n{message['content']}" for messages in conversations for message in messages]
+        texts = [f"{message['role']}\n{message['content']}" for messages, _ in conversations for message in messages]
         tokenizer = train_tokenizer(texts, self.vocab_size, extra_special_tokens=CHATML_TOKENS)
         tokenizer.chat_template = CHATML
         tokenizer.eos_token = CHATML_TOKENS[1]  # generation stops where an answer ends
@@ -384,7 +389,8 @@ class ChatDataModule(DataModule):
         for name, indices in zip(("train", "val", "test"), splits, strict=True):
             kept = []
             for index in indices:
-                example = truncate(encode(tokenizer, conversations[index], self.train_on), self.max_length)
+                messages, answer_from = conversations[index]
+                example = truncate(encode(tokenizer, messages, self.train_on, answer_from), self.max_length)
                 if example is None:
                     dropped["answer truncated away by max_length"] += 1
                 else:
@@ -399,7 +405,7 @@ class ChatDataModule(DataModule):
                             "raise it.")
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         held_out = [(messages[:-1], messages[-1]["content"]) for messages in
-                    (conversations[index] for index in splits[2][: self.num_held_out])
+                    (conversations[index][0] for index in splits[2][: self.num_held_out])
                     if len(messages) > 1 and messages[-1]["role"] == "assistant"]
         tokens = {name: sum(len(example["input_ids"]) for example in kept) for name, kept in self.examples.items()}
         report = {"source": source, "format": fmt, "chat_template": template, "train_on": self.train_on,
