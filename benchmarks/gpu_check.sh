@@ -3,6 +3,7 @@
 #   bf16_vs_fp32_steps_ratio          bf16 autocast vs fp32 (TF32 off), 4 x d2048 encoder layers   goal >= 2.0
 #   llama7b_4bit_vs_fp32_bytes        a 7B Llama loaded 4-bit by the project's loader, vs fp32     goal <= 0.17
 #   qlora_trainer_vs_hf_tokens_ratio  QLoRA tokens/s, the project's Trainer vs transformers.Trainer goal >= 1.0
+#   sft_tokens_per_s_ratio            chat SFT tokens/s, the project's recipe vs trl.SFTTrainer (bf16) goal >= 1.0
 #   gpu_tests_failed                  `pytest -m gpu` in a causal-LM + vision render               goal = 0
 # Without CUDA it says so and exits 0. Needs about 15 GB of free disk under $TMPDIR (the 7B model, saved once).
 # Usage: bash benchmarks/gpu_check.sh [python]   (a Python with the rendered project's dependencies)
@@ -34,6 +35,8 @@ for figure in bf16 memory qlora; do
     (cd "$HERE" && TMPDIR="$WORK" "$PYTHON" gpu_figures.py "$figure" --project "$PROJECT" 2>"$WORK/$figure.err" \
         | grep -v "^Loading\|^Writing" | tail -n 3) || { echo "gpu_check: $figure failed:"; tail -n 20 "$WORK/$figure.err"; }
 done
+(cd "$HERE" && TMPDIR="$WORK" "$PYTHON" sft_throughput.py --device cuda --precision bf16 2>"$WORK/sft.err" | tail -n 2) \
+    || { echo "gpu_check: sft failed:"; tail -n 20 "$WORK/sft.err"; }
 
 status=0
 (cd "$PROJECT" && "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider >"$WORK/pytest.log" 2>&1) || status=$?

@@ -384,6 +384,7 @@ class ChatDataModule(DataModule):
                  "the answer" if self.train_on == "completion" else "all")
         splits = seeded_split(len(conversations), [self.val_fraction, self.test_fraction], self.seed)
         splits[0] = take_fraction(splits[0], self.subset_fraction)
+        self.conversations, self.splits = conversations, splits  # rows in reading order; indices per split
         dropped: Counter[str] = Counter()
         self.examples = {}
         for name, indices in zip(("train", "val", "test"), splits, strict=True):
