@@ -213,8 +213,9 @@ def test_sft_tiny_answers_held_out_prompts_in_the_trained_format(sft_run: Path) 
     with open(sft_run / "tables" / "answers.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 8
-    same = [answer_format(row["greedy"]) == answer_format(row["reference"]) for row in rows]
-    assert sum(same) >= 6, rows
+    formatted = [answer_format(row["greedy"]) is not None for row in rows]
+    same_kind = [answer_format(row["greedy"]) == answer_format(row["reference"]) for row in rows]
+    assert sum(formatted) >= 6 and sum(same_kind) >= 5, rows
     data = json.loads((sft_run / "provenance.json").read_text(encoding="utf-8"))["data"]
     assert data["format"] == "conversational" and data["chat_template"] == "chatml" and data["dropped"] == {}
 

@@ -42,7 +42,7 @@ def read_conversations(path: Path) -> list[list[dict[str, str]]]:
 
 def predict_chat(run: Any, source: Path, output: Path, options: dict[str, Any]) -> Path:
     """``predict`` for a chat-tuned run: answer each conversation of a .jsonl file into ``generations.jsonl``."""
-    from {{ cookiecutter.package_name }}.inference.text import generation_settings
+    from {{ cookiecutter.package_name }}.inference.text import generation_settings, write_generations
     from {{ cookiecutter.package_name }}.runtime import unwrap
     from {{ cookiecutter.package_name }}.tasks.chat_answers import answer
 
@@ -54,10 +54,6 @@ def predict_chat(run: Any, source: Path, output: Path, options: dict[str, Any]) 
     settings = generation_settings(options, tokenizer.pad_token_id)
     answers = answer(unwrap(run.model), tokenizer, conversations, settings,
                      int(run.config.data.get("batch_size", 8)), run.precision.autocast)
-    shown = {key: value for key, value in settings.items() if key != "pad_token_id"}
-    path = output / "generations.jsonl"
-    with open(path, "w", encoding="utf-8") as handle:
-        for messages, text in zip(conversations, answers, strict=True):
-            handle.write(json.dumps({"messages": messages, "generation": text, **shown}, ensure_ascii=False) + "\n")
+    path = write_generations(output, [{"messages": messages} for messages in conversations], answers, settings)
     log.info("Answered %d conversation(s): %s", len(answers), path)
     return path
