@@ -7,6 +7,7 @@
 #   qlora_trainer_vs_hf_tokens_ratio  QLoRA tokens/s, the project's Trainer vs transformers.Trainer goal >= 1.0
 #                                     (interleaved repeats, medians)
 #   spill_*_quantized_layers_off_gpu  4-bit + device_map=auto past max_memory: where each layer is  dict: goal = 0
+#   sft_tokens_per_s_ratio            chat SFT tokens/s, the project's recipe vs trl.SFTTrainer (bf16) goal >= 1.0
 #   gpu_tests_failed                  `pytest -m gpu` in a causal-LM + vision render               goal = 0
 #   make_test_failed                  `make test` in that render, on this GPU machine               goal = 0
 # The timed figures run alone first; the rest run beside `make test`. Each step has its own timeout,
@@ -34,7 +35,7 @@ fi
 LOGS="$(mkdir -p "${GPU_CHECK_LOGS:-gpu_check_logs}" && cd "${GPU_CHECK_LOGS:-gpu_check_logs}" && pwd)"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
-NEEDED="cookiecutter hydra omegaconf transformers peft accelerate bitsandbytes safetensors tokenizers timm torchvision torchmetrics sklearn matplotlib pytest submitit optuna"
+NEEDED="cookiecutter hydra omegaconf transformers peft accelerate bitsandbytes safetensors tokenizers timm torchvision datasets trl sklearn matplotlib pytest submitit optuna"
 missing="$("$PYTHON" - $NEEDED <<'EOF'
 import importlib.util, sys
 print(" ".join(name for name in sys.argv[1:] if importlib.util.find_spec(name) is None))
@@ -43,7 +44,7 @@ EOF
 if [ -n "$missing" ]; then
     echo "gpu_check: missing $missing: installing into a fresh venv ($WORK/venv) over $PYTHON's packages"
     "$PYTHON" -m venv --system-site-packages "$WORK/venv" && PYTHON="$WORK/venv/bin/python"
-    timeout "$(limit 150)" "$PYTHON" -m pip install -q cookiecutter pytest pytest-xdist >"$LOGS/pip.log" 2>&1 \
+    timeout "$(limit 150)" "$PYTHON" -m pip install -q cookiecutter pytest pytest-xdist trl >"$LOGS/pip.log" 2>&1 \
         || { echo "gpu_check: pip install failed:"; tail -n 5 "$LOGS/pip.log"; }
 fi
 
@@ -103,6 +104,10 @@ verdict() {  # verdict TITLE FIGURE LOG STATUS: pytest's summary line and FIGURE
 # The timed figures, alone on the GPU.
 figure bf16 75
 figure qlora 150
+status=0  # chat SFT tokens/s against trl.SFTTrainer
+(cd "$HERE" && TMPDIR="$WORK" timeout --kill-after=10 "$(limit 90)" "$PYTHON" sft_throughput.py --device cuda \
+    --precision bf16 >"$LOGS/sft.log" 2>&1) || status=$?
+grep -E "^sft_" "$LOGS/sft.log" || { echo "gpu_check: sft failed ($status):"; tail -n 15 "$LOGS/sft.log"; }
 
 # `make test` (every test, GPU ones included) beside the untimed figures.
 XDIST=""

@@ -42,6 +42,13 @@ LM_ONLY: list[str] = [
     "tests/test_inference_text.py",
     "examples",
     "tests/test_quantized_cpu.py",
+    "configs/data/chat.yaml",
+    "configs/experiment/sft_tiny.yaml",
+    f"{PKG}/data/chat.py",
+    f"{PKG}/data/sample_chat.jsonl",
+    f"{PKG}/inference/chat.py",
+    f"{PKG}/tasks/chat_answers.py",
+    "tests/test_chat.py",
 ]
 
 VISION_ONLY = [

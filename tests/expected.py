@@ -144,6 +144,14 @@ CAUSAL_LM = [
     "tests/test_inference_text.py",
     "examples/prompts.txt",
     "tests/test_quantized_cpu.py",
+    "configs/data/chat.yaml",
+    "configs/experiment/sft_tiny.yaml",
+    "src/{pkg}/data/chat.py",
+    "src/{pkg}/data/sample_chat.jsonl",
+    "src/{pkg}/inference/chat.py",
+    "src/{pkg}/tasks/chat_answers.py",
+    "tests/test_chat.py",
+    "examples/chat_prompts.jsonl",
 ]
 
 WANDB = [

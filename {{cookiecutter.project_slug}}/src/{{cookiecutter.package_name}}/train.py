@@ -66,8 +66,9 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.data.get('dataset') or choices.get('data')}-{choices.get('model')}"
 
 
-def start_provenance(cfg: DictConfig, trainer: Any, output_dir: Path) -> dict[str, Any]:
-    """Collect the run's provenance (once the trainer has resolved its precision); rank 0 writes it."""
+def start_provenance(cfg: DictConfig, trainer: Any, output_dir: Path, info: Any = None) -> dict[str, Any]:
+    """Collect the run's provenance (once the trainer has resolved its precision), with the data's own
+    report where it has one (chat data: format, template, drops by reason); rank 0 writes it."""
     from hydra.core.hydra_config import HydraConfig
 
     from {{ cookiecutter.package_name }} import runtime
@@ -75,6 +76,8 @@ def start_provenance(cfg: DictConfig, trainer: Any, output_dir: Path) -> dict[st
 
     precision = provenance.precision_record(str(cfg.precision.name), trainer.precision.name, trainer.device)
     record = provenance.collect(list(HydraConfig.get().overrides.task), cfg.seed, precision)
+    if getattr(info, "report", None):
+        record["data"] = info.report
     if runtime.is_main_process():
         provenance.write(output_dir, record)
     return record
@@ -144,7 +147,7 @@ def train(cfg: DictConfig) -> float | None:
     model = instantiate(cfg.model, data=info)
     config = OmegaConf.to_container(cfg, resolve=True)
     config["name"] = run_name(cfg)
-    record = start_provenance(cfg, trainer, output_dir)
+    record = start_provenance(cfg, trainer, output_dir, info)
     config["provenance"] = provenance.public(record)
 
     exit_code, status, closed = 1, "failed", False

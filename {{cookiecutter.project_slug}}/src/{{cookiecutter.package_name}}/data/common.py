@@ -45,12 +45,15 @@ class EpochSampler(Sampler[int]):
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
-    def __iter__(self) -> Iterator[int]:
+    def order(self) -> list[int]:
+        """This epoch's order of every index, before sharding."""
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.length, generator=generator).tolist()
-        else:
-            order = list(range(self.length))
+            return torch.randperm(self.length, generator=generator).tolist()
+        return list(range(self.length))
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.order()
         if self.pad:
             order += order[: self.num_samples * self.world_size - len(order)]
         return iter(order[self.rank :: self.world_size][self.start :])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ def read_documents(path: Path, text_field: str = "text") -> list[str]:
     return documents
 
 
-def train_tokenizer(documents: list[str], vocab_size: int = 512) -> Any:
+def train_tokenizer(documents: list[str], vocab_size: int = 512, extra_special_tokens: Sequence[str] = ()) -> Any:
     """A byte-level BPE tokenizer trained on ``documents``, as a ``PreTrainedTokenizerFast``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -57,10 +58,14 @@ def train_tokenizer(documents: list[str], vocab_size: int = 512) -> Any:
     tokenizer = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS.values()),
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size,
+                                  special_tokens=[*SPECIAL_TOKENS.values(), *extra_special_tokens],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tokenizer.train_from_iterator(documents, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS)
+    if extra_special_tokens:
+        fast.add_special_tokens({"additional_special_tokens": list(extra_special_tokens)})
+    return fast
 
 
 def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:

@@ -78,17 +78,27 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], settings: dict[str,
 
 def predict(run: Any, source: Path, output: Path, options: dict[str, Any]) -> Path:
     """Write ``generations.jsonl``: each prompt, its continuation and the generation settings."""
+    if str(run.config.data.get("_target_", "")).endswith("ChatDataModule"):
+        from {{ cookiecutter.package_name }}.inference.chat import predict_chat
+
+        return predict_chat(run, source, output, options)
     prompts = read_prompts(source)
     tokenizer = run.info.tokenizer
     settings = generation_settings(options, tokenizer.pad_token_id)
     texts = generate(unwrap(run.model), tokenizer, prompts, settings, int(run.config.data.get("batch_size", 8)),
                      run.device, run.precision.autocast)
+    path = write_generations(output, [{"prompt": prompt} for prompt in prompts], texts, settings)
+    log.info("Generated %d continuation(s): %s", len(texts), path)
+    return path
+
+
+def write_generations(output: Path, inputs: list[dict[str, Any]], texts: list[str], settings: dict[str, Any]) -> Path:
+    """``generations.jsonl``: each input with its generation and the generation settings."""
     shown = {key: value for key, value in settings.items() if key != "pad_token_id"}
     path = output / "generations.jsonl"
     with open(path, "w", encoding="utf-8") as handle:
-        for prompt, text in zip(prompts, texts, strict=True):
-            handle.write(json.dumps({"prompt": prompt, "generation": text, **shown}, ensure_ascii=False) + "\n")
-    log.info("Generated %d continuation(s): %s", len(texts), path)
+        for record, text in zip(inputs, texts, strict=True):
+            handle.write(json.dumps({**record, "generation": text, **shown}, ensure_ascii=False) + "\n")
     return path
 
 

@@ -17,8 +17,14 @@ from {{ cookiecutter.package_name }}.tasks.metrics import Mean
 log = logging.getLogger(__name__)
 
 
-def token_loss(model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Mean next-token cross-entropy over the batch, and how many tokens it averages."""
+def token_loss(model: nn.Module, batch: torch.Tensor | dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Mean next-token cross-entropy over the batch, and how many tokens it averages.
+
+    A dict batch (chat data) carries its own ``labels``: only the labelled (answer) tokens count. No KV
+    cache: with one, transformers would not read restarting ``position_ids`` as packed examples.
+    """
+    if isinstance(batch, dict):
+        return model(**batch, use_cache=False).loss, int((batch["labels"][:, 1:] != -100).sum())
     output = model(input_ids=batch, labels=batch)
     return output.loss, batch[:, 1:].numel()
 
@@ -34,12 +40,15 @@ class CausalLMEvaluation(Evaluation):
         self.num_samples, self.prompt_tokens, self.new_tokens = num_samples, prompt_tokens, new_tokens
         self.prompts: list[torch.Tensor] = []
         self.model: nn.Module | None = None
+        self.held_out: list[Any] = []  # chat data: (prompt messages, reference answer)
 
     @torch.no_grad()
     def update(self, model: nn.Module, batch: torch.Tensor) -> None:
         loss, tokens = token_loss(model, batch)
         self.loss.update(loss.float(), weight=tokens)
         self.model = model
+        if isinstance(batch, dict):  # chat data: the held-out prompts are answered instead (answers table)
+            return
         for block in batch[: self.num_samples - len(self.prompts)]:
             self.prompts.append(block[: self.prompt_tokens].detach())
 
@@ -64,6 +73,10 @@ class CausalLMEvaluation(Evaluation):
                 for prompt, output in zip(prompts, generated, strict=True)]
 
     def tables(self) -> dict[str, tuple[list[str], list[list[Any]]]]:
+        if self.held_out and self.model is not None:
+            from {{ cookiecutter.package_name }}.tasks.chat_answers import answers_table
+
+            return {"answers": answers_table(unwrap(self.model), self.tokenizer, self.held_out, self.new_tokens)}
         samples = self.generate()
         for prompt, continuation in samples:
             log.info("Sample: %r -> %r", prompt, continuation)
@@ -79,17 +92,22 @@ class CausalLMTask(Task):
         self.num_samples, self.prompt_tokens, self.new_tokens = num_samples, prompt_tokens, new_tokens
         self.tokenizer: Any = None
         self.loss = Mean()
+        self.held_out: list[Any] = []
 
     def bind(self, info: Any) -> None:
         """Take the tokenizer from the data's metadata; build the loss metric once."""
         self.tokenizer = info.tokenizer
+        self.held_out = getattr(info, "held_out", [])
         self.loss = Mean()  # a diverged model shows loss=nan
 
     def training_loss(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         return token_loss(model, batch)[0]
 
     def evaluation(self, stage: str = "val") -> CausalLMEvaluation:
-        return CausalLMEvaluation(self.loss, self.tokenizer, self.num_samples, self.prompt_tokens, self.new_tokens)
+        evaluation = CausalLMEvaluation(self.loss, self.tokenizer, self.num_samples, self.prompt_tokens,
+                                        self.new_tokens)
+        evaluation.held_out = self.held_out if stage == "test" else []
+        return evaluation
 
     def save_result(self, model: nn.Module, output_dir: Path) -> Path:
         """Save with ``save_pretrained`` (safetensors) to ``output_dir/model``: the LoRA adapter, or the

@@ -1,0 +1,30 @@
+"""The chat data's answer-only loss is TRL's: per example, on the tiny model, to 1e-5 (trl: a test-only anchor)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_in
+
+CHECK = Path(__file__).with_name("trl_parity_check.py")
+
+
+@pytest.mark.slow
+def test_masked_loss_matches_trl_sft_trainer(render, tmp_path: Path) -> None:
+    pytest.importorskip("trl", reason="trl is in requirements-dev.txt: run make setup")
+    project = render(task="causal-lm")
+    package = next(path.name for path in (project / "src").iterdir() if path.is_dir())
+    result = run_in(project, str(CHECK), package, str(tmp_path), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(losses) == {"prompt-completion", "conversational"}
+    for name, pairs in losses.items():
+        assert len(pairs) == 12, name
+        for ours, theirs in pairs:
+            assert ours == pytest.approx(theirs, abs=1e-5), name
+    # the conversational rows with two assistant turns count both, the prompt-completion rows only the last
+    assert any(abs(a[0] - b[0]) > 1e-4 for a, b in zip(losses["conversational"], losses["prompt-completion"],
+                                                       strict=True))
