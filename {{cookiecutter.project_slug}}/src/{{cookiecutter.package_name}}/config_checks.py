@@ -140,6 +140,7 @@ PURPOSE_OF_MODULE: dict[str, str] = {
     "models.timm_models": "image",
     "tasks.causal_lm": "text",
     "data.text": "text",
+    "data.chat": "text",
     "models.hf_loader": "text",
 }
 # Each purpose: its name in messages, and the options that pick task, data and model for it together.
