@@ -20,7 +20,9 @@ LAYERS = {
     "training": 4,
     "config_checks": 5, "resolvers": 5,  # configuration, read by the entry points
     "run_folder": 5, "inference": 5,    # a trained run's config and weights; predicting and exporting
-    "train": 6, "memory": 6, "evaluate": 6, "predict": 6, "export": 6, "doctor": 6,
+    "compare": 5,                       # run folders side by side (also its own entry point)
+    "sweeper": 6,                       # the Optuna sweeper Hydra runs; it writes the comparison
+    "train": 7, "memory": 7, "evaluate": 7, "predict": 7, "export": 7, "doctor": 7,
 }
 
 
