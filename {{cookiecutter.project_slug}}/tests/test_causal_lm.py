@@ -15,7 +15,7 @@ from {{ cookiecutter.package_name }}.data.text import SAMPLE_CORPUS, TextDataMod
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models import footprint
 from {{ cookiecutter.package_name }}.models.hf_loader import bnb_config, load_causal_lm, may_offload, resolve_device_map
-from {{ cookiecutter.package_name }}.runtime import DTYPES, hardware_fallback
+from {{ cookiecutter.package_name }}.runtime import DTYPES, FROZEN_FROM_FILES, hardware_fallback
 
 from conftest import compose_config, run_module
 
@@ -99,6 +99,7 @@ def test_qlora_lowers_the_loss(tiny_dir: Path) -> None:
                            lora={"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]})
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert trainable and all("lora_" in name for name, p in model.named_parameters() if p.requires_grad)
+    assert getattr(model, FROZEN_FROM_FILES)  # DDP leaves the frozen 4-bit base out of its broadcast
     optimizer = torch.optim.AdamW(trainable, lr=2e-2)
     device = trainable[0].device
     batch = tokens(tiny_dir).to(device)

@@ -142,9 +142,9 @@ def test_backend_for_ranks_that_share_a_gpu(processes: str, gpus: int, launcher:
 
 
 class TinyLora(torch.nn.Module):
-    """A frozen "base" and a trainable "adapter", marked as a LoRA model the way peft's models are."""
+    """A frozen "base" and a trainable "adapter", marked as the loader marks an adapter model."""
 
-    peft_config: dict = {}
+    frozen_from_files = True
 
     def __init__(self) -> None:
         super().__init__()

@@ -32,7 +32,7 @@ from {{ cookiecutter.package_name }}.errors import UserError
 log = logging.getLogger(__name__)
 
 OPTIONS = ("output",)
-SKIP_DIRS = {".hydra", ".submitit", "checkpoints", "plots", "tables", "wandb", "random_init", "predictions",
+SKIP_DIRS = {".hydra", ".submitit", "checkpoints", "plots", "tables", "random_init", "predictions",
              "evaluations", "exports"}
 STATUSES = {"completed", "interrupted", "failed"}
 

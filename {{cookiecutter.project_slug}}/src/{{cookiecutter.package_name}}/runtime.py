@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from torch import nn
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+# An attribute set to True on a model whose frozen parameters every rank loaded from the same files (an
+# adapter model's base): DDP leaves them out of its broadcast at wrap time (training/distributed.py).
+FROZEN_FROM_FILES = "frozen_from_files"
 
 
 def __getattr__(name: str) -> Any:

@@ -64,8 +64,11 @@ def register(argv: Sequence[str]) -> None:
     """
     import importlib.util
 
-    if any("sweeper" in arg or "hparams_search" in arg for arg in argv) and \
-            importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper.optuna_sweeper") is not None:
+    try:  # find_spec of a submodule imports its parents, which raises when they are missing
+        clashing = importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
+    except ModuleNotFoundError:
+        clashing = False
+    if clashing and any("sweeper" in arg or "hparams_search" in arg for arg in argv):
         raise SweepFailed("hydra-optuna-sweeper is installed and clashes with this project's own Optuna sweeper: "
                           "pip uninstall hydra-optuna-sweeper (this project needs optuna>=4).")
     from hydra_plugins.{{ cookiecutter.package_name }}_optuna.optuna_sweeper import OptunaSweeper

@@ -21,6 +21,7 @@ from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models import footprint
 from {{ cookiecutter.package_name }}.runtime import (
     DTYPES,
+    FROZEN_FROM_FILES,
     choose_device,
     is_main_process,
     launched_distributed,
@@ -324,6 +325,7 @@ def add_lora(model: nn.Module, lora: dict[str, Any], quantized: bool, gradient_c
         raise UserError(f"LoRA could not be attached ({str(error).splitlines()[0]}): set model.lora.target_modules "
                         "to Linear layer names of this model, e.g. [q_proj, v_proj].") from None
     keep_trainable_state_only(model)
+    setattr(model, FROZEN_FROM_FILES, True)  # every rank loads the same base: DDP need not broadcast it
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     log.info("LoRA: %d of %d parameters train (%.2f%%).", trainable, total, 100 * trainable / max(1, total))

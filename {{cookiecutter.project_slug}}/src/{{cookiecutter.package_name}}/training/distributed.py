@@ -144,7 +144,7 @@ def wrap(model: torch.nn.Module, device: torch.device, find_unused_parameters: b
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    if hasattr(runtime.unwrap(model), "peft_config"):
+    if getattr(runtime.unwrap(model), runtime.FROZEN_FROM_FILES, False):
         frozen = [name for name, parameter in model.named_parameters() if not parameter.requires_grad]
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, frozen)
     device_ids = [device.index] if device.type == "cuda" else None
