@@ -81,6 +81,7 @@ BOTH_CASES = [
     Case("train", ("experiment=tiny_lm", "model=vit", HYDRA), "model=vit is for image classification"),
     Case("train", ("model=causal_lm", "data=text", HYDRA), "task=classification is for image classification"),
     Case("memory", ("data=digits", HYDRA), "data=digits is for image classification"),
+    Case("evaluate", ("run={run}", "data=text"), "data=text is for a language model", heavy=True),
     *TRAIN_TYPOS[:4],
     *RUN_FOLDER_TYPOS[:2],
 ]

@@ -16,9 +16,10 @@ LAYERS = {
     "runtime": 1, "utils": 1,           # run-time facts and small helpers
     "config_source": 1,                 # where the configs are (checkout or installed package)
     "data": 2, "tracking": 2,
+    "config_checks": 2,                 # checks of a composed config (no torch), read by entry points and run folders
     "models": 3, "tasks": 3,
     "training": 4,
-    "config_checks": 5, "resolvers": 5,  # configuration, read by the entry points
+    "resolvers": 5,                     # configuration, read by the entry points
     "run_folder": 5, "inference": 5,    # a trained run's config and weights; predicting and exporting
     "compare": 5,                       # run folders side by side (also its own entry point)
     "sweeper": 6,                       # the Optuna sweeper Hydra runs; it writes the comparison

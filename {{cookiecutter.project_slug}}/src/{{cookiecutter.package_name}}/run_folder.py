@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from {{ cookiecutter.package_name }} import config_source, runtime
+from {{ cookiecutter.package_name }}.config_checks import check_fit
 from {{ cookiecutter.package_name }}.errors import UserError, closest, unknown_key
 from {{ cookiecutter.package_name }}.training.checkpoint import load_checkpoint
 
@@ -125,20 +126,32 @@ def load_config(folder: Path, overrides: list[str]) -> DictConfig:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as error:
         raise UserError(f"{' '.join(overrides)}: {str(error).splitlines()[0]}") from None
+    choices = saved_choices(folder)
     for override in parsed:
         key, value = override.key_or_group, override.value()
         current = OmegaConf.select(config, key, default=_ABSENT)
         is_node = isinstance(current, DictConfig) or current is _ABSENT
         if "." not in key and isinstance(value, str) and is_node and _apply_group(config, key, value):
+            choices[key] = value
             continue
         if current is _ABSENT and not override.is_add():
             raise unknown_key(key, config_source.nearest_keys(config, key), "a key of this run's config",
                               f"A new key needs a +: +{key}=...")
         with open_dict(config):
             OmegaConf.update(config, key, value, force_add=True)
+    check_fit(config, choices)  # e.g. data=text on an image classifier's run: one line, before anything is built
     with open_dict(config):
         config.paths.output_dir = str(folder)
     return config
+
+
+def saved_choices(folder: Path) -> dict[str, str]:
+    """The option the run picked in each config group (``.hydra/hydra.yaml``), for messages; empty if unknown."""
+    try:
+        saved = OmegaConf.load(folder / ".hydra" / "hydra.yaml")
+        return {str(key): str(value) for key, value in saved.hydra.runtime.choices.items() if value is not None}
+    except (OSError, AttributeError, KeyError, ValueError):
+        return {}
 
 
 def load_weights(model: nn.Module, checkpoint: Path) -> dict[str, Any]:
