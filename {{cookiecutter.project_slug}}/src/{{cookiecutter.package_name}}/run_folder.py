@@ -179,11 +179,20 @@ def quantization_of(config: DictConfig) -> str:
 def lora_trained(config: DictConfig) -> bool | None:
     """Whether the run's causal LM has LoRA adapters (``model.lora.enabled``, null: when quantized); None for
     a model without LoRA options."""
-    lora = (config.get("model") or {}).get("lora")
+    model = config.get("model") or {}
+    lora = model.get("lora")
     if lora is None:
         return None
     enabled = lora.get("enabled")
-    return quantization_of(config) in QUANTIZED if enabled is None else bool(enabled)
+    if enabled is None:  # QLoRA for quantized pretrained weights; a random init trains in full
+        return quantization_of(config) in QUANTIZED and not from_random_init(config)
+    return bool(enabled)
+
+
+def from_random_init(config: DictConfig) -> bool:
+    """Whether the run's causal LM started from random weights (``model.name_or_path: null``)."""
+    model = config.get("model") or {}
+    return "name_or_path" in model and not model.get("name_or_path")
 
 
 def inference_options(saved: DictConfig, config: DictConfig) -> dict[str, Any]:
@@ -193,6 +202,8 @@ def inference_options(saved: DictConfig, config: DictConfig) -> dict[str, Any]:
     trained_lora, quantization = lora_trained(saved), quantization_of(config)
     if trained_lora is None or quantization not in QUANTIZED:
         return {}
+    if not trained_lora and from_random_init(saved) and quantization == quantization_of(saved):
+        return {"quantization": None}  # the run's quantization was not applied to its random init
     if not trained_lora:
         raise UserError(f"quantization={quantization} loads a base for LoRA adapters, but this run fine-tuned the "
                         f"whole model: leave out quantization={quantization}, or export the run and load the export "
