@@ -167,7 +167,7 @@ def train(cfg: DictConfig) -> float | None:
         close_run(output_dir, record, status, loggers, exit_code)  # before a requeue ends this job
         closed = True
         preemption.after_stop(stop.signum)  # under submitit: requeue, or wait for SLURM's, or fail
-        if in_multirun():  # a sweep's trial in this process: a partial result is no result; the sweep stops
+        if in_multirun() and not preemption.under_submitit():  # a trial in this process: no partial result
             raise
     finally:
         if not closed:
