@@ -22,7 +22,7 @@ LOCK_PYTHON := 3.10
 TORCH_BUILD := torch|torchvision|triton|nvidia-[^=]*|cuda-[^=]*
 LATEST_VENV ?= .venv-latest
 
-.PHONY: setup test test-fast test-slurm test-latest lock demo lint bench clean
+.PHONY: setup test test-fast test-slurm test-latest lock demo lint format bench clean
 
 # The PyTorch build first, then the lock, constrained to that build: pip fails rather than swap it.
 define install
@@ -74,8 +74,12 @@ lock: $(BIN)/uv  ## regenerate requirements-dev.lock from requirements-dev.txt
 $(BIN)/uv:  # uv comes with the lock; an existing venv is used as it is
 	$(MAKE) setup
 
-lint: setup
+lint: setup  ## ruff on the template's own code; the rendered code must be ruff format-clean
 	$(BIN)/ruff check hooks tests benchmarks
+	$(BIN)/python tests/format_template.py --check
+
+format: setup  ## ruff format the rendered Python files (through a render: they hold Jinja names)
+	$(BIN)/python tests/format_template.py
 
 demo: setup  ## render the default project into .demo/ and train it offline
 	rm -rf $(DEMO_DIR)

@@ -77,9 +77,10 @@ def test_yaml_and_toml_parse(case: tuple[str, Path]) -> None:
 
 def test_ruff_is_clean(case: tuple[str, Path]) -> None:
     _, project = case
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=project,
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    for command in (["check"], ["format", "--check"]):
+        result = subprocess.run([sys.executable, "-m", "ruff", *command, "--no-cache", "."], cwd=project,
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.slow

@@ -10,7 +10,14 @@ from setuptools import find_namespace_packages, find_packages, setup
 PACKAGE = "{{ cookiecutter.package_name }}"
 
 setup(
-    packages=[*find_packages("src"), *find_namespace_packages("src", include=["hydra_plugins.*"]), f"{PACKAGE}.configs"],
+    packages=[
+        *find_packages("src"),
+        *find_namespace_packages("src", include=["hydra_plugins.*"]),
+        f"{PACKAGE}.configs",
+    ],
     package_dir={"": "src", f"{PACKAGE}.configs": "configs"},
-    package_data={PACKAGE: ["data/*.txt", "inference/*.md", "comparison.html"], f"{PACKAGE}.configs": ["*.yaml", "**/*.yaml"]},
+    package_data={
+        PACKAGE: ["data/*.txt", "inference/*.md", "comparison.html"],
+        f"{PACKAGE}.configs": ["*.yaml", "**/*.yaml"],
+    },
 )

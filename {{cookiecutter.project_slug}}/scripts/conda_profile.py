@@ -59,13 +59,19 @@ HOOK_FILE = "conda-hook.ps1"  # beside the profile that loads it
 HOOK_FILE_MARK = "# conda hook for PowerShell, written by scripts\\setup.ps1 (setup.ps1 -UndoProfile removes it)"
 # The one line a profile gets: ASCII whatever the paths are ($PSScriptRoot is the profile's own folder).
 HOOK_FILE_LINE = (
-    'if (Test-Path -LiteralPath "$PSScriptRoot\\' + HOOK_FILE + '") { . "$PSScriptRoot\\' + HOOK_FILE + '" }  '
+    'if (Test-Path -LiteralPath "$PSScriptRoot\\'
+    + HOOK_FILE
+    + '") { . "$PSScriptRoot\\'
+    + HOOK_FILE
+    + '" }  '
     + LOADER_MARK
 )
 # A loader line for a non-ASCII -ProfilePath in a file without a BOM: the path base64-encoded, so the line is ASCII.
 ENCODED_PATH = re.compile(r"FromBase64String\('([A-Za-z0-9+/=]*)'\)")
 # What the old setup.ps1 appended: its hook line as it wrote it.
-OLD_HOOK_LINE = re.compile(rb'^& "[^"\r\n]+" shell\.powershell hook \| Out-String \| Invoke-Expression[ \t]*(?:\r\n|\n|\r)?$')
+OLD_HOOK_LINE = re.compile(
+    rb'^& "[^"\r\n]+" shell\.powershell hook \| Out-String \| Invoke-Expression[ \t]*(?:\r\n|\n|\r)?$'
+)
 
 # PowerShell ends a single-quoted string at any of these; inside one, each is escaped by doubling it.
 SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
@@ -392,7 +398,9 @@ def hook_file_text(condas: list[str]) -> str:
     for number, conda in enumerate(condas):
         quoted = ps_quote(conda)
         lines.append(("if" if number == 0 else "} elseif") + " (Test-Path -LiteralPath " + quoted + ") {")
-        lines.append("    & " + quoted + " shell.powershell hook | Out-String | " + WHERE_NOT_EMPTY + " | Invoke-Expression")
+        lines.append(
+            "    & " + quoted + " shell.powershell hook | Out-String | " + WHERE_NOT_EMPTY + " | Invoke-Expression"
+        )
     lines.append("}")
     return "\r\n".join(lines) + "\r\n"
 
@@ -406,9 +414,11 @@ def loader_line(path: Path, ascii_only: bool) -> str:
         # No format string here: the template engine would read doubled braces as its own.
         return "if (Test-Path -LiteralPath " + quoted + ") { . " + quoted + " }  " + LOADER_MARK
     encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
-    return ("$condaHookProfile = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String('" + encoded + "')); "
-            "if (Test-Path -LiteralPath $condaHookProfile) { . $condaHookProfile }; "
-            "Remove-Variable condaHookProfile  " + LOADER_MARK)
+    return (
+        "$condaHookProfile = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String('" + encoded + "')); "
+        "if (Test-Path -LiteralPath $condaHookProfile) { . $condaHookProfile }; "
+        "Remove-Variable condaHookProfile  " + LOADER_MARK
+    )
 
 
 def is_hook_file(profile: ProfileText) -> bool:
@@ -444,8 +454,13 @@ def add_hook(documents: Path, editions: list[str], conda: str, profile_path: Pat
             loaded = profiles.loaded()
         for profile in loaded:
             for gone in dead_hooks(profile.text):
-                log.info("%s: %s runs %s, which does not exist on this PC; delete that line, unless your Documents "
-                         "folder is synced (OneDrive) and it is another PC's conda", name, profile.path, gone)
+                log.info(
+                    "%s: %s runs %s, which does not exist on this PC; delete that line, unless your Documents "
+                    "folder is synced (OneDrive) and it is another PC's conda",
+                    name,
+                    profile.path,
+                    gone,
+                )
         holder = next((profile.path for profile in loaded if has_hook(profile.text)), None)
         if holder is not None:
             log.info("%s: the conda hook is already loaded from %s", name, holder)
@@ -477,14 +492,17 @@ def repair(loaded: list[ProfileText], editor: Editor) -> bool:
             if profile.bom or view.isascii():
                 return view
             lines = lines_of(view)
-            kept = [line for line in lines if not (OLD_HOOK_LINE.match(line.encode("latin-1"))
-                                                  and not line.isascii())]
+            kept = [line for line in lines if not (OLD_HOOK_LINE.match(line.encode("latin-1")) and not line.isascii())]
             return "".join(kept)
 
         if fixed(searched.view()) == searched.view():
             continue
-        editor.edit(searched, fixed, f"repair {searched.path}",
-                    f"repaired {searched.path} (lines glued together, or a hook line one PowerShell edition misreads)")
+        editor.edit(
+            searched,
+            fixed,
+            f"repair {searched.path}",
+            f"repaired {searched.path} (lines glued together, or a hook line one PowerShell edition misreads)",
+        )
         changed = True
     return changed
 
@@ -513,8 +531,9 @@ def remove_hook(documents: Path, editions: list[str], profile_path: Path | None,
     for path in paths:
         profile = editor.read(path, strict=False)
         if profile.exists and without_additions(profile.view()) != profile.view():
-            editor.edit(profile, without_additions, f"remove the conda hook from {path}",
-                        f"removed the conda hook from {path}")
+            editor.edit(
+                profile, without_additions, f"remove the conda hook from {path}", f"removed the conda hook from {path}"
+            )
         hook_file = path.parent / HOOK_FILE
         if is_hook_file(editor.read(hook_file, strict=False)):
             editor.delete(hook_file)

@@ -20,8 +20,9 @@ CONFIG_DIR = PROJECT_ROOT / "configs"
 PACKAGE = "{{ cookiecutter.package_name }}"
 
 
-def compose_config(overrides: list[str] | None = None, output_dir: Path | None = None,
-                   config_name: str = "train") -> DictConfig:
+def compose_config(
+    overrides: list[str] | None = None, output_dir: Path | None = None, config_name: str = "train"
+) -> DictConfig:
     """Compose a config as the entry point would, with a resolvable ``paths.output_dir``."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -37,16 +38,27 @@ def compose_config(overrides: list[str] | None = None, output_dir: Path | None =
 def offline_env() -> dict[str, str]:
     """The environment for subprocess runs: offline, no W&B key, the package importable."""
     env = {key: value for key, value in os.environ.items() if key != "WANDB_API_KEY"}
-    env.update(WANDB_MODE="offline", HF_HUB_OFFLINE="1", WANDB_SILENT="true",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT / "src"), env.get("PYTHONPATH")])))
+    env.update(
+        WANDB_MODE="offline",
+        HF_HUB_OFFLINE="1",
+        WANDB_SILENT="true",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT / "src"), env.get("PYTHONPATH")])),
+    )
     return env
 
 
-def run_module(module: str, *overrides: str, env: dict[str, str] | None = None,
-               timeout: float = 600) -> subprocess.CompletedProcess:
+def run_module(
+    module: str, *overrides: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run ``python -m <package>.<module> overrides...`` from the project root."""
-    return subprocess.run([sys.executable, "-m", f"{PACKAGE}.{module}", *overrides], cwd=PROJECT_ROOT,
-                          env=env or offline_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", f"{PACKAGE}.{module}", *overrides],
+        cwd=PROJECT_ROOT,
+        env=env or offline_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -29,9 +29,17 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny_llama")
     tokenizer = train_tokenizer(read_documents(SAMPLE_CORPUS), vocab_size=320)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -69,15 +77,20 @@ def test_quantized_loader_uses_bitsandbytes_layers(tiny_dir: Path, quantization:
     assert model.model.embed_tokens.weight.dtype == torch.bfloat16
     assert not isinstance(model.lm_head, getattr(bnb.nn, layer))
     device = model.model.embed_tokens.weight.device  # the trainer's device: this rank's GPU, else the CPU
-    direct = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.bfloat16, device_map={"": str(device)},
-                                                  quantization_config=bnb_config(QUANT[quantization], "bf16"))
+    direct = AutoModelForCausalLM.from_pretrained(
+        tiny_dir,
+        dtype=torch.bfloat16,
+        device_map={"": str(device)},
+        quantization_config=bnb_config(QUANT[quantization], "bf16"),
+    )
     with torch.no_grad():
         assert torch.equal(model(tokens(tiny_dir).to(device)).logits, direct(tokens(tiny_dir).to(device)).logits)
 
 
 def test_training_loads_frozen_weights_in_the_usable_precision(tiny_dir: Path) -> None:
-    lora = load_causal_lm(name_or_path=str(tiny_dir), dtype="fp16", report=False,
-                          lora={"enabled": True, "target_modules": ["q_proj"]})
+    lora = load_causal_lm(
+        name_or_path=str(tiny_dir), dtype="fp16", report=False, lora={"enabled": True, "target_modules": ["q_proj"]}
+    )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     expected = DTYPES[(hardware_fallback("fp16", device) or ("fp16", ""))[0]]  # e.g. fp16 on a CPU becomes bf16
     assert {p.dtype for p in lora.parameters() if not p.requires_grad} == {expected}
@@ -95,8 +108,13 @@ def test_4bit_config_is_nf4_double_quant_in_the_precision_dtype() -> None:
 
 def test_qlora_lowers_the_loss(tiny_dir: Path) -> None:
     torch.manual_seed(0)
-    model = load_causal_lm(name_or_path=str(tiny_dir), dtype="bf16", quantization=QUANT["4bit"], report=False,
-                           lora={"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]})
+    model = load_causal_lm(
+        name_or_path=str(tiny_dir),
+        dtype="bf16",
+        quantization=QUANT["4bit"],
+        report=False,
+        lora={"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+    )
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert trainable and all("lora_" in name for name, p in model.named_parameters() if p.requires_grad)
     assert getattr(model, FROZEN_FROM_FILES)  # DDP leaves the frozen 4-bit base out of its broadcast
@@ -115,9 +133,10 @@ def test_qlora_lowers_the_loss(tiny_dir: Path) -> None:
     assert set(model.state_dict()) == {name for name, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize(("dtype", "quantization", "mode"),
-                         [("fp32", "none", "fp32"), ("bf16", "none", "bf16"), ("bf16", "8bit", "8bit"),
-                          ("bf16", "4bit", "4bit")])
+@pytest.mark.parametrize(
+    ("dtype", "quantization", "mode"),
+    [("fp32", "none", "fp32"), ("bf16", "none", "bf16"), ("bf16", "8bit", "8bit"), ("bf16", "4bit", "4bit")],
+)
 def test_estimates_within_10_percent_of_measured(tiny_dir: Path, dtype: str, quantization: str, mode: str) -> None:
     report = footprint.build_report(load(tiny_dir, dtype, quantization), "tiny", dtype, quantization)
     measured, estimated = report["loaded"]["bytes"], report["estimated_bytes"][mode]
@@ -169,8 +188,9 @@ def test_device_map_follows_the_trainer_device(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("LOCAL_RANK", "2")
     assert resolve_device_map(None, quantized=True, device="auto") == {"": "cuda:2"}
     assert resolve_device_map(None, quantized=True, device="cuda") == {"": "cuda:2"}
-    cfg = compose_config(["task=causal_lm", "data=text", "model=causal_lm", "trainer.device=cuda:1"],
-                         output_dir=tmp_path)
+    cfg = compose_config(
+        ["task=causal_lm", "data=text", "model=causal_lm", "trainer.device=cuda:1"], output_dir=tmp_path
+    )
     assert cfg.model.device == "cuda:1"
 
 
@@ -195,8 +215,14 @@ def test_offload_keeps_offloaded_modules_unquantized() -> None:
 def test_gradient_checkpointing_is_on_and_non_reentrant(tiny_dir: Path, quantization: str) -> None:
     """Full fine-tuning used to ignore model.gradient_checkpointing; QLoRA used reentrant checkpointing."""
     lora = {"enabled": quantization != "none", "target_modules": ["q_proj"]}
-    model = load_causal_lm(name_or_path=str(tiny_dir), dtype="bf16", quantization=QUANT[quantization],
-                           report=False, lora=lora, gradient_checkpointing=True)
+    model = load_causal_lm(
+        name_or_path=str(tiny_dir),
+        dtype="bf16",
+        quantization=QUANT[quantization],
+        report=False,
+        lora=lora,
+        gradient_checkpointing=True,
+    )
     layers = [module for module in model.modules() if type(module).__name__ == "LlamaDecoderLayer"]
     assert layers and all(layer.gradient_checkpointing for layer in layers)
     assert all(layer._gradient_checkpointing_func.keywords == {"use_reentrant": False} for layer in layers)
@@ -210,8 +236,14 @@ def test_gradient_checkpointing_is_on_and_non_reentrant(tiny_dir: Path, quantiza
 def test_4bit_with_cpu_offload_loads_on_a_gpu(tiny_dir: Path) -> None:
     import bitsandbytes as bnb
 
-    device_map = {"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": "cpu", "model.norm": 0,
-                  "model.rotary_emb": 0, "lm_head": 0}
+    device_map = {
+        "model.embed_tokens": 0,
+        "model.layers.0": 0,
+        "model.layers.1": "cpu",
+        "model.norm": 0,
+        "model.rotary_emb": 0,
+        "lm_head": 0,
+    }
     model = load(tiny_dir, "bf16", "4bit", device_map=device_map)
     assert isinstance(model.model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
     assert not isinstance(model.model.layers[1].self_attn.q_proj, bnb.nn.Linear4bit)  # offloaded: unquantized
@@ -222,9 +254,20 @@ def test_4bit_with_cpu_offload_loads_on_a_gpu(tiny_dir: Path) -> None:
 @pytest.mark.gpu
 def test_qlora_run_resumes_on_the_gpu(tiny_dir: Path, tmp_path: Path) -> None:
     """A 4-bit LoRA run on the GPU, stopped after one epoch, resumed from its last.pt (CPU-mapped) for a second."""
-    common = [f"model.name_or_path={tiny_dir}", "quantization=4bit", "precision=bf16", "trainer.device=cuda",
-              "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.batch_size=4", "logger=csv",
-              "task=causal_lm", "data=text", "model=causal_lm", f"hydra.run.dir={tmp_path}"]
+    common = [
+        f"model.name_or_path={tiny_dir}",
+        "quantization=4bit",
+        "precision=bf16",
+        "trainer.device=cuda",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "data.batch_size=4",
+        "logger=csv",
+        "task=causal_lm",
+        "data=text",
+        "model=causal_lm",
+        f"hydra.run.dir={tmp_path}",
+    ]
     first = run_module("train", "trainer.max_epochs=1", *common)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "Training on cuda:0" in first.stderr
@@ -246,8 +289,11 @@ def test_offloaded_weights_are_not_counted(tiny_dir: Path) -> None:
 def test_memory_app_writes_memory_json(tiny_dir: Path, tmp_path: Path) -> None:
     from {{ cookiecutter.package_name }}.memory import memory_report
 
-    cfg = compose_config([f"model.name_or_path={tiny_dir}", "quantization=8bit", "precision=bf16"],
-                         output_dir=tmp_path, config_name="memory")
+    cfg = compose_config(
+        [f"model.name_or_path={tiny_dir}", "quantization=8bit", "precision=bf16"],
+        output_dir=tmp_path,
+        config_name="memory",
+    )
     memory_report(cfg)
     report = json.loads((tmp_path / "memory.json").read_text())
     assert set(report) >= {"model", "parameters", "estimated_bytes", "loaded"}
@@ -273,13 +319,24 @@ def bad_inputs(tiny_dir: Path, tmp_path: Path) -> dict:
         "folder without a model": (lambda: resolve_source(str(tmp_path)), "config.json"),
         "missing data file": (lambda: TextDataModule(path=str(tmp_path / "none.txt")).setup(), "no such file"),
         "unknown quantization": (lambda: bnb_config({"name": "3bit"}, "bf16"), "quantization"),
-        "quantized without LoRA": (lambda: load_causal_lm(name_or_path=str(tiny_dir), quantization=QUANT["4bit"],
-                                                          lora={"enabled": False}), "LoRA"),
+        "quantized without LoRA": (
+            lambda: load_causal_lm(name_or_path=str(tiny_dir), quantization=QUANT["4bit"], lora={"enabled": False}),
+            "LoRA",
+        ),
     }
 
 
-@pytest.mark.parametrize("case", ["hub id offline", "missing local path", "folder without a model",
-                                  "missing data file", "unknown quantization", "quantized without LoRA"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "hub id offline",
+        "missing local path",
+        "folder without a model",
+        "missing data file",
+        "unknown quantization",
+        "quantized without LoRA",
+    ],
+)
 def test_bad_input_gets_one_line(tiny_dir: Path, tmp_path: Path, case: str) -> None:
     action, words = bad_inputs(tiny_dir, tmp_path)[case]
     with pytest.raises(UserError) as error:
@@ -312,9 +369,21 @@ def test_qlora_training_from_the_command_line(tiny_dir: Path, tmp_path: Path) ->
     from peft import AutoPeftModelForCausalLM
 
     run_dir = tmp_path / "run"
-    result = run_module("train", f"model.name_or_path={tiny_dir}", "quantization=4bit", "precision=bf16",
-                        "trainer.max_steps=2", "trainer.limit_val_batches=1", "task.new_tokens=4", "data.batch_size=4",
-                        "logger=csv", "task=causal_lm", "data=text", "model=causal_lm", f"hydra.run.dir={run_dir}")
+    result = run_module(
+        "train",
+        f"model.name_or_path={tiny_dir}",
+        "quantization=4bit",
+        "precision=bf16",
+        "trainer.max_steps=2",
+        "trainer.limit_val_batches=1",
+        "task.new_tokens=4",
+        "data.batch_size=4",
+        "logger=csv",
+        "task=causal_lm",
+        "data=text",
+        "model=causal_lm",
+        f"hydra.run.dir={run_dir}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Memory of" in result.stderr and "LoRA:" in result.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -329,27 +398,48 @@ def test_qlora_training_from_the_command_line(tiny_dir: Path, tmp_path: Path) ->
 
 
 def test_bad_model_path_fails_in_one_line_from_the_command_line(tmp_path: Path) -> None:
-    result = run_module("train", "model.name_or_path=./no/such/model", "task=causal_lm", "data=text",
-                        "model=causal_lm", f"hydra.run.dir={tmp_path}")
+    result = run_module(
+        "train",
+        "model.name_or_path=./no/such/model",
+        "task=causal_lm",
+        "data=text",
+        "model=causal_lm",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "no such folder" in result.stderr
 
 
-RANDOM_TINY = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
-               "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64, "vocab_size": 300}
+RANDOM_TINY = {
+    "model_type": "llama",
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
+    "vocab_size": 300,
+}
 
 
 @pytest.mark.parametrize("lora", [None, True], ids=["lora-unset", "lora-asked"])
-def test_a_random_init_trains_in_full_unless_lora_is_asked(lora: bool | None, tmp_path: Path,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_a_random_init_trains_in_full_unless_lora_is_asked(
+    lora: bool | None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Frozen random 4-bit weights learn little through adapters: unasked, a random init loads unquantized and
     trains every weight; asked, it keeps QLoRA. Each way says so in one warning, and the saved init is marked."""
     from {{ cookiecutter.package_name }}.models.hf_loader import RANDOM_INIT_NOTE, is_random_init
 
     with caplog.at_level("WARNING"):
-        model = load_causal_lm(name_or_path=None, config=RANDOM_TINY, quantization=QUANT["4bit"], dtype="bf16",
-                               init_dir=str(tmp_path / "random_init"), report=False,
-                               lora={"enabled": lora, "target_modules": ["q_proj"]})
+        model = load_causal_lm(
+            name_or_path=None,
+            config=RANDOM_TINY,
+            quantization=QUANT["4bit"],
+            dtype="bf16",
+            init_dir=str(tmp_path / "random_init"),
+            report=False,
+            lora={"enabled": lora, "target_modules": ["q_proj"]},
+        )
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     quantized = [name for name, module in model.named_modules() if "4bit" in type(module).__name__]
@@ -369,6 +459,7 @@ def test_the_kernels_community_notice_is_one_info_line(caplog: pytest.LogCapture
 
     with caplog.at_level("INFO"):
         logging.getLogger("bitsandbytes.backends.cpu.ops").warning(
-            "Failed to load CPU gemm_4bit_forward from kernels-community: %s.", "not available in the local cache")
+            "Failed to load CPU gemm_4bit_forward from kernels-community: %s.", "not available in the local cache"
+        )
     assert [record.levelname for record in caplog.records] == ["INFO"]
     assert "Results are the same" in caplog.records[0].getMessage()

@@ -26,12 +26,25 @@ from {{ cookiecutter.package_name }}.tasks.causal_lm import token_loss
 from conftest import run_module
 
 # A template in the style of Llama 3, without generation markers: labels must come from rendered prefixes.
-HEADER_TEMPLATE = ("{" + "% for m in messages %" + "}<|start_header_id|>{" + "{ m['role'] }" + "}<|end_header_id|>\n\n"
-                   "{" + "{ m['content'] }" + "}<|eot_id|>{" + "% endfor %" + "}{" + "% if add_generation_prompt %"
-                   + "}<|start_header_id|>assistant<|end_header_id|>\n\n{" + "% endif %" + "}")
-TALK = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the opposite of hot?"},
-        {"role": "assistant", "content": "The opposite of hot is cold."},
-        {"role": "user", "content": "And the plural of cat?"}, {"role": "assistant", "content": "The plural of cat is cats."}]
+HEADER_TEMPLATE = (
+    "{" + "% for m in messages %" + "}<|start_header_id|>{" + "{ m['role'] }" + "}<|end_header_id|>\n\n"
+    "{"
+    + "{ m['content'] }"
+    + "}<|eot_id|>{"
+    + "% endfor %"
+    + "}{"
+    + "% if add_generation_prompt %"
+    + "}<|start_header_id|>assistant<|end_header_id|>\n\n{"
+    + "% endif %"
+    + "}"
+)
+TALK = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "What is the opposite of hot?"},
+    {"role": "assistant", "content": "The opposite of hot is cold."},
+    {"role": "user", "content": "And the plural of cat?"},
+    {"role": "assistant", "content": "The plural of cat is cats."},
+]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -66,8 +79,10 @@ def labelled_spans(tokenizer, example: dict) -> list[str]:
 
 def test_every_assistant_turn_is_labelled_and_nothing_else(tokenizer) -> None:
     example = encode(tokenizer, TALK)
-    assert labelled_spans(tokenizer, example) == ["The opposite of hot is cold.<|im_end|>\n",
-                                                 "The plural of cat is cats.<|im_end|>\n"]
+    assert labelled_spans(tokenizer, example) == [
+        "The opposite of hot is cold.<|im_end|>\n",
+        "The plural of cat is cats.<|im_end|>\n",
+    ]
     everything = encode(tokenizer, TALK, train_on="all")
     assert everything["input_ids"] == example["input_ids"]
     assert sum(label != IGNORE for label in everything["labels"]) == len(example["input_ids"]) - 1
@@ -78,8 +93,10 @@ def test_labels_come_from_rendered_prefixes_with_any_template(tokenizer) -> None
     tokenizer.add_tokens(["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], special_tokens=True)
     tokenizer.chat_template = HEADER_TEMPLATE
     spans = labelled_spans(tokenizer, encode(tokenizer, TALK))
-    assert [span.replace(" ", "") for span in spans] == ["Theoppositeofhotiscold.<|eot_id|>",
-                                                         "Thepluralofcatiscats.<|eot_id|>"]
+    assert [span.replace(" ", "") for span in spans] == [
+        "Theoppositeofhotiscold.<|eot_id|>",
+        "Thepluralofcatiscats.<|eot_id|>",
+    ]
 
 
 def test_formats_and_file_types_give_the_same_examples(tmp_path: Path) -> None:
@@ -94,9 +111,14 @@ def test_formats_and_file_types_give_the_same_examples(tmp_path: Path) -> None:
 
     pd.DataFrame(pairs).to_parquet(tmp_path / "pairs.parquet")
     (tmp_path / "chat.json").write_text(json.dumps(rows), encoding="utf-8")
-    files = [write_jsonl(tmp_path / "chat.jsonl", rows), write_jsonl(tmp_path / "pairs.jsonl", pairs),
-             write_jsonl(tmp_path / "lists.jsonl", lists), tmp_path / "pairs.csv", tmp_path / "pairs.parquet",
-             tmp_path / "chat.json"]
+    files = [
+        write_jsonl(tmp_path / "chat.jsonl", rows),
+        write_jsonl(tmp_path / "pairs.jsonl", pairs),
+        write_jsonl(tmp_path / "lists.jsonl", lists),
+        tmp_path / "pairs.csv",
+        tmp_path / "pairs.parquet",
+        tmp_path / "chat.json",
+    ]
     results = []
     for file in files:
         data = ChatDataModule(path=str(file), tokenizer=None, vocab_size=300, seed=0)
@@ -120,9 +142,16 @@ def test_truncated_answers_are_dropped_and_counted(tmp_path: Path) -> None:
 def test_packed_batch_loss_equals_the_examples_own_losses(tokenizer, attention: str) -> None:
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         attn_implementation=attention)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        attn_implementation=attention,
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).eval()
     examples = [encode(tokenizer, row["messages"]) for row in rows_of_sample(4)]
@@ -135,8 +164,9 @@ def test_packed_batch_loss_equals_the_examples_own_losses(tokenizer, attention: 
             losses.append(float(token_loss(model, single)[0]))
             size = len(example["input_ids"])
             labels = torch.tensor(example["labels"][1:])
-            per_token = torch.nn.functional.cross_entropy(logits[offset:offset + size - 1], labels,
-                                                          ignore_index=IGNORE, reduction="sum")
+            per_token = torch.nn.functional.cross_entropy(
+                logits[offset : offset + size - 1], labels, ignore_index=IGNORE, reduction="sum"
+            )
             assert float(per_token) / int((labels != IGNORE).sum()) == pytest.approx(losses[-1], abs=1e-5)
             sums, counts, offset = sums + float(per_token), counts + int((labels != IGNORE).sum()), offset + size
         packed_loss = float(token_loss(model, packed)[0])
@@ -150,7 +180,7 @@ def test_length_grouping_pads_less_and_keeps_every_example() -> None:
     assert sorted(order) == list(range(400))
 
     def padding(order: list[int]) -> int:
-        batches = [[lengths[i] for i in order[start:start + 8]] for start in range(0, len(order), 8)]
+        batches = [[lengths[i] for i in order[start : start + 8]] for start in range(0, len(order), 8)]
         return sum(max(batch) * len(batch) - sum(batch) for batch in batches)
 
     assert padding(order) < padding(list(range(400))) / 4
@@ -184,8 +214,18 @@ def bad_file(tmp_path: Path, case: str) -> tuple[dict, str]:
     return {"dataset": "nobody/no-such-chat-data"}, "not in the local datasets cache and HF_HUB_OFFLINE=1"
 
 
-@pytest.mark.parametrize("case", ["missing column", "no final answer", "empty answer", "unknown role", "not utf-8",
-                                  "unknown extension", "hub id offline"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing column",
+        "no final answer",
+        "empty answer",
+        "unknown role",
+        "not utf-8",
+        "unknown extension",
+        "hub id offline",
+    ],
+)
 def test_bad_input_gets_one_line(tmp_path: Path, case: str) -> None:
     options, expected = bad_file(tmp_path, case)
     with pytest.raises(UserError) as error:
@@ -222,8 +262,10 @@ def test_sft_tiny_answers_held_out_prompts_in_the_trained_format(sft_run: Path) 
 
 @pytest.mark.slow
 def test_sft_tiny_predicts_exports_and_evaluates_like_the_run(sft_run: Path, tmp_path: Path) -> None:
-    prompts = write_jsonl(tmp_path / "ask.jsonl", [{"prompt": "What is the plural of fox?"},
-                                                   {"messages": [{"role": "user", "content": "What is 4 plus 3?"}]}])
+    prompts = write_jsonl(
+        tmp_path / "ask.jsonl",
+        [{"prompt": "What is the plural of fox?"}, {"messages": [{"role": "user", "content": "What is 4 plus 3?"}]}],
+    )
     result = run_module("predict", f"run={sft_run}", f"input={prompts}", f"output={tmp_path / 'predict'}")
     assert result.returncode == 0, result.stderr[-3000:]
     answers = [json.loads(line) for line in (tmp_path / "predict" / "generations.jsonl").read_text().splitlines()]

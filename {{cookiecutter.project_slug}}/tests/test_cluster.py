@@ -141,14 +141,28 @@ def clear_torch_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_slurm_two_nodes_of_four_tasks(monkeypatch: pytest.MonkeyPatch, gpus: int) -> None:
     """Task 5 of 2 nodes x 4 tasks, with a MASTER_PORT already set: ranks from SLURM, this rank's GPU."""
     clear_torch_env(monkeypatch)
-    for key, value in {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "8", "SLURM_STEP_NUM_TASKS": "8",
-                       "SLURM_STEP_TASKS_PER_NODE": "4(x2)", "SLURM_NODEID": "1", "SLURM_PROCID": "5",
-                       "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[07-08]", "MASTER_PORT": "29777"}.items():
+    for key, value in {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NTASKS": "8",
+        "SLURM_STEP_NUM_TASKS": "8",
+        "SLURM_STEP_TASKS_PER_NODE": "4(x2)",
+        "SLURM_NODEID": "1",
+        "SLURM_PROCID": "5",
+        "SLURM_LOCALID": "1",
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+        "MASTER_PORT": "29777",
+    }.items():
         monkeypatch.setenv(key, value)
     runtime.adopt_slurm_tasks()
     exported = {key: os.environ[key] for key in TORCH_ENV}
-    assert exported == {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4",
-                        "MASTER_ADDR": "gpu07", "MASTER_PORT": "29777"}
+    assert exported == {
+        "RANK": "5",
+        "WORLD_SIZE": "8",
+        "LOCAL_RANK": "1",
+        "LOCAL_WORLD_SIZE": "4",
+        "MASTER_ADDR": "gpu07",
+        "MASTER_PORT": "29777",
+    }
     assert runtime.launched_distributed() and resolvers.rank_suffix() == ".rank5"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
@@ -164,14 +178,27 @@ def test_srun_tasks_replace_a_stale_rank_and_torchrun_keeps_its_own(monkeypatch:
     monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
     monkeypatch.delenv("SLURM_STEP_NODELIST", raising=False)
-    for key, value in {"SLURM_JOB_ID": "31", "SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_TASKS_PER_NODE": "2",
-                       "SLURM_NODEID": "0", "SLURM_PROCID": "1", "SLURM_LOCALID": "1",
-                       "SLURM_JOB_NODELIST": "gpu-a[001,003-004]", "RANK": "0", "WORLD_SIZE": "1"}.items():
+    for key, value in {
+        "SLURM_JOB_ID": "31",
+        "SLURM_STEP_NUM_TASKS": "2",
+        "SLURM_STEP_TASKS_PER_NODE": "2",
+        "SLURM_NODEID": "0",
+        "SLURM_PROCID": "1",
+        "SLURM_LOCALID": "1",
+        "SLURM_JOB_NODELIST": "gpu-a[001,003-004]",
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+    }.items():
         monkeypatch.setenv(key, value)
     runtime.adopt_slurm_tasks()
     assert {key: os.environ[key] for key in TORCH_ENV} == {
-        "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "gpu-a001",
-        "MASTER_PORT": str(20000 + 31)}
+        "RANK": "1",
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "1",
+        "LOCAL_WORLD_SIZE": "2",
+        "MASTER_ADDR": "gpu-a001",
+        "MASTER_PORT": str(20000 + 31),
+    }
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")  # a single task: stale ranks are dropped
     monkeypatch.setenv("SLURM_PROCID", "0")
     monkeypatch.setenv("SLURM_STEP_ID", "0")
@@ -206,8 +233,11 @@ def test_sweeps_get_their_own_folder_and_study(tmp_path: Path) -> None:
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=["hparams_search=optuna", f"hydra.sweep.dir={tmp_path / 'lr-search'}"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=["hparams_search=optuna", f"hydra.sweep.dir={tmp_path / 'lr-search'}"],
+            return_hydra_config=True,
+        )
         default = compose("train", overrides=["hparams_search=optuna"], return_hydra_config=True)
     assert cfg.hydra.sweeper.study_name == f"{cfg.hydra.job.name}-lr-search"  # train-lr-search from the CLI
     assert cfg.hydra.sweeper.max_failure_rate == 1.0
@@ -267,8 +297,9 @@ def test_sigterm_in_a_submitit_job_waits_for_the_requeue_or_fails(monkeypatch: p
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="no SIGUSR2 on this platform")
-def test_preempted_without_the_requeue_signal_leaves_no_result(monkeypatch: pytest.MonkeyPatch,
-                                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_preempted_without_the_requeue_signal_leaves_no_result(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """SLURM preempted the job to requeue it but sent no USR2 (no send_user_signal): the task waits for SLURM
     to end it instead of failing; a requeue signal on a rank other than 0 ends that rank quietly."""
     monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
@@ -319,14 +350,28 @@ def test_a_stop_during_validation_saves_and_resumes_exactly(tmp_path: Path) -> N
         info = data.setup()
         task = ClassificationTask()
         task.bind(info)
-        trainer = Trainer(precision=Precision("fp32"), output_dir=folder, max_epochs=2, limit_train_batches=3,
-                          limit_val_batches=3, progress_bar=False, device="cpu")
+        trainer = Trainer(
+            precision=Precision("fp32"),
+            output_dir=folder,
+            max_epochs=2,
+            limit_train_batches=3,
+            limit_val_batches=3,
+            progress_bar=False,
+            device="cpu",
+        )
         if stop_epoch is not None:
             loader = data.loader
-            data.loader = lambda split: (StopDuringValidation(loader(split), trainer, stop_epoch)
-                                         if split == "val" else loader(split))
-        trainer.fit(MLP(info, hidden_dims=(32,), dropout=0.2), task, data,
-                    functools.partial(torch.optim.AdamW, lr=1e-2), functools.partial(cosine), resume=resume)
+            data.loader = lambda split: (
+                StopDuringValidation(loader(split), trainer, stop_epoch) if split == "val" else loader(split)
+            )
+        trainer.fit(
+            MLP(info, hidden_dims=(32,), dropout=0.2),
+            task,
+            data,
+            functools.partial(torch.optim.AdamW, lr=1e-2),
+            functools.partial(cosine),
+            resume=resume,
+        )
         return trainer
 
     reference = run(tmp_path / "reference")
@@ -381,9 +426,22 @@ dist.destroy_process_group()
 def test_ranks_restore_their_own_rng_and_agree_on_resume(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text(RANKS_PROBE, encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(probe), str(tmp_path)], cwd=PROJECT_ROOT, env=offline_env(), capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(probe),
+            str(tmp_path),
+        ],
+        cwd=PROJECT_ROOT,
+        env=offline_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert all(rank["restored"] for rank in ranks)
@@ -410,9 +468,18 @@ def test_a_failed_trial_does_not_end_the_sweep(tmp_path: Path) -> None:
     With the sampler's seed (42) the two trials draw val/missing, then val/loss.
     """
     sweep = tmp_path / "sweep"
-    result = run_module("train", "--config-dir", str(failing_search(tmp_path / "configs")),
-                        "hparams_search=failing", "hydra/launcher=local", "hydra.sweeper.n_trials=2",
-                        "task.mode=min", "logger=csv", "debug=fast", f"hydra.sweep.dir={sweep}")
+    result = run_module(
+        "train",
+        "--config-dir",
+        str(failing_search(tmp_path / "configs")),
+        "hparams_search=failing",
+        "hydra/launcher=local",
+        "hydra.sweeper.n_trials=2",
+        "task.mode=min",
+        "logger=csv",
+        "debug=fast",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     finished = [json.loads(path.read_text(encoding="utf-8")) for path in sweep.glob("*/summary.json")]
     failed = re.findall(r"Trial \d+ failed: UserError: monitored metric 'val/missing'", result.stdout + result.stderr)
@@ -427,8 +494,15 @@ def test_a_failed_trial_does_not_end_the_sweep(tmp_path: Path) -> None:
 @pytest.mark.gpu
 def test_cuda_fp16_run_resumes(tmp_path: Path) -> None:
     """One epoch in fp16 on the GPU, then resume=auto from its last.pt for a second epoch."""
-    common = ["logger=csv", "trainer.device=cuda", "precision=fp16", "trainer.limit_train_batches=3",
-              "trainer.limit_val_batches=1", "trainer.progress_bar=false", f"hydra.run.dir={tmp_path}"]
+    common = [
+        "logger=csv",
+        "trainer.device=cuda",
+        "precision=fp16",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "trainer.progress_bar=false",
+        f"hydra.run.dir={tmp_path}",
+    ]
     first = run_module("train", "trainer.max_epochs=1", *common)
     assert first.returncode == 0, first.stderr[-3000:]
     second = run_module("train", "trainer.max_epochs=2", *common)

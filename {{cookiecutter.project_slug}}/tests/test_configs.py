@@ -22,8 +22,19 @@ def group_options() -> list[tuple[str, str]]:
 
 def test_every_group_has_options() -> None:
     groups = {group for group, _ in group_options()}
-    assert {"task", "data", "model", "optimizer", "scheduler", "precision", "trainer", "logger",
-            "paths", "debug", "experiment"} <= groups
+    assert {
+        "task",
+        "data",
+        "model",
+        "optimizer",
+        "scheduler",
+        "precision",
+        "trainer",
+        "logger",
+        "paths",
+        "debug",
+        "experiment",
+    } <= groups
 
 
 @pytest.mark.parametrize(("group", "option"), group_options())

@@ -20,10 +20,14 @@ from {{ cookiecutter.package_name }}.training.state import TrainingState
 def training_state(scaler_enabled: bool = False) -> TrainingState:
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    return TrainingState(model=model, optimizer=optimizer,
-                         scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
-                         scaler=torch.amp.GradScaler("cpu", enabled=scaler_enabled),
-                         early_stopping=EarlyStopping("val/loss", "min"), loss_sum=torch.zeros(()))
+    return TrainingState(
+        model=model,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+        scaler=torch.amp.GradScaler("cpu", enabled=scaler_enabled),
+        early_stopping=EarlyStopping("val/loss", "min"),
+        loss_sum=torch.zeros(()),
+    )
 
 
 @pytest.fixture
@@ -49,8 +53,9 @@ def four_gpus(monkeypatch: pytest.MonkeyPatch) -> dict[int, torch.Tensor]:
     return restored
 
 
-def test_resume_with_fewer_gpus_than_the_checkpoint_has_rng_states(four_gpus: dict[int, torch.Tensor],
-                                                                   tmp_path: Path) -> None:
+def test_resume_with_fewer_gpus_than_the_checkpoint_has_rng_states(
+    four_gpus: dict[int, torch.Tensor], tmp_path: Path
+) -> None:
     """Saved on 8 GPUs (one state per GPU, as older checkpoints hold), resumed where 4 are visible."""
     state = training_state()
     path = tmp_path / "last.pt"
@@ -74,8 +79,9 @@ def test_resume_restores_this_gpus_rng_state(four_gpus: dict[int, torch.Tensor],
     assert list(four_gpus) == [2] and torch.equal(four_gpus[2], torch.full((16,), 7, dtype=torch.uint8))
 
 
-def test_an_old_checkpoint_without_this_gpus_rng_state_warns(four_gpus: dict[int, torch.Tensor],
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_an_old_checkpoint_without_this_gpus_rng_state_warns(
+    four_gpus: dict[int, torch.Tensor], caplog: pytest.LogCaptureFixture
+) -> None:
     checkpoint.set_cuda_rng_state([torch.zeros(16, dtype=torch.uint8)] * 2)  # saved where 2 GPUs were visible
     assert not four_gpus and "none for cuda:2" in caplog.text
 
@@ -108,22 +114,37 @@ def test_bf16_support_is_the_asked_gpus(monkeypatch: pytest.MonkeyPatch) -> None
     """cuda:0 a V100 (7.0), cuda:1 an A100 (8.0), the current device cuda:1: cuda:0 has no bf16."""
     capability = {0: (7, 0), 1: (8, 0)}
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "get_device_capability",
-                        lambda device=None: capability[1 if device is None else torch.device(device).index])
-    monkeypatch.setattr(torch.cuda, "get_device_properties",
-                        lambda device=None: type("Properties", (), {"major": capability[device][0]}))
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_device_capability",
+        lambda device=None: capability[1 if device is None else torch.device(device).index],
+    )
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_device_properties",
+        lambda device=None: type("Properties", (), {"major": capability[device][0]}),
+    )
     monkeypatch.setattr(torch.version, "hip", None)
     assert not runtime.bf16_supported(torch.device("cuda", 0))
     assert runtime.bf16_supported(torch.device("cuda", 1))
 
 
-@pytest.mark.parametrize("processes, gpus, launcher, expected", [
-    ("2", 1, "torchrun", "gloo"),  # two ranks on one GPU: NCCL would report a duplicate GPU
-    ("2", 2, "torchrun", "nccl"),
-    ("4", 1, "slurm", "nccl"),  # SLURM binds one GPU to each task: each sees one, and they differ
-])
-def test_backend_for_ranks_that_share_a_gpu(processes: str, gpus: int, launcher: str, expected: str,
-                                            monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "processes, gpus, launcher, expected",
+    [
+        ("2", 1, "torchrun", "gloo"),  # two ranks on one GPU: NCCL would report a duplicate GPU
+        ("2", 2, "torchrun", "nccl"),
+        ("4", 1, "slurm", "nccl"),  # SLURM binds one GPU to each task: each sees one, and they differ
+    ],
+)
+def test_backend_for_ranks_that_share_a_gpu(
+    processes: str,
+    gpus: int,
+    launcher: str,
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     monkeypatch.setattr(torch.distributed, "is_nccl_available", lambda: True)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", processes)

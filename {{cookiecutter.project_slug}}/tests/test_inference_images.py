@@ -64,10 +64,13 @@ def test_predict_a_folder_with_the_runs_preprocessing(image_run: Path, tmp_path:
         assert float(row["probability"]) == pytest.approx(probabilities[0], abs=1e-4)
 
 
-@pytest.mark.parametrize(("make", "named"), [
-    (lambda folder: folder.mkdir(), "holds no images"),
-    (lambda folder: (folder.mkdir(), (folder / "a.png").write_bytes(b"x")), "no readable images"),
-])
+@pytest.mark.parametrize(
+    ("make", "named"),
+    [
+        (lambda folder: folder.mkdir(), "holds no images"),
+        (lambda folder: (folder.mkdir(), (folder / "a.png").write_bytes(b"x")), "no readable images"),
+    ],
+)
 def test_predict_without_images_fails_in_one_line(image_run: Path, tmp_path: Path, make, named: str) -> None:
     make(tmp_path / "in")
     result = run_module("predict", f"run={image_run}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}")
@@ -94,8 +97,12 @@ def test_export_safetensors_and_onnx_match_pytorch(image_run: Path, tmp_path: Pa
     assert result.returncode == 0, result.stderr[-3000:]
     built = json.loads((tmp_path / "model_config.json").read_text(encoding="utf-8"))
     options = {key: value for key, value in built["model"].items() if key != "_target_"}
-    info = DataInfo(num_classes=built["num_classes"], in_chans=built["in_chans"], img_size=built["img_size"],
-                    class_names=built["class_names"])
+    info = DataInfo(
+        num_classes=built["num_classes"],
+        in_chans=built["in_chans"],
+        img_size=built["img_size"],
+        class_names=built["class_names"],
+    )
     rebuilt = MLP(info, **options).eval()
     rebuilt.load_state_dict(load_file(tmp_path / "model.safetensors"))
     run = load_run(image_run, [])

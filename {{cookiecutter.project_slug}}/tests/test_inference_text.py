@@ -12,8 +12,16 @@ import torch
 
 from conftest import offline_env, run_module
 
-TINY_LM = ["experiment=tiny_lm", "debug=fast", "trainer.max_steps=2", "task.new_tokens=4", "logger=csv", "quantization=none",
-           "precision=fp32", "trainer.device=cpu"]
+TINY_LM = [
+    "experiment=tiny_lm",
+    "debug=fast",
+    "trainer.max_steps=2",
+    "task.new_tokens=4",
+    "logger=csv",
+    "quantization=none",
+    "precision=fp32",
+    "trainer.device=cpu",
+]
 PROMPT = "One plus one is"
 
 
@@ -34,8 +42,9 @@ def test_predict_a_txt_and_a_jsonl_file(lora_run: Path, tmp_path: Path) -> None:
     (tmp_path / "prompts.jsonl").write_text(json.dumps({"prompt": PROMPT}) + "\nnot json\n", encoding="utf-8")
     for name, count in (("prompts.txt", 2), ("prompts.jsonl", 1)):
         output = tmp_path / f"out-{name}"
-        result = run_module("predict", f"run={lora_run}", f"input={tmp_path / name}", "max_new_tokens=5",
-                            f"output={output}")
+        result = run_module(
+            "predict", f"run={lora_run}", f"input={tmp_path / name}", "max_new_tokens=5", f"output={output}"
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         rows = [json.loads(line) for line in (output / "generations.jsonl").read_text(encoding="utf-8").splitlines()]
         assert len(rows) == count and rows[0]["prompt"] == PROMPT and rows[0]["max_new_tokens"] == 5
@@ -75,8 +84,9 @@ def test_merged_export_loads_without_peft_and_generates_the_same(lora_run: Path,
         "print(json.dumps(tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)))\n"
         "assert 'peft' not in {name.split('.')[0] for name, module in sys.modules.items() if module}\n"
     )
-    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=offline_env(),
-                            timeout=300)
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=offline_env(), timeout=300
+    )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert json.loads(loaded.stdout.strip().splitlines()[-1]) == expected
 

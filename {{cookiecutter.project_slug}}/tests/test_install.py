@@ -54,19 +54,43 @@ def test_non_editable_install_trains_evaluates_and_predicts_from_anywhere(tmp_pa
     """``pip install .`` into a fresh venv (which sees this environment's packages through a .pth file),
     then the console scripts run from an unrelated folder, with no PYTHONPATH and no checkout around."""
     source = tmp_path / "source"
-    shutil.copytree(PROJECT_ROOT, source, ignore=shutil.ignore_patterns(
-        "outputs", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info", "build", ".venv"))
+    shutil.copytree(
+        PROJECT_ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            "outputs", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info", "build", ".venv"
+        ),
+    )
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = str(venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python"))
-    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     shared = [path for path in sys.path if Path(path).name in {"site-packages", "dist-packages"}]
     Path(purelib, "test_environment.pth").write_text("\n".join(shared) + "\n", encoding="utf-8")
     env = {key: value for key, value in offline_env().items() if key != "PYTHONPATH"}
-    install = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-                              "--ignore-installed", "--no-index", "--quiet", str(source)],
-                             capture_output=True, text=True, env=env, timeout=600)
+    install = subprocess.run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--ignore-installed",
+            "--no-index",
+            "--quiet",
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-3000:]
     shutil.rmtree(source)  # nothing may read the checkout from here on
 
@@ -95,16 +119,29 @@ def test_non_editable_install_trains_evaluates_and_predicts_from_anywhere(tmp_pa
         from PIL import Image
 
         Image.new("RGB", (16, 16), (200, 30, 30)).save(elsewhere / "picture.png")
-        run(console(venv, "predict"), f"run={run_dir}", f"input={elsewhere / 'picture.png'}",
-            f"output={elsewhere / 'predicted'}")
+        run(
+            console(venv, "predict"),
+            f"run={run_dir}",
+            f"input={elsewhere / 'picture.png'}",
+            f"output={elsewhere / 'predicted'}",
+        )
         assert (elsewhere / "predicted" / "predictions.csv").read_text().count("\n") == 2
     else:
         (elsewhere / "prompts.txt").write_text("One plus one is\n", encoding="utf-8")
-        run(console(venv, "predict"), f"run={run_dir}", f"input={elsewhere / 'prompts.txt'}", "max_new_tokens=4",
-            f"output={elsewhere / 'predicted'}")
+        run(
+            console(venv, "predict"),
+            f"run={run_dir}",
+            f"input={elsewhere / 'prompts.txt'}",
+            "max_new_tokens=4",
+            f"output={elsewhere / 'predicted'}",
+        )
         assert (elsewhere / "predicted" / "generations.jsonl").is_file()
     assert "GPU?" in run(console(venv, "doctor")).stdout
     sweeper = f"hydra_plugins.{PACKAGE}_optuna.optuna_sweeper.OptunaSweeper"  # hparams_search=optuna finds it
-    run(python, "-c", f"from hydra.core.plugins import Plugins; assert {sweeper!r} in Plugins.instance().class_name_to_class")
+    run(
+        python,
+        "-c",
+        f"from hydra.core.plugins import Plugins; assert {sweeper!r} in Plugins.instance().class_name_to_class",
+    )
     run(console(venv, "compare"), str(run_dir))
     assert "</html>" in (run_dir / "comparison.html").read_text(encoding="utf-8")

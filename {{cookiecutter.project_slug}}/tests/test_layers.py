@@ -13,17 +13,26 @@ from conftest import CONFIG_DIR, PACKAGE, PROJECT_ROOT
 # A module may import its own part of the package and any part of a lower layer, never a higher one.
 LAYERS = {
     "errors": 0,
-    "runtime": 1, "utils": 1,           # run-time facts and small helpers
-    "config_source": 1,                 # where the configs are (checkout or installed package)
-    "data": 2, "tracking": 2,
-    "config_checks": 2,                 # checks of a composed config (no torch), read by entry points and run folders
-    "models": 3, "tasks": 3,
+    "runtime": 1,
+    "utils": 1,  # run-time facts and small helpers
+    "config_source": 1,  # where the configs are (checkout or installed package)
+    "data": 2,
+    "tracking": 2,
+    "config_checks": 2,  # checks of a composed config (no torch), read by entry points and run folders
+    "models": 3,
+    "tasks": 3,
     "training": 4,
-    "resolvers": 5,                     # configuration, read by the entry points
-    "run_folder": 5, "inference": 5,    # a trained run's config and weights; predicting and exporting
-    "compare": 5,                       # run folders side by side (also its own entry point)
-    "sweeper": 6,                       # the Optuna sweeper Hydra runs; it writes the comparison
-    "train": 7, "memory": 7, "evaluate": 7, "predict": 7, "export": 7, "doctor": 7,
+    "resolvers": 5,  # configuration, read by the entry points
+    "run_folder": 5,
+    "inference": 5,  # a trained run's config and weights; predicting and exporting
+    "compare": 5,  # run folders side by side (also its own entry point)
+    "sweeper": 6,  # the Optuna sweeper Hydra runs; it writes the comparison
+    "train": 7,
+    "memory": 7,
+    "evaluate": 7,
+    "predict": 7,
+    "export": 7,
+    "doctor": 7,
 }
 
 
@@ -64,8 +73,10 @@ def back_edges() -> list[str]:
 
 
 def test_every_module_has_a_layer() -> None:
-    parts = {part_of(".".join((PACKAGE, *path.relative_to(PROJECT_ROOT / "src" / PACKAGE).with_suffix("").parts)))
-             for path in (PROJECT_ROOT / "src" / PACKAGE).rglob("*.py")}
+    parts = {
+        part_of(".".join((PACKAGE, *path.relative_to(PROJECT_ROOT / "src" / PACKAGE).with_suffix("").parts)))
+        for path in (PROJECT_ROOT / "src" / PACKAGE).rglob("*.py")
+    }
     assert parts - {"__init__"} <= set(LAYERS)
 
 
@@ -79,7 +90,10 @@ def test_the_walk_sees_a_back_edge(tmp_path: Path, monkeypatch) -> None:
     (package / "data").mkdir(parents=True)
     (package / "data" / "bad.py").write_text(f"from {PACKAGE}.training import trainer\nfrom ..tasks import base\n")
     monkeypatch.setitem(globals(), "PROJECT_ROOT", tmp_path)
-    assert back_edges() == [f"{PACKAGE}.data.bad imports {PACKAGE}.tasks", f"{PACKAGE}.data.bad imports {PACKAGE}.training"]
+    assert back_edges() == [
+        f"{PACKAGE}.data.bad imports {PACKAGE}.tasks",
+        f"{PACKAGE}.data.bad imports {PACKAGE}.training",
+    ]
 
 
 def test_trainer_config_lists_the_trainer_arguments() -> None:

@@ -20,14 +20,23 @@ def test_loader_works_with_spawned_workers() -> None:
     datamodule = instantiate(compose_config(["debug=fast"]).data)
     datamodule.setup()
     loader = datamodule.loader("train")
-    spawned = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler, num_workers=1,
-                         collate_fn=loader.collate_fn, multiprocessing_context="spawn")
+    spawned = DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=loader.sampler,
+        num_workers=1,
+        collate_fn=loader.collate_fn,
+        multiprocessing_context="spawn",
+    )
     for name in ("train", "val", "test"):
         pickle.loads(pickle.dumps(datamodule.dataset(name)))
     expected = next(iter(loader))
     received = next(iter(spawned))
-    for mine, theirs in zip(expected if isinstance(expected, (list, tuple)) else [expected],
-                            received if isinstance(received, (list, tuple)) else [received], strict=True):
+    for mine, theirs in zip(
+        expected if isinstance(expected, (list, tuple)) else [expected],
+        received if isinstance(received, (list, tuple)) else [received],
+        strict=True,
+    ):
         assert torch.equal(mine, theirs)
 
 
@@ -43,6 +52,8 @@ def module_level_imports(path: Path) -> set[str]:
 
 
 def test_no_posix_only_imports_at_module_level() -> None:
-    offenders = {str(path.relative_to(PROJECT_ROOT)): sorted(module_level_imports(path) & POSIX_ONLY)
-                 for path in (PROJECT_ROOT / "src").rglob("*.py")}
+    offenders = {
+        str(path.relative_to(PROJECT_ROOT)): sorted(module_level_imports(path) & POSIX_ONLY)
+        for path in (PROJECT_ROOT / "src").rglob("*.py")
+    }
     assert not {path: names for path, names in offenders.items() if names}

@@ -88,8 +88,9 @@ def test_this_cpu_resolves_bf16_by_its_own_branch(branch: str) -> None:
 @pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "emulated-bf16"])
 def test_a_bf16_run_trains_on_either_kind_of_cpu(native_bf16, native: bool, tmp_path: Path) -> None:
     native_bf16(native)
-    cfg = compose_config(["debug=fast", "trainer.max_steps=2", "precision=bf16", "trainer.device=cpu", "logger=csv"],
-                         output_dir=tmp_path)
+    cfg = compose_config(
+        ["debug=fast", "trainer.max_steps=2", "precision=bf16", "trainer.device=cpu", "logger=csv"], output_dir=tmp_path
+    )
     best = train(cfg)
     summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert summary["precision"] == ("bf16" if native else "fp32") and summary["global_step"] == 2

@@ -73,9 +73,17 @@ def odd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("odd_llama")
     tokenizer = train_tokenizer(read_documents(SAMPLE_CORPUS), vocab_size=300)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=100, num_hidden_layers=LAYERS,
-                         num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=128,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=100,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -88,8 +96,11 @@ def names(suffixes: set[str]) -> set[str]:
 
 def repacking_flags(model: torch.nn.Module) -> dict[str, bool]:
     """``support_avx512bf16_for_cpu`` of each 4-bit layer, by its name in the base model."""
-    return {name.removeprefix("base_model.model.").removesuffix(".base_layer"): layer.support_avx512bf16_for_cpu
-            for name, layer in model.named_modules() if isinstance(layer, bnb_modules.Linear4bit)}
+    return {
+        name.removeprefix("base_model.model.").removesuffix(".base_layer"): layer.support_avx512bf16_for_cpu
+        for name, layer in model.named_modules()
+        if isinstance(layer, bnb_modules.Linear4bit)
+    }
 
 
 def tokens() -> torch.Tensor:
@@ -100,12 +111,19 @@ def repacking_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [record.getMessage() for record in caplog.records if "CPU repacking is off" in record.getMessage()]
 
 
-def test_inference_repacks_only_the_layers_the_packer_takes(odd_dir: Path, cpu_repacking,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_inference_repacks_only_the_layers_the_packer_takes(
+    odd_dir: Path, cpu_repacking, caplog: pytest.LogCaptureFixture
+) -> None:
     forced, packed = cpu_repacking
     with caplog.at_level(logging.INFO):
-        model = load_causal_lm(name_or_path=str(odd_dir), dtype="bf16", quantization={"name": "4bit"},
-                               for_training=False, report=False, lora={"enabled": False})
+        model = load_causal_lm(
+            name_or_path=str(odd_dir),
+            dtype="bf16",
+            quantization={"name": "4bit"},
+            for_training=False,
+            report=False,
+            lora={"enabled": False},
+        )
     flags = repacking_flags(model)
     assert set(flags) == names(UNPACKABLE | PACKABLE)
     assert {name for name, on in flags.items() if on} == (names(PACKABLE) if forced else set())
@@ -124,14 +142,20 @@ def test_inference_repacks_only_the_layers_the_packer_takes(odd_dir: Path, cpu_r
     torch.testing.assert_close(logits, reference, rtol=0.05, atol=0.05)
 
 
-def test_training_keeps_every_4bit_layer_unpacked(odd_dir: Path, cpu_repacking,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_training_keeps_every_4bit_layer_unpacked(
+    odd_dir: Path, cpu_repacking, caplog: pytest.LogCaptureFixture
+) -> None:
     """A packed layer passes no gradient: validation between training steps must not freeze the adapters."""
     forced, packed = cpu_repacking
     torch.manual_seed(0)
     with caplog.at_level(logging.INFO):
-        model = load_causal_lm(name_or_path=str(odd_dir), dtype="bf16", quantization={"name": "4bit"}, report=False,
-                               lora={"r": 4, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "o_proj"]})
+        model = load_causal_lm(
+            name_or_path=str(odd_dir),
+            dtype="bf16",
+            quantization={"name": "4bit"},
+            report=False,
+            lora={"r": 4, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "o_proj"]},
+        )
     assert not any(repacking_flags(model).values())
     assert len(repacking_lines(caplog)) == (1 if forced else 0)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -150,12 +174,12 @@ def test_training_keeps_every_4bit_layer_unpacked(odd_dir: Path, cpu_repacking,
 
 @pytest.mark.parametrize("cpu_repacking", [True], ids=["repacking-on"], indirect=True)
 @pytest.mark.parametrize("source", ["odd-model", "default-tiny-config"])
-def test_a_4bit_run_trains_and_evaluates_under_forced_repacking(odd_dir: Path, cpu_repacking, source: str,
-                                                                tmp_path: Path) -> None:
+def test_a_4bit_run_trains_and_evaluates_under_forced_repacking(
+    odd_dir: Path, cpu_repacking, source: str, tmp_path: Path
+) -> None:
     # a random init trains in full unless LoRA is asked for: ask, so that it loads in 4 bits
     model = [f"model.name_or_path={odd_dir}"] if source == "odd-model" else ["model.lora.enabled=true"]
-    cfg = compose_config([*LM, *model, "debug=fast", "trainer.max_steps=3", "task.new_tokens=4"],
-                         output_dir=tmp_path)
+    cfg = compose_config([*LM, *model, "debug=fast", "trainer.max_steps=3", "task.new_tokens=4"], output_dir=tmp_path)
     best = train(cfg)
     summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     assert best is not None and math.isfinite(best) and summary["global_step"] == 3
@@ -165,8 +189,14 @@ def test_a_4bit_run_trains_and_evaluates_under_forced_repacking(odd_dir: Path, c
 @pytest.mark.parametrize("branch", [HOST_BRANCH])
 def test_this_cpu_takes_its_own_repacking_branch(odd_dir: Path, branch: str) -> None:
     """Unforced: the real hardware path, named in the test id."""
-    model = load_causal_lm(name_or_path=str(odd_dir), dtype="bf16", quantization={"name": "4bit"},
-                           for_training=False, report=False, lora={"enabled": False})
+    model = load_causal_lm(
+        name_or_path=str(odd_dir),
+        dtype="bf16",
+        quantization={"name": "4bit"},
+        for_training=False,
+        report=False,
+        lora={"enabled": False},
+    )
     flags = repacking_flags(model)
     assert {name for name, on in flags.items() if on} == (names(PACKABLE) if branch == "host-repacks" else set())
     model.eval()
@@ -187,16 +217,18 @@ def test_layers_without_the_repacking_attribute_are_left_alone(caplog: pytest.Lo
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "emulated-bf16"])
-def test_frozen_weights_load_in_the_precision_this_kind_of_cpu_runs(odd_dir: Path, native: bool,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_frozen_weights_load_in_the_precision_this_kind_of_cpu_runs(
+    odd_dir: Path, native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from {{ cookiecutter.package_name }} import runtime
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
     expected = torch.bfloat16 if native else torch.float32
     assert usable_precision("bf16") == usable_precision("fp16") == ("bf16" if native else "fp32")
-    model = load_causal_lm(name_or_path=str(odd_dir), dtype="bf16", report=False,
-                           lora={"enabled": True, "target_modules": ["q_proj"]})
+    model = load_causal_lm(
+        name_or_path=str(odd_dir), dtype="bf16", report=False, lora={"enabled": True, "target_modules": ["q_proj"]}
+    )
     assert {p.dtype for p in model.parameters() if not p.requires_grad} == {expected}
 
 
@@ -218,8 +250,9 @@ def test_device_map_and_dtype_follow_cuda(cuda: bool, monkeypatch: pytest.Monkey
             resolve_device_map("cuda", quantized=True)
 
 
-def test_memory_report_counts_the_fp32_casts_of_qlora_preparation(odd_dir: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_memory_report_counts_the_fp32_casts_of_qlora_preparation(
+    odd_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """peft casts embeddings, norms and the head to fp32 before LoRA training: the report must see them."""
     from {{ cookiecutter.package_name }} import runtime
     from {{ cookiecutter.package_name }}.models import footprint
@@ -228,8 +261,12 @@ def test_memory_report_counts_the_fp32_casts_of_qlora_preparation(odd_dir: Path,
     monkeypatch.setattr(footprint, "log_report", reports.append)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)  # loaded in bf16, then cast
-    model = load_causal_lm(name_or_path=str(odd_dir), dtype="bf16", quantization={"name": "4bit"},
-                           lora={"r": 4, "target_modules": ["q_proj"]})
+    model = load_causal_lm(
+        name_or_path=str(odd_dir),
+        dtype="bf16",
+        quantization={"name": "4bit"},
+        lora={"r": 4, "target_modules": ["q_proj"]},
+    )
     parameters = {id(p): p for p in model.parameters()}.values()
     assert torch.float32 in {p.dtype for p in parameters if not p.requires_grad}  # the casts happened
     real = sum(p.numel() * p.element_size() for p in parameters)
@@ -239,16 +276,24 @@ def test_memory_report_counts_the_fp32_casts_of_qlora_preparation(odd_dir: Path,
 
 
 @pytest.mark.slow  # trains a 4-bit run in a subprocess, then exports it
-def test_export_of_a_4bit_run_merges_on_the_cpu_where_a_gpu_is_visible(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_of_a_4bit_run_merges_on_the_cpu_where_a_gpu_is_visible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The unquantized base may not fit the GPU the 4-bit run trained on: the merge happens on the CPU."""
     from omegaconf import OmegaConf
 
     from {{ cookiecutter.package_name }} import export, runtime
 
     run = tmp_path / "run"
-    result = run_module("train", *LM, "debug=fast", "trainer.max_steps=2", "task.new_tokens=4", "trainer.device=cpu",
-                        f"hydra.run.dir={run}")
+    result = run_module(
+        "train",
+        *LM,
+        "debug=fast",
+        "trainer.max_steps=2",
+        "task.new_tokens=4",
+        "trainer.device=cpu",
+        f"hydra.run.dir={run}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     saved = OmegaConf.load(run / ".hydra" / "config.yaml")
     saved.trainer.device = "auto"  # as a run on a GPU saves it

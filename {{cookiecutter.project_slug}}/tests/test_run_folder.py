@@ -34,8 +34,9 @@ def test_git_state_keeps_the_diff_of_a_dirty_checkout(tmp_path: Path) -> None:
     from {{ cookiecutter.package_name }}.tracking import provenance
 
     def git(*args: str) -> None:
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True
+        )
 
     git("init", "-q")
     (tmp_path / "code.py").write_text("x = 1\n")
@@ -72,14 +73,18 @@ def test_evaluate_other_split_and_checkpoint(smoke_run: Path, tmp_path: Path) ->
     assert evaluated["metrics"] and all(key.startswith("val/") for key in evaluated["metrics"])
 
 
-@pytest.mark.parametrize(("arguments", "named"), [
-    (["run={tmp}"], ".hydra/config.yaml"),
-    (["run={smoke}", "ckpt=nope"], "nope"),
-    (["run={smoke}", "no_such_key=1"], "no_such_key"),
-    (["ckpt=best"], "run="),
-])
-def test_evaluate_bad_input_fails_in_one_line(arguments: list[str], named: str, smoke_run: Path,
-                                              tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (["run={tmp}"], ".hydra/config.yaml"),
+        (["run={smoke}", "ckpt=nope"], "nope"),
+        (["run={smoke}", "no_such_key=1"], "no_such_key"),
+        (["ckpt=best"], "run="),
+    ],
+)
+def test_evaluate_bad_input_fails_in_one_line(
+    arguments: list[str], named: str, smoke_run: Path, tmp_path: Path
+) -> None:
     result = run_module("evaluate", *(arg.format(tmp=tmp_path, smoke=smoke_run) for arg in arguments))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and named in result.stderr

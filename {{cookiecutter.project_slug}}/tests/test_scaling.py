@@ -89,8 +89,11 @@ def test_runs_of_one_sweep_share_a_group(tmp_path: Path) -> None:
     for mode, expected in (("RUN", None), ("MULTIRUN", "my-sweep")):
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(PROJECT_ROOT / "configs"), version_base="1.3"):
-            cfg = compose("train", overrides=[f"hydra.mode={mode}", f"hydra.sweep.dir={tmp_path / 'my-sweep'}"],
-                          return_hydra_config=True)
+            cfg = compose(
+                "train",
+                overrides=[f"hydra.mode={mode}", f"hydra.sweep.dir={tmp_path / 'my-sweep'}"],
+                return_hydra_config=True,
+            )
         HydraConfig.instance().set_config(cfg)
         assert resolvers.sweep_group() == expected
 
@@ -120,10 +123,19 @@ def test_requeue_signal_is_handed_to_submitit(monkeypatch: pytest.MonkeyPatch) -
 @pytest.mark.slow
 def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path) -> None:
     """2 CPU processes (gloo): one run folder, one set of checkpoints, the same metrics on both ranks."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", f"{PACKAGE}.train", "trainer=ddp", *QUICK, f"paths.log_dir={tmp_path}"]
-    result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True,
-                            timeout=600)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        f"{PACKAGE}.train",
+        "trainer=ddp",
+        *QUICK,
+        f"paths.log_dir={tmp_path}",
+    ]
+    result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1, runs
@@ -141,18 +153,33 @@ def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path) -> None:
 def test_ddp_evaluation_counts_each_example_once(tmp_path: Path) -> None:
     """2 gloo ranks on splits of 271 examples (136 + 135, 4 and 3 batches): the val and test metrics
     equal one process's on the same weights, so no example is padded in twice."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", f"{PACKAGE}.train", "trainer=ddp", "logger=csv", "trainer.max_epochs=1",
-               "trainer.limit_train_batches=3", "trainer.progress_bar=false", "data.batch_size=45",
-               "data.val_fraction=0.151", "data.test_fraction=0.151", f"hydra.run.dir={tmp_path / 'run'}"]
-    result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True,
-                            timeout=600)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        f"{PACKAGE}.train",
+        "trainer=ddp",
+        "logger=csv",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "trainer.progress_bar=false",
+        "data.batch_size=45",
+        "data.val_fraction=0.151",
+        "data.test_fraction=0.151",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "run"
     launch = json.loads((run / "provenance.json").read_text(encoding="utf-8"))["launch"]
     assert (launch["world_size"], launch["backend"]) == (2, "gloo")
-    distributed = {"test": json.loads((run / "summary.json").read_text(encoding="utf-8"))["test"],
-                   "val": {key: float(value) for key, value in rows(run)[0].items() if key.startswith("val/")}}
+    distributed = {
+        "test": json.loads((run / "summary.json").read_text(encoding="utf-8"))["test"],
+        "val": {key: float(value) for key, value in rows(run)[0].items() if key.startswith("val/")},
+    }
     for split in ("test", "val"):
         single = run_module("evaluate", f"run={run}", f"split={split}", f"output={tmp_path / split}")
         assert single.returncode == 0, single.stderr[-3000:]
@@ -160,7 +187,8 @@ def test_ddp_evaluation_counts_each_example_once(tmp_path: Path) -> None:
         shared = sorted(set(metrics) & set(distributed[split]))
         assert {f"{split}/acc", f"{split}/loss"} <= set(shared)
         assert {key: distributed[split][key] for key in shared} == pytest.approx(
-            {key: metrics[key] for key in shared}, abs=1e-6)
+            {key: metrics[key] for key in shared}, abs=1e-6
+        )
 
 
 RUN_TIME_PROBE = """
@@ -176,9 +204,14 @@ def test_run_time_is_rank_zeros_on_every_rank(tmp_path: Path) -> None:
     """The run folder's time stamp comes from rank 0, even when another rank resolves it later."""
     probe = tmp_path / "probe.py"
     probe.write_text(RUN_TIME_PROBE, encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(probe)], cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(probe)],
+        cwd=PROJECT_ROOT,
+        env=offline_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     stamps = dict(line.split()[1:] for line in result.stdout.splitlines() if line.startswith("run_time"))
     assert set(stamps) == {"0", "1"} and stamps["0"] == stamps["1"]
@@ -199,11 +232,22 @@ def test_local_launcher_multirun_requeues_after_usr2(tmp_path: Path) -> None:
 
     The slowest test here (4 process starts; about 2 minutes on 2 busy cores).
     """
-    result = run_module("train", "-m", "hydra/launcher=local", "logger=csv", "trainer.device=cpu", "trainer.max_epochs=2",
-                        "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.progress_bar=false",
-                        "+trainer.callbacks.stop._target_=test_scaling.SignalAtEpoch",
-                        "+trainer.callbacks.stop.epoch=0", "+trainer.callbacks.stop.signum=SIGUSR2,'SIGTERM SIGUSR2'",
-                        f"hydra.sweep.dir={tmp_path}", env=hook_env())
+    result = run_module(
+        "train",
+        "-m",
+        "hydra/launcher=local",
+        "logger=csv",
+        "trainer.device=cpu",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "trainer.progress_bar=false",
+        "+trainer.callbacks.stop._target_=test_scaling.SignalAtEpoch",
+        "+trainer.callbacks.stop.epoch=0",
+        "+trainer.callbacks.stop.signum=SIGUSR2,'SIGTERM SIGUSR2'",
+        f"hydra.sweep.dir={tmp_path}",
+        env=hook_env(),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     job_folders = [path for path in (tmp_path / ".submitit").iterdir() if any(path.glob("*_log.*"))]
     assert len(job_folders) == 2
@@ -218,8 +262,9 @@ def test_local_launcher_multirun_requeues_after_usr2(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_optuna_sweep_writes_results(tmp_path: Path) -> None:
-    result = run_module("train", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *QUICK,
-                        f"hydra.sweep.dir={tmp_path}")
+    result = run_module(
+        "train", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *QUICK, f"hydra.sweep.dir={tmp_path}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text(encoding="utf-8"))
     assert set(results["best_params"]) == {"optimizer.lr", "optimizer.weight_decay", "data.batch_size"}
@@ -230,8 +275,16 @@ def test_optuna_sweep_writes_results(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     """SIGTERM after epoch 2 -> last.pt mid-epoch, exit 0; resume=auto -> the same weights and metrics."""
-    common = ["logger=csv", "trainer.max_epochs=4", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
-              "trainer.deterministic=true", "trainer.progress_bar=false", "data.num_workers=0", "trainer.device=cpu"]
+    common = [
+        "logger=csv",
+        "trainer.max_epochs=4",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=2",
+        "trainer.deterministic=true",
+        "trainer.progress_bar=false",
+        "data.num_workers=0",
+        "trainer.device=cpu",
+    ]
     env = hook_env()
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
 
@@ -241,8 +294,9 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
         return result
 
     train(reference)
-    stopped = train(resumed, "+trainer.callbacks.stop._target_=test_scaling.SignalAtEpoch",
-                    "+trainer.callbacks.stop.epoch=1")
+    stopped = train(
+        resumed, "+trainer.callbacks.stop._target_=test_scaling.SignalAtEpoch", "+trainer.callbacks.stop.epoch=1"
+    )
     assert "stopped by signal" in stopped.stderr
     interrupted = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)
     assert (interrupted["epoch"], interrupted["batches_done"]) == (2, 1)  # saved at the next step boundary
@@ -250,8 +304,9 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
     train(resumed)  # resume=auto is the default
 
     assert rows(resumed) == rows(reference)
-    final: list[dict[str, Any]] = [torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-                                   for run in (reference, resumed)]
+    final: list[dict[str, Any]] = [
+        torch.load(run / "checkpoints" / "last.pt", weights_only=True) for run in (reference, resumed)
+    ]
     assert final[0]["global_step"] == final[1]["global_step"] == 16
     for name, tensor in final[0]["model"].items():
         assert torch.equal(tensor, final[1]["model"][name]), name

@@ -56,9 +56,17 @@ def load_study(sweep: Path) -> Any:
 def test_search_space_keeps_hydra_optuna_sweepers_syntax() -> None:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    space, fixed = sweeper.search_space(["optimizer.lr=tag(log, interval(1e-4, 1e-1))", "a=interval(0.0, 0.1)",
-                                         "b=choice(32, 64)", "c=range(1, 5)", "d=interval(2, 8)", "logger=csv",
-                                         "+e=choice(x, y)"])
+    space, fixed = sweeper.search_space(
+        [
+            "optimizer.lr=tag(log, interval(1e-4, 1e-1))",
+            "a=interval(0.0, 0.1)",
+            "b=choice(32, 64)",
+            "c=range(1, 5)",
+            "d=interval(2, 8)",
+            "logger=csv",
+            "+e=choice(x, y)",
+        ]
+    )
     assert space["optimizer.lr"] == FloatDistribution(1e-4, 1e-1, log=True)
     assert space["a"] == FloatDistribution(0.0, 0.1)
     assert space["b"] == CategoricalDistribution([32, 64])
@@ -133,9 +141,14 @@ def test_two_drivers_on_one_sweep_folder_share_the_study(tmp_path: Path) -> None
 
     drivers = []
     for seed in (0, 1):
-        driver = sweeper.StudySweeper(sampler=optuna.samplers.RandomSampler(seed=seed), direction="maximize",
-                                      storage=str(tmp_path / "optuna.journal"), study_name="shared", n_trials=12,
-                                      n_jobs=2)
+        driver = sweeper.StudySweeper(
+            sampler=optuna.samplers.RandomSampler(seed=seed),
+            direction="maximize",
+            storage=str(tmp_path / "optuna.journal"),
+            study_name="shared",
+            n_trials=12,
+            n_jobs=2,
+        )
         driver.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
         driver.launcher = FakeLauncher()
         drivers.append(driver)
@@ -146,12 +159,15 @@ def test_two_drivers_on_one_sweep_folder_share_the_study(tmp_path: Path) -> None
         thread.join(timeout=120)
     study = optuna.load_study(study_name="shared", storage=sweeper.open_storage(str(tmp_path / "optuna.journal")))
     launched = sorted(drivers[0].launcher.jobs + drivers[1].launcher.jobs)
-    assert launched == [trial.number for trial in study.trials] and drivers[0].launcher.jobs and drivers[1].launcher.jobs
+    assert (
+        launched == [trial.number for trial in study.trials] and drivers[0].launcher.jobs and drivers[1].launcher.jobs
+    )
     finished, pending = sweeper.count_trials(study.trials)
     assert 12 <= finished <= 12 + 2 and pending == 0  # a driver may ask once while the other's ask is in flight
     failed = [trial for trial in study.trials if trial.state.name == "FAIL"]
-    assert all(trial.params["x"] > 0.8 and "killed without a result" in trial.user_attrs["fail_reason"]
-               for trial in failed)
+    assert all(
+        trial.params["x"] > 0.8 and "killed without a result" in trial.user_attrs["fail_reason"] for trial in failed
+    )
     assert (tmp_path / "optimization_results.yaml").is_file()
 
 
@@ -159,8 +175,13 @@ def test_a_new_study_never_trains_in_old_trial_folders(tmp_path: Path) -> None:
     from omegaconf import OmegaConf
 
     (tmp_path / "0" / ".hydra").mkdir(parents=True)  # a sweep whose journal was deleted, or an in-memory study
-    driver = sweeper.StudySweeper(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize", storage=None,
-                                  study_name="fresh", n_trials=2)
+    driver = sweeper.StudySweeper(
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        direction="maximize",
+        storage=None,
+        study_name="fresh",
+        n_trials=2,
+    )
     driver.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
     driver.launcher = FakeLauncher()
     with pytest.raises(SystemExit):
@@ -169,20 +190,41 @@ def test_a_new_study_never_trains_in_old_trial_folders(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ compare (fast)
-def fake_run(folder: Path, overrides: list[str], seed: int, best: float, epochs: int = 3,
-             status: str = "completed", summary: bool = True) -> Path:
+def fake_run(
+    folder: Path,
+    overrides: list[str],
+    seed: int,
+    best: float,
+    epochs: int = 3,
+    status: str = "completed",
+    summary: bool = True,
+) -> Path:
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "config.yaml").write_text(f"seed: {seed}\n", encoding="utf-8")
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*overrides, f"seed={seed}"]), encoding="utf-8")
     lines = ["epoch,train/loss,val/f1"] + [f"{e},{1 / (e + 1 + seed)},{best * (e + 1) / epochs}" for e in range(epochs)]
     (folder / "metrics.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    provenance = {"git": {"commit": "abcdef1234567"}, "precision": {"resolved": "fp32"}, "seed": seed,
-                  "started_at": "2025-01-01T10:00:00Z", "ended_at": "2025-01-01T10:02:05Z", "status": status}
+    provenance = {
+        "git": {"commit": "abcdef1234567"},
+        "precision": {"resolved": "fp32"},
+        "seed": seed,
+        "started_at": "2025-01-01T10:00:00Z",
+        "ended_at": "2025-01-01T10:02:05Z",
+        "status": status,
+    }
     (folder / "provenance.json").write_text(json.dumps(provenance), encoding="utf-8")
     if summary:
-        (folder / "summary.json").write_text(json.dumps({
-            "monitor": "val/f1", "mode": "max", "best": {"value": best, "epoch": epochs - 1},
-            "test": {"test/acc": best - 0.01}}), encoding="utf-8")
+        (folder / "summary.json").write_text(
+            json.dumps(
+                {
+                    "monitor": "val/f1",
+                    "mode": "max",
+                    "best": {"value": best, "epoch": epochs - 1},
+                    "test": {"test/acc": best - 0.01},
+                }
+            ),
+            encoding="utf-8",
+        )
     if status == "failed":
         (folder / "train.log").write_text("[10:00:00][ERROR] the training loss became nan by step 7\n")
     return folder
@@ -244,10 +286,18 @@ def test_compare_accepts_only_its_options(tmp_path: Path) -> None:
 def test_a_killed_trial_fails_alone_while_another_runs_beside_it(tmp_path: Path) -> None:
     """Two trials at once through submitit's local launcher; one ends with os._exit (no result)."""
     sweep = tmp_path / "sweep"
-    result = run_module("train", *QUICK, "hydra/launcher=local", "hydra/sweeper/sampler=grid",
-                        "hydra.sweeper.n_jobs=2", "hydra.sweeper.params=null",
-                        "+trainer.callbacks.exit._target_=test_sweeps.ExitAtFitStart",
-                        "+trainer.callbacks.exit.when=choice(kill, keep)", f"hydra.sweep.dir={sweep}", env=hook_env())
+    result = run_module(
+        "train",
+        *QUICK,
+        "hydra/launcher=local",
+        "hydra/sweeper/sampler=grid",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.params=null",
+        "+trainer.callbacks.exit._target_=test_sweeps.ExitAtFitStart",
+        "+trainer.callbacks.exit.when=choice(kill, keep)",
+        f"hydra.sweep.dir={sweep}",
+        env=hook_env(),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     trials = {trial.params["+trainer.callbacks.exit.when"]: trial for trial in load_study(sweep).trials}
     assert trials["kill"].state.name == "FAIL"
@@ -264,9 +314,13 @@ def test_a_sweep_continues_after_its_driver_was_killed(tmp_path: Path) -> None:
     """The driver dies inside trial 0 (the basic launcher runs trials in its process); the same command
     again fails trial 0, retries its parameters as trial 1, and runs trial 2: nothing reused, nothing lost."""
     sweep = tmp_path / "sweep"
-    command = [*QUICK, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}",
-               "+trainer.callbacks.exit._target_=test_sweeps.ExitAtFitStart",
-               "+trainer.callbacks.exit.when=${oc.env:KILL_DRIVER,false}"]
+    command = [
+        *QUICK,
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={sweep}",
+        "+trainer.callbacks.exit._target_=test_sweeps.ExitAtFitStart",
+        "+trainer.callbacks.exit.when=${oc.env:KILL_DRIVER,false}",
+    ]
     crashed = run_module("train", *command, env=hook_env(KILL_DRIVER="true"))
     assert crashed.returncode == 9
     assert [trial.state.name for trial in load_study(sweep).trials] == ["RUNNING"]
@@ -290,9 +344,17 @@ def test_ctrl_c_stops_the_sweep_without_recording_a_partial_result(tmp_path: Pat
     """SIGINT in the driver's own trial (the basic launcher): the trial is failed, not told its partial value,
     its parameters are queued again, and the sweep stops with one line saying how to continue."""
     sweep = tmp_path / "sweep"
-    result = run_module("train", *QUICK, "hydra.sweeper.n_trials=2", "trainer.max_epochs=2", f"hydra.sweep.dir={sweep}",
-                        "+trainer.callbacks.stop._target_=test_scaling.SignalAtEpoch",
-                        "+trainer.callbacks.stop.epoch=0", "+trainer.callbacks.stop.signum=SIGINT", env=hook_env())
+    result = run_module(
+        "train",
+        *QUICK,
+        "hydra.sweeper.n_trials=2",
+        "trainer.max_epochs=2",
+        f"hydra.sweep.dir={sweep}",
+        "+trainer.callbacks.stop._target_=test_scaling.SignalAtEpoch",
+        "+trainer.callbacks.stop.epoch=0",
+        "+trainer.callbacks.stop.signum=SIGINT",
+        env=hook_env(),
+    )
     assert result.returncode == 1
     output = result.stdout + result.stderr
     assert output.count("Sweep stopped by a signal during trial 0") == 1 and "Traceback" not in output
@@ -305,8 +367,9 @@ def test_ctrl_c_stops_the_sweep_without_recording_a_partial_result(tmp_path: Pat
 @pytest.mark.slow
 def test_a_sweep_whose_every_trial_fails_ends_with_one_line(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    result = run_module("train", *QUICK, "hydra.sweeper.n_trials=2", "task.monitor=val/missing",
-                        f"hydra.sweep.dir={sweep}")
+    result = run_module(
+        "train", *QUICK, "hydra.sweeper.n_trials=2", "task.monitor=val/missing", f"hydra.sweep.dir={sweep}"
+    )
     assert result.returncode == 1
     output = result.stdout + result.stderr  # Hydra's own log lines go to stdout
     errors = [line for line in output.splitlines() if "Every trial" in line]

@@ -48,8 +48,7 @@ def test_missing_resume_checkpoint_fails_in_one_line(tmp_path: Path) -> None:
 
 
 def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
-    common = ["logger=csv", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
-              f"hydra.run.dir={tmp_path}"]
+    common = ["logger=csv", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", f"hydra.run.dir={tmp_path}"]
     first = run_module("train", "trainer.max_epochs=1", *common)
     assert first.returncode == 0, first.stderr[-2000:]
     second = run_module("train", "trainer.max_epochs=2", "resume=auto", *common)
@@ -111,7 +110,7 @@ def _evaluate_logits(logits: torch.Tensor, targets: torch.Tensor) -> tuple[Any, 
     task.bind(DataInfo(num_classes=6))
     evaluation = task.evaluation("test")
     for start in range(0, len(targets), 64):
-        evaluation.update(lambda inputs: inputs, (logits[start:start + 64], targets[start:start + 64]))
+        evaluation.update(lambda inputs: inputs, (logits[start : start + 64], targets[start : start + 64]))
     return evaluation, evaluation.compute()
 
 
@@ -122,8 +121,14 @@ def _metrics_on_rank(rank: int, init_file: str, output: str) -> None:
         logits, targets = _metric_inputs()
         share = slice(0, 130) if rank == 0 else slice(130, None)
         evaluation, metrics = _evaluate_logits(logits[share], targets[share])
-        torch.save({"metrics": metrics, "confusion": evaluation.results["confusion"],
-                    "average_precision": evaluation.results["average_precision"]}, f"{output}.{rank}")
+        torch.save(
+            {
+                "metrics": metrics,
+                "confusion": evaluation.results["confusion"],
+                "average_precision": evaluation.results["average_precision"],
+            },
+            f"{output}.{rank}",
+        )
     finally:
         torch.distributed.destroy_process_group()
 
@@ -180,8 +185,9 @@ def test_metrics_over_two_ranks_equal_one_process(tmp_path: Path) -> None:
         result = torch.load(f"{output}.{rank}", weights_only=True)
         assert result["metrics"] == pytest.approx(expected, rel=1e-6, abs=1e-9)
         assert torch.equal(result["confusion"], evaluation.results["confusion"])
-        torch.testing.assert_close(result["average_precision"], evaluation.results["average_precision"],
-                                   rtol=1e-6, atol=0, equal_nan=True)
+        torch.testing.assert_close(
+            result["average_precision"], evaluation.results["average_precision"], rtol=1e-6, atol=0, equal_nan=True
+        )
 
 
 BAD_OVERRIDES = [
@@ -230,8 +236,9 @@ def _stderr_and_imports(result: subprocess.CompletedProcess) -> tuple[list[str],
 @pytest.mark.parametrize("override", ["data.batch_size=0", "trainer.max_epochs=abc", "precision.name=fp8"])
 def test_bad_value_stops_with_one_line(override: str, tmp_path: Path) -> None:
     """On the command line: exit 1 with one line; a value train() checks first answers before torch loads."""
-    result = run_module("train", override, f"hydra.run.dir={tmp_path}",
-                        env=dict(offline_env(), PYTHONPROFILEIMPORTTIME="1"))
+    result = run_module(
+        "train", override, f"hydra.run.dir={tmp_path}", env=dict(offline_env(), PYTHONPROFILEIMPORTTIME="1")
+    )
     lines, imports = _stderr_and_imports(result)
     assert result.returncode == 1
     assert len(lines) == 1, "\n".join(lines)
@@ -329,8 +336,19 @@ def test_epoch_sampler_shards_and_resumes() -> None:
 def test_learning_curves_are_a_grid_not_a_strip() -> None:
     from {{ cookiecutter.package_name }}.tracking.plots import learning_curves_figure
 
-    history = [{"epoch": epoch, "train/loss": 1.0 / (epoch + 1), "val/loss": 1.1, "val/acc": 0.5, "val/f1": 0.4,
-                "val/precision": 0.5, "val/recall": 0.5, "train/lr": 0.1} for epoch in range(3)]
+    history = [
+        {
+            "epoch": epoch,
+            "train/loss": 1.0 / (epoch + 1),
+            "val/loss": 1.1,
+            "val/acc": 0.5,
+            "val/f1": 0.4,
+            "val/precision": 0.5,
+            "val/recall": 0.5,
+            "train/lr": 0.1,
+        }
+        for epoch in range(3)
+    ]
     figure = learning_curves_figure(history)
     visible = [axis for axis in figure.axes if axis.get_visible()]
     assert len(visible) == 5 and tuple(figure.get_size_inches()) == (12.0, 6.4)  # 3 columns, 2 rows

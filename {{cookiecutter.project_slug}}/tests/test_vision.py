@@ -31,11 +31,26 @@ def vision_options(group: str, *modules: str) -> list[str]:
 
 MODELS = vision_options("model", "models.mlp", "models.timm_models")
 DATA = vision_options("data", "data.digits", "data.vision")
-EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml")
-                     if "override /model" in path.read_text(encoding="utf-8") and path.stem in MODELS)
-QUICK = ["logger=csv", "precision=fp32", "trainer.device=cpu", "trainer.progress_bar=false", "trainer.log_every_n_steps=1"]
-TINY_FAKE = ["data=fake", "data.native_size=16", "data.num_samples=16", "data.num_test=4", "data.batch_size=4",
-             "data.val_fraction=0.25"]
+EXPERIMENTS = sorted(
+    path.stem
+    for path in (CONFIG_DIR / "experiment").glob("*.yaml")
+    if "override /model" in path.read_text(encoding="utf-8") and path.stem in MODELS
+)
+QUICK = [
+    "logger=csv",
+    "precision=fp32",
+    "trainer.device=cpu",
+    "trainer.progress_bar=false",
+    "trainer.log_every_n_steps=1",
+]
+TINY_FAKE = [
+    "data=fake",
+    "data.native_size=16",
+    "data.num_samples=16",
+    "data.num_test=4",
+    "data.batch_size=4",
+    "data.val_fraction=0.25",
+]
 
 
 def run_train(tmp_path: Path, *overrides: str) -> tuple[float | None, dict, list[dict]]:
@@ -49,8 +64,9 @@ def run_train(tmp_path: Path, *overrides: str) -> tuple[float | None, dict, list
 
 @pytest.mark.parametrize("model", MODELS)
 def test_model_trains_two_steps_and_its_checkpoint_reloads(model: str, tmp_path: Path) -> None:
-    best, summary, rows = run_train(tmp_path, f"model={model}", *TINY_FAKE, "trainer.max_steps=2",
-                                    "trainer.limit_val_batches=1")
+    best, summary, rows = run_train(
+        tmp_path, f"model={model}", *TINY_FAKE, "trainer.max_steps=2", "trainer.limit_val_batches=1"
+    )
     assert summary["global_step"] == 2 and len(rows) == 1
     assert math.isfinite(float(rows[0]["train/loss"])) and best == pytest.approx(summary["best"]["value"])
 
@@ -82,16 +98,17 @@ def test_every_data_model_pair_composes(data: str, model: str, tmp_path: Path) -
 def test_experiment_is_a_model_recipe_and_keeps_the_data(experiment: str, tmp_path: Path) -> None:
     recipe = yaml.safe_load((CONFIG_DIR / "experiment" / f"{experiment}.yaml").read_text(encoding="utf-8"))
     model = next(entry["override /model"] for entry in recipe["defaults"] if "override /model" in entry)
-    cfg = compose_config([f"experiment={experiment}", "data=torchvision", "data.dataset=cifar10"],
-                         output_dir=tmp_path)
+    cfg = compose_config([f"experiment={experiment}", "data=torchvision", "data.dataset=cifar10"], output_dir=tmp_path)
     assert cfg.data.dataset == "cifar10"
     assert cfg.model._target_ == compose_config([f"model={model}"], output_dir=tmp_path).model._target_
     assert cfg.optimizer.lr == recipe["optimizer"]["lr"]
 
 
 def test_gray_images_become_rgb_of_the_model_size(tmp_path: Path) -> None:
-    cfg = compose_config(["data=fake", "data.native_channels=1", "data.native_size=12", "model=efficientnet",
-                          "model.img_size=20"], output_dir=tmp_path)
+    cfg = compose_config(
+        ["data=fake", "data.native_channels=1", "data.native_size=12", "model=efficientnet", "model.img_size=20"],
+        output_dir=tmp_path,
+    )
     datamodule = instantiate(cfg.data)
     info = datamodule.setup()
     image, _ = datamodule.dataset("train")[0]
@@ -119,8 +136,14 @@ def test_image_folder_trains_on_generated_pngs(tmp_path: Path) -> None:
             pixels = (torch.rand(20 + index, 24, 3, generator=generator) * 80 + 150 * label).byte().numpy()
             image = Image.fromarray(pixels)
             (image.convert("L") if index % 2 else image).save(tmp_path / "images" / name / f"{index}.png")
-    overrides = ["data=image_folder", f"data.root={tmp_path / 'images'}", "data.native_size=16",
-                 "data.batch_size=4", "data.num_workers=0", "model=mlp"]
+    overrides = [
+        "data=image_folder",
+        f"data.root={tmp_path / 'images'}",
+        "data.native_size=16",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "model=mlp",
+    ]
     datamodule = instantiate(compose_config(overrides, output_dir=tmp_path).data)
     info = datamodule.setup()
     assert info.class_names == ["cat", "dog"] and (info.in_chans, info.img_size) == (3, 16)
@@ -130,8 +153,9 @@ def test_image_folder_trains_on_generated_pngs(tmp_path: Path) -> None:
     assert summary["test"]["test/acc"] == 1.0 and summary["test"]["test/f1"] == 1.0
 
 
-def test_image_folder_splits_are_stratified_and_thin_ones_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture
-                                                                 ) -> None:
+def test_image_folder_splits_are_stratified_and_thin_ones_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from PIL import Image
 
     sizes = {"bird": 3, "cat": 30, "dog": 30}  # the test split cannot hold a bird (10% of 3 rounds to 0)
@@ -139,8 +163,14 @@ def test_image_folder_splits_are_stratified_and_thin_ones_warned(tmp_path: Path,
         (tmp_path / "images" / name).mkdir(parents=True)
         for index in range(count):
             Image.new("RGB", (8, 8), (index, 0, 0)).save(tmp_path / "images" / name / f"{index}.png")
-    overrides = ["data=image_folder", f"data.root={tmp_path / 'images'}", "data.native_size=8", "model=mlp",
-                 "data.test_fraction=0.1", "data.val_fraction=0.2"]
+    overrides = [
+        "data=image_folder",
+        f"data.root={tmp_path / 'images'}",
+        "data.native_size=8",
+        "model=mlp",
+        "data.test_fraction=0.1",
+        "data.val_fraction=0.2",
+    ]
     datamodule = instantiate(compose_config(overrides, output_dir=tmp_path).data)
     with caplog.at_level("WARNING"):
         datamodule.setup()
@@ -148,8 +178,11 @@ def test_image_folder_splits_are_stratified_and_thin_ones_warned(tmp_path: Path,
     rest = datamodule.train_set.dataset.dataset
 
     def counts(dataset) -> list[int]:
-        labels = [full.targets[rest.indices[index]] for index in dataset.dataset.indices] if dataset is not \
-            datamodule.test_set else [full.targets[index] for index in dataset.dataset.dataset.indices]
+        labels = (
+            [full.targets[rest.indices[index]] for index in dataset.dataset.indices]
+            if dataset is not datamodule.test_set
+            else [full.targets[index] for index in dataset.dataset.dataset.indices]
+        )
         return [labels.count(label) for label in range(3)]
 
     assert counts(datamodule.test_set) == [0, 3, 3]
@@ -159,8 +192,9 @@ def test_image_folder_splits_are_stratified_and_thin_ones_warned(tmp_path: Path,
 
 
 def test_missing_image_folder_fails_in_one_line(tmp_path: Path) -> None:
-    datamodule = instantiate(compose_config(["data=image_folder", f"data.root={tmp_path / 'nope'}"],
-                                            output_dir=tmp_path).data)
+    datamodule = instantiate(
+        compose_config(["data=image_folder", f"data.root={tmp_path / 'nope'}"], output_dir=tmp_path).data
+    )
     with pytest.raises(UserError, match="data.root="):
         datamodule.setup()
 
@@ -170,8 +204,11 @@ def test_offline_mnist_fails_fast_in_one_line(tmp_path: Path, monkeypatch: pytes
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(socket, "create_connection", offline)
-    datamodule = instantiate(compose_config(["data=torchvision", "data.dataset=mnist", f"paths.data_dir={tmp_path}"],
-                                            output_dir=tmp_path).data)
+    datamodule = instantiate(
+        compose_config(
+            ["data=torchvision", "data.dataset=mnist", f"paths.data_dir={tmp_path}"], output_dir=tmp_path
+        ).data
+    )
     with pytest.raises(UserError) as error:
         datamodule.setup()
     message = str(error.value)
@@ -179,9 +216,14 @@ def test_offline_mnist_fails_fast_in_one_line(tmp_path: Path, monkeypatch: pytes
 
 
 def test_missing_data_set_gives_one_line_without_traceback(tmp_path: Path) -> None:
-    result = run_module("train", "data=torchvision", "data.dataset=cifar10", "data.download=false",
-                        f"paths.data_dir={tmp_path}",
-                        f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_module(
+        "train",
+        "data=torchvision",
+        "data.dataset=cifar10",
+        "data.download=false",
+        f"paths.data_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "CIFAR-10 is not in" in result.stderr and "cs.toronto.edu" in result.stderr
@@ -214,14 +256,25 @@ def early_stop_epoch(values: list[float], patience: int, min_delta: float, mode:
     return None
 
 
-@pytest.mark.parametrize(("min_delta", "monitor", "mode", "patience"),
-                         [(1e9, "val/f1", "max", 2), (1e9, "val/loss", "min", 1), (0.0, "val/loss", "min", 1)])
-def test_early_stopping_stops_at_the_right_epoch(min_delta: float, monitor: str, mode: str, patience: int,
-                                                 tmp_path: Path) -> None:
-    _, summary, rows = run_train(tmp_path, "model=mlp", *TINY_FAKE, "optimizer.lr=0.05", "scheduler=none",
-                                 f"task.monitor={monitor}", f"task.mode={mode}", "trainer.max_epochs=6",
-                                 f"trainer.early_stopping.patience={patience}",
-                                 f"trainer.early_stopping.min_delta={min_delta}")
+@pytest.mark.parametrize(
+    ("min_delta", "monitor", "mode", "patience"),
+    [(1e9, "val/f1", "max", 2), (1e9, "val/loss", "min", 1), (0.0, "val/loss", "min", 1)],
+)
+def test_early_stopping_stops_at_the_right_epoch(
+    min_delta: float, monitor: str, mode: str, patience: int, tmp_path: Path
+) -> None:
+    _, summary, rows = run_train(
+        tmp_path,
+        "model=mlp",
+        *TINY_FAKE,
+        "optimizer.lr=0.05",
+        "scheduler=none",
+        f"task.monitor={monitor}",
+        f"task.mode={mode}",
+        "trainer.max_epochs=6",
+        f"trainer.early_stopping.patience={patience}",
+        f"trainer.early_stopping.min_delta={min_delta}",
+    )
     values = [float(row[monitor]) for row in rows]
     if min_delta > 1:  # nothing can improve on the first epoch
         assert len(rows) == patience + 1 and summary["stopped_early"] and summary["best"]["epoch"] == 0
@@ -232,8 +285,7 @@ def test_early_stopping_stops_at_the_right_epoch(min_delta: float, monitor: str,
         assert summary["best"]["epoch"] == (values.index(max(values) if mode == "max" else min(values)))
 
 
-def learning_rates(name: str, total_steps: int, steps_per_epoch: int, *overrides: str, lr: float = 0.1
-                   ) -> list[float]:
+def learning_rates(name: str, total_steps: int, steps_per_epoch: int, *overrides: str, lr: float = 0.1) -> list[float]:
     cfg = compose_config([f"scheduler={name}", *overrides])
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
     scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
@@ -255,8 +307,9 @@ def test_step_schedule_follows_its_formula() -> None:
 def test_onecycle_schedule_matches_torch(anneal: str, warmup: int) -> None:
     rates = learning_rates("onecycle", 20, 5, f"scheduler.anneal_strategy={anneal}", f"scheduler.warmup_steps={warmup}")
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
-    reference = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=20, anneal_strategy=anneal,
-                                                    pct_start=warmup / 20 if warmup else 0.3)
+    reference = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=0.1, total_steps=20, anneal_strategy=anneal, pct_start=warmup / 20 if warmup else 0.3
+    )
     expected = []
     for _ in range(20):
         expected.append(optimizer.param_groups[0]["lr"])

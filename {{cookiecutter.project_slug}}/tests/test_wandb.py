@@ -16,8 +16,15 @@ import torch
 from conftest import compose_config, offline_env, run_module
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
-TINY = ["logger=wandb", "trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
-        "trainer.log_every_n_steps=1", "trainer.progress_bar=false", "data.num_workers=0"]
+TINY = [
+    "logger=wandb",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.progress_bar=false",
+    "data.num_workers=0",
+]
 
 
 def quiet_env(**extra: str) -> dict[str, str]:
@@ -34,8 +41,13 @@ def run_file(run_dir: Path) -> Path:
 @functools.cache
 def inspect(path: Path, *options: str) -> str:
     """Dump a .wandb transaction log with W&B's own reader (`wandb leet inspect`)."""
-    result = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", *options, str(path)],
-                            capture_output=True, text=True, timeout=120, env=offline_env())
+    result = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", *options, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=offline_env(),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -69,8 +81,11 @@ def test_history_holds_epoch_and_step_metrics(wandb_run: tuple[Path, Any]) -> No
 
 
 def test_step_and_epoch_axes_are_declared(wandb_run: tuple[Path, Any]) -> None:
-    metrics = {record["metric"].get("name"): record["metric"] for record in records(run_file(wandb_run[0]))
-               if record["type"] == "metric"}
+    metrics = {
+        record["metric"].get("name"): record["metric"]
+        for record in records(run_file(wandb_run[0]))
+        if record["type"] == "metric"
+    }
     assert metrics["train/loss"]["step_metric"] == "trainer/global_step"
     assert metrics["val/acc"]["step_metric"] == "epoch"
     assert metrics["train/loss_epoch"]["step_metric"] == "epoch"
@@ -97,9 +112,11 @@ def test_figures_and_tables_are_logged(wandb_run: tuple[Path, Any]) -> None:
     samples = next(run_file(run_dir).parent.glob("files/media/table/tables/prediction_samples_*.table.json"))
     table = json.loads(samples.read_text(encoding="utf-8"))
     assert table["columns"] == ["image", "true", "predicted", "correct"] and len(table["data"]) == 16
-    tables = {record["artifact"]["name"]: record["artifact"]["manifest"]["contents"]
-              for record in records(run_file(run_dir)) if record["type"] == "artifact"
-              and record["artifact"]["type"] == "run_table"}
+    tables = {
+        record["artifact"]["name"]: record["artifact"]["manifest"]["contents"]
+        for record in records(run_file(run_dir))
+        if record["type"] == "artifact" and record["artifact"]["type"] == "run_table"
+    }
     samples_files = next(files for name, files in tables.items() if "prediction_samples" in name)
     assert sum(entry["path"].endswith(".png") for entry in samples_files) == 16
 
@@ -118,8 +135,11 @@ def test_summary_agrees_with_summary_json(wandb_run: tuple[Path, Any]) -> None:
 
 
 def test_best_checkpoint_is_a_model_artifact(wandb_run: tuple[Path, Any]) -> None:
-    models = [record["artifact"] for record in records(run_file(wandb_run[0]))
-              if record["type"] == "artifact" and record["artifact"]["type"] == "model"]
+    models = [
+        record["artifact"]
+        for record in records(run_file(wandb_run[0]))
+        if record["type"] == "artifact" and record["artifact"]["type"] == "model"
+    ]
     assert len(models) == 1 and "best" in models[0]["aliases"]
     metadata = json.loads(models[0]["metadata"])
     assert metadata["metric"] == "val/f1" and metadata["epoch"] in (0, 1)
@@ -204,8 +224,11 @@ def test_bad_mode_is_a_user_error(tmp_path: Path) -> None:
 def test_key_but_no_network_falls_back_offline_quickly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from {{ cookiecutter.package_name }}.tracking.wandb_logger import WandbLogger
 
-    for key, value in {"WANDB_CONSOLE": "off", "WANDB_API_KEY": FAKE_KEY,
-                       "WANDB_BASE_URL": f"http://127.0.0.1:{closed_port()}"}.items():
+    for key, value in {
+        "WANDB_CONSOLE": "off",
+        "WANDB_API_KEY": FAKE_KEY,
+        "WANDB_BASE_URL": f"http://127.0.0.1:{closed_port()}",
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("WANDB_MODE")
     logger = WandbLogger(project="p", save_dir=tmp_path, mode="online", init_timeout=3)

@@ -32,8 +32,17 @@ from {{ cookiecutter.package_name }}.errors import UserError
 log = logging.getLogger(__name__)
 
 OPTIONS = ("output",)
-SKIP_DIRS = {".hydra", ".submitit", "checkpoints", "plots", "tables", "random_init", "predictions",
-             "evaluations", "exports"}
+SKIP_DIRS = {
+    ".hydra",
+    ".submitit",
+    "checkpoints",
+    "plots",
+    "tables",
+    "random_init",
+    "predictions",
+    "evaluations",
+    "exports",
+}
 STATUSES = {"completed", "interrupted", "failed"}
 
 
@@ -133,8 +142,9 @@ def seconds_between(start: str | None, end: str | None) -> float | None:
 def last_error(folder: Path) -> str | None:
     """The last ``[ERROR]`` line of the run's log: why it failed."""
     for log_file in sorted(folder.glob("*.log")):
-        lines = [line for line in log_file.read_text(encoding="utf-8", errors="replace").splitlines()
-                 if "][ERROR]" in line]
+        lines = [
+            line for line in log_file.read_text(encoding="utf-8", errors="replace").splitlines() if "][ERROR]" in line
+        ]
         if lines:
             return lines[-1].split("][ERROR]", 1)[1].strip()
     return None
@@ -156,15 +166,22 @@ def read_run(folder: Path, name: str) -> Run:
     best = summary.get("best") or {}
     precision = provenance.get("precision") or {}
     return Run(
-        name=name, folder=str(folder), status=status or "unknown",
+        name=name,
+        folder=str(folder),
+        status=status or "unknown",
         reason=last_error(folder) if status == "failed" else None,
-        overrides=read_overrides(folder), monitor=summary.get("monitor"), mode=summary.get("mode"),
-        best=number(best.get("value")), best_epoch=best.get("epoch"),
+        overrides=read_overrides(folder),
+        monitor=summary.get("monitor"),
+        mode=summary.get("mode"),
+        best=number(best.get("value")),
+        best_epoch=best.get("epoch"),
         test={key: short(value) for key, value in (summary.get("test") or {}).items() if number(value) is not None},
         duration_s=seconds_between(provenance.get("started_at"), provenance.get("ended_at")),
         commit=((provenance.get("git") or {}).get("commit") or "")[:10] or None,
-        precision=precision.get("resolved") or summary.get("precision"), seed=provenance.get("seed"),
-        curves=curves)
+        precision=precision.get("resolved") or summary.get("precision"),
+        seed=provenance.get("seed"),
+        curves=curves,
+    )
 
 
 # ------------------------------------------------------------------ Optuna studies
@@ -205,8 +222,12 @@ def read_study(folder: Path) -> dict[str, Any] | None:
     complete = sum(1 for trial in trials if trial.state == optuna.trial.TrialState.COMPLETE)
     stored = study.user_attrs.get("importances") or {}
     importances = stored.get("values") if stored.get("trials") == complete else parameter_importances(study)
-    return {"name": study.study_name, "direction": study.directions[0].name.lower(), "importances": importances,
-            "trials": trials}
+    return {
+        "name": study.study_name,
+        "direction": study.directions[0].name.lower(),
+        "importances": importances,
+        "trials": trials,
+    }
 
 
 def parameter_importances(study: Any) -> dict[str, float]:
@@ -226,7 +247,8 @@ def parameter_importances(study: Any) -> dict[str, float]:
         warnings.simplefilter("ignore")  # the evaluator is marked experimental
         try:
             found = optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
+            )
         except (RuntimeError, ValueError) as error:
             log.warning("%s: no parameter importances (%s).", study.study_name, error)
             return {}
@@ -294,8 +316,11 @@ def collect(paths: list[Path]) -> tuple[list[Run], list[dict[str, Any]]]:
     for path in paths:
         found, studies = run_folders(path)
         if not found and not studies:
-            log.warning("%s is not a run folder (no .hydra/config.yaml, summary.json or provenance.json) and "
-                        "holds none; skipped.", path)
+            log.warning(
+                "%s is not a run folder (no .hydra/config.yaml, summary.json or provenance.json) and "
+                "holds none; skipped.",
+                path,
+            )
         folders += [folder for folder in found if folder.resolve() not in {f.resolve() for f in folders}]
         sweeps += [sweep for sweep in studies if sweep.resolve() not in {s.resolve() for s in sweeps}]
     base = common_parent(folders) if len(folders) > 1 else (folders[0].parent if folders else Path("."))
@@ -360,32 +385,65 @@ def seed_groups(runs: list[Run]) -> list[dict[str, Any]]:
             for run in chosen:
                 for epoch, value in run.curves.get(metric, []):
                     by_epoch.setdefault(epoch, []).append(value)
-            curves[metric] = [[epoch, *mean_std(values)] for epoch, values in sorted(by_epoch.items())
-                              if len(values) > 1]
+            curves[metric] = [
+                [epoch, *mean_std(values)] for epoch, values in sorted(by_epoch.items()) if len(values) > 1
+            ]
         tests = sorted({key for run in chosen for key in run.test})
-        groups.append({
-            "name": " ".join(f"{k}={v}" for k, v in overrides) or "defaults", "members": members,
-            "monitor": monitor, "best": mean_std([run.best for run in chosen if run.best is not None] or [math.nan]),
-            "test": {key: mean_std([run.test[key] for run in chosen if key in run.test]) for key in tests},
-            "curves": curves})
+        groups.append(
+            {
+                "name": " ".join(f"{k}={v}" for k, v in overrides) or "defaults",
+                "members": members,
+                "monitor": monitor,
+                "best": mean_std([run.best for run in chosen if run.best is not None] or [math.nan]),
+                "test": {key: mean_std([run.test[key] for run in chosen if key in run.test]) for key in tests},
+                "curves": curves,
+            }
+        )
     return groups
 
 
 def page_data(runs: list[Run], studies: list[dict[str, Any]], title: str) -> dict[str, Any]:
     keys = differing_keys(runs)
     param_keys = sorted({key for run in runs for key in run.params}) or keys
-    return {"title": title, "created": datetime.now().strftime("%Y-%m-%d %H:%M"), "keys": keys,
-            "params": param_keys, "tests": sorted({key for run in runs for key in run.test}),
-            "metrics": sorted({metric for run in runs for metric in run.curves}),
-            "runs": [{**finite({**vars(run), "curves": {}}), "curves": run.curves,
-                      "overrides": {key: run.overrides.get(key) for key in keys}} for run in runs],
-            "groups": finite(seed_groups(runs)), "studies": finite(studies)}
+    return {
+        "title": title,
+        "created": datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "keys": keys,
+        "params": param_keys,
+        "tests": sorted({key for run in runs for key in run.test}),
+        "metrics": sorted({metric for run in runs for metric in run.curves}),
+        "runs": [
+            {
+                **finite({**vars(run), "curves": {}}),
+                "curves": run.curves,
+                "overrides": {key: run.overrides.get(key) for key in keys},
+            }
+            for run in runs
+        ],
+        "groups": finite(seed_groups(runs)),
+        "studies": finite(studies),
+    }
 
 
 def write_csv(path: Path, data: dict[str, Any]) -> None:
-    columns = ["name", "status", "reason", *data["keys"], "trial", *[f"param:{key}" for key in data["params"]],
-               "objective", "monitor", "best", "best_epoch", *data["tests"], "duration_s", "commit", "precision",
-               "seed", "folder"]
+    columns = [
+        "name",
+        "status",
+        "reason",
+        *data["keys"],
+        "trial",
+        *[f"param:{key}" for key in data["params"]],
+        "objective",
+        "monitor",
+        "best",
+        "best_epoch",
+        *data["tests"],
+        "duration_s",
+        "commit",
+        "precision",
+        "seed",
+        "folder",
+    ]
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
@@ -444,8 +502,10 @@ def parse(argv: list[str]) -> tuple[list[str], dict[str, str]]:
         else:
             close = difflib.get_close_matches(key, OPTIONS, n=1)
             hint = f"did you mean {close[0]}=? " if close else ""
-            raise UserError(f"{key}= is not an option of compare: {hint}the options are "
-                            f"{', '.join(f'{name}=' for name in OPTIONS)}; anything else is a folder or a glob.")
+            raise UserError(
+                f"{key}= is not an option of compare: {hint}the options are "
+                f"{', '.join(f'{name}=' for name in OPTIONS)}; anything else is a folder or a glob."
+            )
     if not folders:
         raise UserError("give the folders to compare, e.g. outputs/multiruns/<sweep> or 'outputs/runs/*'.")
     return folders, options

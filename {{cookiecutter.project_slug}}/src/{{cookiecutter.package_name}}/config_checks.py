@@ -58,7 +58,9 @@ class Rule:
         else:
             text = "an integer" if self.kind is int else "a number"
             if self.low is not None and self.high is not None:
-                text += f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+                text += (
+                    f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+                )
             elif self.low is not None:
                 text += f" {'>' if self.low_open else '>='} {self.low:g}"
         return text + (" or null" if self.optional else "")
@@ -169,8 +171,11 @@ def hydra_choices() -> dict[str, str]:
 def check_fit(cfg: DictConfig, choices: dict[str, str] | None = None) -> None:
     """Raise one line when the task, data and model options are for different jobs, naming what to pick."""
     choices = hydra_choices() if choices is None else choices
-    purposes = {group: purpose for group in FIT_GROUPS
-                if (purpose := purpose_of(OmegaConf.select(cfg, f"{group}._target_", default=None)))}
+    purposes = {
+        group: purpose
+        for group in FIT_GROUPS
+        if (purpose := purpose_of(OmegaConf.select(cfg, f"{group}._target_", default=None)))
+    }
     counts = Counter(purposes.values())
     if len(counts) < 2:
         return
@@ -180,13 +185,16 @@ def check_fit(cfg: DictConfig, choices: dict[str, str] | None = None) -> None:
     rest = [group for group in purposes if group not in odd]
 
     def named(groups: list[str]) -> str:
-        return " and ".join(f"{group}={choices.get(group) or cfg[group]['_target_'].rpartition('.')[2]}"
-                            for group in groups)
+        return " and ".join(
+            f"{group}={choices.get(group) or cfg[group]['_target_'].rpartition('.')[2]}" for group in groups
+        )
 
     odd_purpose = purposes[odd[0]]
     fixes = "; for ".join(f"{PURPOSES[purpose][0]} use {PURPOSES[purpose][1]}" for purpose in (odd_purpose, wanted))
-    raise UserError(f"{named(odd)} {'is' if len(odd) == 1 else 'are'} for {PURPOSES[odd_purpose][0]}, but "
-                    f"{named(rest)} {'is' if len(rest) == 1 else 'are'} for {PURPOSES[wanted][0]}: for {fixes}.")
+    raise UserError(
+        f"{named(odd)} {'is' if len(odd) == 1 else 'are'} for {PURPOSES[odd_purpose][0]}, but "
+        f"{named(rest)} {'is' if len(rest) == 1 else 'are'} for {PURPOSES[wanted][0]}: for {fixes}."
+    )
 
 
 HYDRA_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p"}
@@ -249,8 +257,9 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
             base = config_source.compose(config_name, others)
         except Exception:  # noqa: BLE001 - another override is wrong too: suggest from nothing
             base = OmegaConf.create({})
-        raise unknown_key(key, config_source.nearest_keys(base, key), "a key of the config",
-                          f"A new key needs a +: +{key}=...") from None
+        raise unknown_key(
+            key, config_source.nearest_keys(base, key), "a key of the config", f"A new key needs a +: +{key}=..."
+        ) from None
     except Exception:  # noqa: BLE001 - a bad value or a missing plugin: Hydra's run reports it
         return
 
@@ -264,8 +273,10 @@ def missing_option(error: Exception) -> UserError:
         return UserError(str(error).splitlines()[0])
     if not options:
         return unknown_key(group, config_source.config_groups(), "a config group")
-    return UserError(f"{group}={option} is not an option of {group}:{did_you_mean(option, options)} "
-                     f"The options are {', '.join(sorted(options))}.")
+    return UserError(
+        f"{group}={option} is not an option of {group}:{did_you_mean(option, options)} "
+        f"The options are {', '.join(sorted(options))}."
+    )
 
 
 def target_arguments(target: str) -> list[str] | None:
@@ -278,8 +289,11 @@ def target_arguments(target: str) -> list[str] | None:
         return None
     if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in signature.parameters.values()):
         return None
-    return [name for name, parameter in signature.parameters.items()
-            if parameter.kind is not inspect.Parameter.VAR_POSITIONAL and name != "self"]
+    return [
+        name
+        for name, parameter in signature.parameters.items()
+        if parameter.kind is not inspect.Parameter.VAR_POSITIONAL and name != "self"
+    ]
 
 
 def check_targets(cfg: DictConfig) -> None:
@@ -293,6 +307,8 @@ def check_targets(cfg: DictConfig) -> None:
         for key in node:
             if str(key).startswith("_") or key in arguments:
                 continue
-            raise UserError(f"{name}.{key} is not an argument of {node['_target_']}:"
-                            f"{did_you_mean(str(key), arguments) or ' check the spelling.'} "
-                            f"It takes {', '.join(arguments)}.")
+            raise UserError(
+                f"{name}.{key} is not an argument of {node['_target_']}:"
+                f"{did_you_mean(str(key), arguments) or ' check the spelling.'} "
+                f"It takes {', '.join(arguments)}."
+            )

@@ -35,8 +35,9 @@ def user_search_path(overrides: list[str]) -> list[str]:
         return list(overrides)
     paths = ",".join(f"file://{Path(folder).expanduser().resolve().as_posix()}" for folder in folders)
     # beside the other overrides: Hydra's parser takes them as one run of positional arguments
-    first = next((index for index, item in enumerate(overrides) if "=" in item and not item.startswith("-")),
-                 len(overrides))
+    first = next(
+        (index for index, item in enumerate(overrides) if "=" in item and not item.startswith("-")), len(overrides)
+    )
     return [*overrides[:first], f"hydra.searchpath=[{paths}]", *overrides[first:]]
 
 
@@ -78,5 +79,5 @@ def nearest_keys(cfg: DictConfig, key: str) -> list[str]:
         siblings = [str(name) for name in node.keys()] if isinstance(node, DictConfig) else []
         if index == 0:
             siblings += config_groups()
-        return [".".join([*parts[:index], name, *parts[index + 1:]]) for name in siblings]
+        return [".".join([*parts[:index], name, *parts[index + 1 :]]) for name in siblings]
     return []

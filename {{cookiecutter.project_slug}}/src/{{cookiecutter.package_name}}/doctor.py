@@ -29,13 +29,17 @@ def gpu_answer() -> str:
         names = ", ".join(f"{gpu['name']} ({gpu['memory_gb']} GB)" for gpu in provenance.gpus())
         return f"training uses {device}: {names}"
     if torch.version.cuda is None:
-        why = ("this PyTorch is a CPU-only build: install a CUDA build "
-               "(bash scripts/setup.sh, or pip install torch --index-url https://download.pytorch.org/whl/cu126)")
+        why = (
+            "this PyTorch is a CPU-only build: install a CUDA build "
+            "(bash scripts/setup.sh, or pip install torch --index-url https://download.pytorch.org/whl/cu126)"
+        )
     elif os.environ.get("CUDA_VISIBLE_DEVICES", None) in {"", "-1"}:
         why = "CUDA_VISIBLE_DEVICES hides every GPU: unset it"
     else:
-        why = (f"PyTorch is built for CUDA {torch.version.cuda} but finds no GPU: check `nvidia-smi` "
-               "(driver installed and new enough for this CUDA?)")
+        why = (
+            f"PyTorch is built for CUDA {torch.version.cuda} but finds no GPU: check `nvidia-smi` "
+            "(driver installed and new enough for this CUDA?)"
+        )
     return f"training uses {device}, not a GPU: {why}"
 
 
@@ -81,10 +85,16 @@ def format_report(facts: dict[str, Any]) -> str:
     """One screen of text."""
     versions = ", ".join(f"{name} {version}" for name, version in facts["versions"].items() if version)
     hardware = facts["hardware"]
-    gpus = "; ".join(f"{gpu['name']} {gpu['memory_gb']} GB (bf16 {'yes' if gpu['bf16'] else 'no'})"
-                     for gpu in hardware["gpus"]) or "none visible"
+    gpus = (
+        "; ".join(
+            f"{gpu['name']} {gpu['memory_gb']} GB (bf16 {'yes' if gpu['bf16'] else 'no'})" for gpu in hardware["gpus"]
+        )
+        or "none visible"
+    )
     git = facts["git"]
-    code = "not a git checkout" if git["commit"] is None else f"{git['commit'][:12]}{' (dirty)' if git['dirty'] else ''}"
+    code = (
+        "not a git checkout" if git["commit"] is None else f"{git['commit'][:12]}{' (dirty)' if git['dirty'] else ''}"
+    )
     lines = [
         f"versions      {versions}",
         f"platform      {hardware['platform']}",
@@ -103,8 +113,9 @@ def main() -> None:
         sys.stdout.write(__doc__.replace("``", "") + "\n")
         return
     if sys.argv[1:]:
-        sys.stderr.write(f"doctor takes no options (got {' '.join(sys.argv[1:])}): run "
-                         "`python -m {{ cookiecutter.package_name }}.doctor` alone.\n")
+        sys.stderr.write(
+            f"doctor takes no options (got {' '.join(sys.argv[1:])}): run `python -m {{ cookiecutter.package_name }}.doctor` alone.\n"
+        )
         raise SystemExit(1)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     log.info("%s", format_report(report()))

@@ -80,9 +80,15 @@ def evaluate(argv: list[str]) -> dict[str, Any]:
         files.log_figure(name, figure)
     for name, table in evaluation.tables().items():
         files.log_table(name, table)
-    result = {"run": str(folder), "checkpoint": relative(run.checkpoint, folder), "split": split,
-              "overrides": arguments.overrides, "precision": run.precision.name, "metrics": metrics,
-              "provenance": provenance.public({**record, "ended_at": provenance.now()})}
+    result = {
+        "run": str(folder),
+        "checkpoint": relative(run.checkpoint, folder),
+        "split": split,
+        "overrides": arguments.overrides,
+        "precision": run.precision.name,
+        "metrics": metrics,
+        "provenance": provenance.public({**record, "ended_at": provenance.now()}),
+    }
     (output / "eval.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     log.info("Wrote %s", output / "eval.json")
     return result

@@ -44,8 +44,14 @@ from {{ cookiecutter.package_name }}.run_folder import (
 )
 
 log = logging.getLogger(__name__)
-OPTIONS = {"run": None, "ckpt": "best", "output": None, "format": "safetensors", "merge_lora": None,
-           "push_to_hub": None}
+OPTIONS = {
+    "run": None,
+    "ckpt": "best",
+    "output": None,
+    "format": "safetensors",
+    "merge_lora": None,
+    "push_to_hub": None,
+}
 FORMATS = ("safetensors", "onnx")
 
 
@@ -54,8 +60,10 @@ def push_to_hub(folder: Path, repo_id: str) -> None:
     from {{ cookiecutter.package_name }}.utils import env_flag
 
     if env_flag("HF_HUB_OFFLINE"):
-        raise UserError(f"push_to_hub={repo_id}: HF_HUB_OFFLINE=1 forbids uploading; the export is in {folder}, "
-                        "upload it later with `hf upload`.")
+        raise UserError(
+            f"push_to_hub={repo_id}: HF_HUB_OFFLINE=1 forbids uploading; the export is in {folder}, "
+            "upload it later with `hf upload`."
+        )
     from huggingface_hub import HfApi
 
     try:
@@ -64,8 +72,10 @@ def push_to_hub(folder: Path, repo_id: str) -> None:
         api.upload_folder(folder_path=str(folder), repo_id=repo_id)
     except Exception as error:  # noqa: BLE001 - network and auth failures all end the same way
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"push_to_hub={repo_id} failed ({reason[:200]}): check the connection and `hf auth login`; "
-                        f"the export is in {folder}.") from None
+        raise UserError(
+            f"push_to_hub={repo_id} failed ({reason[:200]}): check the connection and `hf auth login`; "
+            f"the export is in {folder}."
+        ) from None
     log.info("Uploaded %s to https://huggingface.co/%s", folder, repo_id)
 
 
@@ -102,8 +112,11 @@ def export(argv: list[str]) -> Path:
     log.info("Exported %s with its model card %s", ", ".join(path.name for path in files), card)
     peak = runtime.peak_memory_bytes(run.device)
     if peak:
-        log.info("Peak memory of the export: %.2f GB (%s).", peak / 1e9,
-                 "GPU allocator" if run.device.type == "cuda" else "the process's resident set")
+        log.info(
+            "Peak memory of the export: %.2f GB (%s).",
+            peak / 1e9,
+            "GPU allocator" if run.device.type == "cuda" else "the process's resident set",
+        )
     if options["push_to_hub"]:
         push_to_hub(output, str(options["push_to_hub"]))
     return output

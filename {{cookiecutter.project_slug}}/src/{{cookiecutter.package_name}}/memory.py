@@ -35,17 +35,23 @@ def memory_report(cfg: DictConfig) -> dict[str, Any]:
     check_targets(cfg)
     info = instantiate(cfg.data).setup()
     model_cfg = cfg.model
-    config = model_config(model_cfg.name_or_path, model_cfg.config, info.tokenizer, model_cfg.revision,
-                          model_cfg.trust_remote_code)
-    parameters, estimates = footprint.estimate_bytes(config, bool(cfg.quantization.get("double_quant", True)),
-                                                     footprint.unquantized_bytes(str(cfg.model.dtype)))
-    log.info("Before loading: %.1fM parameters; estimated MB %s", parameters / 1e6,
-             {mode: round(value / 1e6, 1) for mode, value in estimates.items()})
+    config = model_config(
+        model_cfg.name_or_path, model_cfg.config, info.tokenizer, model_cfg.revision, model_cfg.trust_remote_code
+    )
+    parameters, estimates = footprint.estimate_bytes(
+        config, bool(cfg.quantization.get("double_quant", True)), footprint.unquantized_bytes(str(cfg.model.dtype))
+    )
+    log.info(
+        "Before loading: %.1fM parameters; estimated MB %s",
+        parameters / 1e6,
+        {mode: round(value / 1e6, 1) for mode, value in estimates.items()},
+    )
     model = instantiate(cfg.model, data=info, for_training=False, report=False, lora={"enabled": False})
     precision, quantization = str(cfg.model.dtype), quantization_name(cfg.quantization)
     double_quant = bool(cfg.quantization.get("double_quant", True))
-    report = footprint.build_report(model, str(cfg.model.name_or_path or "random init"), precision, quantization,
-                                    double_quant)
+    report = footprint.build_report(
+        model, str(cfg.model.name_or_path or "random init"), precision, quantization, double_quant
+    )
     footprint.log_report(report)
     output = Path(cfg.paths.output_dir) / "memory.json"
     output.parent.mkdir(parents=True, exist_ok=True)

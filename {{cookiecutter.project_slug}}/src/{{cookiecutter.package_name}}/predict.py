@@ -34,8 +34,19 @@ from {{ cookiecutter.package_name }}.run_folder import (
 )
 
 log = logging.getLogger(__name__)
-OPTIONS = {"run": None, "input": None, "ckpt": "best", "output": None, "top_k": 3, "max_new_tokens": 64,
-           "temperature": 1.0, "top_p": 1.0, "do_sample": False}
+OPTIONS = {
+    "run": None,
+    "input": None,
+    "ckpt": "best",
+    "output": None,
+    "top_k": 3,
+    "max_new_tokens": 64,
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "do_sample": False,
+}
+
+
 def predict(argv: list[str]) -> Path:
     """Predict as the command line asks; return the file written."""
     arguments = parse_arguments(argv, OPTIONS, __doc__ or "")

@@ -34,8 +34,6 @@ _STORE_KEY = "{{ cookiecutter.package_name }}/run_time"
 _run_time: float | None = None
 
 
-
-
 def _shared_with_torchrun(now: float, timeout_s: float = 120.0) -> float:
     """Rank 0's ``now``, read from the store torchrun's agent hosts; ``now`` when there is none."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
@@ -43,8 +41,12 @@ def _shared_with_torchrun(now: float, timeout_s: float = 120.0) -> float:
     from torch.distributed import TCPStore
 
     try:
-        store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
-                         timeout=timedelta(seconds=timeout_s))
+        store = TCPStore(
+            os.environ["MASTER_ADDR"],
+            int(os.environ["MASTER_PORT"]),
+            is_master=False,
+            timeout=timedelta(seconds=timeout_s),
+        )
         if rank() == 0 and not store.check([_STORE_KEY]):
             store.set(_STORE_KEY, repr(now))
         return float(store.get(_STORE_KEY).decode())

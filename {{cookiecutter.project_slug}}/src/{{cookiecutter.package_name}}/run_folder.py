@@ -57,8 +57,10 @@ def parse_arguments(argv: list[str], defaults: dict[str, Any], doc: str) -> Argu
         if "=" not in arg:
             raise UserError(f"{arg!r} is not key=value: write e.g. run=outputs/runs/<run folder>.")
         if key not in defaults and "." not in key and (near := closest(key, defaults)):
-            raise UserError(f"{key} is not an option of this command: did you mean {' or '.join(near)}? "
-                            f"The options are {', '.join(defaults)}.")
+            raise UserError(
+                f"{key} is not an option of this command: did you mean {' or '.join(near)}? "
+                f"The options are {', '.join(defaults)}."
+            )
         if key in defaults:
             try:
                 value = OverridesParser.create().parse_override(arg).value()
@@ -78,8 +80,10 @@ def check_run_folder(folder: Path) -> Path:
     if not folder.is_dir():
         raise UserError(f"run={folder} is not a folder: give the folder of a training run (outputs/runs/<time>).")
     if not (folder / ".hydra" / "config.yaml").is_file():
-        raise UserError(f"run={folder} is not a run folder: it has no .hydra/config.yaml, which training writes; "
-                        "point run= at the folder holding checkpoints/ and .hydra/.")
+        raise UserError(
+            f"run={folder} is not a run folder: it has no .hydra/config.yaml, which training writes; "
+            "point run= at the folder holding checkpoints/ and .hydra/."
+        )
     return folder.resolve()
 
 
@@ -88,8 +92,10 @@ def checkpoint_path(folder: Path, ckpt: Any) -> Path:
     name = str(ckpt or "best")
     path = folder / "checkpoints" / f"{name}.pt" if name in {"best", "last"} else Path(name).expanduser()
     if not path.is_file():
-        raise UserError(f"run={folder} has no {path.relative_to(folder) if path.is_relative_to(folder) else path}: "
-                        "pick another with ckpt=best|last|<path to a .pt file>.")
+        raise UserError(
+            f"run={folder} has no {path.relative_to(folder) if path.is_relative_to(folder) else path}: "
+            "pick another with ckpt=best|last|<path to a .pt file>."
+        )
     return path
 
 
@@ -135,8 +141,12 @@ def load_config(folder: Path, overrides: list[str]) -> DictConfig:
             choices[key] = value
             continue
         if current is _ABSENT and not override.is_add():
-            raise unknown_key(key, config_source.nearest_keys(config, key), "a key of this run's config",
-                              f"A new key needs a +: +{key}=...")
+            raise unknown_key(
+                key,
+                config_source.nearest_keys(config, key),
+                "a key of this run's config",
+                f"A new key needs a +: +{key}=...",
+            )
         with open_dict(config):
             OmegaConf.update(config, key, value, force_add=True)
     check_fit(config, choices)  # e.g. data=text on an image classifier's run: one line, before anything is built
@@ -159,14 +169,17 @@ def load_weights(model: nn.Module, checkpoint: Path) -> dict[str, Any]:
     state = load_checkpoint(checkpoint, "cpu")
     weights, own = state["model"], runtime.unwrap(model).state_dict()
     missing, unexpected = sorted(own.keys() - weights.keys()), sorted(weights.keys() - own.keys())
-    mismatched = sorted(key for key in own.keys() & weights.keys()
-                        if tuple(own[key].shape) != tuple(weights[key].shape))
+    mismatched = sorted(
+        key for key in own.keys() & weights.keys() if tuple(own[key].shape) != tuple(weights[key].shape)
+    )
     if missing or unexpected or mismatched:
         details = [f"{key} {tuple(weights[key].shape)} vs {tuple(own[key].shape)}" for key in mismatched[:3]]
         details += [f"missing {key}" for key in missing[:3]] + [f"unexpected {key}" for key in unexpected[:3]]
         count = len(missing) + len(unexpected) + len(mismatched)
-        raise UserError(f"{checkpoint} does not fit the configured model ({count} keys differ: {'; '.join(details)}): "
-                        "use the run's own model options, or a checkpoint of this model.")
+        raise UserError(
+            f"{checkpoint} does not fit the configured model ({count} keys differ: {'; '.join(details)}): "
+            "use the run's own model options, or a checkpoint of this model."
+        )
     runtime.unwrap(model).load_state_dict(weights)
     return state
 
@@ -205,9 +218,11 @@ def inference_options(saved: DictConfig, config: DictConfig) -> dict[str, Any]:
     if not trained_lora and from_random_init(saved) and quantization == quantization_of(saved):
         return {"quantization": None}  # the run's quantization was not applied to its random init
     if not trained_lora:
-        raise UserError(f"quantization={quantization} loads a base for LoRA adapters, but this run fine-tuned the "
-                        f"whole model: leave out quantization={quantization}, or export the run and load the export "
-                        "quantized.")
+        raise UserError(
+            f"quantization={quantization} loads a base for LoRA adapters, but this run fine-tuned the "
+            f"whole model: leave out quantization={quantization}, or export the run and load the export "
+            "quantized."
+        )
     return {"for_training": False}
 
 
@@ -234,8 +249,9 @@ def random_init_source(config: DictConfig, folder: Path) -> None:
             config.model.name_or_path = str(folder / "random_init")
 
 
-def load_run(folder: Path | str, overrides: list[str], ckpt: Any = "best",
-             model_options: dict[str, Any] | None = None) -> LoadedRun:
+def load_run(
+    folder: Path | str, overrides: list[str], ckpt: Any = "best", model_options: dict[str, Any] | None = None
+) -> LoadedRun:
     """Check the folder, load and override its config, build data, task and model, load the weights.
 
     ``model_options``: extra arguments of the model's builder (over :func:`inference_options`).
@@ -263,8 +279,13 @@ def load_run(folder: Path | str, overrides: list[str], ckpt: Any = "best",
     load_weights(model, checkpoint)
     model = runtime.place(model, device)
     model.eval()
-    log.info("Loaded %s (%s) on %s with %s.", checkpoint.relative_to(folder) if checkpoint.is_relative_to(folder)
-             else checkpoint, type(runtime.unwrap(model)).__name__, device, precision)
+    log.info(
+        "Loaded %s (%s) on %s with %s.",
+        checkpoint.relative_to(folder) if checkpoint.is_relative_to(folder) else checkpoint,
+        type(runtime.unwrap(model)).__name__,
+        device,
+        precision,
+    )
     return LoadedRun(folder, config, checkpoint, device, precision, datamodule, info, task, model)
 
 

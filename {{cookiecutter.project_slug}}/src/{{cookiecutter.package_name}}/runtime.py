@@ -108,13 +108,17 @@ def slurm_task_environment(env: Mapping[str, str]) -> dict[str, str] | None:
     if "TORCHELASTIC_RUN_ID" in env or int(env.get("SLURM_STEP_NUM_TASKS", "1")) <= 1:
         return None
     job_id = int(env.get("SLURM_JOB_ID", "0"))
-    return {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": env["SLURM_STEP_NUM_TASKS"],
-            "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
-            "LOCAL_WORLD_SIZE": str(tasks_on_node(env.get("SLURM_STEP_TASKS_PER_NODE", "1"),
-                                                  int(env.get("SLURM_NODEID", "0")))),
-            "MASTER_ADDR": first_host(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "127.0.0.1")),
-            # a preset MASTER_PORT is kept; else one per job, the same on every task
-            "MASTER_PORT": env.get("MASTER_PORT") or str(20000 + job_id % 20000)}
+    return {
+        "RANK": env["SLURM_PROCID"],
+        "WORLD_SIZE": env["SLURM_STEP_NUM_TASKS"],
+        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+        "LOCAL_WORLD_SIZE": str(
+            tasks_on_node(env.get("SLURM_STEP_TASKS_PER_NODE", "1"), int(env.get("SLURM_NODEID", "0")))
+        ),
+        "MASTER_ADDR": first_host(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "127.0.0.1")),
+        # a preset MASTER_PORT is kept; else one per job, the same on every task
+        "MASTER_PORT": env.get("MASTER_PORT") or str(20000 + job_id % 20000),
+    }
 
 
 def adopt_slurm_tasks() -> None:
@@ -140,8 +144,6 @@ def adopt_slurm_tasks() -> None:
                 del os.environ[name]
         return
     os.environ.update(adopted)
-
-
 
 
 # ----------------------------------------------------------------- devices and dtypes

@@ -69,8 +69,10 @@ def register(argv: Sequence[str]) -> None:
     except ModuleNotFoundError:
         clashing = False
     if clashing and any("sweeper" in arg or "hparams_search" in arg for arg in argv):
-        raise SweepFailed("hydra-optuna-sweeper is installed and clashes with this project's own Optuna sweeper: "
-                          "pip uninstall hydra-optuna-sweeper (this project needs optuna>=4).")
+        raise SweepFailed(
+            "hydra-optuna-sweeper is installed and clashes with this project's own Optuna sweeper: "
+            "pip uninstall hydra-optuna-sweeper (this project needs optuna>=4)."
+        )
     from hydra_plugins.{{ cookiecutter.package_name }}_optuna.optuna_sweeper import OptunaSweeper
 
     Plugins.instance().register(OptunaSweeper)
@@ -121,8 +123,10 @@ def grid_choices(distributions: dict[str, Any]) -> dict[str, list[Any]]:
             count = int(round((dist.high - dist.low) / dist.step)) + 1
             grid[key] = [dist.low + index * dist.step for index in range(count)]
         else:
-            raise SweepFailed(f"hydra.sweeper.params.{key}: the grid sampler needs choice(...) or range(...), "
-                              "not an interval; or pick hydra/sweeper/sampler=tpe.")
+            raise SweepFailed(
+                f"hydra.sweeper.params.{key}: the grid sampler needs choice(...) or range(...), "
+                "not an interval; or pick hydra/sweeper/sampler=tpe."
+            )
     return grid
 
 
@@ -213,9 +217,15 @@ def retry(study: Any, trial: Any, max_retry: int) -> None:
         return
     system_attrs = {"failed_trial": history[0], "retry_history": history}
     user_attrs = {key: value for key, value in trial.user_attrs.items() if key not in {"fail_reason", "run_dir"}}
-    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING, params=trial.params,
-                                              distributions=trial.distributions, user_attrs=user_attrs,
-                                              system_attrs=system_attrs))
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs=user_attrs,
+            system_attrs=system_attrs,
+        )
+    )
 
 
 # ------------------------------------------------------------------ counting
@@ -229,8 +239,11 @@ def count_trials(trials: Sequence[Any]) -> tuple[int, int]:
     from optuna.trial import TrialState
 
     retried = retried_numbers(trials)
-    finished = sum(1 for trial in trials if trial.state.is_finished() and not
-                   (trial.state == TrialState.FAIL and trial.number in retried))
+    finished = sum(
+        1
+        for trial in trials
+        if trial.state.is_finished() and not (trial.state == TrialState.FAIL and trial.number in retried)
+    )
     pending = sum(1 for trial in trials if trial.state in (TrialState.RUNNING, TrialState.WAITING))
     return finished, pending
 
@@ -270,13 +283,27 @@ def outcome(result: JobReturn | BaseException, directions: int) -> tuple[list[fl
 class StudySweeper(Sweeper):
     """A Hydra sweeper that asks an Optuna study for each trial's parameters and tells it the result."""
 
-    def __init__(self, sampler: Any, direction: Any, storage: str | None, study_name: str | None, n_trials: int,
-                 n_jobs: int = 1, max_failure_rate: float = 1.0, params: DictConfig | None = None,
-                 custom_search_space: str | None = None, heartbeat_interval: float = 60.0,
-                 grace_period: float = 180.0, max_retry: int = 1) -> None:
+    def __init__(
+        self,
+        sampler: Any,
+        direction: Any,
+        storage: str | None,
+        study_name: str | None,
+        n_trials: int,
+        n_jobs: int = 1,
+        max_failure_rate: float = 1.0,
+        params: DictConfig | None = None,
+        custom_search_space: str | None = None,
+        heartbeat_interval: float = 60.0,
+        grace_period: float = 180.0,
+        max_retry: int = 1,
+    ) -> None:
         self.sampler, self.storage, self.study_name = sampler, storage, study_name
-        self.directions = [str(item) for item in direction] if OmegaConf.is_list(direction) or isinstance(
-            direction, list) else [str(direction)]
+        self.directions = (
+            [str(item) for item in direction]
+            if OmegaConf.is_list(direction) or isinstance(direction, list)
+            else [str(direction)]
+        )
         self.n_trials, self.n_jobs, self.max_failure_rate = int(n_trials), max(1, int(n_jobs)), max_failure_rate
         self.params = dict(params or {})
         self.custom_search_space = custom_search_space
@@ -287,8 +314,9 @@ class StudySweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
-                                                                task_function=task_function)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
 
     @property
     def sweep_dir(self) -> Path:
@@ -308,12 +336,23 @@ class StudySweeper(Sweeper):
             sampler = sampler(grid)
             self.n_trials = min(self.n_trials, math.prod(len(values) for values in grid.values()))
         storage = open_storage(self.storage)
-        study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler,
-                                    directions=self.directions, load_if_exists=True)
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=storage,
+            sampler=sampler,
+            directions=self.directions,
+            load_if_exists=True,
+        )
         if study.trials:  # continued or joined: a seeded sampler would draw the first trials' parameters again
             study.sampler.reseed_rng()
-        log.info("Study %s (%s), %s, %s: %d trials in it.", study.study_name, self.storage or "in memory",
-                 type(sampler).__name__, "/".join(self.directions), len(study.trials))
+        log.info(
+            "Study %s (%s), %s, %s: %d trials in it.",
+            study.study_name,
+            self.storage or "in memory",
+            type(sampler).__name__,
+            "/".join(self.directions),
+            len(study.trials),
+        )
         return study
 
     def fail_dead_trials(self, study: Any, own: set[int]) -> None:
@@ -337,12 +376,15 @@ class StudySweeper(Sweeper):
         """A new study in a folder that already holds trial folders would train new trials in old folders."""
         if study.trials or not self.sweep_dir.is_dir():
             return
-        taken = sorted(int(path.name) for path in self.sweep_dir.iterdir()
-                       if path.name.isdigit() and (path / ".hydra").is_dir())
+        taken = sorted(
+            int(path.name) for path in self.sweep_dir.iterdir() if path.name.isdigit() and (path / ".hydra").is_dir()
+        )
         if taken:
-            raise SweepFailed(f"hydra.sweep.dir={self.sweep_dir} already holds trial folders ({', '.join(map(str, taken[:5]))}"
-                              f"{', ...' if len(taken) > 5 else ''}) but the study in {self.storage or 'memory'} has "
-                              "no trials: give a new hydra.sweep.dir, or the storage that holds this sweep's study.")
+            raise SweepFailed(
+                f"hydra.sweep.dir={self.sweep_dir} already holds trial folders ({', '.join(map(str, taken[:5]))}"
+                f"{', ...' if len(taken) > 5 else ''}) but the study in {self.storage or 'memory'} has "
+                "no trials: give a new hydra.sweep.dir, or the storage that holds this sweep's study."
+            )
 
     def ask(self, study: Any, distributions: dict[str, Any], fixed: list[str]) -> tuple[Any, list[str]]:
         trial = study.ask(fixed_distributions=distributions)
@@ -370,8 +412,10 @@ class StudySweeper(Sweeper):
             trial.set_user_attr("fail_reason", reason)
             told(study, trial, state=TrialState.FAIL)
             retry(study, study._storage.get_trial(trial._trial_id), self.max_retry)
-            raise SweepFailed(f"Sweep stopped by a signal during trial {trial.number} (its parameters are queued "
-                              f"again): run the same command with hydra.sweep.dir={self.sweep_dir} to continue.")
+            raise SweepFailed(
+                f"Sweep stopped by a signal during trial {trial.number} (its parameters are queued "
+                f"again): run the same command with hydra.sweep.dir={self.sweep_dir} to continue."
+            )
         if isinstance(result, JobReturn) and result.hydra_cfg is not None:
             trial.set_user_attr("run_dir", str(result.hydra_cfg.hydra.runtime.output_dir))
         if reason is not None:
@@ -390,16 +434,21 @@ class StudySweeper(Sweeper):
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         n_jobs = 1 if self.in_process() else self.n_jobs
         if self.in_process() and self.n_jobs > 1:
-            log.warning("hydra.sweeper.n_jobs=%d needs a launcher that starts processes (hydra/launcher=local or "
-                        "slurm); the basic launcher runs one trial at a time.", self.n_jobs)
+            log.warning(
+                "hydra.sweeper.n_jobs=%d needs a launcher that starts processes (hydra/launcher=local or "
+                "slurm); the basic launcher runs one trial at a time.",
+                self.n_jobs,
+            )
         told, failed = 0, 0
         running: dict[Future, Any] = {}
         with Heartbeat(study, self.heartbeat_interval) as heartbeat, ThreadPoolExecutor(n_jobs) as pool:
             while True:
                 if failed and failed / told > self.max_failure_rate and not running:
                     self.write_comparison()
-                    raise SweepFailed(f"{failed} of {told} trials failed, more than hydra.sweeper.max_failure_rate="
-                                      f"{self.max_failure_rate}; the reasons are in {self.sweep_dir}/comparison.html.")
+                    raise SweepFailed(
+                        f"{failed} of {told} trials failed, more than hydra.sweeper.max_failure_rate="
+                        f"{self.max_failure_rate}; the reasons are in {self.sweep_dir}/comparison.html."
+                    )
                 self.fail_dead_trials(study, {trial.number for trial in running.values()})
                 finished, pending = count_trials(study.get_trials(deepcopy=False))
                 stop_asking = failed and failed / told > self.max_failure_rate
@@ -407,7 +456,7 @@ class StudySweeper(Sweeper):
                     trial, overrides = self.ask(study, distributions, fixed)
                     heartbeat.add(trial._trial_id)
                     pending += 1
-                    log.info("Trial %d: %s", trial.number, " ".join(overrides[len(fixed):]))
+                    log.info("Trial %d: %s", trial.number, " ".join(overrides[len(fixed) :]))
                     if n_jobs == 1:
                         future: Future = Future()
                         future.set_result(self.launch(trial.number, overrides))
@@ -439,17 +488,19 @@ class StudySweeper(Sweeper):
             self.write_comparison()
             reasons = [trial.user_attrs.get("fail_reason") for trial in study.get_trials(deepcopy=False)]
             last = next((reason for reason in reversed(reasons) if reason), "no trial ran")
-            raise SweepFailed(f"Every trial of study {study.study_name} failed (last: {last}); "
-                              f"see {self.sweep_dir}/comparison.html.")
+            raise SweepFailed(
+                f"Every trial of study {study.study_name} failed (last: {last}); see {self.sweep_dir}/comparison.html."
+            )
         if len(self.directions) == 1:
             results = {"name": "optuna", "best_params": study.best_trial.params, "best_value": study.best_value}
         else:
-            results = {"name": "optuna", "solutions": [{"params": trial.params, "values": trial.values}
-                                                       for trial in study.best_trials]}
+            results = {
+                "name": "optuna",
+                "solutions": [{"params": trial.params, "values": trial.values} for trial in study.best_trials],
+            }
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
         from {{ cookiecutter.package_name }}.compare import store_importances
 
         store_importances(study)
         log.info("Best trial of %d: %s", len(complete), results.get("best_params", "see optimization_results.yaml"))
         return [trial.values for trial in complete]
-

@@ -119,8 +119,11 @@ def failing_together() -> Iterator[None]:
         step = os.environ.get("SLURM_STEP_ID")
         if step is not None and "TORCHELASTIC_RUN_ID" not in os.environ:
             with contextlib.suppress(OSError, subprocess.SubprocessError):
-                subprocess.run(["scancel", "--signal=KILL", f"{os.environ['SLURM_JOB_ID']}.{step}"],
-                               capture_output=True, timeout=30)
+                subprocess.run(
+                    ["scancel", "--signal=KILL", f"{os.environ['SLURM_JOB_ID']}.{step}"],
+                    capture_output=True,
+                    timeout=30,
+                )
         os._exit(1)
 
 
@@ -153,8 +156,15 @@ def train(cfg: DictConfig) -> float | None:
     exit_code, status, closed = 1, "failed", False
     try:
         resume = distributed.agree_on_resume(lambda: resolve_resume(cfg.resume, output_dir), trainer.device)
-        best = trainer.fit(model, task, datamodule, optimizer_factory=instantiate(cfg.optimizer),
-                           scheduler_factory=instantiate(cfg.scheduler), config=config, resume=resume)
+        best = trainer.fit(
+            model,
+            task,
+            datamodule,
+            optimizer_factory=instantiate(cfg.optimizer),
+            scheduler_factory=instantiate(cfg.scheduler),
+            config=config,
+            resume=resume,
+        )
         trainer.test()
         if runtime.is_main_process():
             task.save_result(model, output_dir)

@@ -51,13 +51,23 @@ def out(body: str) -> str:
 
 
 # ChatML, with generation markers around what the assistant writes (TRL's assistant_only_loss reads them).
-CHATML = "".join([
-    tag("for message in messages"), out("'<|im_start|>' + message['role'] + '\\n'"),
-    tag("if message['role'] == 'assistant'"), tag("generation"), out("message['content'] + '<|im_end|>\\n'"),
-    tag("endgeneration"), tag("else"), out("message['content'] + '<|im_end|>\\n'"), tag("endif"),
-    tag("endfor"),
-    tag("if add_generation_prompt"), out("'<|im_start|>assistant\\n'"), tag("endif"),
-])
+CHATML = "".join(
+    [
+        tag("for message in messages"),
+        out("'<|im_start|>' + message['role'] + '\\n'"),
+        tag("if message['role'] == 'assistant'"),
+        tag("generation"),
+        out("message['content'] + '<|im_end|>\\n'"),
+        tag("endgeneration"),
+        tag("else"),
+        out("message['content'] + '<|im_end|>\\n'"),
+        tag("endif"),
+        tag("endfor"),
+        tag("if add_generation_prompt"),
+        out("'<|im_start|>assistant\\n'"),
+        tag("endif"),
+    ]
+)
 
 
 @dataclass
@@ -74,8 +84,9 @@ def where(source: str, index: int) -> str:
     return f"{source}:{index + 1}" if source.endswith(".jsonl") else f"{source} row {index + 1}"
 
 
-def read_rows(path: str | None, dataset: str | None = None, split: str = "train",
-              revision: str | None = None) -> tuple[list[dict[str, Any]], str]:
+def read_rows(
+    path: str | None, dataset: str | None = None, split: str = "train", revision: str | None = None
+) -> tuple[list[dict[str, Any]], str]:
     """The rows of a local file or a hub data set (through ``datasets``), and a name for messages."""
     import datasets
 
@@ -88,19 +99,23 @@ def read_rows(path: str | None, dataset: str | None = None, split: str = "train"
         except Exception as error:  # noqa: BLE001 - offline, missing, private: one line each
             reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
             if hub_offline():
-                raise UserError(f"data.dataset={dataset} is not in the local datasets cache and HF_HUB_OFFLINE=1: "
-                                "load it once online, or save it to a .jsonl file and set data.path.") from None
-            raise UserError(f"data.dataset={dataset} (split={split}) cannot be loaded ({reason}): check the id, "
-                            "split and revision, your network and token (hf auth login).") from None
+                raise UserError(
+                    f"data.dataset={dataset} is not in the local datasets cache and HF_HUB_OFFLINE=1: "
+                    "load it once online, or save it to a .jsonl file and set data.path."
+                ) from None
+            raise UserError(
+                f"data.dataset={dataset} (split={split}) cannot be loaded ({reason}): check the id, "
+                "split and revision, your network and token (hf auth login)."
+            ) from None
         return rows.to_list(), dataset
     file = Path(path).expanduser() if path else SAMPLE_CHAT
     if not file.is_file():
-        raise UserError(f"data.path={file}: no such file; give a .jsonl, .json, .parquet or .csv file, "
-                        "or data.dataset=<hub id>.")
+        raise UserError(
+            f"data.path={file}: no such file; give a .jsonl, .json, .parquet or .csv file, or data.dataset=<hub id>."
+        )
     builder = READERS.get(file.suffix.lower())
     if builder is None:
-        raise UserError(f"data.path={file}: unsupported file type {file.suffix!r}; use one of "
-                        f"{', '.join(READERS)}.")
+        raise UserError(f"data.path={file}: unsupported file type {file.suffix!r}; use one of {', '.join(READERS)}.")
     if builder != "parquet":
         check_utf8(file)
     try:
@@ -127,9 +142,11 @@ def detect_format(columns: list[str], messages_field: str, prompt_field: str, co
         return "conversational"
     if prompt_field in columns and completion_field in columns:
         return "prompt-completion"
-    raise UserError(f"the data has columns {columns}: expected {messages_field!r} (conversations) or "
-                    f"{prompt_field!r} and {completion_field!r}; set data.messages_field, data.prompt_field "
-                    "or data.completion_field.")
+    raise UserError(
+        f"the data has columns {columns}: expected {messages_field!r} (conversations) or "
+        f"{prompt_field!r} and {completion_field!r}; set data.messages_field, data.prompt_field "
+        "or data.completion_field."
+    )
 
 
 def as_messages(value: Any, role: str) -> list[dict[str, str]]:
@@ -163,8 +180,9 @@ def to_messages(row: dict[str, Any], fmt: str, fields: dict[str, str], at: str) 
         if role not in ROLES:
             close = difflib.get_close_matches(role, ROLES, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UserError(f"{at}: role {role!r} is not one the chat template knows{hint}; use one of "
-                            f"{', '.join(ROLES)}.")
+            raise UserError(
+                f"{at}: role {role!r} is not one the chat template knows{hint}; use one of {', '.join(ROLES)}."
+            )
         checked.append({"role": role, "content": "" if message["content"] is None else str(message["content"])})
     return checked, answer_from
 
@@ -177,8 +195,10 @@ def check_answer(messages: list[dict[str, str]], train_on: str, at: str) -> None
     """A conversation trained on its answers ends with a non-empty assistant turn."""
     if not messages or messages[-1]["role"] != "assistant":
         if train_on == "completion":
-            raise UserError(f"{at}: the conversation does not end with an assistant turn, so there is no answer "
-                            "to train on; end it with one, or set data.train_on=all.")
+            raise UserError(
+                f"{at}: the conversation does not end with an assistant turn, so there is no answer "
+                "to train on; end it with one, or set data.train_on=all."
+            )
         return
     if not messages[-1]["content"].strip():
         raise UserError(f"{at}: the assistant's answer is empty; write one or remove the row.")
@@ -209,8 +229,9 @@ def shared_prefix(prefix: list[int], ids: list[int]) -> int:
     return size
 
 
-def encode(tokenizer: Any, messages: list[dict[str, str]], train_on: str = "completion",
-           answer_from: int = 0) -> dict[str, list[int]]:
+def encode(
+    tokenizer: Any, messages: list[dict[str, str]], train_on: str = "completion", answer_from: int = 0
+) -> dict[str, list[int]]:
     """Token ids and labels of a conversation: the tokens of every assistant turn from ``answer_from`` on
     (or every token) are labelled.
 
@@ -269,9 +290,9 @@ def pack_batch(rows: list[list[dict[str, list[int]]]], pad_token_id: int) -> dic
         offset = 0
         for example in row:
             size = len(example["input_ids"])
-            ids[index, offset:offset + size] = torch.tensor(example["input_ids"])
-            labels[index, offset:offset + size] = torch.tensor(example["labels"])
-            positions[index, offset:offset + size] = torch.arange(size)
+            ids[index, offset : offset + size] = torch.tensor(example["input_ids"])
+            labels[index, offset : offset + size] = torch.tensor(example["labels"])
+            positions[index, offset : offset + size] = torch.arange(size)
             offset += size
         positions[index, offset:] = torch.arange(length - offset)
     return {"input_ids": ids, "labels": labels, "position_ids": positions}
@@ -321,8 +342,8 @@ class LengthGroupedSampler(EpochSampler):
         chunk = span * self.window
         grouped = []
         for start in range(0, len(order), chunk):
-            grouped += sorted(order[start:start + chunk], key=lambda i: -self.lengths[i])
-        batches = [grouped[start:start + span] for start in range(0, len(grouped), span)]
+            grouped += sorted(order[start : start + chunk], key=lambda i: -self.lengths[i])
+        batches = [grouped[start : start + span] for start in range(0, len(grouped), span)]
         random.Random(self.seed + self.epoch).shuffle(batches)
         return [index for batch in batches for index in batch]
 
@@ -332,18 +353,36 @@ class ChatDataModule(DataModule):
     """Chat or prompt–completion examples; a batch is a dict of ``input_ids``, ``labels`` and either
     ``attention_mask`` (padded per batch) or ``position_ids`` (``packing=true``)."""
 
-    def __init__(self, path: str | None = None, dataset: str | None = None, split: str = "train",
-                 dataset_revision: str | None = None, tokenizer: str | None = None, revision: str | None = None,
-                 trust_remote_code: bool = False, messages_field: str = "messages", prompt_field: str = "prompt",
-                 completion_field: str = "completion", train_on: str = "completion", max_length: int = 1024,
-                 packing: bool = False, group_by_length: bool = True, vocab_size: int = 512,
-                 val_fraction: float = 0.1, test_fraction: float = 0.1, subset_fraction: float = 1.0,
-                 num_held_out: int = 8, **loader_kwargs: Any) -> None:
+    def __init__(
+        self,
+        path: str | None = None,
+        dataset: str | None = None,
+        split: str = "train",
+        dataset_revision: str | None = None,
+        tokenizer: str | None = None,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        messages_field: str = "messages",
+        prompt_field: str = "prompt",
+        completion_field: str = "completion",
+        train_on: str = "completion",
+        max_length: int = 1024,
+        packing: bool = False,
+        group_by_length: bool = True,
+        vocab_size: int = 512,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        subset_fraction: float = 1.0,
+        num_held_out: int = 8,
+        **loader_kwargs: Any,
+    ) -> None:
         super().__init__(**loader_kwargs)
         if train_on not in {"completion", "all"}:
             close = difflib.get_close_matches(str(train_on), ["completion", "all"], n=1)
-            raise UserError(f"data.train_on={train_on} is not an option; use "
-                            f"{close[0] if close else 'completion'} (completion or all).")
+            raise UserError(
+                f"data.train_on={train_on} is not an option; use "
+                f"{close[0] if close else 'completion'} (completion or all)."
+            )
         self.path, self.dataset_id, self.split, self.dataset_revision = path, dataset, split, dataset_revision
         self.tokenizer_source, self.revision, self.trust_remote_code = tokenizer, revision, trust_remote_code
         self.fields = {"messages": messages_field, "prompt": prompt_field, "completion": completion_field}
@@ -379,9 +418,14 @@ class ChatDataModule(DataModule):
         conversations, fmt, source = self.read()
         tokenizer = self.make_tokenizer(conversations)
         template = ensure_chat_template(tokenizer) if self.tokenizer_source else "chatml"
-        log.info("Chat data: %d %s rows from %s; chat template: %s; loss on %s tokens.", len(conversations), fmt,
-                 source, "the tokenizer's own" if template == "model" else "ChatML",
-                 "the answer" if self.train_on == "completion" else "all")
+        log.info(
+            "Chat data: %d %s rows from %s; chat template: %s; loss on %s tokens.",
+            len(conversations),
+            fmt,
+            source,
+            "the tokenizer's own" if template == "model" else "ChatML",
+            "the answer" if self.train_on == "completion" else "all",
+        )
         splits = seeded_split(len(conversations), [self.val_fraction, self.test_fraction], self.seed)
         splits[0] = take_fraction(splits[0], self.subset_fraction)
         self.conversations, self.splits = conversations, splits  # rows in reading order; indices per split
@@ -398,21 +442,34 @@ class ChatDataModule(DataModule):
                     kept.append(example)
             self.examples[name] = kept
         if dropped:
-            log.warning("Dropped %s (raise data.max_length=%d to keep them).",
-                        ", ".join(f"{count} example(s): {reason}" for reason, count in dropped.items()),
-                        self.max_length)
+            log.warning(
+                "Dropped %s (raise data.max_length=%d to keep them).",
+                ", ".join(f"{count} example(s): {reason}" for reason, count in dropped.items()),
+                self.max_length,
+            )
         if not self.examples["train"]:
-            raise UserError(f"no training example is left after truncation to data.max_length={self.max_length}: "
-                            "raise it.")
+            raise UserError(
+                f"no training example is left after truncation to data.max_length={self.max_length}: raise it."
+            )
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        held_out = [(messages[:-1], messages[-1]["content"]) for messages in
-                    (conversations[index][0] for index in splits[2][: self.num_held_out])
-                    if len(messages) > 1 and messages[-1]["role"] == "assistant"]
+        held_out = [
+            (messages[:-1], messages[-1]["content"])
+            for messages in (conversations[index][0] for index in splits[2][: self.num_held_out])
+            if len(messages) > 1 and messages[-1]["role"] == "assistant"
+        ]
         tokens = {name: sum(len(example["input_ids"]) for example in kept) for name, kept in self.examples.items()}
-        report = {"source": source, "format": fmt, "chat_template": template, "train_on": self.train_on,
-                  "max_length": self.max_length, "packing": self.packing, "rows": len(conversations),
-                  "examples": {name: len(kept) for name, kept in self.examples.items()}, "tokens": tokens,
-                  "dropped": dict(dropped)}
+        report = {
+            "source": source,
+            "format": fmt,
+            "chat_template": template,
+            "train_on": self.train_on,
+            "max_length": self.max_length,
+            "packing": self.packing,
+            "rows": len(conversations),
+            "examples": {name: len(kept) for name, kept in self.examples.items()},
+            "tokens": tokens,
+            "dropped": dict(dropped),
+        }
         self.info = ChatDataInfo(tokenizer=tokenizer, held_out=held_out, report=report)
         return self.info
 
@@ -431,14 +488,24 @@ class ChatDataModule(DataModule):
     def loader(self, split: str) -> DataLoader:
         """Per-batch padding; the training order groups similar lengths (``group_by_length``)."""
         dataset = self.dataset(split)
-        options = {"shuffle": split == "train", "seed": self.seed, "rank": runtime.rank(),
-                   "world_size": runtime.world_size()}
+        options = {
+            "shuffle": split == "train",
+            "seed": self.seed,
+            "rank": runtime.rank(),
+            "world_size": runtime.world_size(),
+        }
         if self.group_by_length and not self.packing:
             lengths = [len(example["input_ids"]) for example in dataset]
             sampler: EpochSampler = LengthGroupedSampler(lengths, self.batch_size, **options)
         else:
             sampler = EpochSampler(len(dataset), **options)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory and torch.cuda.is_available(),
-                          persistent_workers=self.persistent_workers and self.num_workers > 0,
-                          collate_fn=self.collate, generator=torch.Generator())
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+            collate_fn=self.collate,
+            generator=torch.Generator(),
+        )

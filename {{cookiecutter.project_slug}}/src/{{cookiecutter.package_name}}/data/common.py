@@ -35,8 +35,7 @@ class EpochSampler(Sampler[int]):
     this rank's share, which is how a run resumes mid-epoch.
     """
 
-    def __init__(self, length: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1,
-                 pad: bool = True):
+    def __init__(self, length: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1, pad: bool = True):
         self.length, self.shuffle, self.seed = length, shuffle, seed
         self.rank, self.world_size, self.pad = rank, world_size, pad
         self.num_samples = math.ceil(length / world_size) if pad else len(range(rank, length, world_size))
@@ -96,14 +95,18 @@ def thin_splits(labels_by_split: dict[str, list[int]], class_names: Sequence[str
     for split, labels in labels_by_split.items():
         missing = [name for index, name in enumerate(class_names) if index not in set(labels)]
         if missing:
-            problems.append(f"the {split} split ({len(labels)} examples) has no {', '.join(missing[:5])}"
-                            f"{' and more' if len(missing) > 5 else ''}")
+            problems.append(
+                f"the {split} split ({len(labels)} examples) has no {', '.join(missing[:5])}"
+                f"{' and more' if len(missing) > 5 else ''}"
+            )
         elif len(labels) < MIN_PER_CLASS * len(class_names):
             problems.append(f"the {split} split has {len(labels)} examples for {len(class_names)} classes")
     if not problems:
         return None
-    return ("; ".join(problems) + f": its metrics say little (under {MIN_PER_CLASS} per class). "
-            "Add images, or raise data.test_fraction / data.val_fraction.")
+    return (
+        "; ".join(problems) + f": its metrics say little (under {MIN_PER_CLASS} per class). "
+        "Add images, or raise data.test_fraction / data.val_fraction."
+    )
 
 
 def take_fraction(indices: list[int], fraction: float) -> list[int]:
@@ -161,8 +164,14 @@ class DataModule:
     info: DataInfo
     collate_fn: Callable | None = None
 
-    def __init__(self, batch_size: int = 64, num_workers: int | None = 0, pin_memory: bool = True,
-                 seed: int = 0, persistent_workers: bool = True) -> None:
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int | None = 0,
+        pin_memory: bool = True,
+        seed: int = 0,
+        persistent_workers: bool = True,
+    ) -> None:
         self.batch_size = batch_size
         self.num_workers = default_num_workers(num_workers)
         self.pin_memory = pin_memory
@@ -182,8 +191,14 @@ class DataModule:
         sample by sample and collated: the same batches, several times faster.
         """
         dataset = self.dataset(split)
-        sampler = EpochSampler(len(dataset), shuffle=split == "train", seed=self.seed, rank=runtime.rank(),
-                               world_size=runtime.world_size(), pad=split == "train")
+        sampler = EpochSampler(
+            len(dataset),
+            shuffle=split == "train",
+            seed=self.seed,
+            rank=runtime.rank(),
+            world_size=runtime.world_size(),
+            pad=split == "train",
+        )
         batched = isinstance(dataset, TensorDataset) and self.collate_fn is None
         return DataLoader(
             dataset,

@@ -34,8 +34,9 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 class DigitsDataModule(DataModule):
     """Images of shape (1, 8, 8), standardised with the train split's statistics."""
 
-    def __init__(self, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                 subset_fraction: float = 1.0, **loader_kwargs) -> None:
+    def __init__(
+        self, val_fraction: float = 0.15, test_fraction: float = 0.15, subset_fraction: float = 1.0, **loader_kwargs
+    ) -> None:
         super().__init__(**loader_kwargs)
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.subset_fraction = subset_fraction
@@ -51,8 +52,7 @@ class DigitsDataModule(DataModule):
         self.train_set = TensorDataset(images[train], labels[train])
         self.val_set = TensorDataset(images[val], labels[val])
         self.test_set = TensorDataset(images[test], labels[test])
-        self.info = DataInfo(num_classes=10, in_chans=1, img_size=8,
-                             class_names=[str(digit) for digit in range(10)])
+        self.info = DataInfo(num_classes=10, in_chans=1, img_size=8, class_names=[str(digit) for digit in range(10)])
         return self.info
 
     def preprocess(self, image: Any) -> torch.Tensor:

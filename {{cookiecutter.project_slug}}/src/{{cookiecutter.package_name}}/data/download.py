@@ -21,5 +21,7 @@ def reachable(url: str, timeout: float = 3.0) -> bool:
 
 def download_error(name: str, url: str, folder: str, files: str, reason: str) -> UserError:
     """The one-line error for a data set that is neither on disk nor downloadable."""
-    return UserError(f"{name} is not in {folder} and could not be downloaded from {url} ({reason}): "
-                     f"connect to the internet and rerun, or download {files} by hand into {folder}.")
+    return UserError(
+        f"{name} is not in {folder} and could not be downloaded from {url} ({reason}): "
+        f"connect to the internet and rerun, or download {files} by hand into {folder}."
+    )

@@ -27,8 +27,9 @@ SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
 def read_documents(path: Path, text_field: str = "text") -> list[str]:
     """Paragraphs of a .txt file (split on blank lines) or the ``text_field`` of each .jsonl line."""
     if not path.is_file():
-        raise UserError(f"data.path={path}: no such file; give a .txt or .jsonl file, or data.path=null "
-                        "for the sample corpus.")
+        raise UserError(
+            f"data.path={path}: no such file; give a .txt or .jsonl file, or data.path=null for the sample corpus."
+        )
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
         documents = []
@@ -38,8 +39,10 @@ def read_documents(path: Path, text_field: str = "text") -> list[str]:
             try:
                 documents.append(str(json.loads(line)[text_field]))
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise UserError(f"{path}:{number} is not a JSON object with a {text_field!r} field: fix the line "
-                                "or set data.text_field.") from None
+                raise UserError(
+                    f"{path}:{number} is not a JSON object with a {text_field!r} field: fix the line "
+                    "or set data.text_field."
+                ) from None
     elif path.suffix == ".txt":
         documents = [part.strip() for part in text.split("\n\n")]
     else:
@@ -58,9 +61,12 @@ def train_tokenizer(documents: list[str], vocab_size: int = 512, extra_special_t
     tokenizer = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size,
-                                  special_tokens=[*SPECIAL_TOKENS.values(), *extra_special_tokens],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[*SPECIAL_TOKENS.values(), *extra_special_tokens],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(documents, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS)
     if extra_special_tokens:
@@ -74,8 +80,9 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_
 
     from {{ cookiecutter.package_name }}.data.hf_source import resolve_source
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_source(name_or_path, revision), revision=revision,
-                                              trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(
+        resolve_source(name_or_path, revision), revision=revision, trust_remote_code=trust_remote_code
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -91,18 +98,30 @@ def pack(documents: list[str], tokenizer: Any, block_size: int) -> torch.Tensor:
             ids.append(eos)
     blocks = len(ids) // block_size
     if blocks < 3:
-        raise UserError(f"the text gives only {len(ids)} tokens, fewer than 3 blocks of data.block_size={block_size}: "
-                        "use more text or a smaller block_size.")
+        raise UserError(
+            f"the text gives only {len(ids)} tokens, fewer than 3 blocks of data.block_size={block_size}: "
+            "use more text or a smaller block_size."
+        )
     return torch.tensor(ids[: blocks * block_size], dtype=torch.long).view(blocks, block_size)
 
 
 class TextDataModule(DataModule):
     """Blocks of ``block_size`` token ids; a batch is a LongTensor (batch, block_size)."""
 
-    def __init__(self, path: str | None = None, tokenizer: str | None = None, revision: str | None = None,
-                 trust_remote_code: bool = False, text_field: str = "text", block_size: int = 64,
-                 vocab_size: int = 512, val_fraction: float = 0.1, test_fraction: float = 0.1,
-                 subset_fraction: float = 1.0, **loader_kwargs: Any) -> None:
+    def __init__(
+        self,
+        path: str | None = None,
+        tokenizer: str | None = None,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        text_field: str = "text",
+        block_size: int = 64,
+        vocab_size: int = 512,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        subset_fraction: float = 1.0,
+        **loader_kwargs: Any,
+    ) -> None:
         super().__init__(**loader_kwargs)
         self.path = Path(path).expanduser() if path else SAMPLE_CORPUS
         self.tokenizer_source, self.revision = tokenizer, revision
@@ -122,8 +141,14 @@ class TextDataModule(DataModule):
         train = take_fraction(train, self.subset_fraction)
         self.train_set, self.val_set, self.test_set = (TensorDataset(blocks[part]) for part in (train, val, test))
         self.collate_fn = stack_blocks
-        log.info("Text: %d documents from %s -> %d blocks of %d tokens (vocabulary %d).", len(documents),
-                 self.path, len(blocks), self.block_size, len(tokenizer))
+        log.info(
+            "Text: %d documents from %s -> %d blocks of %d tokens (vocabulary %d).",
+            len(documents),
+            self.path,
+            len(blocks),
+            self.block_size,
+            len(tokenizer),
+        )
         self.info = DataInfo(tokenizer=tokenizer)
         return self.info
 

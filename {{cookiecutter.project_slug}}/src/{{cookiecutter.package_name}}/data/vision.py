@@ -34,23 +34,47 @@ log = logging.getLogger(__name__)
 
 # name -> title, torchvision class, download URL, folder and files to fetch by hand, native shape, statistics
 TORCHVISION_SETS: dict[str, dict[str, Any]] = {
-    "mnist": dict(title="MNIST", cls=datasets.MNIST, url=datasets.MNIST.mirrors[0], folder="MNIST/raw",
-                  files="train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
-                        "and t10k-labels-idx1-ubyte.gz",
-                  channels=1, size=28, mean=(0.1307,), std=(0.3081,)),
-    "fashion_mnist": dict(title="Fashion-MNIST", cls=datasets.FashionMNIST, url=datasets.FashionMNIST.mirrors[0],
-                          folder="FashionMNIST/raw",
-                          files="train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-                                "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz",
-                          channels=1, size=28, mean=(0.2860,), std=(0.3530,)),
-    "cifar10": dict(title="CIFAR-10", cls=datasets.CIFAR10, url=datasets.CIFAR10.url, folder=".",
-                    files="cifar-10-python.tar.gz (extracted to cifar-10-batches-py/)",
-                    channels=3, size=32, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
+    "mnist": dict(
+        title="MNIST",
+        cls=datasets.MNIST,
+        url=datasets.MNIST.mirrors[0],
+        folder="MNIST/raw",
+        files="train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz "
+        "and t10k-labels-idx1-ubyte.gz",
+        channels=1,
+        size=28,
+        mean=(0.1307,),
+        std=(0.3081,),
+    ),
+    "fashion_mnist": dict(
+        title="Fashion-MNIST",
+        cls=datasets.FashionMNIST,
+        url=datasets.FashionMNIST.mirrors[0],
+        folder="FashionMNIST/raw",
+        files="train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz",
+        channels=1,
+        size=28,
+        mean=(0.2860,),
+        std=(0.3530,),
+    ),
+    "cifar10": dict(
+        title="CIFAR-10",
+        cls=datasets.CIFAR10,
+        url=datasets.CIFAR10.url,
+        folder=".",
+        files="cifar-10-python.tar.gz (extracted to cifar-10-batches-py/)",
+        channels=3,
+        size=32,
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+    ),
 }
 
 
-def image_transform(native_channels: int, channels: int, size: int | None, mean: Sequence[float],
-                    std: Sequence[float]) -> Callable[[Any], torch.Tensor]:
+def image_transform(
+    native_channels: int, channels: int, size: int | None, mean: Sequence[float], std: Sequence[float]
+) -> Callable[[Any], torch.Tensor]:
     """PIL image or uint8 tensor -> normalised float tensor with ``channels`` channels, resized to ``size``."""
     if channels not in (1, 3):
         raise UserError(f"data.channels={channels}: images have 1 (gray) or 3 (RGB) channels; use 1 or 3.")
@@ -111,8 +135,15 @@ class VisionDataModule(DataModule):
     std: Sequence[float] = (0.5, 0.5, 0.5)
     stratify = False  # True: the val split keeps the class proportions, and thin splits get one warning
 
-    def __init__(self, data_dir: str = "data", img_size: int | None = None, channels: int | None = None,
-                 val_fraction: float = 0.1, subset_fraction: float = 1.0, **loader_kwargs: Any) -> None:
+    def __init__(
+        self,
+        data_dir: str = "data",
+        img_size: int | None = None,
+        channels: int | None = None,
+        val_fraction: float = 0.1,
+        subset_fraction: float = 1.0,
+        **loader_kwargs: Any,
+    ) -> None:
         super().__init__(**loader_kwargs)
         self.data_dir = Path(data_dir).expanduser()
         self.img_size, self.channels = img_size, channels
@@ -129,23 +160,26 @@ class VisionDataModule(DataModule):
         resize = size if self.always_resize or size != self.native_size else None
         transform = self.transform = image_transform(self.native_channels, channels, resize, self.mean, self.std)
         labels = labels_of(train_full) if self.stratify else None
-        train, val = (stratified_split(labels, [self.val_fraction], self.seed) if labels is not None
-                      else seeded_split(len(train_full), [self.val_fraction], self.seed))  # type: ignore[arg-type]
+        train, val = (
+            stratified_split(labels, [self.val_fraction], self.seed)
+            if labels is not None
+            else seeded_split(len(train_full), [self.val_fraction], self.seed)
+        )  # type: ignore[arg-type]
         test_indices = list(range(len(test)))  # type: ignore[arg-type]
         test_labels = labels_of(test) if labels is not None else None
         if labels is not None and test_labels is not None:
-            picked = {"train": [labels[index] for index in take_fraction(train, self.subset_fraction)],
-                      "val": [labels[index] for index in take_fraction(val, self.subset_fraction)],
-                      "test": [test_labels[index] for index in take_fraction(test_indices, self.subset_fraction)]}
+            picked = {
+                "train": [labels[index] for index in take_fraction(train, self.subset_fraction)],
+                "val": [labels[index] for index in take_fraction(val, self.subset_fraction)],
+                "test": [test_labels[index] for index in take_fraction(test_indices, self.subset_fraction)],
+            }
             if warning := thin_splits(picked, class_names):
                 log.warning("%s", warning)
         self.train_set = Transformed(Subset(train_full, take_fraction(train, self.subset_fraction)), transform)
         self.val_set = Transformed(Subset(train_full, take_fraction(val, self.subset_fraction)), transform)
         self.test_set = Transformed(Subset(test, take_fraction(test_indices, self.subset_fraction)), transform)
-        self.info = DataInfo(num_classes=len(class_names), in_chans=channels, img_size=size,
-                             class_names=class_names)
+        self.info = DataInfo(num_classes=len(class_names), in_chans=channels, img_size=size, class_names=class_names)
         return self.info
-
 
     def preprocess(self, image: Any) -> torch.Tensor:
         """One PIL image (any mode and size) -> the tensor the model saw in training (after ``setup``)."""
@@ -155,8 +189,7 @@ class VisionDataModule(DataModule):
 class TorchvisionDataModule(VisionDataModule):
     """MNIST, Fashion-MNIST or CIFAR-10, downloaded into ``data_dir`` on first use."""
 
-    def __init__(self, dataset: str, download: bool = True, download_timeout: float = 5.0,
-                 **kwargs: Any) -> None:
+    def __init__(self, dataset: str, download: bool = True, download_timeout: float = 5.0, **kwargs: Any) -> None:
         if dataset not in TORCHVISION_SETS:
             raise UserError(f"data.dataset={dataset}: choose one of {', '.join(TORCHVISION_SETS)}.")
         super().__init__(**kwargs)
@@ -205,9 +238,16 @@ class ImageFolderDataModule(VisionDataModule):
     always_resize = True
     stratify = True
 
-    def __init__(self, root: str, native_size: int = 64, channels: int | None = None,
-                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
-                 test_fraction: float = 0.1, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        root: str,
+        native_size: int = 64,
+        channels: int | None = None,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        test_fraction: float = 0.1,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(channels=channels, **kwargs)
         self.root, self.test_fraction = Path(root).expanduser(), test_fraction
         self.native_size = native_size  # images are resized to this unless the model asks for a size
@@ -216,8 +256,10 @@ class ImageFolderDataModule(VisionDataModule):
 
     def load(self) -> tuple[Dataset, Dataset, list[str]]:
         if not self.root.is_dir():
-            raise UserError(f"data.root={self.root} is not a folder: point it at a folder of class folders "
-                            "(root/<class>/<image>.png).")
+            raise UserError(
+                f"data.root={self.root} is not a folder: point it at a folder of class folders "
+                "(root/<class>/<image>.png)."
+            )
         split_dirs = self.root / "train", self.root / "test"
         try:
             if all(path.is_dir() for path in split_dirs):
@@ -237,8 +279,15 @@ class FakeDataModule(VisionDataModule):
 
     name = "fake"
 
-    def __init__(self, num_samples: int = 256, num_test: int = 64, num_classes: int = 10,
-                 native_channels: int = 3, native_size: int = 32, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        num_samples: int = 256,
+        num_test: int = 64,
+        num_classes: int = 10,
+        native_channels: int = 3,
+        native_size: int = 32,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.num_samples, self.num_test, self.num_classes = num_samples, num_test, num_classes
         self.native_channels, self.native_size = native_channels, native_size

@@ -15,6 +15,8 @@ def inference_module(task: Any) -> Any:
     """``inference.images`` or ``inference.text``: the predict and export functions for ``task``."""
     name = MODULES.get(type(task).__module__.rsplit(".", 1)[-1])
     if name is None:
-        raise UserError(f"nothing predicts or exports {type(task).__name__} yet: add a module to inference/ "
-                        "and to inference.MODULES.")
+        raise UserError(
+            f"nothing predicts or exports {type(task).__name__} yet: add a module to inference/ "
+            "and to inference.MODULES."
+        )
     return importlib.import_module(f"{__name__}.{name}")

@@ -32,8 +32,9 @@ def read_conversations(path: Path) -> list[list[dict[str, str]]]:
         if unknown:
             raise UserError(f"{path}:{number}: role {unknown[0]!r} is not one of {', '.join(ROLES)}.")
         if roles[-1] == "assistant":
-            raise UserError(f"{path}:{number} ends with the assistant's turn: leave the answer out, "
-                            "it is what predict writes.")
+            raise UserError(
+                f"{path}:{number} ends with the assistant's turn: leave the answer out, it is what predict writes."
+            )
         conversations.append(messages)
     if not conversations:
         raise UserError(f"input={path} holds no conversations: write one JSON object per line.")
@@ -47,13 +48,21 @@ def predict_chat(run: Any, source: Path, output: Path, options: dict[str, Any]) 
     from {{ cookiecutter.package_name }}.tasks.chat_answers import answer
 
     if source.suffix != ".jsonl":
-        raise UserError(f"input={source}: this run was tuned on chat data; give a .jsonl file with "
-                        "{\"messages\": [...]} or {\"prompt\": ...} per line.")
+        raise UserError(
+            f"input={source}: this run was tuned on chat data; give a .jsonl file with "
+            '{"messages": [...]} or {"prompt": ...} per line.'
+        )
     conversations = read_conversations(source)
     tokenizer = run.info.tokenizer
     settings = generation_settings(options, tokenizer.pad_token_id)
-    answers = answer(unwrap(run.model), tokenizer, conversations, settings,
-                     int(run.config.data.get("batch_size", 8)), run.precision.autocast)
+    answers = answer(
+        unwrap(run.model),
+        tokenizer,
+        conversations,
+        settings,
+        int(run.config.data.get("batch_size", 8)),
+        run.precision.autocast,
+    )
     path = write_generations(output, [{"messages": messages} for messages in conversations], answers, settings)
     log.info("Answered %d conversation(s): %s", len(answers), path)
     return path

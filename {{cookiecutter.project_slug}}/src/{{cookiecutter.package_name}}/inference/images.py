@@ -18,10 +18,14 @@ from {{ cookiecutter.package_name }}.errors import UserError
 log = logging.getLogger(__name__)
 PROGRESS_AFTER = 3  # batches: a progress bar for longer inputs
 # What the model card says of an export (see model_card.py).
-CARD = {"kind": "An image classifier", "library": "pytorch", "tag": "image-classification",
-        "usage": "`model.safetensors` holds the weights and `model_config.json` the model config, the input shape "
-                 "and the class names; `model.onnx`, where exported, runs in onnxruntime (input `images`, output "
-                 "`logits`)."}
+CARD = {
+    "kind": "An image classifier",
+    "library": "pytorch",
+    "tag": "image-classification",
+    "usage": "`model.safetensors` holds the weights and `model_config.json` the model config, the input shape "
+    "and the class names; `model.onnx`, where exported, runs in onnxruntime (input `images`, output "
+    "`logits`).",
+}
 
 
 def find_files(path: Path) -> list[Path]:
@@ -30,8 +34,11 @@ def find_files(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise UserError(f"input={path}: no such file or folder; give an image or a folder of images.")
-    files = sorted(file for file in path.rglob("*") if file.is_file()
-                   and not any(part.startswith(".") for part in file.relative_to(path).parts))
+    files = sorted(
+        file
+        for file in path.rglob("*")
+        if file.is_file() and not any(part.startswith(".") for part in file.relative_to(path).parts)
+    )
     if not files:
         raise UserError(f"input={path} holds no images: give a folder with image files (PNG, JPEG, ...).")
     return files
@@ -100,9 +107,13 @@ def build_config(run: Any) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     info = run.info
-    return {"model": OmegaConf.to_container(run.config.model, resolve=True),
-            "num_classes": info.num_classes, "in_chans": info.in_chans, "img_size": info.img_size,
-            "class_names": list(info.class_names)}
+    return {
+        "model": OmegaConf.to_container(run.config.model, resolve=True),
+        "num_classes": info.num_classes,
+        "in_chans": info.in_chans,
+        "img_size": info.img_size,
+        "class_names": list(info.class_names),
+    }
 
 
 def input_example(run: Any) -> torch.Tensor:
@@ -132,9 +143,18 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
     try:
         import onnx  # noqa: F401
     except ImportError:
-        raise UserError("format=onnx needs the onnx package: pip install onnx onnxscript "
-                        "(or pip install -e '.[onnx]'), or use format=safetensors.") from None
+        raise UserError(
+            "format=onnx needs the onnx package: pip install onnx onnxscript "
+            "(or pip install -e '.[onnx]'), or use format=safetensors."
+        ) from None
     model = model.float().cpu().eval()
-    torch.onnx.export(model, (example.float().cpu(),), str(path), input_names=["images"], output_names=["logits"],
-                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    torch.onnx.export(
+        model,
+        (example.float().cpu(),),
+        str(path),
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo=False,
+    )
     return path

@@ -10,6 +10,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 TEMPLATE = Path(__file__).with_name("model_card.md")
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
@@ -18,7 +20,9 @@ def _target(node: Any) -> str:
     """A config node in one line: its ``_target_``'s last name and its main options."""
     values = OmegaConf.to_container(node, resolve=True) if node is not None else {}
     target = str(values.pop("_target_", "")).rsplit(".", 1)[-1]
-    keep = {key: value for key, value in values.items() if isinstance(value, (str, int, float, bool, list)) and value != ""}
+    keep = {
+        key: value for key, value in values.items() if isinstance(value, (str, int, float, bool, list)) and value != ""
+    }
     return f"{target} " + ", ".join(f"{key}={value}" for key, value in list(keep.items())[:8])
 
 
@@ -31,13 +35,16 @@ def values(run: Any, card: dict[str, str], files: list[Path], export_command: st
     hardware = record.get("hardware", {})
     gpus = ", ".join(gpu["name"] for gpu in hardware.get("gpus", [])) or "no GPU"
     best = summary.get("best", {})
-    metrics = {**summary.get("test", {}), **{key: value for key, value in summary.get("final", {}).items()
-                                             if key.startswith("val/")}}
+    metrics = {
+        **summary.get("test", {}),
+        **{key: value for key, value in summary.get("final", {}).items() if key.startswith("val/")},
+    }
     saved = OmegaConf.load(run.folder / ".hydra" / "config.yaml")
     trained = OmegaConf.select(saved, "quantization.name", default="none")
     exported = OmegaConf.select(run.config, "quantization.name", default="none")
     quantization = f"{trained} during training" + (
-        f"; exported from the base loaded with quantization {exported}" if exported != trained else "")
+        f"; exported from the base loaded with quantization {exported}" if exported != trained else ""
+    )
     return {
         "library": card["library"],
         "tags": "\n".join(f"- {tag}" for tag in (card["tag"], "{{ cookiecutter.project_slug }}")),
@@ -55,12 +62,16 @@ def values(run: Any, card: dict[str, str], files: list[Path], export_command: st
         "mode": str(summary.get("mode", "?")),
         "best": f"{best.get('value', float('nan')):.4f}" if best.get("value") is not None else "n/a",
         "best_epoch": str(best.get("epoch", "?")),
-        "metrics": "\n".join(f"| {key} | {value:.4f} |" for key, value in metrics.items()
-                             if isinstance(value, (int, float))) or "| (none recorded) | |",
-        "command": " ".join([command.get("entry", "python -m {{ cookiecutter.package_name }}.train"),
-                             *command.get("overrides", [])]),
-        "code": (f"commit {git['commit']}{' with uncommitted changes (git.diff in the run folder)' if git.get('dirty') else ''}"
-                 if git.get("commit") else "not recorded (not run from a git checkout)"),
+        "metrics": "\n".join(
+            f"| {key} | {value:.4f} |" for key, value in metrics.items() if isinstance(value, (int, float))
+        )
+        or "| (none recorded) | |",
+        "command": " ".join([command.get("entry", "python -m {{ cookiecutter.package_name }}.train"), *command.get("overrides", [])]),
+        "code": (
+            f"commit {git['commit']}{' with uncommitted changes (git.diff in the run folder)' if git.get('dirty') else ''}"
+            if git.get("commit")
+            else "not recorded (not run from a git checkout)"
+        ),
         "started_at": str(record.get("started_at")),
         "ended_at": str(record.get("ended_at")),
         "hardware": f"{hardware.get('cpu', '?')}; {gpus}",

@@ -16,11 +16,15 @@ from {{ cookiecutter.package_name }}.runtime import unwrap
 log = logging.getLogger(__name__)
 PROGRESS_AFTER = 3  # batches: a progress bar for longer inputs
 # What the model card says of an export (see model_card.py).
-CARD = {"kind": "A causal language model", "library": "transformers", "tag": "text-generation",
-        "usage": "Load it with plain transformers (no peft needed):\n\n```python\n"
-                 "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-                 "model = AutoModelForCausalLM.from_pretrained(\"<this folder>\")\n"
-                 "tokenizer = AutoTokenizer.from_pretrained(\"<this folder>\")\n```"}
+CARD = {
+    "kind": "A causal language model",
+    "library": "transformers",
+    "tag": "text-generation",
+    "usage": "Load it with plain transformers (no peft needed):\n\n```python\n"
+    "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+    'model = AutoModelForCausalLM.from_pretrained("<this folder>")\n'
+    'tokenizer = AutoTokenizer.from_pretrained("<this folder>")\n```',
+}
 
 
 def read_prompts(path: Path, field: str = "prompt") -> list[str]:
@@ -40,11 +44,14 @@ def read_prompts(path: Path, field: str = "prompt") -> list[str]:
             except (json.JSONDecodeError, KeyError, TypeError):
                 bad.append(number)
         if bad:
-            log.warning("Skipped %d line(s) of %s without a JSON %r field: %s", len(bad), path, field,
-                        ", ".join(map(str, bad)))
+            log.warning(
+                "Skipped %d line(s) of %s without a JSON %r field: %s", len(bad), path, field, ", ".join(map(str, bad))
+            )
     else:
-        raise UserError(f"input={path}: unsupported file type {path.suffix!r}; use .txt (one prompt per line) "
-                        "or .jsonl ({\"prompt\": ...} per line).")
+        raise UserError(
+            f"input={path}: unsupported file type {path.suffix!r}; use .txt (one prompt per line) "
+            'or .jsonl ({"prompt": ...} per line).'
+        )
     if not prompts:
         raise UserError(f"input={path} holds no prompts: write one per line.")
     return prompts
@@ -52,27 +59,38 @@ def read_prompts(path: Path, field: str = "prompt") -> list[str]:
 
 def generation_settings(options: dict[str, Any], pad_token_id: int | None) -> dict[str, Any]:
     """``generate`` arguments from the command line's options (sampling settings only when sampling)."""
-    settings: dict[str, Any] = {"max_new_tokens": int(options.get("max_new_tokens") or 64), "min_new_tokens": 1,
-                                "do_sample": bool(options.get("do_sample")), "pad_token_id": pad_token_id}
+    settings: dict[str, Any] = {
+        "max_new_tokens": int(options.get("max_new_tokens") or 64),
+        "min_new_tokens": 1,
+        "do_sample": bool(options.get("do_sample")),
+        "pad_token_id": pad_token_id,
+    }
     if settings["do_sample"]:
         settings.update(temperature=float(options.get("temperature") or 1.0), top_p=float(options.get("top_p") or 1.0))
     return settings
 
 
 @torch.no_grad()
-def generate(model: Any, tokenizer: Any, prompts: list[str], settings: dict[str, Any], batch_size: int,
-             device: torch.device, autocast: Any = None) -> list[str]:
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    settings: dict[str, Any],
+    batch_size: int,
+    device: torch.device,
+    autocast: Any = None,
+) -> list[str]:
     """The continuation of each prompt (batched, left-padded)."""
     tokenizer.padding_side = "left"
     model.eval()
-    batches = [prompts[start:start + batch_size] for start in range(0, len(prompts), batch_size)]
+    batches = [prompts[start : start + batch_size] for start in range(0, len(prompts), batch_size)]
     texts: list[str] = []
     for batch in tqdm(batches, desc="generate", disable=len(batches) <= PROGRESS_AFTER):
         encoded = tokenizer(batch, return_tensors="pt", padding=True)
         inputs = {"input_ids": encoded["input_ids"].to(device), "attention_mask": encoded["attention_mask"].to(device)}
         with autocast() if autocast is not None else torch.autocast(device.type, enabled=False):
             output = model.generate(**inputs, **settings)
-        texts += tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        texts += tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     return texts
 
 
@@ -85,8 +103,15 @@ def predict(run: Any, source: Path, output: Path, options: dict[str, Any]) -> Pa
     prompts = read_prompts(source)
     tokenizer = run.info.tokenizer
     settings = generation_settings(options, tokenizer.pad_token_id)
-    texts = generate(unwrap(run.model), tokenizer, prompts, settings, int(run.config.data.get("batch_size", 8)),
-                     run.device, run.precision.autocast)
+    texts = generate(
+        unwrap(run.model),
+        tokenizer,
+        prompts,
+        settings,
+        int(run.config.data.get("batch_size", 8)),
+        run.device,
+        run.precision.autocast,
+    )
     path = write_generations(output, [{"prompt": prompt} for prompt in prompts], texts, settings)
     log.info("Generated %d continuation(s): %s", len(texts), path)
     return path
@@ -114,8 +139,9 @@ def export(run: Any, output: Path, merge_lora: bool | None = None) -> list[Path]
     """
     model = unwrap(run.model)
     if merge_lora and not is_lora(model):
-        raise UserError("merge_lora=true, but this run trained the full model (no LoRA adapter): "
-                        "export without merge_lora.")
+        raise UserError(
+            "merge_lora=true, but this run trained the full model (no LoRA adapter): export without merge_lora."
+        )
     if is_lora(model) and merge_lora is not False:
         model = model.merge_and_unload()
         log.info("Merged the LoRA adapter into the base weights.")

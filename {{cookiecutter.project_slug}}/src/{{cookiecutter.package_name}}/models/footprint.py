@@ -49,8 +49,11 @@ def estimate_bytes(config: Any, double_quant: bool = True, unquantized_bytes: in
             quantized_layers += 1
     rest = total - quantized_weights
     blocks = -(-quantized_weights // BLOCK)
-    scales = blocks + 4 * -(-blocks // NESTED_BLOCK) + quantized_layers * 4 * (16 + 256) if double_quant \
+    scales = (
+        blocks + 4 * -(-blocks // NESTED_BLOCK) + quantized_layers * 4 * (16 + 256)
+        if double_quant
         else 4 * blocks + quantized_layers * 4 * 16
+    )
     estimates = {
         "fp32": 4 * total + buffers,
         "fp16": 2 * total + buffers,
@@ -113,8 +116,10 @@ def fit_advice(estimates: dict[str, int], mode: str, free: int | None) -> str:
     for option, override in (("bf16", "precision=bf16"), ("8bit", "quantization=8bit"), ("4bit", "quantization=4bit")):
         if estimates[option] < estimates[mode] and estimates[option] <= free:
             return f"{head}: {override} needs about {estimates[option] / GB:.2f} GB."
-    return f"{head}: even 4bit needs {estimates['4bit'] / GB:.2f} GB; use a smaller model, or spill layers to the " \
-           "CPU with a model.device_map dict naming them (they stay unquantized there; auto keeps them 4-bit)."
+    return (
+        f"{head}: even 4bit needs {estimates['4bit'] / GB:.2f} GB; use a smaller model, or spill layers to the "
+        "CPU with a model.device_map dict naming them (they stay unquantized there; auto keeps them 4-bit)."
+    )
 
 
 def _free_without(model_bytes: int, free: int | None) -> int | None:
@@ -127,11 +132,19 @@ def unquantized_bytes(precision: str, prepared_for_training: bool = False) -> in
     return 4 if precision == "fp32" or prepared_for_training else 2
 
 
-def build_report(model: nn.Module, name: str, precision: str, quantization: str,
-                 double_quant: bool = True, prepared_for_training: bool = False) -> dict[str, Any]:
+def build_report(
+    model: nn.Module,
+    name: str,
+    precision: str,
+    quantization: str,
+    double_quant: bool = True,
+    prepared_for_training: bool = False,
+) -> dict[str, Any]:
     """The memory report (the keys of memory.json) for a loaded model (``prepared_for_training``: after
     QLoRA's k-bit preparation, which holds the unquantized parameters in fp32)."""
-    parameters, estimates = estimate_bytes(model.config, double_quant, unquantized_bytes(precision, prepared_for_training))
+    parameters, estimates = estimate_bytes(
+        model.config, double_quant, unquantized_bytes(precision, prepared_for_training)
+    )
     resident = resident_bytes(model)
     device_map = getattr(model, "hf_device_map", None) or {"": next(iter(resident), "cpu")}
     mode = quantization if quantization != "none" else precision
@@ -140,8 +153,13 @@ def build_report(model: nn.Module, name: str, precision: str, quantization: str,
         "model": name,
         "parameters": parameters,
         "estimated_bytes": estimates,
-        "loaded": {"precision": precision, "quantization": quantization, "bytes": sum(resident.values()),
-                   "bytes_by_device": resident, "device_map": {str(k): str(v) for k, v in device_map.items()}},
+        "loaded": {
+            "precision": precision,
+            "quantization": quantization,
+            "bytes": sum(resident.values()),
+            "bytes_by_device": resident,
+            "device_map": {str(k): str(v) for k, v in device_map.items()},
+        },
         "fit": fit_advice(estimates, mode, _free_without(resident.get(target, 0), free_bytes(target))),
     }
 
@@ -149,10 +167,14 @@ def build_report(model: nn.Module, name: str, precision: str, quantization: str,
 def log_report(report: dict[str, Any]) -> None:
     """Log the report as a small table."""
     loaded = report["loaded"]
-    lines = [f"Memory of {report['model']} ({report['parameters'] / 1e6:.1f}M parameters):",
-             f"  {'mode':<6} {'estimated MB':>13}"]
+    lines = [
+        f"Memory of {report['model']} ({report['parameters'] / 1e6:.1f}M parameters):",
+        f"  {'mode':<6} {'estimated MB':>13}",
+    ]
     lines += [f"  {mode:<6} {value / 1e6:>13.1f}" for mode, value in report["estimated_bytes"].items()]
-    lines.append(f"  loaded {loaded['precision']}/{loaded['quantization']}: {loaded['bytes'] / 1e6:.1f} MB "
-                 f"resident {loaded['bytes_by_device']}")
+    lines.append(
+        f"  loaded {loaded['precision']}/{loaded['quantization']}: {loaded['bytes'] / 1e6:.1f} MB "
+        f"resident {loaded['bytes_by_device']}"
+    )
     lines.append(f"  {report['fit']}")
     log.info("\n".join(lines))

@@ -43,8 +43,10 @@ class KernelNotice(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if "kernels-community" not in record.getMessage():
             return True
-        log.info("bitsandbytes uses its built-in 4-bit CPU kernel: the optional faster one (the Hub's "
-                 "kernels-community, `pip install kernels`) is not in the local cache. Results are the same.")
+        log.info(
+            "bitsandbytes uses its built-in 4-bit CPU kernel: the optional faster one (the Hub's "
+            "kernels-community, `pip install kernels`) is not in the local cache. Results are the same."
+        )
         return False
 
 
@@ -65,8 +67,10 @@ def require_bitsandbytes(name: str) -> None:
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise UserError(f"quantization={name} needs bitsandbytes, which is not installed: "
-                        "pip install bitsandbytes (or pip install -e '.[quant]'), or use quantization=none.") from None
+        raise UserError(
+            f"quantization={name} needs bitsandbytes, which is not installed: "
+            "pip install bitsandbytes (or pip install -e '.[quant]'), or use quantization=none."
+        ) from None
 
 
 def doctor_answer() -> tuple[str, str]:
@@ -76,7 +80,10 @@ def doctor_answer() -> tuple[str, str]:
     try:
         import bitsandbytes
     except Exception as error:  # noqa: BLE001 - any import failure is the answer
-        return "bitsandbytes?", f"installed but does not import ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
+        return (
+            "bitsandbytes?",
+            f"installed but does not import ({type(error).__name__}: {str(error).splitlines()[0][:120]})",
+        )
     where = "a CUDA GPU" if torch.cuda.is_available() else "the CPU only (slow; 4-bit training wants a CUDA GPU)"
     return "bitsandbytes?", f"{bitsandbytes.__version__}, usable on {where}"
 
@@ -97,8 +104,11 @@ def bnb_config(quantization: Any, dtype: str, offload: bool = False) -> Any:
     if name == "8bit":
         # bitsandbytes logs "inputs will be cast to float16" at every 8-bit matmul: keep its errors only.
         logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=float(options.get("llm_int8_threshold", 6.0)),
-                                  llm_int8_enable_fp32_cpu_offload=offload)
+        return BitsAndBytesConfig(
+            load_in_8bit=True,
+            llm_int8_threshold=float(options.get("llm_int8_threshold", 6.0)),
+            llm_int8_enable_fp32_cpu_offload=offload,
+        )
     return BitsAndBytesConfig(
         load_in_4bit=True,
         llm_int8_enable_fp32_cpu_offload=offload,
@@ -108,14 +118,20 @@ def bnb_config(quantization: Any, dtype: str, offload: bool = False) -> Any:
     )
 
 
-def model_config(name_or_path: str | None, config: dict[str, Any] | None, tokenizer: Any = None,
-                 revision: str | None = None, trust_remote_code: bool = False) -> Any:
+def model_config(
+    name_or_path: str | None,
+    config: dict[str, Any] | None,
+    tokenizer: Any = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> Any:
     """The transformers config of the model to load: the saved one, or one built from ``config``."""
     from transformers import AutoConfig
 
     if name_or_path not in (None, "", "null"):
-        return AutoConfig.from_pretrained(resolve_source(str(name_or_path), revision), revision=revision,
-                                          trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(
+            resolve_source(str(name_or_path), revision), revision=revision, trust_remote_code=trust_remote_code
+        )
     options = dict(config or {})
     model_type = options.pop("model_type", "llama")
     if tokenizer is not None:
@@ -144,14 +160,20 @@ def plan_random_training(quant: str, use_lora: bool | None) -> tuple[str, bool]:
     4- or 8-bit ones above all, learn little through adapters alone); either way with one warning if quantized."""
     if use_lora:
         if quant in QUANTIZED:
-            log.warning("A random model quantized to %s learns little: its random weights stay frozen and only "
-                        "the LoRA adapters train. Drop model.lora.enabled=true to train it in full, or quantize a "
-                        "pretrained model (model.name_or_path=...).", quant)
+            log.warning(
+                "A random model quantized to %s learns little: its random weights stay frozen and only "
+                "the LoRA adapters train. Drop model.lora.enabled=true to train it in full, or quantize a "
+                "pretrained model (model.name_or_path=...).",
+                quant,
+            )
         return quant, True
     if quant in QUANTIZED:
-        log.warning("quantization=%s is not applied to a random init (model.name_or_path=null): frozen random "
-                    "weights would learn little through LoRA alone, so it trains in full. Quantize a pretrained "
-                    "model instead, or set model.lora.enabled=true to force QLoRA.", quant)
+        log.warning(
+            "quantization=%s is not applied to a random init (model.name_or_path=null): frozen random "
+            "weights would learn little through LoRA alone, so it trains in full. Quantize a pretrained "
+            "model instead, or set model.lora.enabled=true to force QLoRA.",
+            quant,
+        )
     return "none", False
 
 
@@ -165,8 +187,12 @@ def random_init(config: dict[str, Any], tokenizer: Any, folder: Path) -> str:
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
     (folder / RANDOM_INIT_NOTE).write_text(RANDOM_INIT_TEXT, encoding="utf-8")
-    log.info("Initialised a random %s model (%.2fM parameters) in %s.", model.config.model_type,
-             sum(p.numel() for p in model.parameters()) / 1e6, folder)
+    log.info(
+        "Initialised a random %s model (%.2fM parameters) in %s.",
+        model.config.model_type,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        folder,
+    )
     return str(folder)
 
 
@@ -197,8 +223,10 @@ def resolve_device_map(device_map: Any, quantized: bool, device: torch.device | 
     if isinstance(device_map, str) and device_map.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"model.device_map={device_map} but no CUDA GPU is visible: use model.device_map=cpu or auto.")
     if launched_distributed() and not _single_device(device_map):
-        raise UserError(f"model.device_map={device_map} spreads one model over several devices, which DDP cannot "
-                        "wrap: with trainer=ddp leave model.device_map=null (each rank loads to its own GPU).")
+        raise UserError(
+            f"model.device_map={device_map} spreads one model over several devices, which DDP cannot "
+            "wrap: with trainer=ddp leave model.device_map=null (each rank loads to its own GPU)."
+        )
     if hasattr(device_map, "items"):
         return dict(device_map)
     return device_map
@@ -229,10 +257,15 @@ def warn_quantized_spill(device_map: Any, quantization: str) -> bool:
     """
     if quantization not in QUANTIZED or not isinstance(device_map, str) or not may_offload(device_map):
         return False
-    log.warning("model.device_map=%s with quantization=%s: layers it spills to the CPU stay %s there (transformers "
-                "chooses the unquantized modules before it expands %s); to keep them unquantized set model.device_map "
-                "in a config file to a dict of module name: device that names the CPU's modules.",
-                device_map, quantization, quantization, device_map)
+    log.warning(
+        "model.device_map=%s with quantization=%s: layers it spills to the CPU stay %s there (transformers "
+        "chooses the unquantized modules before it expands %s); to keep them unquantized set model.device_map "
+        "in a config file to a dict of module name: device that names the CPU's modules.",
+        device_map,
+        quantization,
+        quantization,
+        device_map,
+    )
     return True
 
 
@@ -261,17 +294,26 @@ def limit_cpu_repacking(model: nn.Module, for_training: bool) -> list[str]:
     layers unpacked; for inference only those the packer cannot take. Without the attribute
     (bitsandbytes that does not repack) nothing changes.
     """
-    layers = {name: layer for name, layer in model.named_modules()
-              if getattr(layer, "support_avx512bf16_for_cpu", False)}
+    layers = {
+        name: layer for name, layer in model.named_modules() if getattr(layer, "support_avx512bf16_for_cpu", False)
+    }
     names = [name for name, layer in layers.items() if for_training or not cpu_packable(layer)]
     for name in names:
         layers[name].support_avx512bf16_for_cpu = False
     if names:
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-        reason = ("a packed layer passes no gradient, and validation would pack it" if for_training else
-                  f"out_features is not a multiple of {CPU_PACK_BLOCK} or in_features not whole quantization blocks")
-        log.info("bitsandbytes CPU repacking is off for %d of %d 4-bit layers (%s): %s.", len(names), len(layers),
-                 shown, reason)
+        reason = (
+            "a packed layer passes no gradient, and validation would pack it"
+            if for_training
+            else f"out_features is not a multiple of {CPU_PACK_BLOCK} or in_features not whole quantization blocks"
+        )
+        log.info(
+            "bitsandbytes CPU repacking is off for %d of %d 4-bit layers (%s): %s.",
+            len(names),
+            len(layers),
+            shown,
+            reason,
+        )
     return names
 
 
@@ -284,7 +326,7 @@ def keep_trainable_state_only(model: nn.Module) -> None:
 
     def drop_frozen(module: nn.Module, state: dict[str, Any], prefix: str, metadata: Any) -> None:
         for key in list(state):
-            if key[len(prefix):] not in trainable:
+            if key[len(prefix) :] not in trainable:
                 del state[key]
 
     def allow_missing_frozen(module: nn.Module, incompatible: Any) -> None:
@@ -315,15 +357,20 @@ def add_lora(model: nn.Module, lora: dict[str, Any], quantized: bool, gradient_c
     if gradient_checkpointing:
         enable_gradient_checkpointing(model)
     targets = lora.get("target_modules") or "all-linear"
-    config = LoraConfig(r=int(lora.get("r", 8)), lora_alpha=int(lora.get("alpha", 16)),
-                        lora_dropout=float(lora.get("dropout", 0.05)),
-                        target_modules=list(targets) if not isinstance(targets, str) else targets,
-                        task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=int(lora.get("r", 8)),
+        lora_alpha=int(lora.get("alpha", 16)),
+        lora_dropout=float(lora.get("dropout", 0.05)),
+        target_modules=list(targets) if not isinstance(targets, str) else targets,
+        task_type="CAUSAL_LM",
+    )
     try:
         model = get_peft_model(model, config)
     except ValueError as error:
-        raise UserError(f"LoRA could not be attached ({str(error).splitlines()[0]}): set model.lora.target_modules "
-                        "to Linear layer names of this model, e.g. [q_proj, v_proj].") from None
+        raise UserError(
+            f"LoRA could not be attached ({str(error).splitlines()[0]}): set model.lora.target_modules "
+            "to Linear layer names of this model, e.g. [q_proj, v_proj]."
+        ) from None
     keep_trainable_state_only(model)
     setattr(model, FROZEN_FROM_FILES, True)  # every rank loads the same base: DDP need not broadcast it
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -363,8 +410,10 @@ def load_causal_lm(
         quantization = None if quant == "none" else quantization
     use_lora = quant in QUANTIZED if use_lora is None else bool(use_lora)
     if quant in QUANTIZED and for_training and not use_lora:
-        raise UserError(f"quantization={quant} weights cannot be trained directly: keep model.lora.enabled=true "
-                        "(QLoRA) or use quantization=none.")
+        raise UserError(
+            f"quantization={quant} weights cannot be trained directly: keep model.lora.enabled=true "
+            "(QLoRA) or use quantization=none."
+        )
     quantization_config = bnb_config(quantization, dtype, offload=may_offload(device_map))
     warn_quantized_spill(device_map, quant)
     tokenizer = data.tokenizer if data is not None else None
@@ -378,10 +427,18 @@ def load_causal_lm(
     if for_training and not use_lora and dtype != "fp32":
         log.info("Full fine-tuning keeps float32 master weights; precision=%s applies through autocast.", dtype)
         weights = "fp32"
-    kwargs: dict[str, Any] = {"dtype": DTYPES[weights], "trust_remote_code": trust_remote_code,
-                              "device_map": resolve_device_map(device_map, quant in QUANTIZED, device)}
-    optional = {"revision": revision, "quantization_config": quantization_config, "offload_folder": offload_folder,
-                "max_memory": max_memory_map(max_memory), "attn_implementation": attn_implementation}
+    kwargs: dict[str, Any] = {
+        "dtype": DTYPES[weights],
+        "trust_remote_code": trust_remote_code,
+        "device_map": resolve_device_map(device_map, quant in QUANTIZED, device),
+    }
+    optional = {
+        "revision": revision,
+        "quantization_config": quantization_config,
+        "offload_folder": offload_folder,
+        "max_memory": max_memory_map(max_memory),
+        "attn_implementation": attn_implementation,
+    }
     kwargs.update({key: value for key, value in optional.items() if value is not None})
 
     from transformers import AutoModelForCausalLM
@@ -390,8 +447,10 @@ def load_causal_lm(
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError, ImportError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"model.name_or_path={source} could not be loaded ({first}): check the model "
-                        "options (dtype, device_map, offload_folder, quantization).") from None
+        raise UserError(
+            f"model.name_or_path={source} could not be loaded ({first}): check the model "
+            "options (dtype, device_map, offload_folder, quantization)."
+        ) from None
     limit_cpu_repacking(model, for_training)
     prepare_kbit = quant in QUANTIZED and for_training  # inference needs none of its fp32 casts
     if use_lora:
@@ -400,8 +459,16 @@ def load_causal_lm(
         enable_gradient_checkpointing(model)
     if report:  # after the k-bit preparation: its fp32 casts are part of what training holds
         double_quant = bool(dict(quantization).get("double_quant", True)) if hasattr(quantization, "items") else True
-        footprint.log_report(footprint.build_report(model, str(name_or_path or source), weights, quant, double_quant,
-                                                    prepared_for_training=prepare_kbit and use_lora))
+        footprint.log_report(
+            footprint.build_report(
+                model,
+                str(name_or_path or source),
+                weights,
+                quant,
+                double_quant,
+                prepared_for_training=prepare_kbit and use_lora,
+            )
+        )
     if quant in QUANTIZED or not (kwargs["device_map"] is None or _single_device(kwargs["device_map"])):
         mark_placed(model)  # bitsandbytes layers and device-mapped models must not be moved with .to()
     return model

@@ -44,19 +44,29 @@ def pretrained_source(name: str) -> dict[str, Any]:
         if local:
             return {"pretrained_cfg_overlay": {"file": local}}
         if env_flag("HF_HUB_OFFLINE"):
-            raise UserError(f"pretrained weights for {name} ({config.hf_hub_id}) are not in the Hugging Face "
-                            "cache and HF_HUB_OFFLINE=1 forbids downloading them: run once online, "
-                            "or set model.pretrained=false.")
+            raise UserError(
+                f"pretrained weights for {name} ({config.hf_hub_id}) are not in the Hugging Face "
+                "cache and HF_HUB_OFFLINE=1 forbids downloading them: run once online, "
+                "or set model.pretrained=false."
+            )
     source = HUB_URL if config.hf_hub_id else config.url
     if not reachable(source):
-        raise UserError(f"cannot reach {source} to fetch pretrained weights for {name}: connect to the internet, "
-                        "set HF_HUB_OFFLINE=1 to use only cached weights, or set model.pretrained=false.")
+        raise UserError(
+            f"cannot reach {source} to fetch pretrained weights for {name}: connect to the internet, "
+            "set HF_HUB_OFFLINE=1 to use only cached weights, or set model.pretrained=false."
+        )
     return {}
 
 
-def timm_model(data: DataInfo, name: str, pretrained: bool = False, in_chans: int | None = None,
-               img_size: int | None = None, drop_rate: float = 0.0, kwargs: dict[str, Any] | None = None
-               ) -> nn.Module:
+def timm_model(
+    data: DataInfo,
+    name: str,
+    pretrained: bool = False,
+    in_chans: int | None = None,
+    img_size: int | None = None,
+    drop_rate: float = 0.0,
+    kwargs: dict[str, Any] | None = None,
+) -> nn.Module:
     """``timm.create_model(name)`` with ``num_classes`` and ``in_chans`` from ``data``.
 
     ``in_chans`` and ``img_size`` here are what the model asks of the data (the data
@@ -65,11 +75,18 @@ def timm_model(data: DataInfo, name: str, pretrained: bool = False, in_chans: in
     """
     if not timm.is_model(name):
         similar = timm.list_models(f"*{name.split('_')[0]}*")[:8]
-        raise UserError(f"model.name={name} is not a timm model; e.g. {', '.join(similar) or 'resnet18'} "
-                        "(see timm.list_models()).")
+        raise UserError(
+            f"model.name={name} is not a timm model; e.g. {', '.join(similar) or 'resnet18'} (see timm.list_models())."
+        )
     if in_chans is not None and data.in_chans is not None and in_chans != data.in_chans:
-        log.warning("model.in_chans=%d but this data set gives %d channels (it does not read model.in_chans): "
-                    "building %s for %d.", in_chans, data.in_chans, name, data.in_chans)
+        log.warning(
+            "model.in_chans=%d but this data set gives %d channels (it does not read model.in_chans): "
+            "building %s for %d.",
+            in_chans,
+            data.in_chans,
+            name,
+            data.in_chans,
+        )
     extra = dict(kwargs or {})
     config = timm.models.get_pretrained_cfg(name)
     if config is not None and config.fixed_input_size and data.img_size:
@@ -77,16 +94,26 @@ def timm_model(data: DataInfo, name: str, pretrained: bool = False, in_chans: in
     if pretrained:
         extra.update(pretrained_source(name))
     try:
-        model = timm.create_model(name, pretrained=pretrained, num_classes=data.num_classes,
-                                  in_chans=data.in_chans or 3, drop_rate=drop_rate, **extra)
+        model = timm.create_model(
+            name,
+            pretrained=pretrained,
+            num_classes=data.num_classes,
+            in_chans=data.in_chans or 3,
+            drop_rate=drop_rate,
+            **extra,
+        )
     except (RuntimeError, OSError) as error:
         if not pretrained:
             raise
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"could not load pretrained weights for {name} ({first_line[:200]}): "
-                        "remove model.kwargs that change the architecture, or set model.pretrained=false.") from None
+        raise UserError(
+            f"could not load pretrained weights for {name} ({first_line[:200]}): "
+            "remove model.kwargs that change the architecture, or set model.pretrained=false."
+        ) from None
     patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
     if patch and data.img_size and data.img_size % patch[0]:
-        raise UserError(f"images of {data.img_size}x{data.img_size} do not split into {patch[0]}x{patch[0]} "
-                        "patches: set model.img_size (the data resizes to it) or model.kwargs.patch_size.")
+        raise UserError(
+            f"images of {data.img_size}x{data.img_size} do not split into {patch[0]}x{patch[0]} "
+            "patches: set model.img_size (the data resizes to it) or model.kwargs.patch_size."
+        )
     return model

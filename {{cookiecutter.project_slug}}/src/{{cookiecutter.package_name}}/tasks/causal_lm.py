@@ -32,8 +32,9 @@ def token_loss(model: nn.Module, batch: torch.Tensor | dict[str, torch.Tensor]) 
 class CausalLMEvaluation(Evaluation):
     """Sums the token loss; keeps a few prompts and generates continuations for the loggers."""
 
-    def __init__(self, loss: Mean, tokenizer: Any, num_samples: int = 4, prompt_tokens: int = 8,
-                 new_tokens: int = 24) -> None:
+    def __init__(
+        self, loss: Mean, tokenizer: Any, num_samples: int = 4, prompt_tokens: int = 8, new_tokens: int = 24
+    ) -> None:
         self.loss = loss  # reset here: the mean over tokens, summed over DDP ranks in compute()
         self.loss.reset()
         self.tokenizer = tokenizer
@@ -64,13 +65,23 @@ class CausalLMEvaluation(Evaluation):
         model = unwrap(self.model)
         model.eval()
         prompts = torch.stack(self.prompts)
-        generated = model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts),
-                                   max_new_tokens=self.new_tokens, do_sample=False,
-                                   min_new_tokens=min(4, self.new_tokens), no_repeat_ngram_size=3,
-                                   repetition_penalty=1.2, pad_token_id=self.tokenizer.pad_token_id)
-        return [(self.tokenizer.decode(prompt, skip_special_tokens=True),
-                 self.tokenizer.decode(output[prompt.numel():], skip_special_tokens=True))
-                for prompt, output in zip(prompts, generated, strict=True)]
+        generated = model.generate(
+            input_ids=prompts,
+            attention_mask=torch.ones_like(prompts),
+            max_new_tokens=self.new_tokens,
+            do_sample=False,
+            min_new_tokens=min(4, self.new_tokens),
+            no_repeat_ngram_size=3,
+            repetition_penalty=1.2,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        return [
+            (
+                self.tokenizer.decode(prompt, skip_special_tokens=True),
+                self.tokenizer.decode(output[prompt.numel() :], skip_special_tokens=True),
+            )
+            for prompt, output in zip(prompts, generated, strict=True)
+        ]
 
     def tables(self) -> dict[str, tuple[list[str], list[list[Any]]]]:
         if self.held_out and self.model is not None:
@@ -86,8 +97,14 @@ class CausalLMEvaluation(Evaluation):
 class CausalLMTask(Task):
     """Next-token prediction; the tokenizer comes from the data."""
 
-    def __init__(self, monitor: str = "val/loss", mode: str = "min", num_samples: int = 4,
-                 prompt_tokens: int = 8, new_tokens: int = 24) -> None:
+    def __init__(
+        self,
+        monitor: str = "val/loss",
+        mode: str = "min",
+        num_samples: int = 4,
+        prompt_tokens: int = 8,
+        new_tokens: int = 24,
+    ) -> None:
         super().__init__(monitor, mode)
         self.num_samples, self.prompt_tokens, self.new_tokens = num_samples, prompt_tokens, new_tokens
         self.tokenizer: Any = None
@@ -104,8 +121,9 @@ class CausalLMTask(Task):
         return token_loss(model, batch)[0]
 
     def evaluation(self, stage: str = "val") -> CausalLMEvaluation:
-        evaluation = CausalLMEvaluation(self.loss, self.tokenizer, self.num_samples, self.prompt_tokens,
-                                        self.new_tokens)
+        evaluation = CausalLMEvaluation(
+            self.loss, self.tokenizer, self.num_samples, self.prompt_tokens, self.new_tokens
+        )
         evaluation.held_out = self.held_out if stage == "test" else []
         return evaluation
 

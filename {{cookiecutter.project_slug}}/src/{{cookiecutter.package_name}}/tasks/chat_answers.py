@@ -25,23 +25,32 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
 
 
 @torch.no_grad()
-def answer(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], settings: dict[str, Any],
-           batch_size: int = 8, autocast: Callable[[], Any] | None = None) -> list[str]:
+def answer(
+    model: Any,
+    tokenizer: Any,
+    conversations: list[list[dict[str, str]]],
+    settings: dict[str, Any],
+    batch_size: int = 8,
+    autocast: Callable[[], Any] | None = None,
+) -> list[str]:
     """The assistant's next turn for each conversation, rendered with the tokenizer's chat template
     (which writes its own BOS), generated in left-padded batches."""
-    prompts = [tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-               for messages in conversations]
+    prompts = [
+        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        for messages in conversations
+    ]
     settings = {"eos_token_id": stop_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id, **settings}
     device = next(model.parameters()).device
     tokenizer.padding_side = "left"
     model.eval()
     answers: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        encoded = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)
+        encoded = tokenizer(
+            prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(device)
         with autocast() if autocast is not None else contextlib.nullcontext():
             output = model.generate(**encoded, **settings)
-        texts = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
+        texts = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
         answers += [text.strip() for text in texts]
     return answers
 
@@ -53,15 +62,18 @@ def show(messages: list[dict[str, str]]) -> str:
     return "\n".join(f"{message['role']}: {message['content']}" for message in messages)
 
 
-def answers_table(model: Any, tokenizer: Any, held_out: list[tuple[list[dict[str, str]], str]],
-                  new_tokens: int) -> tuple[list[str], list[list[str]]]:
+def answers_table(
+    model: Any, tokenizer: Any, held_out: list[tuple[list[dict[str, str]], str]], new_tokens: int
+) -> tuple[list[str], list[list[str]]]:
     """(prompt, reference, greedy answer, sampled answer) for each held-out prompt."""
     conversations = [messages for messages, _ in held_out]
     greedy = answer(model, tokenizer, conversations, {"max_new_tokens": new_tokens, "do_sample": False})
     torch.manual_seed(0)
     sampled = answer(model, tokenizer, conversations, {"max_new_tokens": new_tokens, **SAMPLING})
-    rows = [[show(messages), reference, first, second]
-            for (messages, reference), first, second in zip(held_out, greedy, sampled, strict=True)]
+    rows = [
+        [show(messages), reference, first, second]
+        for (messages, reference), first, second in zip(held_out, greedy, sampled, strict=True)
+    ]
     for row in rows:
         log.info("Answer: %r -> %r (reference %r)", row[0], row[2], row[1])
     return ["prompt", "reference", "greedy", "sampled"], rows

@@ -24,8 +24,14 @@ class ClassificationEvaluation(Evaluation):
     ``metrics`` and ``loss`` may be reused from an earlier pass: they are reset here.
     """
 
-    def __init__(self, metrics: ClassificationMetrics, loss: Mean, class_names: list[str], test: bool = False,
-                 num_samples: int = 16) -> None:
+    def __init__(
+        self,
+        metrics: ClassificationMetrics,
+        loss: Mean,
+        class_names: list[str],
+        test: bool = False,
+        num_samples: int = 16,
+    ) -> None:
         self.metrics, self.loss = metrics, loss
         self.metrics.reset()
         self.loss.reset()
@@ -59,19 +65,34 @@ class ClassificationEvaluation(Evaluation):
 
         confusion = self.results["confusion"].cpu()
         where = f"{self.split} split, {int(confusion.sum())} images"
-        figures = {"confusion_matrix": plots.confusion_matrix_figure(confusion, self.class_names,
-                                                                     f"confusion matrix ({where})")}
+        figures = {
+            "confusion_matrix": plots.confusion_matrix_figure(
+                confusion, self.class_names, f"confusion matrix ({where})"
+            )
+        }
         if "pr_curve" in self.results:
             precision, recall, _ = self.results["pr_curve"]
             curves = [(p.cpu(), r.cpu()) for p, r in zip(precision, recall, strict=True)]
-            figures["pr_curves"] = plots.pr_curves_figure(curves, self.results["average_precision"].cpu(),
-                                                          self.class_names, f"precision-recall per class ({where})")
+            figures["pr_curves"] = plots.pr_curves_figure(
+                curves,
+                self.results["average_precision"].cpu(),
+                self.class_names,
+                f"precision-recall per class ({where})",
+            )
         return figures
 
     def tables(self) -> dict[str, tuple[list[str], list[list[Any]]]]:
         classes = per_class(self.results["confusion"])
-        rows = [[name, float(classes["precision"][i]), float(classes["recall"][i]), float(classes["f1"][i]),
-                 int(classes["support"][i])] for i, name in enumerate(self.class_names)]
+        rows = [
+            [
+                name,
+                float(classes["precision"][i]),
+                float(classes["recall"][i]),
+                float(classes["f1"][i]),
+                int(classes["support"][i]),
+            ]
+            for i, name in enumerate(self.class_names)
+        ]
         report = (["class", "precision", "recall", "f1", "support"], rows)
         samples = (
             ["image", "true", "predicted", "correct"],
@@ -102,7 +123,7 @@ class ClassificationTask(Task):
     def evaluation(self, stage: str = "val") -> ClassificationEvaluation:
         """Validation reuses its metrics every epoch; the test pass adds PR curves and keeps probabilities."""
         if stage == "test":
-            return ClassificationEvaluation(ClassificationMetrics(self.num_classes, curves=True), Mean(),
-                                            self.class_names, test=True)
+            return ClassificationEvaluation(
+                ClassificationMetrics(self.num_classes, curves=True), Mean(), self.class_names, test=True
+            )
         return ClassificationEvaluation(*self.val_metrics, self.class_names)
-

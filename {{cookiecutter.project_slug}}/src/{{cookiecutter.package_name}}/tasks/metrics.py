@@ -114,15 +114,17 @@ class ClassificationMetrics:
         results: dict[str, Any] = {"confusion": confusion, **scores_from_confusion(confusion)}
         if self.curves:
             device = confusion.device if not self.probabilities else self.probabilities[0].device
-            probabilities = torch.cat(self.probabilities) if self.probabilities else torch.zeros(0, classes,
-                                                                                                device=device)
+            probabilities = (
+                torch.cat(self.probabilities) if self.probabilities else torch.zeros(0, classes, device=device)
+            )
             targets = torch.cat(self.targets) if self.targets else torch.zeros(0, dtype=torch.int64, device=device)
             probabilities = _gather_rows(probabilities.float()).cpu()
             targets = _gather_rows(targets).cpu()
             curves = [precision_recall_curve(probabilities[:, label], targets == label) for label in range(classes)]
             results["pr_curve"] = tuple(list(parts) for parts in zip(*curves, strict=True))
-            results["average_precision"] = torch.tensor([average_precision(precision, recall)
-                                                         for precision, recall, _ in curves], dtype=torch.float64)
+            results["average_precision"] = torch.tensor(
+                [average_precision(precision, recall) for precision, recall, _ in curves], dtype=torch.float64
+            )
         return results
 
 
@@ -131,10 +133,13 @@ def per_class(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
     (rows: true class)."""
     confusion = confusion.double()
     true_positive, support, predicted = confusion.diag(), confusion.sum(1), confusion.sum(0)
-    return {"precision": torch.where(predicted > 0, true_positive / predicted.clamp(min=1), 0.0),
-            "recall": torch.where(support > 0, true_positive / support.clamp(min=1), 0.0),
-            "f1": torch.where(support + predicted > 0, 2 * true_positive / (support + predicted).clamp(min=1), 0.0),
-            "support": support, "predicted": predicted}
+    return {
+        "precision": torch.where(predicted > 0, true_positive / predicted.clamp(min=1), 0.0),
+        "recall": torch.where(support > 0, true_positive / support.clamp(min=1), 0.0),
+        "f1": torch.where(support + predicted > 0, 2 * true_positive / (support + predicted).clamp(min=1), 0.0),
+        "support": support,
+        "predicted": predicted,
+    }
 
 
 def scores_from_confusion(confusion: torch.Tensor) -> dict[str, float]:
@@ -148,8 +153,9 @@ def scores_from_confusion(confusion: torch.Tensor) -> dict[str, float]:
     return scores
 
 
-def precision_recall_curve(scores: torch.Tensor, positive: torch.Tensor
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def precision_recall_curve(
+    scores: torch.Tensor, positive: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One-vs-rest precision and recall at each distinct score threshold, as scikit-learn orders
     them (recall falling to 0, where precision is 1); thresholds rise."""
     order = torch.argsort(scores, descending=True, stable=True)

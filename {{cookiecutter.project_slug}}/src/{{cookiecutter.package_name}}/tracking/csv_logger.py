@@ -45,8 +45,9 @@ class CSVLogger(Logger):
 
     def log_table(self, name: str, table: Table) -> None:
         columns, rows = table
-        keep = [index for index, _ in enumerate(columns)
-                if not any(isinstance(row[index], torch.Tensor) for row in rows)]
+        keep = [
+            index for index, _ in enumerate(columns) if not any(isinstance(row[index], torch.Tensor) for row in rows)
+        ]
         folder = self.save_dir / "tables"
         folder.mkdir(exist_ok=True)
         with open(folder / f"{name}.csv", "w", newline="", encoding="utf-8") as handle:

@@ -14,14 +14,20 @@ from matplotlib.figure import Figure
 
 def learning_curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
     """One panel per metric (loss, acc, f1, ...), train and val against the epoch."""
-    names = sorted({key.split("/", 1)[1] for row in history for key in row
-                    if "/" in key and key.split("/", 1)[0] in {"train", "val"}})
+    names = sorted(
+        {
+            key.split("/", 1)[1]
+            for row in history
+            for key in row
+            if "/" in key and key.split("/", 1)[0] in {"train", "val"}
+        }
+    )
     names = [name for name in names if name not in {"lr"}] or ["loss"]
     columns = min(3, len(names))  # a grid: five squat panels in a row would be unreadable
     rows = -(-len(names) // columns)
     figure = Figure(figsize=(4 * columns, 3.2 * rows), layout="constrained")
     grid = figure.subplots(rows, columns, squeeze=False).ravel()
-    for unused in grid[len(names):]:
+    for unused in grid[len(names) :]:
         unused.set_visible(False)
     axes = grid[: len(names)]
     epochs = [row["epoch"] for row in history]
@@ -38,8 +44,9 @@ def learning_curves_figure(history: Sequence[dict[str, Any]]) -> Figure:
     return figure
 
 
-def confusion_matrix_figure(confusion: torch.Tensor, class_names: Sequence[str],
-                            title: str = "confusion matrix") -> Figure:
+def confusion_matrix_figure(
+    confusion: torch.Tensor, class_names: Sequence[str], title: str = "confusion matrix"
+) -> Figure:
     """The confusion matrix as counts on a blue scale: rows are true classes, columns predictions.
 
     Drawn with matplotlib alone, as scikit-learn's ``ConfusionMatrixDisplay`` draws it, so that a run
@@ -54,18 +61,30 @@ def confusion_matrix_figure(confusion: torch.Tensor, class_names: Sequence[str],
     if len(class_names) <= 20:
         threshold = (counts.max() + counts.min()) / 2
         for (row, column), count in np.ndenumerate(counts):
-            axis.text(column, row, f"{count:d}", ha="center", va="center",
-                      color="white" if count > threshold else "black")
+            axis.text(
+                column, row, f"{count:d}", ha="center", va="center", color="white" if count > threshold else "black"
+            )
     ticks = range(len(class_names))
-    axis.set(xticks=ticks, yticks=ticks, xticklabels=list(class_names), yticklabels=list(class_names),
-             xlabel="predicted label", ylabel="true label", title=title)
+    axis.set(
+        xticks=ticks,
+        yticks=ticks,
+        xticklabels=list(class_names),
+        yticklabels=list(class_names),
+        xlabel="predicted label",
+        ylabel="true label",
+        title=title,
+    )
     if len(class_names) > 10:
         axis.tick_params(axis="x", labelrotation=90)
     return figure
 
 
-def pr_curves_figure(curves: Sequence[tuple[torch.Tensor, torch.Tensor]], average_precision: torch.Tensor,
-                     class_names: Sequence[str], title: str = "precision-recall per class") -> Figure:
+def pr_curves_figure(
+    curves: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    average_precision: torch.Tensor,
+    class_names: Sequence[str],
+    title: str = "precision-recall per class",
+) -> Figure:
     """One precision-recall curve per class (one-vs-rest, a step at each threshold), with its average precision."""
     figure = Figure(figsize=(6, 5), layout="constrained")
     axis = figure.subplots()

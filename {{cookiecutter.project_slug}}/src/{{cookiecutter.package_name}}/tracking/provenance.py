@@ -111,9 +111,14 @@ def gpus() -> list[dict[str, Any]]:
     found = []
     for index in range(torch.cuda.device_count()):
         properties = torch.cuda.get_device_properties(index)
-        found.append({"name": properties.name, "memory_gb": round(properties.total_memory / 2**30, 1),
-                      "capability": f"{properties.major}.{properties.minor}",
-                      "bf16": runtime.bf16_supported(torch.device("cuda", index))})
+        found.append(
+            {
+                "name": properties.name,
+                "memory_gb": round(properties.total_memory / 2**30, 1),
+                "capability": f"{properties.major}.{properties.minor}",
+                "bf16": runtime.bf16_supported(torch.device("cuda", index)),
+            }
+        )
     return found
 
 
@@ -136,16 +141,23 @@ def launch() -> dict[str, Any]:
     group = torch.distributed if torch.distributed.is_available() and torch.distributed.is_initialized() else None
     job = os.environ.get("SLURM_JOB_ID")
     array = os.environ.get("SLURM_ARRAY_JOB_ID")
-    return {"world_size": runtime.world_size(), "backend": group.get_backend() if group else None,
-            "slurm_job_id": f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if array else job,
-            "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0")) if job else None}
+    return {
+        "world_size": runtime.world_size(),
+        "backend": group.get_backend() if group else None,
+        "slurm_job_id": f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if array else job,
+        "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0")) if job else None,
+    }
 
 
 def precision_record(requested: str, resolved: str, device: torch.device) -> dict[str, Any]:
     """The precision asked for, the one used on ``device``, and why they differ (None when they do not)."""
     fallback = runtime.hardware_fallback(requested, device) if requested != resolved else None
-    return {"requested": requested, "resolved": resolved, "device": str(device),
-            "fallback": fallback[1] if fallback else None}
+    return {
+        "requested": requested,
+        "resolved": resolved,
+        "device": str(device),
+        "fallback": fallback[1] if fallback else None,
+    }
 
 
 def entry_point() -> str:
@@ -154,12 +166,20 @@ def entry_point() -> str:
     return f"python -m {spec.name}" if spec is not None else Path(sys.argv[0]).name
 
 
-def collect(overrides: list[str] | None = None, seed: int | None = None,
-            precision: dict[str, Any] | None = None, code_dir: Path = CODE_DIR) -> dict[str, Any]:
+def collect(
+    overrides: list[str] | None = None,
+    seed: int | None = None,
+    precision: dict[str, Any] | None = None,
+    code_dir: Path = CODE_DIR,
+) -> dict[str, Any]:
     """The full record; ``git.diff`` is kept for :func:`write` and left out of what the loggers receive."""
     return {
-        "command": {"entry": entry_point(), "argv": sys.argv[1:], "overrides": list(overrides or []),
-                    "cwd": str(Path.cwd())},
+        "command": {
+            "entry": entry_point(),
+            "argv": sys.argv[1:],
+            "overrides": list(overrides or []),
+            "cwd": str(Path.cwd()),
+        },
         "git": git_state(code_dir),
         "versions": versions(),
         "hardware": hardware(),

@@ -11,8 +11,14 @@ from typing import Any
 from {{ cookiecutter.package_name }}.tracking.base import Logger
 
 
-def write_report(loggers: Logger, history: list[dict[str, Any]], evaluation: Any, summary: dict[str, Any],
-                 best_checkpoint: Path | None = None, config: dict[str, Any] | None = None) -> None:
+def write_report(
+    loggers: Logger,
+    history: list[dict[str, Any]],
+    evaluation: Any,
+    summary: dict[str, Any],
+    best_checkpoint: Path | None = None,
+    config: dict[str, Any] | None = None,
+) -> None:
     """Hand the figures, tables, summary and best checkpoint of a finished run to ``loggers``."""
     from {{ cookiecutter.package_name }}.tracking import plots  # matplotlib loads only here
 
@@ -25,5 +31,12 @@ def write_report(loggers: Logger, history: list[dict[str, Any]], evaluation: Any
     loggers.log_summary(summary)
     if best_checkpoint is not None and best_checkpoint.is_file():
         best = summary.get("best", {})
-        loggers.log_checkpoint(best_checkpoint, {"metric": summary.get("monitor"), "value": best.get("value"),
-                                                 "epoch": best.get("epoch"), "config": config or {}})
+        loggers.log_checkpoint(
+            best_checkpoint,
+            {
+                "metric": summary.get("monitor"),
+                "value": best.get("value"),
+                "epoch": best.get("epoch"),
+                "config": config or {},
+            },
+        )

@@ -121,15 +121,32 @@ class WandbLogger(Logger):
 
     name = "wandb"
 
-    def __init__(self, project: str, save_dir: str | Path, entity: str | None = None, name: str | None = None,
-                 group: str | None = None, tags: list[str] | None = None, job_type: str = "train",
-                 notes: str | None = None, mode: str = "online", log_checkpoint: bool = True,
-                 init_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        project: str,
+        save_dir: str | Path,
+        entity: str | None = None,
+        name: str | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        job_type: str = "train",
+        notes: str | None = None,
+        mode: str = "online",
+        log_checkpoint: bool = True,
+        init_timeout: float = 30.0,
+    ) -> None:
         mode = "offline" if mode == "dryrun" else mode
         if mode not in MODES:
             raise UserError(f"logger.wandb.mode={mode!r}: use one of {sorted(MODES)} (or set WANDB_MODE).")
-        self.settings = {"project": project, "entity": entity or None, "name": name, "group": group,
-                         "tags": list(tags or []), "job_type": job_type, "notes": notes}
+        self.settings = {
+            "project": project,
+            "entity": entity or None,
+            "name": name,
+            "group": group,
+            "tags": list(tags or []),
+            "job_type": job_type,
+            "notes": notes,
+        }
         self.save_dir = Path(save_dir)
         self.mode = mode
         self.log_checkpoint_enabled = log_checkpoint
@@ -156,8 +173,14 @@ class WandbLogger(Logger):
         self.save_dir.mkdir(parents=True, exist_ok=True)
         run_id = (resume or {}).get("run_ids", {}).get(self.name)
         settings = dict(self.settings, name=self.settings["name"] or config.get("name"))
-        kwargs = dict(settings, config=config, dir=str(self.save_dir), id=run_id,
-                      resume="allow" if run_id else None, reinit="finish_previous")
+        kwargs = dict(
+            settings,
+            config=config,
+            dir=str(self.save_dir),
+            id=run_id,
+            resume="allow" if run_id else None,
+            reinit="finish_previous",
+        )
         mode, reason = self._choose_mode()
         level = logging.INFO
         try:
@@ -169,8 +192,9 @@ class WandbLogger(Logger):
             level = logging.WARNING
             self.run = self._init(mode, kwargs)
         if mode == "offline":
-            log.log(level, "W&B: %s; logging offline, upload later with `wandb sync %s`.", reason,
-                    Path(self.run.dir).parent)
+            log.log(
+                level, "W&B: %s; logging offline, upload later with `wandb sync %s`.", reason, Path(self.run.dir).parent
+            )
         self.background = Background()
         self._define_metrics(config)
 
@@ -234,8 +258,9 @@ class WandbLogger(Logger):
 
     def _log_artifact(self, path: Path, metadata: dict[str, Any]) -> None:
         keys = ("metric", "value", "epoch", "config")
-        artifact = wandb.Artifact(f"model-{self.run.id}", type="model",
-                                  metadata={key: metadata[key] for key in keys if key in metadata})
+        artifact = wandb.Artifact(
+            f"model-{self.run.id}", type="model", metadata={key: metadata[key] for key in keys if key in metadata}
+        )
         artifact.add_file(str(path), name=path.name)
         self.run.log_artifact(artifact, aliases=["best", "latest"])
 

@@ -96,8 +96,13 @@ def rng_state() -> dict[str, Any]:
     kind, keys, position, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -110,8 +115,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     numpy_state = state["numpy"]
-    np.random.set_state((numpy_state["kind"], numpy_state["keys"].cpu().numpy().astype(np.uint32),
-                         numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].cpu().numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         set_cuda_rng_state(state["cuda"])
@@ -123,8 +135,11 @@ def set_cuda_rng_state(saved: torch.Tensor | list[torch.Tensor]) -> None:
     if isinstance(saved, (list, tuple)):
         index = torch.cuda.current_device()
         if index >= len(saved):
-            log.warning("The checkpoint holds RNG states of %d GPU(s), none for cuda:%d: its random stream "
-                        "starts afresh.", len(saved), index)
+            log.warning(
+                "The checkpoint holds RNG states of %d GPU(s), none for cuda:%d: its random stream starts afresh.",
+                len(saved),
+                index,
+            )
             return
         saved = saved[index]
     torch.cuda.set_rng_state(saved.cpu())

@@ -39,10 +39,17 @@ def choose_backend(device: torch.device, backend: str = "auto") -> str:
     if shared and backend in ("auto", "nccl"):
         processes, gpus = os.environ.get("LOCAL_WORLD_SIZE"), torch.cuda.device_count()
         if backend == "nccl":
-            raise UserError(f"{processes} processes share {gpus} GPU(s), which NCCL refuses: start one process per "
-                            f"GPU (torchrun --nproc_per_node={gpus}), or use trainer.backend=gloo.")
-        log.warning("%s processes share %d GPU(s): using gloo, since NCCL needs a GPU per process; for speed start "
-                    "one process per GPU (torchrun --nproc_per_node=%d).", processes, gpus, gpus)
+            raise UserError(
+                f"{processes} processes share {gpus} GPU(s), which NCCL refuses: start one process per "
+                f"GPU (torchrun --nproc_per_node={gpus}), or use trainer.backend=gloo."
+            )
+        log.warning(
+            "%s processes share %d GPU(s): using gloo, since NCCL needs a GPU per process; for speed start "
+            "one process per GPU (torchrun --nproc_per_node=%d).",
+            processes,
+            gpus,
+            gpus,
+        )
         return "gloo"
     if backend == "auto":
         return "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
@@ -84,8 +91,10 @@ def agree_on_resume(decide: Callable[[], Path | None], device: torch.device) -> 
     missing = chosen is not None and not chosen.is_file()
     if any_rank(missing, device):
         who = f"rank {runtime.rank()}" if missing else "another rank"
-        raise UserError(f"rank 0 resumes from {chosen}, which {who} cannot read: put paths.log_dir on a "
-                        "file system all nodes share, or use resume=none.")
+        raise UserError(
+            f"rank 0 resumes from {chosen}, which {who} cannot read: put paths.log_dir on a "
+            "file system all nodes share, or use resume=none."
+        )
     return chosen
 
 

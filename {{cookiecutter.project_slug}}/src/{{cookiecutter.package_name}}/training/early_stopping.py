@@ -25,8 +25,9 @@ class EarlyStopping:
         """Record this epoch's ``metrics``; return whether the monitored value improved."""
         value = metrics.get(self.monitor)
         if value is None:
-            raise UserError(f"monitored metric {self.monitor!r} is not among {sorted(metrics)}: "
-                            "set task.monitor to one of them.")
+            raise UserError(
+                f"monitored metric {self.monitor!r} is not among {sorted(metrics)}: set task.monitor to one of them."
+            )
         if self.best_score is None or self.sign * (value - self.best_score) > self.min_delta:
             self.best_score, self.best_epoch, self.bad_epochs = value, epoch, 0
             return True

@@ -50,8 +50,12 @@ class Precision:
                 f"precision={self.name} was asked for with precision.strict=true, but {reason}: "
                 f"use precision={replacement}, or run on hardware that supports it."
             )
-        log.warning("precision=%s: %s; using %s instead (set precision.strict=true to stop instead).",
-                    self.name, reason, replacement)
+        log.warning(
+            "precision=%s: %s; using %s instead (set precision.strict=true to stop instead).",
+            self.name,
+            reason,
+            replacement,
+        )
         self.name = replacement
 
     def autocast(self) -> AbstractContextManager:

@@ -76,15 +76,18 @@ def hand_over(signum: int | None) -> None:
         return
     handler = signal.getsignal(signum)
     if callable(handler):
-        log.warning("Handing %s to submitit to requeue the job; it resumes from last.pt.",
-                    signal.Signals(signum).name)
+        log.warning("Handing %s to submitit to requeue the job; it resumes from last.pt.", signal.Signals(signum).name)
         handler(signum, None)
 
 
 def slurm_job_state() -> str | None:
     """This SLURM job's state as ``scontrol`` reports it now (e.g. ``PREEMPTED``, ``CANCELLED``), else None."""
-    job = os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID") and (
-        f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}") or os.environ.get("SLURM_JOB_ID")
+    job = (
+        os.environ.get("SLURM_ARRAY_JOB_ID")
+        and os.environ.get("SLURM_ARRAY_TASK_ID")
+        and (f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}")
+        or os.environ.get("SLURM_JOB_ID")
+    )
     if not job:
         return None
     try:
@@ -114,16 +117,24 @@ def after_stop(signum: int | None, wait_s: float = REQUEUE_WAIT_S, killed_within
     if signum == requeue_signal():  # submitit's handler returns on ranks other than 0
         log.warning("Rank %d stopped; rank 0 requeues the job.", runtime.rank())
         return
-    log.warning("Stopped by %s inside a submitit job: waiting up to %.0f s for the requeue signal.",
-                signal.Signals(signum).name if signum else "a signal", wait_s)
+    log.warning(
+        "Stopped by %s inside a submitit job: waiting up to %.0f s for the requeue signal.",
+        signal.Signals(signum).name if signum else "a signal",
+        wait_s,
+    )
     _sleep(wait_s)  # submitit's handler requeues and exits from inside sleep()
     state = slurm_job_state()
     if state in COMING_BACK:
-        log.warning("SLURM %s this job without the requeue signal: it starts again and resumes from last.pt; "
-                    "waiting for SLURM to end this process.", state.lower())
+        log.warning(
+            "SLURM %s this job without the requeue signal: it starts again and resumes from last.pt; "
+            "waiting for SLURM to end this process.",
+            state.lower(),
+        )
         _sleep(killed_within_s)
-    raise Preempted(f"stopped by a signal before the end and not requeued (SLURM job state: {state}); last.pt "
-                    "holds the state: resubmit with the same run folder (resume=auto) to continue.")
+    raise Preempted(
+        f"stopped by a signal before the end and not requeued (SLURM job state: {state}); last.pt "
+        "holds the state: resubmit with the same run folder (resume=auto) to continue."
+    )
 
 
 def _sleep(seconds: float) -> None:

@@ -33,30 +33,53 @@ def constant(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmu
     return with_warmup(optimizer, warmup_steps, ConstantLR(optimizer, factor=1.0, total_iters=0))
 
 
-def cosine(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmup_steps: int = 0,
-           min_lr_ratio: float = 0.0) -> LRScheduler:
+def cosine(
+    optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0
+) -> LRScheduler:
     """``CosineAnnealingLR``: half a cosine from ``lr`` down to ``min_lr_ratio * lr`` at ``total_steps``."""
     eta_min = min_lr_ratio * optimizer.param_groups[0]["lr"]
     after = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=eta_min)
     return with_warmup(optimizer, warmup_steps, after)
 
 
-def step(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, step_size: int = 10, gamma: float = 0.1,
-         warmup_steps: int = 0) -> LRScheduler:
+def step(
+    optimizer: Optimizer,
+    total_steps: int,
+    steps_per_epoch: int,
+    step_size: int = 10,
+    gamma: float = 0.1,
+    warmup_steps: int = 0,
+) -> LRScheduler:
     """``StepLR``: multiply the rate by ``gamma`` every ``step_size`` epochs (counted after the warmup)."""
-    return with_warmup(optimizer, warmup_steps, StepLR(optimizer, step_size=max(1, step_size * steps_per_epoch),
-                                                       gamma=gamma))
+    return with_warmup(
+        optimizer, warmup_steps, StepLR(optimizer, step_size=max(1, step_size * steps_per_epoch), gamma=gamma)
+    )
 
 
-def onecycle(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, pct_start: float = 0.3,
-             div_factor: float = 25.0, final_div_factor: float = 1e4, anneal_strategy: str = "cos",
-             cycle_momentum: bool = False, warmup_steps: int = 0) -> LRScheduler:
+def onecycle(
+    optimizer: Optimizer,
+    total_steps: int,
+    steps_per_epoch: int,
+    pct_start: float = 0.3,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+    anneal_strategy: str = "cos",
+    cycle_momentum: bool = False,
+    warmup_steps: int = 0,
+) -> LRScheduler:
     """``OneCycleLR``: the optimizer's ``lr`` is the peak, reached after ``pct_start`` of the run.
 
     ``warmup_steps`` > 0 sets the rise to that many steps instead of ``pct_start``.
     """
     if warmup_steps > 0:
         pct_start = min(warmup_steps / max(1, total_steps), 0.99)
-    return OneCycleLR(optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total_steps,
-                      pct_start=pct_start, div_factor=div_factor, final_div_factor=final_div_factor,
-                      anneal_strategy=anneal_strategy, cycle_momentum=cycle_momentum)
+    return OneCycleLR(
+        optimizer,
+        max_lr=[group["lr"] for group in optimizer.param_groups],
+        total_steps=total_steps,
+        pct_start=pct_start,
+        div_factor=div_factor,
+        final_div_factor=final_div_factor,
+        anneal_strategy=anneal_strategy,
+        cycle_momentum=cycle_momentum,
+    )

@@ -75,9 +75,13 @@ class TrainingState:
     def outcome(self) -> dict[str, Any]:
         """The best and final results so far, for the run summary."""
         stopping = self.early_stopping
-        return {"best": {"value": stopping.best_score, "epoch": stopping.best_epoch},
-                "final": self.history[-1] if self.history else {}, "epochs": self.epoch,
-                "global_step": self.global_step, "stopped_early": stopping.should_stop}
+        return {
+            "best": {"value": stopping.best_score, "epoch": stopping.best_epoch},
+            "final": self.history[-1] if self.history else {},
+            "epochs": self.epoch,
+            "global_step": self.global_step,
+            "stopped_early": stopping.should_stop,
+        }
 
     def save(self, paths: list[Path], run_ids: dict[str, str], rng_by_rank: list[dict[str, Any]] | None = None) -> None:
         """Write the state to the first of ``paths``, then copy that file to the others (each atomically)."""

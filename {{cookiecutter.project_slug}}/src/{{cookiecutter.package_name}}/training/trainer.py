@@ -77,8 +77,10 @@ class Trainer:
         if deterministic:
             use_deterministic_algorithms()
         if runtime.launched_distributed() and not distributed:
-            raise UserError(f"launched as {runtime.world_size()} processes (torchrun or srun) but trainer is not "
-                            "distributed: add trainer=ddp to the command, or start one process.")
+            raise UserError(
+                f"launched as {runtime.world_size()} processes (torchrun or srun) but trainer is not "
+                "distributed: add trainer=ddp to the command, or start one process."
+            )
         self.device = runtime.choose_device(device)
         if self.device.type == "cuda" and self.device.index is not None:
             torch.cuda.set_device(self.device)  # this GPU's RNG state goes into checkpoints (training/checkpoint.py)
@@ -89,9 +91,16 @@ class Trainer:
         self.signals = StopSignals()
 
     # ----------------------------------------------------------------- public API
-    def fit(self, model: nn.Module, task: Task, datamodule: DataModule,
-            optimizer_factory: Callable[..., torch.optim.Optimizer], scheduler_factory: Callable[..., Any],
-            config: dict[str, Any] | None = None, resume: str | Path | None = None) -> float | None:
+    def fit(
+        self,
+        model: nn.Module,
+        task: Task,
+        datamodule: DataModule,
+        optimizer_factory: Callable[..., torch.optim.Optimizer],
+        scheduler_factory: Callable[..., Any],
+        config: dict[str, Any] | None = None,
+        resume: str | Path | None = None,
+    ) -> float | None:
         """Train until max_epochs, max_steps or early stopping; return the best monitored value."""
         self.task, self.datamodule = task, datamodule
         runtime.reset_peak_memory(self.device)  # this fit's peak, not an earlier trial's in the same process
@@ -102,17 +111,27 @@ class Trainer:
         steps_per_epoch = math.ceil(batches / self.accumulate)
         total_steps = min(steps_per_epoch * self.max_epochs, self.max_steps if self.max_steps > 0 else math.inf)
         self.state = TrainingState(
-            model=runtime.unwrap(self.model), optimizer=optimizer,
+            model=runtime.unwrap(self.model),
+            optimizer=optimizer,
             scheduler=scheduler_factory(optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch),
-            scaler=self.precision.grad_scaler(), early_stopping=EarlyStopping(
-                task.monitor, task.mode, **self.early_stopping_options),
-            loss_sum=torch.zeros((), device=self.device), config=config or {})
+            scaler=self.precision.grad_scaler(),
+            early_stopping=EarlyStopping(task.monitor, task.mode, **self.early_stopping_options),
+            loss_sum=torch.zeros((), device=self.device),
+            config=config or {},
+        )
         if resume:
             self.state.restore(Path(resume))
         if self.is_main:
             self.loggers.start(self.state.config, {"run_ids": self.state.run_ids, "history": self.state.history})
-        log.info("Training on %s with %s: %d batches/epoch, up to %d epoch%s, %d steps.",
-                 self.device, self.precision, batches, self.max_epochs, "" if self.max_epochs == 1 else "s", total_steps)
+        log.info(
+            "Training on %s with %s: %d batches/epoch, up to %d epoch%s, %d steps.",
+            self.device,
+            self.precision,
+            batches,
+            self.max_epochs,
+            "" if self.max_epochs == 1 else "s",
+            total_steps,
+        )
         self._emit("on_fit_start")
         with self.signals:
             while not self._finished():
@@ -128,8 +147,13 @@ class Trainer:
         self.model.train()
         set_epoch(loader, state.epoch, start_batch=state.batches_done)
         self._emit("on_train_epoch_start")
-        bar = tqdm(total=batches, initial=state.batches_done, desc=f"epoch {state.epoch}", leave=False,
-                   disable=not (self.progress_bar and self.is_main and sys.stderr.isatty()))
+        bar = tqdm(
+            total=batches,
+            initial=state.batches_done,
+            desc=f"epoch {state.epoch}",
+            leave=False,
+            disable=not (self.progress_bar and self.is_main and sys.stderr.isatty()),
+        )
         for index, batch in enumerate(islice(iter(loader), batches - state.batches_done), start=state.batches_done):
             last_of_step = (index + 1) % self.accumulate == 0 or index + 1 == batches
             loss = self._forward_backward(self._to_device(batch), sync=last_of_step)
@@ -180,13 +204,16 @@ class Trainer:
             metrics = {f"test/{key}": value for key, value in evaluation.compute().items()}
             if self.is_main:
                 log.info("Test: %s", _format(metrics))
-                write_report(self.loggers, self.state.history, evaluation, self.summary(metrics), best,
-                             self.state.config)
+                write_report(
+                    self.loggers, self.state.history, evaluation, self.summary(metrics), best, self.state.config
+                )
         except KeyboardInterrupt:  # Ctrl+C while testing or plotting: the checkpoints are safe; keep the summary
             if self.is_main:
                 self.loggers.log_summary({**self.summary(metrics), "stopped_in": "test"})
-            raise TrainingInterrupted("stopped by Ctrl+C during the final test or its figures (summary.json "
-                                      "written, checkpoints kept)", signal.SIGINT) from None
+            raise TrainingInterrupted(
+                "stopped by Ctrl+C during the final test or its figures (summary.json written, checkpoints kept)",
+                signal.SIGINT,
+            ) from None
         return metrics
 
     @property
@@ -195,12 +222,17 @@ class Trainer:
 
     def summary(self, test_metrics: dict[str, float] | None = None) -> dict[str, Any]:
         """What ``summary.json`` records: the run's outcome and where its checkpoints are."""
-        return {"monitor": self.task.monitor, "mode": self.task.mode, **self.state.outcome(),
-                "stopped_early": self._stopped_early(self.state.epoch),
-                "test": test_metrics or {}, "precision": self.precision.name,
-                "peak_memory_bytes": runtime.peak_memory_bytes(self.device),
-                # relative to the run folder, so that the folder can move
-                "checkpoints": {name: f"{self.checkpoint_dir.name}/{name}.pt" for name in ("best", "last")}}
+        return {
+            "monitor": self.task.monitor,
+            "mode": self.task.mode,
+            **self.state.outcome(),
+            "stopped_early": self._stopped_early(self.state.epoch),
+            "test": test_metrics or {},
+            "precision": self.precision.name,
+            "peak_memory_bytes": runtime.peak_memory_bytes(self.device),
+            # relative to the run folder, so that the folder can move
+            "checkpoints": {name: f"{self.checkpoint_dir.name}/{name}.pt" for name in ("best", "last")},
+        }
 
     # ----------------------------------------------------------------- inside the loop
     def _forward_backward(self, batch: Any, sync: bool) -> torch.Tensor:
@@ -215,9 +247,11 @@ class Trainer:
         """Read the loss back from the device (the loop's only host sync) and log it."""
         value = loss.item()
         if dist.any_rank(not math.isfinite(value), self.device):  # under DDP every rank stops at this step
-            raise UserError(f"the training loss became {value if not math.isfinite(value) else 'non-finite on another rank'}"
-                            f" by step {self.state.global_step}: "
-                            "lower optimizer.lr, keep gradient clipping on, or use precision=bf16/fp32.")
+            raise UserError(
+                f"the training loss became {value if not math.isfinite(value) else 'non-finite on another rank'}"
+                f" by step {self.state.global_step}: "
+                "lower optimizer.lr, keep gradient clipping on, or use precision=bf16/fp32."
+            )
         bar.set_postfix(loss=f"{value:.4f}")
         if self.is_main:
             self.loggers.log_step({"train/loss": value, "train/lr": self._lr()}, self.state.global_step)
@@ -231,8 +265,11 @@ class Trainer:
             log.info("Epoch %d: %s", state.epoch, _format(metrics))
             self.loggers.log_epoch(metrics, state.epoch)
             if self._stopped_early(state.epoch + 1):
-                log.info("Early stopping: %s did not improve for %d epochs.", self.task.monitor,
-                         state.early_stopping.bad_epochs)
+                log.info(
+                    "Early stopping: %s did not improve for %d epochs.",
+                    self.task.monitor,
+                    state.early_stopping.bad_epochs,
+                )
         state.next_epoch()
         self._save(["last", "best"] if improved else ["last"])
 
@@ -269,8 +306,10 @@ class Trainer:
             if bar is not None:
                 bar.close()
             self._save(["last"])
-            raise TrainingInterrupted(f"stopped by signal at epoch {self.state.epoch}, step {self.state.global_step}",
-                                      signum=self.signals.received)
+            raise TrainingInterrupted(
+                f"stopped by signal at epoch {self.state.epoch}, step {self.state.global_step}",
+                signum=self.signals.received,
+            )
 
     def _save(self, names: list[str]) -> None:
         rng_by_rank = rng_states_of_all_ranks()  # a collective: every rank's RNG, so that each resumes its own
@@ -286,12 +325,15 @@ class Trainer:
             getattr(callback, hook)(self, *args)
 
     def _finished(self) -> bool:
-        return self.state.epoch >= self.max_epochs or self._step_limit_reached() or self.state.early_stopping.should_stop
+        return (
+            self.state.epoch >= self.max_epochs or self._step_limit_reached() or self.state.early_stopping.should_stop
+        )
 
     def _stopped_early(self, epochs_done: int) -> bool:
         """Early stopping ended training before its epoch and step limits would have."""
-        return (self.state.early_stopping.should_stop and epochs_done < self.max_epochs
-                and not self._step_limit_reached())
+        return (
+            self.state.early_stopping.should_stop and epochs_done < self.max_epochs and not self._step_limit_reached()
+        )
 
     def _step_limit_reached(self) -> bool:
         return 0 < self.max_steps <= self.state.global_step
