@@ -100,7 +100,9 @@ LOGS="$(mkdir -p "${GPU_CHECK_LOGS:-gpu_check_logs}" && cd "${GPU_CHECK_LOGS:-gp
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 MISSING_FIGURES=""
-echo "gpu_check: plan $(for s in $STEPS; do wanted "$s" && printf '%s=%ss ' "$s" "${CAP[$s]}"; done)(${planned} s of the ${BUDGET} s budget)"
+plan="$(for s in $STEPS; do wanted "$s" && printf '%s=%ss ' "$s" "${CAP[$s]}"; done)"
+wanted make_test && plan+="make_test=${CAP[make_test]}s (beside memory and spill) "
+echo "gpu_check: plan ${plan}(${planned} s of the ${BUDGET} s budget)"
 
 run_capped() {  # run_capped STEP LOG COMMAND...: COMMAND under STEP's cap; its status, 124 on a timeout
     local step=$1 log=$2 status=0
