@@ -19,13 +19,13 @@
 # `pip install --no-index --no-deps --target` into a folder put on PYTHONPATH.
 #
 # Steps, in order, each under its own cap (seconds; GPU_CHECK_CAP_<STEP>=N changes one):
-#   packages 40   install the wheels, import everything the check uses
-#   render   20   render the template (task=both, 4bit, bf16, csv)
-#   bf16 45, qlora 120, sft 110   the timed figures, alone on the GPU
-#   pytest_gpu 60                 the render's GPU tests, alone
-#   memory 100, spill 45          untimed figures, beside make_test (its cap: theirs together)
-# The caps add up to the budget, GPU_CHECK_BUDGET_S (default 540 s: inside a 10-minute command with
-# the start-up around it); the check refuses a plan whose caps exceed it. A step that reaches its cap is
+#   packages 30   install the wheels, import everything the check uses
+#   render   15   render the template (task=both, 4bit, bf16, csv)
+#   bf16 40, qlora 100, sft 110   the timed figures, alone on the GPU
+#   pytest_gpu 50                 the render's GPU tests, alone
+#   memory 95, spill 40           untimed figures, beside make_test (its cap: theirs together)
+# The caps add up to the budget, GPU_CHECK_BUDGET_S (default 480 s: with a machine's start, 10 minutes
+# of a 15-minute lease, which leaves time to rerun a step); the check refuses a plan whose caps exceed it. A step that reaches its cap is
 # reported as timed out, its figures as NAME=timeout. --only STEP,STEP runs some steps again (packages
 # and render always run). --dry-run runs on a machine without CUDA everything but the GPU steps (the
 # template's tests/test_gpu_check.py does so, in a venv made like the GPU image).
@@ -46,13 +46,13 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-BUDGET="${GPU_CHECK_BUDGET_S:-540}"
+BUDGET="${GPU_CHECK_BUDGET_S:-480}"
 WHEELS="${GPU_CHECK_WHEELS:-$HERE/../.whl}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true PYTHONUNBUFFERED=1
 
 STEPS="packages render bf16 qlora sft pytest_gpu memory spill"
 GPU_STEPS="bf16 qlora sft memory spill"
-declare -A CAP=([packages]=40 [render]=20 [bf16]=45 [qlora]=120 [sft]=110 [pytest_gpu]=60 [memory]=100 [spill]=45)
+declare -A CAP=([packages]=30 [render]=15 [bf16]=40 [qlora]=100 [sft]=110 [pytest_gpu]=50 [memory]=95 [spill]=40)
 declare -A FIGURES=(
     [bf16]="bf16_vs_fp32_steps_ratio bf16_vs_fp32_tf32_steps_ratio fp32_tf32_vs_fp32_steps_ratio"
     [qlora]="qlora_trainer_vs_hf_tokens_ratio"
