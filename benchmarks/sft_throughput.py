@@ -16,7 +16,7 @@ Each side trains EPOCHS epochs; the clock covers the training steps of the epoch
 to back, who goes first alternating, after one pair that warms the process up; the figure is the median
 of the pairs' ratios.
 
-    python benchmarks/sft_throughput.py [--device cpu|cuda] [--precision fp32|bf16]
+    python benchmarks/sft_throughput.py [--device cpu|cuda] [--precision fp32|bf16]    (cpu: one torch thread)
 
 Ends with ``sft_tokens_per_s_ratio=<value> (goal >= 1.0)`` (checkpointing off on both sides) and
 ``sft_tokens_per_s_ratio_checkpointing=<value>`` (on on both sides): the recipe's tokens/s over TRL's.
@@ -165,6 +165,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     options = parser.parse_args()
+    if options.device == "cpu":
+        torch.set_num_threads(1)  # busy-waiting thread pools made runs 5-20x slower whenever other jobs ran
     module, tokens = data()
     ratios = {}
     for checkpointing in (False, True):
