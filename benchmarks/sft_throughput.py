@@ -11,10 +11,10 @@ Settings that still differ, each side's own way of doing the same job: the sampl
 grouping windows), TRL's chat-template tokenization (each side's rate counts its own tokens), and
 the per-step metrics TRL computes (entropy, token accuracy) and the recipe does not.
 
-Each side trains EPOCHS epochs; the clock covers the training steps of the epochs after the first
-(through each trainer's own callbacks; validation is outside it), for REPEATS pairs of runs made back
-to back, who goes first alternating, after one pair that warms the process up; the figure is the median
-of the pairs' ratios.
+Each side trains EPOCHS epochs; the clock covers the training steps of each epoch after the first
+(through each trainer's own callbacks; validation is outside it), and a run's rate is its median epoch's.
+Runs come in REPEATS pairs made back to back, who goes first alternating, after one pair that warms the
+process up; the figure is the median of the pairs' ratios.
 
     python benchmarks/sft_throughput.py [--device cpu|cuda] [--precision fp32|bf16]    (cpu: one torch thread)
 
@@ -107,7 +107,7 @@ def recipe(module: ChatDataModule, tokens: int, device: str, precision: str, che
         task.bind(module.info)
         optimizer = functools.partial(torch.optim.AdamW, lr=LR, weight_decay=0.0)
         trainer.fit(model, task, module, optimizer, constant)
-    rate = tokens * (EPOCHS - 1) / sum(clock.seconds[1:])
+    rate = tokens / statistics.median(clock.seconds[1:])
     print(f"  recipe: {rate:.0f} tokens/s", flush=True)
     return rate
 
@@ -155,7 +155,7 @@ def trl_trainer(module: ChatDataModule, device: str, precision: str, checkpointi
                              callbacks=[clock])
         tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
         trainer.train()
-    rate = tokens * (EPOCHS - 1) / sum(clock.seconds[1:])
+    rate = tokens / statistics.median(clock.seconds[1:])
     print(f"  trl.SFTTrainer: {rate:.0f} tokens/s ({tokens} tokens per epoch)", flush=True)
     return rate
 
