@@ -2,7 +2,7 @@
 
 Prints one ``imports:`` line (what failed, with why), the torch and GPU in use, and whether bitsandbytes'
 CUDA library is the real one (a missing one is swapped for a stand-in that fails at the first 4-bit call).
-Exit status 4 when something is missing.
+Exit status 4 when a module does not import.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main() -> None:
             error = (restored - weights).abs().mean().item()
             print(f"bitsandbytes {bitsandbytes.__version__}: 4-bit NF4 on the GPU, mean round-trip error {error:.3f}")
         except Exception as failure:  # noqa: BLE001 - the stand-in library raises RuntimeError, others may vary
-            missing.append("bitsandbytes' CUDA kernels")
+            # not fatal: the figures without 4-bit still run, and the 4-bit ones report their own failure
             print(f"bitsandbytes {bitsandbytes.__version__}: its CUDA library does not run here "
                   f"(torch.version.cuda {torch.version.cuda}): {type(failure).__name__}: {failure}")
     sys.exit(4 if missing else 0)
