@@ -3,7 +3,8 @@
 1. Steady-state training steps/s of the trainer divided by a bare loop (same MLP, digits,
    batch size, AdamW, cosine schedule, clipping and precision), fp32 and, where the CPU
    runs it natively, bf16: the median of REPEATS ratios, each from a trainer run and a bare
-   run made back to back (who goes first alternates), after one warm-up pair. Goals: >= 0.97 (fp32), >= 0.95 (bf16).
+   run made back to back (who goes first alternates), after one warm-up pair; a run's rate is
+   its median epoch's, so one epoch slowed by another job does not set it. Goals: >= 0.97 (fp32), >= 0.95 (bf16).
 2. Host syncs per optimizer step on the training path: calls of ``Tensor.item``, ``.cpu``,
    ``.tolist``, ``float()``/``int()``/``bool()`` on a tensor made by the trainer, the task or
    ``runtime`` while training epochs run (the sampler's ``randperm(...).tolist()`` in ``data/``
@@ -124,13 +125,13 @@ def fresh_model() -> torch.nn.Module:
 
 
 def bare_loop(precision: str) -> float:
-    """Training steps/s of a hand-written loop (epochs after the first)."""
+    """Training steps/s of a hand-written loop (its median epoch after the first)."""
     model = fresh_model()
     optimizer = OPTIMIZER(model.parameters())
     loader = DATA.loader("train")  # the same batches, loaded the same way, as the trainer's
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=EPOCHS * len(loader))
     dtype = {"bf16": torch.bfloat16, "fp32": None}[precision]
-    steps, elapsed = 0, 0.0
+    seconds = []
     for epoch in range(EPOCHS):
         start = time.perf_counter()
         model.train()
@@ -144,13 +145,12 @@ def bare_loop(precision: str) -> float:
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
         if epoch:
-            elapsed += time.perf_counter() - start
-            steps += len(loader)
-    return steps / elapsed
+            seconds.append(time.perf_counter() - start)
+    return len(loader) / statistics.median(seconds)
 
 
 def rendered_trainer(precision: str, *callbacks: Callback) -> float:
-    """Training steps/s of the rendered Trainer (epochs after the first)."""
+    """Training steps/s of the rendered Trainer (its median epoch after the first)."""
     clock = EpochClock()
     with tempfile.TemporaryDirectory() as output:
         trainer = Trainer(precision=Precision(precision), output_dir=output, loggers=LoggerCollection([]),
@@ -161,7 +161,7 @@ def rendered_trainer(precision: str, *callbacks: Callback) -> float:
         task.bind(INFO)
         trainer.fit(fresh_model(), task, DATA, OPTIMIZER, functools.partial(cosine))
         steps_per_epoch = trainer.state.global_step / EPOCHS
-    return steps_per_epoch * (EPOCHS - 1) / sum(clock.epoch_seconds[1:])
+    return steps_per_epoch / statistics.median(clock.epoch_seconds[1:])
 
 
 def default_run_share() -> tuple[float, int]:
