@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from {{ cookiecutter.package_name }} import runtime
 from {{ cookiecutter.package_name }}.data.common import DataInfo, DataModule, EpochSampler, seeded_split, take_fraction
 from {{ cookiecutter.package_name }}.data.text import load_tokenizer, train_tokenizer
 from {{ cookiecutter.package_name }}.errors import UserError
@@ -480,32 +479,14 @@ class ChatDataModule(DataModule):
             return Examples([[examples[index] for index in row] for row in bins])
         return Examples(examples)
 
-    def collate(self, items: list[Any]) -> dict[str, torch.Tensor]:
+    def collate_fn(self, items: list[Any]) -> dict[str, torch.Tensor]:
         if self.packing:
             return pack_batch(items, self.pad_token_id)
         return pad_batch(items, self.pad_token_id)
 
-    def loader(self, split: str) -> DataLoader:
-        """Per-batch padding; the training order groups similar lengths (``group_by_length``)."""
-        dataset = self.dataset(split)
-        options = {
-            "shuffle": split == "train",
-            "seed": self.seed,
-            "rank": runtime.rank(),
-            "world_size": runtime.world_size(),
-        }
+    def sampler(self, split: str, dataset: Dataset) -> EpochSampler:
+        """The training order groups similar lengths (``group_by_length``): little padding per batch."""
         if self.group_by_length and not self.packing:
             lengths = [len(example["input_ids"]) for example in dataset]
-            sampler: EpochSampler = LengthGroupedSampler(lengths, self.batch_size, **options)
-        else:
-            sampler = EpochSampler(len(dataset), **options)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
-            collate_fn=self.collate,
-            generator=torch.Generator(),
-        )
+            return LengthGroupedSampler(lengths, self.batch_size, **self.sampler_options(split))
+        return super().sampler(split, dataset)
