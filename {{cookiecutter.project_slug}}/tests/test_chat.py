@@ -6,8 +6,6 @@ import copy
 import csv
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ from {{ cookiecutter.package_name }}.data.common import ignore_stop_signals
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.tasks.causal_lm import token_loss
 
-from conftest import PACKAGE, PROJECT_ROOT, offline_env, run_module
+from conftest import evaluated_alone, run_module, train_on_two_ranks
 
 # A template in the style of Llama 3, without generation markers: labels must come from rendered prefixes.
 HEADER_TEMPLATE = (
@@ -311,30 +309,16 @@ def test_chat_loaders_shard_evaluation_unpadded_and_workers_ignore_stop_signals(
 def test_ddp_chat_evaluation_counts_each_example_once(tmp_path: Path) -> None:
     """2 gloo ranks on chat splits of odd size: the val and test metrics equal one process's on the same
     weights, so no example is padded in twice (the loss weights each example's answer tokens)."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        f"{PACKAGE}.train",
+    run = train_on_two_ranks(
+        tmp_path / "run",
         "experiment=sft_tiny",
-        "trainer=ddp",
-        "logger=csv",
-        "trainer.max_epochs=1",
         "trainer.limit_train_batches=2",
-        "trainer.progress_bar=false",
         "task.num_samples=0",
         "data.num_held_out=0",
         "data.val_fraction=0.12",
         "data.test_fraction=0.17",
         "data.batch_size=4",
-        f"hydra.run.dir={tmp_path / 'run'}",
-    ]
-    result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    run = tmp_path / "run"
+    )
     launch = json.loads((run / "provenance.json").read_text(encoding="utf-8"))["launch"]
     assert launch["world_size"] == 2
     examples = json.loads((run / "provenance.json").read_text(encoding="utf-8"))["data"]["examples"]
@@ -346,9 +330,7 @@ def test_ddp_chat_evaluation_counts_each_example_once(tmp_path: Path) -> None:
         "val": {key: float(value) for key, value in val_row.items() if key.startswith("val/") and value},
     }
     for split in ("test", "val"):
-        single = run_module("evaluate", f"run={run}", f"split={split}", f"output={tmp_path / split}")
-        assert single.returncode == 0, single.stderr[-3000:]
-        metrics = json.loads((tmp_path / split / "eval.json").read_text(encoding="utf-8"))["metrics"]
+        metrics = evaluated_alone(run, split, tmp_path / split)
         shared = sorted(set(metrics) & set(distributed[split]))
         assert f"{split}/loss" in shared
         assert {key: distributed[split][key] for key in shared} == pytest.approx(

@@ -15,7 +15,6 @@ gets ChatML. ``sample_chat.jsonl`` (written for this project, CC0-1.0) is used w
 
 from __future__ import annotations
 
-import difflib
 import logging
 import random
 from collections import Counter
@@ -28,7 +27,7 @@ from torch.utils.data import Dataset
 
 from {{ cookiecutter.package_name }}.data.common import DataInfo, DataModule, EpochSampler, seeded_split, take_fraction
 from {{ cookiecutter.package_name }}.data.text import load_tokenizer, train_tokenizer
-from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.errors import UserError, closest, first_line
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +95,13 @@ def read_rows(
         try:
             rows = datasets.load_dataset(dataset, split=split, revision=revision)
         except Exception as error:  # noqa: BLE001 - offline, missing, private: one line each
-            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
             if hub_offline():
                 raise UserError(
                     f"data.dataset={dataset} is not in the local datasets cache and HF_HUB_OFFLINE=1: "
                     "load it once online, or save it to a .jsonl file and set data.path."
                 ) from None
             raise UserError(
-                f"data.dataset={dataset} (split={split}) cannot be loaded ({reason}): check the id, "
+                f"data.dataset={dataset} (split={split}) cannot be loaded ({first_line(error)[:200]}): check the id, "
                 "split and revision, your network and token (hf auth login)."
             ) from None
         return rows.to_list(), dataset
@@ -120,8 +118,9 @@ def read_rows(
     try:
         rows = datasets.load_dataset(builder, data_files=str(file), split="train")
     except Exception as error:  # noqa: BLE001 - a malformed file: one line
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise UserError(f"data.path={file} cannot be read as {builder} ({reason}): fix the file.") from None
+        raise UserError(
+            f"data.path={file} cannot be read as {builder} ({first_line(error)[:200]}): fix the file."
+        ) from None
     return rows.to_list(), str(file)
 
 
@@ -177,7 +176,7 @@ def to_messages(row: dict[str, Any], fmt: str, fields: dict[str, str], at: str) 
             raise UserError(f"{at}: every message needs a 'role' and a 'content', got {message!r:.80}.")
         role = str(message["role"])
         if role not in ROLES:
-            close = difflib.get_close_matches(role, ROLES, n=1)
+            close = closest(role, ROLES, count=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UserError(
                 f"{at}: role {role!r} is not one the chat template knows{hint}; use one of {', '.join(ROLES)}."
@@ -377,7 +376,7 @@ class ChatDataModule(DataModule):
     ) -> None:
         super().__init__(**loader_kwargs)
         if train_on not in {"completion", "all"}:
-            close = difflib.get_close_matches(str(train_on), ["completion", "all"], n=1)
+            close = closest(str(train_on), ["completion", "all"], count=1)
             raise UserError(
                 f"data.train_on={train_on} is not an option; use "
                 f"{close[0] if close else 'completion'} (completion or all)."
