@@ -437,19 +437,19 @@ class OptunaSweeper(Sweeper):
                 "slurm); the basic launcher runs one trial at a time.",
                 self.n_jobs,
             )
-        done, failed = 0, 0
+        reported, failed = 0, 0
         running: dict[Future, Any] = {}
         with Heartbeat(study, self.heartbeat_interval) as heartbeat, ThreadPoolExecutor(n_jobs) as pool:
             while True:
-                if failed and failed / done > self.max_failure_rate and not running:
+                if failed and failed / reported > self.max_failure_rate and not running:
                     self.write_comparison()
                     raise SweepFailed(
-                        f"{failed} of {done} trials failed, more than hydra.sweeper.max_failure_rate="
+                        f"{failed} of {reported} trials failed, more than hydra.sweeper.max_failure_rate="
                         f"{self.max_failure_rate}; the reasons are in {self.sweep_dir}/comparison.html."
                     )
                 self.fail_dead_trials(study, {trial.number for trial in running.values()})
                 finished, pending = count_trials(study.get_trials(deepcopy=False))
-                stop_asking = failed and failed / done > self.max_failure_rate
+                stop_asking = failed and failed / reported > self.max_failure_rate
                 while not stop_asking and len(running) < n_jobs and finished + pending < self.n_trials:
                     trial, overrides = self.ask(study, distributions, fixed)
                     heartbeat.add(trial._trial_id)
@@ -467,7 +467,7 @@ class OptunaSweeper(Sweeper):
                 for future in done:
                     trial = running.pop(future)
                     heartbeat.remove(trial._trial_id)
-                    done += 1
+                    reported += 1
                     failed += not self.tell(study, trial, future.result())
         return self.finish(study)
 
