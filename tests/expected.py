@@ -15,6 +15,7 @@ COMMON = [
     "README.ko.md",
     "pyproject.toml",
     "scripts/setup.sh",
+    "scripts/torch_build.py",
     "configs/train.yaml",
     "configs/debug/fast.yaml",
     "configs/debug/overfit.yaml",
@@ -166,8 +167,8 @@ BY_ANSWER = {
     "logger": {"wandb": WANDB, "csv": []},
     "license": {"MIT": ["LICENSE"], "Apache-2.0": ["LICENSE"], "BSD-3-Clause": ["LICENSE"], "none": []},
     "env_manager": {"conda": ["environment.yml"], "pip": [], "uv": [".python-version"]},
-    "powershell": {"yes": ["scripts/setup.ps1", "scripts/tasks.ps1", "scripts/conda_profile.py", "docs/windows.md",
-                           "docs/windows.ko.md"], "no": []},
+    "powershell": {"yes": ["setup.cmd", "scripts/setup.ps1", "scripts/tasks.ps1", "scripts/conda_profile.py",
+                           "scripts/setup_checks.py", "docs/windows.md", "docs/windows.ko.md"], "no": []},
     "ci": {"github": [".github/workflows/ci.yml", ".github/workflows/template-update.yml", ".github/dependabot.yml"],
            "none": []},
 }

@@ -18,6 +18,12 @@ import {{ cookiecutter.package_name }}.resolvers  # noqa: F401 - registers ${run
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / "configs"
 PACKAGE = "{{ cookiecutter.package_name }}"
+# torchrun's rendezvous needs libuv, which PyTorch's Windows wheels are built without (pytorch#139990):
+# the tests that start torchrun skip on Windows, where multi-process training needs WSL.
+needs_torchrun = pytest.mark.skipif(
+    sys.platform == "win32",
+    reason="torchrun does not start on Windows (PyTorch's wheels lack libuv, pytorch#139990): needs Linux or WSL",
+)
 
 
 def compose_config(

@@ -24,7 +24,7 @@ from {{ cookiecutter.package_name }} import resolvers, runtime
 from {{ cookiecutter.package_name }}.training import checkpoint, preemption
 from {{ cookiecutter.package_name }}.training.precision import Precision
 
-from conftest import PROJECT_ROOT, offline_env, run_module
+from conftest import PROJECT_ROOT, needs_torchrun, offline_env, run_module
 
 TORCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -423,6 +423,7 @@ dist.destroy_process_group()
 
 
 @pytest.mark.slow
+@needs_torchrun
 def test_ranks_restore_their_own_rng_and_agree_on_resume(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text(RANKS_PROBE, encoding="utf-8")

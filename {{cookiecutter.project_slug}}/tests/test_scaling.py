@@ -25,7 +25,7 @@ from {{ cookiecutter.package_name }} import resolvers
 from {{ cookiecutter.package_name }}.training import preemption
 from {{ cookiecutter.package_name }}.training.callbacks import Callback
 
-from conftest import PACKAGE, PROJECT_ROOT, compose_config, offline_env, run_module
+from conftest import PACKAGE, PROJECT_ROOT, compose_config, needs_torchrun, offline_env, run_module
 
 QUICK = ["logger=csv", "debug=fast", "trainer.device=cpu"]  # gloo and CPU numbers, also where a GPU is visible
 
@@ -121,6 +121,7 @@ def test_requeue_signal_is_handed_to_submitit(monkeypatch: pytest.MonkeyPatch) -
 
 # ------------------------------------------------------------------ end to end (slow)
 @pytest.mark.slow
+@needs_torchrun
 def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path) -> None:
     """2 CPU processes (gloo): one run folder, one set of checkpoints, the same metrics on both ranks."""
     command = [
@@ -150,6 +151,7 @@ def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@needs_torchrun
 def test_ddp_evaluation_counts_each_example_once(tmp_path: Path) -> None:
     """2 gloo ranks on splits of 271 examples (136 + 135, 4 and 3 batches): the val and test metrics
     equal one process's on the same weights, so no example is padded in twice."""
@@ -200,6 +202,7 @@ print("run_time", os.environ["RANK"], resolvers.run_time("%H-%M-%S"), flush=True
 
 
 @pytest.mark.slow
+@needs_torchrun
 def test_run_time_is_rank_zeros_on_every_rank(tmp_path: Path) -> None:
     """The run folder's time stamp comes from rank 0, even when another rank resolves it later."""
     probe = tmp_path / "probe.py"
