@@ -685,3 +685,26 @@ def test_setup_sh_routes_torch_to_the_gpus_build(render, tmp_path: Path, gpus: s
                                                               f'torchvision = [{{ index = "{index}" }}]']
     assert f"the {index.removeprefix('pytorch-')} build" in result.stderr + result.stdout
     assert "CUDA: no" in result.stdout and "Ready." in result.stdout
+
+
+def test_tests_that_start_torchrun_skip_on_windows_with_the_reason(render) -> None:
+    """PyTorch's Windows wheels lack libuv, so torchrun's rendezvous cannot start there: every rendered test that
+    runs torch.distributed.run carries the win32 skip, and the README says where multi-process training runs."""
+    import ast
+
+    project = render()
+    conftest = (project / "tests" / "conftest.py").read_text(encoding="utf-8")
+    marker = re.search(r"^needs_torchrun = pytest\.mark\.skipif\(\n\s+sys\.platform == \"win32\",\n\s+reason=\"(.+)\",",
+                       conftest, re.MULTILINE)
+    assert marker and "Linux or WSL" in marker[1] and "libuv" in marker[1], "conftest.py: needs_torchrun"
+    starting = []
+    for path in sorted((project / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") and \
+                    "torch.distributed.run" in ast.unparse(node):
+                decorators = {ast.unparse(decorator) for decorator in node.decorator_list}
+                assert "needs_torchrun" in decorators, f"{path.name}::{node.name} starts torchrun without the skip"
+                starting.append(node.name)
+    assert len(starting) >= 4, starting
+    readme = (project / "README.md").read_text(encoding="utf-8")
+    assert "Multi-process training needs Linux or WSL" in readme
