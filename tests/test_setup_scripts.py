@@ -378,13 +378,20 @@ def check_windows_setup_job(job: dict) -> None:
         assert powershell_errors(run.encode()) == [], run
     text = "\n".join(runs)
     assert "[IO.File]::WriteAllText($file, 'Set-Alias -Name ll -Value Get-ChildItem')" in text  # no newline
-    setups = [line for line in text.splitlines() if "-File scripts\\setup.ps1" in line and "-WhatIf" not in line]
+    setups = [line for line in text.splitlines() if "-File scripts\\setup.ps1" in line and "-WhatIf" not in line
+              and "-SkipProfile" not in line]
     assert len(setups) == 2 and "-ProfilePath" in setups[0] and "-ProfilePath" not in setups[1], setups
     assert "-File scripts\\setup.ps1 -WhatIf" in text
     new_shell = next(run for run in runs if "-EncodedCommand $encoded" in run)
-    for part in ("2> $stderr", "Invoke-Expression $env:ACTIVATE", "python -c $env:IMPORT", "$errors.Count -gt 0"):
+    for part in ("2> $stderr", "Invoke-Expression $env:ACTIVATE", "python -c $env:IMPORT", "$errors.Count -gt 0",
+                 "-OutputFormat Text", "<S S=\"Error\">"):
         assert part in new_shell, part
     assert "-NoProfile" not in new_shell
+    # setup.cmd under the policy a new Windows has, where the same script run directly is refused.
+    policy = next(run for run in runs if "& .\\setup.cmd" in run)
+    assert policy.index("CurrentUser Restricted") < policy.index("-File scripts\\setup.ps1") < \
+        policy.index("& .\\setup.cmd -WhatIf") < policy.index("CurrentUser Undefined")
+    assert "running scripts is disabled" in policy
 
 
 def test_template_ci_runs_weekly_and_on_windows() -> None:
@@ -396,6 +403,20 @@ def test_template_ci_runs_weekly_and_on_windows() -> None:
     assert windows["strategy"]["matrix"]["env_manager"] == ["conda", "pip", "uv"]
     runs = "\n".join(step.get("run", "") for step in windows["steps"])
     assert "powershell=yes" in runs and "& $tasks smoke" in runs and "optimizer=adam,sgd" in runs
+    assert "& $tasks test -q -m 'not slow'" in runs  # the slow tests (torchrun, many runs) stay on Linux
+    cells = windows["strategy"]["matrix"]["include"]
+    assert {"env_manager": "conda", "shell": "powershell", "tos": "pending"} in cells
+    assert any(cell.get("temp") == "hangul" for cell in cells)
+    steps = {step.get("if"): step["run"] for step in windows["steps"] if step.get("if")}
+    terms = steps["matrix.tos == 'pending'"]
+    for part in ("$env:CONDA_PLUGINS_AUTO_ACCEPT_TOS = $null", "$env:CI = $null", "tos clean --all",
+                 "-File scripts\\setup.ps1 -CondaPath $env:CONDA -SkipProfile", "$LASTEXITCODE -ne 1",
+                 "tos accept --override-channels --channel https://repo\\.anaconda\\.com/pkgs/main",
+                 "CondaToSNonInteractiveError"):
+        assert part in terms, part
+    assert terms.index("$env:CI = $null") < terms.index("tos clean") < terms.index("-File scripts\\setup.ps1")
+    hangul = steps["matrix.temp == 'hangul'"]
+    assert '"TEMP=$temp" >> $env:GITHUB_ENV' in hangul and not re.search(r"'[^']*'", hangul)[0].isascii()
 
 
 @pytest.mark.parametrize("env_manager", ["conda", "pip", "uv"])
