@@ -53,7 +53,7 @@ def run_case(package: str, entry: str, args: list[str]) -> dict:
 def fake_run_folder(package: str, root: Path) -> Path:
     """A run folder as training leaves it (saved config, checkpoint files), for the option checks of
     evaluate/predict/export, which all answer before any weights are read."""
-    config_source = importlib.import_module(f"{package}.config_source")
+    config_source = importlib.import_module(f"{package}.config.source")
     from omegaconf import OmegaConf
 
     folder = root / "run"
@@ -67,8 +67,8 @@ def fake_run_folder(package: str, root: Path) -> Path:
 
 def option_fits(package: str) -> list[dict]:
     """Every task x data x model combination of this render: does check_fit refuse exactly the mixed ones?"""
-    config_source = importlib.import_module(f"{package}.config_source")
-    checks = importlib.import_module(f"{package}.config_checks")
+    config_source = importlib.import_module(f"{package}.config.source")
+    checks = importlib.import_module(f"{package}.config.checks")
     errors = importlib.import_module(f"{package}.errors")
     groups = {group: sorted(path.stem for path in (Path("configs") / group).glob("*.yaml"))
               for group in checks.FIT_GROUPS}

@@ -2,7 +2,7 @@
 and the Optuna sweeper's entry in Hydra's plugin namespace as ``hydra_plugins.{{ cookiecutter.package_name }}_optuna``.
 
 A source checkout reads ``configs/`` where it is; an installed wheel holds a copy that Hydra
-finds through ``pkg://{{ cookiecutter.package_name }}.configs`` (see ``src/{{ cookiecutter.package_name }}/config_source.py``).
+finds through ``pkg://{{ cookiecutter.package_name }}.configs`` (see ``src/{{ cookiecutter.package_name }}/config/source.py``).
 """
 
 from setuptools import find_namespace_packages, find_packages, setup

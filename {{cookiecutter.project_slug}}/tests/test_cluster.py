@@ -20,8 +20,9 @@ import pytest
 import torch
 import yaml
 
-from {{ cookiecutter.package_name }} import resolvers, runtime
-from {{ cookiecutter.package_name }}.training import checkpoint, preemption
+from {{ cookiecutter.package_name }} import runtime
+from {{ cookiecutter.package_name }}.config import resolvers
+from {{ cookiecutter.package_name }}.training import checkpoint, cluster
 from {{ cookiecutter.package_name }}.training.precision import Precision
 
 from conftest import PROJECT_ROOT, needs_torchrun, offline_env, run_module
@@ -153,7 +154,7 @@ def test_slurm_two_nodes_of_four_tasks(monkeypatch: pytest.MonkeyPatch, gpus: in
         "MASTER_PORT": "29777",
     }.items():
         monkeypatch.setenv(key, value)
-    runtime.adopt_slurm_tasks()
+    cluster.adopt_slurm_tasks()
     exported = {key: os.environ[key] for key in TORCH_ENV}
     assert exported == {
         "RANK": "5",
@@ -190,7 +191,7 @@ def test_srun_tasks_replace_a_stale_rank_and_torchrun_keeps_its_own(monkeypatch:
         "WORLD_SIZE": "1",
     }.items():
         monkeypatch.setenv(key, value)
-    runtime.adopt_slurm_tasks()
+    cluster.adopt_slurm_tasks()
     assert {key: os.environ[key] for key in TORCH_ENV} == {
         "RANK": "1",
         "WORLD_SIZE": "2",
@@ -203,12 +204,12 @@ def test_srun_tasks_replace_a_stale_rank_and_torchrun_keeps_its_own(monkeypatch:
     monkeypatch.setenv("SLURM_PROCID", "0")
     monkeypatch.setenv("SLURM_STEP_ID", "0")
     monkeypatch.setenv("SLURM_TASK_PID", str(os.getpid()))  # srun's task itself, not a process it started
-    runtime.adopt_slurm_tasks()
+    cluster.adopt_slurm_tasks()
     assert runtime.rank() == 0 and runtime.world_size() == 1 and "RANK" not in os.environ
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")  # srun torchrun: torchrun's ranks stay
     monkeypatch.setenv("RANK", "3")
-    runtime.adopt_slurm_tasks()
+    cluster.adopt_slurm_tasks()
     assert os.environ["RANK"] == "3"
 
 
@@ -264,21 +265,21 @@ def test_requeued_slurm_job_finds_its_run_folder(tmp_path: Path, monkeypatch: py
 def test_requeue_signal_wins_over_an_earlier_sigterm(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
-    pending = preemption.next_stop(None, signal.SIGTERM)
-    pending = preemption.next_stop(pending, signal.SIGUSR2)  # used to raise KeyboardInterrupt: no last.pt
+    pending = cluster.next_stop(None, signal.SIGTERM)
+    pending = cluster.next_stop(pending, signal.SIGUSR2)  # used to raise KeyboardInterrupt: no last.pt
     assert pending == signal.SIGUSR2
-    assert preemption.next_stop(pending, signal.SIGTERM) == signal.SIGUSR2
+    assert cluster.next_stop(pending, signal.SIGTERM) == signal.SIGUSR2
     monkeypatch.delenv("SUBMITIT_EXECUTOR")
     with pytest.raises(KeyboardInterrupt):  # Ctrl+C twice at a terminal: stop now
-        preemption.next_stop(signal.SIGINT, signal.SIGINT)
+        cluster.next_stop(signal.SIGINT, signal.SIGINT)
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="no SIGUSR2 on this platform")
 def test_sigterm_in_a_submitit_job_waits_for_the_requeue_or_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
-    with pytest.raises(preemption.Preempted):  # SIGTERM alone (scancel): not a success
-        preemption.after_stop(signal.SIGTERM, wait_s=0.3)
+    with pytest.raises(cluster.Preempted):  # SIGTERM alone (scancel): not a success
+        cluster.after_stop(signal.SIGTERM, wait_s=0.3)
 
     def submitit_requeues(signum: int, frame: object) -> None:
         raise SystemExit(-1)  # what submitit's handler does after `scontrol requeue`
@@ -288,12 +289,12 @@ def test_sigterm_in_a_submitit_job_waits_for_the_requeue_or_fails(monkeypatch: p
     try:
         timer.start()
         with pytest.raises(SystemExit):  # USR2 comes while waiting: submitit requeues
-            preemption.after_stop(signal.SIGTERM, wait_s=30)
+            cluster.after_stop(signal.SIGTERM, wait_s=30)
     finally:
         timer.cancel()
         signal.signal(signal.SIGUSR2, previous)
     monkeypatch.delenv("SUBMITIT_EXECUTOR")
-    preemption.after_stop(signal.SIGTERM)  # outside submitit: a clean end (exit code 0)
+    cluster.after_stop(signal.SIGTERM)  # outside submitit: a clean end (exit code 0)
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="no SIGUSR2 on this platform")
@@ -304,14 +305,14 @@ def test_preempted_without_the_requeue_signal_leaves_no_result(
     to end it instead of failing; a requeue signal on a rank other than 0 ends that rank quietly."""
     monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
-    monkeypatch.setattr(preemption, "slurm_job_state", lambda: "PREEMPTED")
-    with caplog.at_level("WARNING"), pytest.raises(preemption.Preempted, match="PREEMPTED"):
-        preemption.after_stop(signal.SIGTERM, wait_s=0.1, killed_within_s=0.1)
+    monkeypatch.setattr(cluster, "slurm_job_state", lambda: "PREEMPTED")
+    with caplog.at_level("WARNING"), pytest.raises(cluster.Preempted, match="PREEMPTED"):
+        cluster.after_stop(signal.SIGTERM, wait_s=0.1, killed_within_s=0.1)
     assert "waiting for SLURM to end this process" in caplog.text
     monkeypatch.setenv("RANK", "1")
     previous = signal.signal(signal.SIGUSR2, lambda signum, frame: None)  # submitit's handler returns on rank 1
     try:
-        preemption.after_stop(signal.SIGUSR2)
+        cluster.after_stop(signal.SIGUSR2)
     finally:
         signal.signal(signal.SIGUSR2, previous)
 
@@ -375,7 +376,7 @@ def test_a_stop_during_validation_saves_and_resumes_exactly(tmp_path: Path) -> N
         return trainer
 
     reference = run(tmp_path / "reference")
-    with pytest.raises(preemption.TrainingInterrupted):
+    with pytest.raises(cluster.TrainingInterrupted):
         run(tmp_path / "stopped", stop_epoch=0)
     last = tmp_path / "stopped" / "checkpoints" / "last.pt"
     saved = checkpoint.load_checkpoint(last)

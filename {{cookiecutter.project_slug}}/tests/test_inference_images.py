@@ -38,7 +38,7 @@ def write_images(data, folder: Path, count: int = 12) -> tuple[list[Path], torch
 
 
 def test_predict_a_folder_with_the_runs_preprocessing(image_run: Path, tmp_path: Path) -> None:
-    from {{ cookiecutter.package_name }}.run_folder import load_run
+    from {{ cookiecutter.package_name }}.inference.run_folder import load_run
 
     run = load_run(image_run, [])
     if type(run.datamodule).__name__ != "DigitsDataModule":
@@ -90,8 +90,8 @@ def test_export_safetensors_and_onnx_match_pytorch(image_run: Path, tmp_path: Pa
     from safetensors.torch import load_file
 
     from {{ cookiecutter.package_name }}.data.common import DataInfo
+    from {{ cookiecutter.package_name }}.inference.run_folder import load_run
     from {{ cookiecutter.package_name }}.models.mlp import MLP
-    from {{ cookiecutter.package_name }}.run_folder import load_run
 
     result = run_module("export", f"run={image_run}", "format=onnx", f"output={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -53,8 +53,8 @@ def test_predict_a_txt_and_a_jsonl_file(lora_run: Path, tmp_path: Path) -> None:
 
 
 def test_merged_export_loads_without_peft_and_generates_the_same(lora_run: Path, tmp_path: Path) -> None:
+    from {{ cookiecutter.package_name }}.inference.run_folder import load_run
     from {{ cookiecutter.package_name }}.inference.text import generate
-    from {{ cookiecutter.package_name }}.run_folder import load_run
 
     result = run_module("export", f"run={lora_run}", f"output={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -15,18 +15,14 @@ LAYERS = {
     "errors": 0,
     "runtime": 1,
     "utils": 1,  # run-time facts and small helpers
-    "config_source": 1,  # where the configs are (checkout or installed package)
+    "config": 2,  # where the configs are, their resolvers, the checks of a composed config (no torch)
     "data": 2,
     "tracking": 2,
-    "config_checks": 2,  # checks of a composed config (no torch), read by entry points and run folders
     "models": 3,
     "tasks": 3,
     "training": 4,
-    "resolvers": 5,  # configuration, read by the entry points
-    "run_folder": 5,
-    "inference": 5,  # a trained run's config and weights; predicting and exporting
+    "inference": 5,  # a trained run's config and weights (run_folder); predicting and exporting
     "compare": 5,  # run folders side by side (also its own entry point)
-    "sweeper": 6,  # the Optuna sweeper Hydra runs; it writes the comparison
     "train": 7,
     "memory": 7,
     "evaluate": 7,

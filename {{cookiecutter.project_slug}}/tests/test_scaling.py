@@ -21,8 +21,8 @@ import pytest
 import torch
 import yaml
 
-from {{ cookiecutter.package_name }} import resolvers
-from {{ cookiecutter.package_name }}.training import preemption
+from {{ cookiecutter.package_name }}.config import resolvers
+from {{ cookiecutter.package_name }}.training import cluster
 from {{ cookiecutter.package_name }}.training.callbacks import Callback
 
 from conftest import PACKAGE, PROJECT_ROOT, compose_config, needs_torchrun, offline_env, run_module
@@ -108,12 +108,12 @@ def test_rank_helpers_follow_the_rank(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="no SIGUSR2 on this platform")
 def test_requeue_signal_is_handed_to_submitit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
-    assert signal.SIGUSR2 in preemption.stop_signals()
+    assert signal.SIGUSR2 in cluster.stop_signals()
     received: list[int] = []
     previous = signal.signal(signal.SIGUSR2, lambda signum, frame: received.append(signum))
     try:
-        preemption.hand_over(signal.SIGTERM)  # a plain stop: nobody is told
-        preemption.hand_over(signal.SIGUSR2)  # submitit's signal: its handler requeues
+        cluster.hand_over(signal.SIGTERM)  # a plain stop: nobody is told
+        cluster.hand_over(signal.SIGUSR2)  # submitit's signal: its handler requeues
     finally:
         signal.signal(signal.SIGUSR2, previous)
     assert received == [signal.SIGUSR2]
@@ -196,7 +196,7 @@ def test_ddp_evaluation_counts_each_example_once(tmp_path: Path) -> None:
 RUN_TIME_PROBE = """
 import os, time
 time.sleep(2.5 * int(os.environ["RANK"]))  # rank 1 asks 2.5 s later than rank 0
-from {{ cookiecutter.package_name }} import resolvers
+from {{ cookiecutter.package_name }}.config import resolvers
 print("run_time", os.environ["RANK"], resolvers.run_time("%H-%M-%S"), flush=True)
 """
 

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from {{ cookiecutter.package_name }} import compare, sweeper
+from hydra_plugins.{{ cookiecutter.package_name }}_optuna import optuna_sweeper as sweeper
+from {{ cookiecutter.package_name }} import compare
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.training.callbacks import Callback
 
@@ -103,7 +104,7 @@ def test_a_trial_whose_driver_died_is_failed_and_retried(tmp_path: Path) -> None
     study._storage.set_trial_system_attr(alive._trial_id, "heartbeat", time.time())
     study.tell(study.ask(distributions), 0.5)
 
-    sweep = sweeper.StudySweeper(sampler=None, direction="minimize", storage=None, study_name=None, n_trials=3)
+    sweep = sweeper.OptunaSweeper(sampler=None, direction="minimize", storage=None, study_name=None, n_trials=3)
     sweep.fail_dead_trials(study, own=set())
     trials = study.get_trials()
     assert trials[0].state.name == "FAIL" and trials[0].user_attrs["fail_reason"] == sweeper.DRIVER_DIED
@@ -141,7 +142,7 @@ def test_two_drivers_on_one_sweep_folder_share_the_study(tmp_path: Path) -> None
 
     drivers = []
     for seed in (0, 1):
-        driver = sweeper.StudySweeper(
+        driver = sweeper.OptunaSweeper(
             sampler=optuna.samplers.RandomSampler(seed=seed),
             direction="maximize",
             storage=str(tmp_path / "optuna.journal"),
@@ -175,7 +176,7 @@ def test_a_new_study_never_trains_in_old_trial_folders(tmp_path: Path) -> None:
     from omegaconf import OmegaConf
 
     (tmp_path / "0" / ".hydra").mkdir(parents=True)  # a sweep whose journal was deleted, or an in-memory study
-    driver = sweeper.StudySweeper(
+    driver = sweeper.OptunaSweeper(
         sampler=optuna.samplers.RandomSampler(seed=0),
         direction="maximize",
         storage=None,

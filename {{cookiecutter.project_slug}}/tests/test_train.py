@@ -214,7 +214,7 @@ def test_bad_value_is_named_with_what_is_allowed(override: str, key: str, allowe
     """What train() checks first, in this process (the command line's one-line exit is tested below)."""
     from hydra.utils import instantiate
 
-    from {{ cookiecutter.package_name }}.config_checks import check_config
+    from {{ cookiecutter.package_name }}.config.checks import check_config
     from {{ cookiecutter.package_name }}.errors import user_error_in
 
     cfg = compose_config([override], output_dir=tmp_path)

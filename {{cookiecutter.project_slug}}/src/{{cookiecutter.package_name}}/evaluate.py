@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-import {{ cookiecutter.package_name }}.resolvers  # noqa: F401 - registers the resolvers the saved config uses
+import {{ cookiecutter.package_name }}.config.resolvers  # noqa: F401 - registers the resolvers the saved config uses
 from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error
-from {{ cookiecutter.package_name }}.run_folder import (
+from {{ cookiecutter.package_name }}.inference.run_folder import (
     LoadedRun,
     check_run_folder,
     load_run,

@@ -18,9 +18,9 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-import {{ cookiecutter.package_name }}.resolvers  # noqa: F401 - registers ${rank_suffix:} and the others
-from {{ cookiecutter.package_name }} import config_source
-from {{ cookiecutter.package_name }}.config_checks import check_config, check_overrides, check_targets
+import {{ cookiecutter.package_name }}.config.resolvers  # noqa: F401 - registers ${rank_suffix:} and the others
+from {{ cookiecutter.package_name }}.config import source as config_source
+from {{ cookiecutter.package_name }}.config.checks import check_config, check_overrides, check_targets
 from {{ cookiecutter.package_name }}.errors import exit_on_user_error
 
 log = logging.getLogger(__name__)

@@ -22,10 +22,10 @@ import logging
 import sys
 from pathlib import Path
 
-import {{ cookiecutter.package_name }}.resolvers  # noqa: F401 - registers the resolvers the saved config uses
+import {{ cookiecutter.package_name }}.config.resolvers  # noqa: F401 - registers the resolvers the saved config uses
 from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error
 from {{ cookiecutter.package_name }}.inference import inference_module
-from {{ cookiecutter.package_name }}.run_folder import (
+from {{ cookiecutter.package_name }}.inference.run_folder import (
     check_run_folder,
     load_run,
     output_folder,

@@ -8,11 +8,9 @@ loads when a function needs it.
 
 from __future__ import annotations
 
-import logging
 import os
 import platform
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +47,6 @@ def rank() -> int:
     group = _process_group()
     if group:
         return group.get_rank()
-    if not _slurm_adopted:
-        adopt_slurm_tasks()
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
@@ -59,8 +55,6 @@ def world_size() -> int:
     group = _process_group()
     if group:
         return group.get_world_size()
-    if not _slurm_adopted:
-        adopt_slurm_tasks()
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
@@ -72,78 +66,6 @@ def is_main_process() -> bool:
 def launched_distributed() -> bool:
     """Started by torchrun (or srun, or submitit under SLURM) as one of several processes."""
     return world_size() > 1 if _process_group() is None else True
-
-
-# ----------------------------------------------------------------- SLURM tasks
-_slurm_adopted = False  # adopt_slurm_tasks() runs once, the first time anyone asks for the rank
-
-
-TORCH_RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-
-
-def first_host(node_list: str) -> str:
-    """The first host name of a SLURM node list: ``gpu-a[001,003-004],cpu1`` -> ``gpu-a001``."""
-    head = node_list.split(",")[0] if "[" not in node_list.split(",")[0] else node_list[: node_list.index("]") + 1]
-    if "[" not in head:
-        return head
-    prefix, ranges = head.split("[", 1)
-    return prefix + ranges.rstrip("]").split(",")[0].split("-")[0]
-
-
-def tasks_on_node(tasks_per_node: str, node: int) -> int:
-    """The task count of node ``node`` in SLURM's ``SLURM_STEP_TASKS_PER_NODE`` (``4(x2),3`` -> 4, 4, 3)."""
-    counts: list[int] = []
-    for item in tasks_per_node.split(","):
-        count, _, repeat = item.partition("(x")
-        counts += [int(count)] * int(repeat.rstrip(")") or 1)
-    return counts[min(node, len(counts) - 1)]
-
-
-def slurm_task_environment(env: Mapping[str, str]) -> dict[str, str] | None:
-    """torch's env:// variables for one task of a SLURM job step of several tasks, else None.
-
-    ``srun`` (and submitit, which starts its tasks with srun) sets ``SLURM_STEP_NUM_TASKS``; the
-    batch script itself is no step, and torchrun (``TORCHELASTIC_RUN_ID``) sets its own ranks.
-    """
-    if "TORCHELASTIC_RUN_ID" in env or int(env.get("SLURM_STEP_NUM_TASKS", "1")) <= 1:
-        return None
-    job_id = int(env.get("SLURM_JOB_ID", "0"))
-    return {
-        "RANK": env["SLURM_PROCID"],
-        "WORLD_SIZE": env["SLURM_STEP_NUM_TASKS"],
-        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
-        "LOCAL_WORLD_SIZE": str(
-            tasks_on_node(env.get("SLURM_STEP_TASKS_PER_NODE", "1"), int(env.get("SLURM_NODEID", "0")))
-        ),
-        "MASTER_ADDR": first_host(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "127.0.0.1")),
-        # a preset MASTER_PORT is kept; else one per job, the same on every task
-        "MASTER_PORT": env.get("MASTER_PORT") or str(20000 + job_id % 20000),
-    }
-
-
-def adopt_slurm_tasks() -> None:
-    """Inside a SLURM job step of several tasks (``srun -n N``, ``hydra/launcher=slurm``), take the ranks from SLURM.
-
-    Neither srun nor submitit sets torch's RANK/WORLD_SIZE/MASTER_ADDR; without them every task
-    would train alone as rank 0 on ``cuda:0``. Values inherited from the submitting shell are
-    replaced; a single srun task drops them (one process is rank 0 of 1). torchrun's own values
-    are left alone.
-    """
-    global _slurm_adopted
-    _slurm_adopted = True
-    if "SLURM_JOB_ID" not in os.environ or "TORCHELASTIC_RUN_ID" in os.environ:
-        return
-    adopted = slurm_task_environment(os.environ)
-    if adopted is None:
-        # only in srun's task itself: a launcher it started (e.g. DeepSpeed's) sets ranks of its own
-        itself = os.environ.get("SLURM_TASK_PID") == str(os.getpid()) and "SLURM_STEP_ID" in os.environ
-        stale = [name for name in TORCH_RANK_VARIABLES[:4] if name in os.environ and itself]
-        if stale:
-            logging.getLogger(__name__).warning("Ignoring %s inherited by this single SLURM task.", ", ".join(stale))
-            for name in stale:
-                del os.environ[name]
-        return
-    os.environ.update(adopted)
 
 
 # ----------------------------------------------------------------- devices and dtypes

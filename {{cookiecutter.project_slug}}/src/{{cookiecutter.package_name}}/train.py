@@ -8,22 +8,23 @@ bad override answer without importing them.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-import {{ cookiecutter.package_name }}.resolvers  # noqa: F401 - registers ${run_time:} and the others
-from {{ cookiecutter.package_name }} import config_source
-from {{ cookiecutter.package_name }}.config_checks import check_config, check_overrides, check_targets
+import {{ cookiecutter.package_name }}.config.resolvers  # noqa: F401 - registers ${run_time:} and the others
+from {{ cookiecutter.package_name }}.config import source as config_source
+from {{ cookiecutter.package_name }}.config.checks import check_config, check_overrides, check_targets
 from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error, in_multirun
+from {{ cookiecutter.package_name }}.training import cluster
+
+# SLURM's tasks become torch's ranks before Hydra resolves ${rank_suffix:} and the others: in the
+# command's process and in each job submitit starts (which imports this module to run ``main``).
+cluster.adopt_slurm_tasks()
 
 if TYPE_CHECKING:
     from {{ cookiecutter.package_name }}.tracking.base import LoggerCollection
@@ -93,40 +94,6 @@ def close_run(output_dir: Path, record: dict[str, Any], status: str, loggers: Lo
     loggers.finish(exit_code)
 
 
-@contextlib.contextmanager
-def failing_together() -> Iterator[None]:
-    """One of several processes failing ends it at once with exit code 1, so that its job fails.
-
-    Otherwise the other ranks would wait in their next collective until the process group's
-    timeout (30 minutes), and under ``hydra/launcher=slurm`` Hydra would report the failed task
-    as a success. In a SLURM job step of several tasks (srun, submitit) this process ends the
-    whole step; torchrun stops the other workers itself.
-    """
-    try:
-        yield
-    except BaseException as error:
-        from {{ cookiecutter.package_name }} import runtime
-        from {{ cookiecutter.package_name }}.errors import user_error_in
-
-        if runtime.world_size() <= 1 or isinstance(error, SystemExit | KeyboardInterrupt):
-            raise
-        cause = user_error_in(error)
-        if cause is not None:
-            log.error("%s", cause)
-        else:
-            log.exception("Rank %d failed; ending it so that the other ranks stop too.", runtime.rank())
-        logging.shutdown()
-        step = os.environ.get("SLURM_STEP_ID")
-        if step is not None and "TORCHELASTIC_RUN_ID" not in os.environ:
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                subprocess.run(
-                    ["scancel", "--signal=KILL", f"{os.environ['SLURM_JOB_ID']}.{step}"],
-                    capture_output=True,
-                    timeout=30,
-                )
-        os._exit(1)
-
-
 def train(cfg: DictConfig) -> float | None:
     """Build everything from ``cfg``, fit, test; return the best value of the monitored metric."""
     check_config(cfg)
@@ -135,11 +102,11 @@ def train(cfg: DictConfig) -> float | None:
 
     from {{ cookiecutter.package_name }} import runtime
     from {{ cookiecutter.package_name }}.tracking import provenance
-    from {{ cookiecutter.package_name }}.training import distributed, preemption
+    from {{ cookiecutter.package_name }}.training import distributed
     from {{ cookiecutter.package_name }}.utils import seed_everything
 
     output_dir = Path(cfg.paths.output_dir)
-    runtime.adopt_slurm_tasks()
+    cluster.adopt_slurm_tasks()
     seed_everything(cfg.seed + runtime.rank())
     loggers = build_loggers(cfg)
     trainer = instantiate(cfg.trainer, precision=instantiate(cfg.precision), output_dir=output_dir, loggers=loggers)
@@ -169,15 +136,15 @@ def train(cfg: DictConfig) -> float | None:
         if runtime.is_main_process():
             task.save_result(model, output_dir)
         exit_code, status = 0, "completed"
-    except preemption.TrainingInterrupted as stop:
+    except cluster.TrainingInterrupted as stop:
         log.warning("%s; resume with: resume=%s", stop, output_dir / "checkpoints" / "last.pt")
         exit_code, status, best = 0, "interrupted", trainer.best_score
-        if preemption.under_submitit():  # the W&B run goes on in the requeued job
+        if cluster.under_submitit():  # the W&B run goes on in the requeued job
             loggers.mark_preempting()
         close_run(output_dir, record, status, loggers, exit_code)  # before a requeue ends this job
         closed = True
-        preemption.after_stop(stop.signum)  # under submitit: requeue, or wait for SLURM's, or fail
-        if in_multirun() and not preemption.under_submitit():  # a trial in this process: no partial result
+        cluster.after_stop(stop.signum)  # under submitit: requeue, or wait for SLURM's, or fail
+        if in_multirun() and not cluster.under_submitit():  # a trial in this process: no partial result
             raise
     finally:
         if not closed:
@@ -190,16 +157,16 @@ def train(cfg: DictConfig) -> float | None:
 @hydra.main(version_base="1.3", config_path=config_source.config_path(), config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    with failing_together():
+    with cluster.failing_together():
         return train(cfg)
 
 
 def cli() -> None:
     """``python -m {{ cookiecutter.package_name }}.train`` and the console script: adds the user config folders of
     ``${{ cookiecutter.package_name | upper }}_CONFIG_PATH`` to Hydra's search path."""
-    from {{ cookiecutter.package_name }} import sweeper
+    from hydra_plugins.{{ cookiecutter.package_name }}_optuna import optuna_sweeper
 
-    sweeper.register(sys.argv[1:])
+    optuna_sweeper.register(sys.argv[1:])
     sys.argv[1:] = config_source.user_search_path(sys.argv[1:])
     exit_on_user_error(check_overrides)("train", sys.argv[1:])
     main()

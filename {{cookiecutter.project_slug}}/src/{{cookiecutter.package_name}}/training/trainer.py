@@ -31,9 +31,9 @@ from {{ cookiecutter.package_name }}.tracking.report import write_report
 from {{ cookiecutter.package_name }}.training import distributed as dist
 from {{ cookiecutter.package_name }}.training.callbacks import Callback
 from {{ cookiecutter.package_name }}.training.checkpoint import load_weights, rng_states_of_all_ranks
+from {{ cookiecutter.package_name }}.training.cluster import StopSignals, TrainingInterrupted
 from {{ cookiecutter.package_name }}.training.early_stopping import EarlyStopping
 from {{ cookiecutter.package_name }}.training.precision import Precision
-from {{ cookiecutter.package_name }}.training.preemption import StopSignals, TrainingInterrupted
 from {{ cookiecutter.package_name }}.training.state import TrainingState
 from {{ cookiecutter.package_name }}.utils import move_to, use_deterministic_algorithms
 

@@ -1,4 +1,9 @@
-"""Stop signals: which ones end training at the next step, and what follows once last.pt is saved.
+"""Running on a cluster: SLURM's tasks as torch ranks, stop signals, and ranks that fail together.
+
+SLURM tasks: :func:`adopt_slurm_tasks` turns the tasks of a SLURM job step (``srun -n N``,
+``hydra/launcher=slurm``) into torch's ranks; ``train`` calls it before Hydra resolves anything.
+
+Stop signals: which ones end training at the next step, and what follows once last.pt is saved.
 
 - SIGTERM, SIGINT (Ctrl+C, ``scancel``, torchrun forwarding them): save ``last.pt`` at the
   next step (or validation batch) and exit with code 0; a second Ctrl+C stops at once.
@@ -14,21 +19,91 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import signal
 import subprocess
 import time
-from typing import Any
-
-import torch
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from {{ cookiecutter.package_name }} import runtime
-from {{ cookiecutter.package_name }}.training import distributed
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
+# ------------------------------------------------------------------ SLURM tasks
+TORCH_RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def first_host(node_list: str) -> str:
+    """The first host name of a SLURM node list: ``gpu-a[001,003-004],cpu1`` -> ``gpu-a001``."""
+    head = node_list.split(",")[0] if "[" not in node_list.split(",")[0] else node_list[: node_list.index("]") + 1]
+    if "[" not in head:
+        return head
+    prefix, ranges = head.split("[", 1)
+    return prefix + ranges.rstrip("]").split(",")[0].split("-")[0]
+
+
+def tasks_on_node(tasks_per_node: str, node: int) -> int:
+    """The task count of node ``node`` in SLURM's ``SLURM_STEP_TASKS_PER_NODE`` (``4(x2),3`` -> 4, 4, 3)."""
+    counts: list[int] = []
+    for item in tasks_per_node.split(","):
+        count, _, repeat = item.partition("(x")
+        counts += [int(count)] * int(repeat.rstrip(")") or 1)
+    return counts[min(node, len(counts) - 1)]
+
+
+def slurm_task_environment(env: Mapping[str, str]) -> dict[str, str] | None:
+    """torch's env:// variables for one task of a SLURM job step of several tasks, else None.
+
+    ``srun`` (and submitit, which starts its tasks with srun) sets ``SLURM_STEP_NUM_TASKS``; the
+    batch script itself is no step, and torchrun (``TORCHELASTIC_RUN_ID``) sets its own ranks.
+    """
+    if "TORCHELASTIC_RUN_ID" in env or int(env.get("SLURM_STEP_NUM_TASKS", "1")) <= 1:
+        return None
+    job_id = int(env.get("SLURM_JOB_ID", "0"))
+    return {
+        "RANK": env["SLURM_PROCID"],
+        "WORLD_SIZE": env["SLURM_STEP_NUM_TASKS"],
+        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+        "LOCAL_WORLD_SIZE": str(
+            tasks_on_node(env.get("SLURM_STEP_TASKS_PER_NODE", "1"), int(env.get("SLURM_NODEID", "0")))
+        ),
+        "MASTER_ADDR": first_host(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "127.0.0.1")),
+        # a preset MASTER_PORT is kept; else one per job, the same on every task
+        "MASTER_PORT": env.get("MASTER_PORT") or str(20000 + job_id % 20000),
+    }
+
+
+def adopt_slurm_tasks() -> None:
+    """Inside a SLURM job step of several tasks (``srun -n N``, ``hydra/launcher=slurm``), take the ranks from SLURM.
+
+    Neither srun nor submitit sets torch's RANK/WORLD_SIZE/MASTER_ADDR; without them every task
+    would train alone as rank 0 on ``cuda:0``. Values inherited from the submitting shell are
+    replaced; a single srun task drops them (one process is rank 0 of 1). torchrun's own values
+    are left alone.
+    """
+    if "SLURM_JOB_ID" not in os.environ or "TORCHELASTIC_RUN_ID" in os.environ:
+        return
+    adopted = slurm_task_environment(os.environ)
+    if adopted is None:
+        # only in srun's task itself: a launcher it started (e.g. DeepSpeed's) sets ranks of its own
+        itself = os.environ.get("SLURM_TASK_PID") == str(os.getpid()) and "SLURM_STEP_ID" in os.environ
+        stale = [name for name in TORCH_RANK_VARIABLES[:4] if name in os.environ and itself]
+        if stale:
+            log.warning("Ignoring %s inherited by this single SLURM task.", ", ".join(stale))
+            for name in stale:
+                del os.environ[name]
+        return
+    os.environ.update(adopted)
+
+
+# ------------------------------------------------------------------ stop signals
 REQUEUE_WAIT_S = 30.0  # SLURM's default KillWait: SIGKILL follows SIGTERM after 30 s
 
 
@@ -179,9 +254,45 @@ class StopSignals:
         """Whether any rank received a stop signal: a flag read in one process, one integer all-reduced under DDP."""
         if not self._several:
             return self.received is not None
+        from {{ cookiecutter.package_name }}.training import distributed
+
         return distributed.any_rank(self.received is not None, device)
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+# ------------------------------------------------------------------ failing together
+@contextlib.contextmanager
+def failing_together() -> Iterator[None]:
+    """One of several processes failing ends it at once with exit code 1, so that its job fails.
+
+    Otherwise the other ranks would wait in their next collective until the process group's
+    timeout (30 minutes), and under ``hydra/launcher=slurm`` Hydra would report the failed task
+    as a success. In a SLURM job step of several tasks (srun, submitit) this process ends the
+    whole step; torchrun stops the other workers itself.
+    """
+    try:
+        yield
+    except BaseException as error:
+        from {{ cookiecutter.package_name }}.errors import user_error_in
+
+        if runtime.world_size() <= 1 or isinstance(error, SystemExit | KeyboardInterrupt):
+            raise
+        cause = user_error_in(error)
+        if cause is not None:
+            log.error("%s", cause)
+        else:
+            log.exception("Rank %d failed; ending it so that the other ranks stop too.", runtime.rank())
+        logging.shutdown()
+        step = os.environ.get("SLURM_STEP_ID")
+        if step is not None and "TORCHELASTIC_RUN_ID" not in os.environ:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(
+                    ["scancel", "--signal=KILL", f"{os.environ['SLURM_JOB_ID']}.{step}"],
+                    capture_output=True,
+                    timeout=30,
+                )
+        os._exit(1)

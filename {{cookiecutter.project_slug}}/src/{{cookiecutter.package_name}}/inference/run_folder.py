@@ -20,8 +20,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from {{ cookiecutter.package_name }} import config_source, runtime
-from {{ cookiecutter.package_name }}.config_checks import check_fit
+from {{ cookiecutter.package_name }} import runtime
+from {{ cookiecutter.package_name }}.config import source as config_source
+from {{ cookiecutter.package_name }}.config.checks import check_fit
 from {{ cookiecutter.package_name }}.errors import UserError, closest, unknown_key
 from {{ cookiecutter.package_name }}.training.checkpoint import load_checkpoint
 

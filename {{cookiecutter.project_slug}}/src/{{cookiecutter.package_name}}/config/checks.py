@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from {{ cookiecutter.package_name }} import config_source
+from {{ cookiecutter.package_name }}.config import source as config_source
 from {{ cookiecutter.package_name }}.errors import UserError, did_you_mean, unknown_key
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 PACKAGE = "{{ cookiecutter.package_name }}"
-SOURCE_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+SOURCE_CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 ENV_VAR = "{{ cookiecutter.package_name | upper }}_CONFIG_PATH"
 
 
