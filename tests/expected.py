@@ -48,6 +48,8 @@ COMMON = [
     "tests/test_sweeps.py",
     "src/{pkg}/__init__.py",
     "src/{pkg}/config/__init__.py",
+    "src/{pkg}/config/quoting.py",
+    "tests/test_paths.py",
     "src/{pkg}/config/checks.py",
     "src/{pkg}/runtime.py",
     "src/{pkg}/errors.py",

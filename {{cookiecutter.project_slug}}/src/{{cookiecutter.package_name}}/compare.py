@@ -18,6 +18,7 @@ import glob
 import json
 import logging
 import math
+import os
 import re
 import statistics
 import sys
@@ -284,9 +285,10 @@ def trial_runs(folder: Path, study: dict[str, Any], runs: dict[str, Run]) -> lis
 
 # ------------------------------------------------------------------ finding runs
 def expand(arguments: list[str]) -> list[Path]:
-    """Folders and globs (expanded here too, for shells that do not) as existing paths; the rest get a line."""
+    """Folders and globs (expanded here too, for shells that do not, ~ included) as existing paths; the rest get a
+    line."""
     paths: list[Path] = []
-    for argument in arguments:
+    for argument in map(os.path.expanduser, arguments):
         matches = sorted(glob.glob(argument)) if glob.has_magic(argument) else [argument]
         if not matches or not Path(matches[0]).exists():
             log.warning("%s: no such folder; skipped.", argument)
@@ -519,7 +521,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         folders, options = parse(argv)
-        page = write_comparison(expand(folders), Path(options["output"]) if options.get("output") else None)
+        output = Path(options["output"]).expanduser() if options.get("output") else None
+        page = write_comparison(expand(folders), output)
     except UserError as error:
         log.error("%s", error)
         raise SystemExit(1) from None

@@ -40,6 +40,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from {{ cookiecutter.package_name }}.config import quoting
+
 log = logging.getLogger(__name__)
 
 DRIVER = {"host": socket.gethostname(), "pid": os.getpid()}
@@ -129,7 +131,12 @@ def grid_choices(distributions: dict[str, Any]) -> dict[str, list[Any]]:
 
 
 def trial_overrides(params: dict[str, Any], fixed: list[str]) -> list[str]:
-    return [*fixed, *(f"{key}={value}" for key, value in params.items())]
+    """The overrides of one trial; a sampled string Hydra cannot read unquoted (a Korean folder from
+    choice(...)) is quoted, as Optuna hands it back without the quotes it was written with."""
+    return [
+        *fixed,
+        *(f"{key}={quoting.value_text(value) if isinstance(value, str) else value}" for key, value in params.items()),
+    ]
 
 
 # ------------------------------------------------------------------ storage and liveness

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from {{ cookiecutter.package_name }} import runtime
+from {{ cookiecutter.package_name }}.config import quoting
 from {{ cookiecutter.package_name }}.config import source as config_source
 from {{ cookiecutter.package_name }}.config.checks import check_fit
 from {{ cookiecutter.package_name }}.errors import UserError, closest, unknown_key
@@ -52,6 +53,7 @@ def parse_arguments(argv: list[str], defaults: dict[str, Any], doc: str) -> Argu
     if any(arg in {"-h", "--help"} for arg in argv):
         sys.stdout.write(plain_help(doc) + "\n")
         raise SystemExit(0)
+    argv = quoting.quote_paths(argv)  # run=/home/김철수/... and data.root=~/사진 as typed
     options, overrides = dict(defaults), []
     for arg in argv:
         key = arg.split("=", 1)[0]
