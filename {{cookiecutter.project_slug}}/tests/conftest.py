@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import {{ cookiecutter.package_name }}.config.resolvers  # noqa: F401 - registers ${run_time:} and the others
+from {{ cookiecutter.package_name }}.config.quoting import path_override
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / "configs"
@@ -90,7 +91,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One quick training run with the default config, shared by the tests that inspect it."""
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    result = run_module("train", "debug=fast", "trainer.device=cpu", f"hydra.run.dir={run_dir}")
+    result = run_module("train", "debug=fast", "trainer.device=cpu", path_override("hydra.run.dir", run_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 

@@ -11,15 +11,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from {{ cookiecutter.package_name }} import compare
 from {{ cookiecutter.package_name }}.config import quoting, source
 from {{ cookiecutter.package_name }}.errors import UserError
 
-from conftest import PACKAGE, offline_env, run_module
+from conftest import PACKAGE, PROJECT_ROOT, offline_env, run_module
 
 PATHS = [
     "/home/김철수/exp/outputs/runs/2026-01-01_12-00-00",
@@ -40,6 +42,10 @@ def parsed(argument: str) -> object:
 @pytest.mark.parametrize("path", PATHS)
 def test_path_override_reads_back_as_the_same_string(path: str) -> None:
     assert parsed(quoting.path_override("data.root", path)) == path
+
+
+def test_path_override_writes_a_list_of_paths() -> None:
+    assert parsed(quoting.path_override("hydra.searchpath", PATHS[:3])) == PATHS[:3]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -173,9 +179,29 @@ def test_compare_takes_korean_folders_and_a_home_output(korean_run: Path) -> Non
     result = run_module("compare", str(korean_run), "output=~/비교", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (home / "비교" / "comparison.html").is_file()
+    quoted_output = korean_run.parent / "따옴표 친 비교"  # as path_override writes it, like the Hydra commands take it
+    compare.main([str(korean_run), quoting.path_override("output", quoted_output)])
+    assert (quoted_output / "comparison.html").is_file()
 
 
 def test_doctor_takes_no_path_and_says_so_in_one_line() -> None:
     result = run_module("doctor", "run=/home/김철수/runs")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "doctor takes no options" in result.stdout + result.stderr
+
+
+def test_the_tests_name_folders_in_overrides_only_through_path_override() -> None:
+    """A test that writes f"hydra.run.dir={tmp_path}" breaks for a Korean user name on Windows (tmp_path is under
+    C:\\Users\\김철수); every test names folders through path_override (this file types them unquoted on purpose)."""
+    written = re.compile(
+        r"""f["'](?:hydra\.run\.dir|hydra\.sweep\.dir|hydra\.searchpath|paths\.\w+|data\.root|run|"""
+        r"""output|input|resume|model\.name_or_path)="""
+    )
+    offenders = [
+        f"{path.name}:{number}"
+        for path in sorted((PROJECT_ROOT / "tests").glob("*.py"))
+        if path.name != "test_paths.py"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if written.search(line)
+    ]
+    assert offenders == []

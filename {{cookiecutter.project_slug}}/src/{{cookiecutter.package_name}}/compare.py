@@ -28,6 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from {{ cookiecutter.package_name }}.config import quoting
 from {{ cookiecutter.package_name }}.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -500,7 +501,7 @@ def parse(argv: list[str]) -> tuple[list[str], dict[str, str]]:
         if not sep or Path(argument).exists() or glob.has_magic(key):
             folders.append(argument)
         elif key in OPTIONS:
-            options[key] = value
+            options[key] = quoting.unquoted(value)  # output='~/비교 결과' as the Hydra commands take it
         else:
             close = difflib.get_close_matches(key, OPTIONS, n=1)
             hint = f"did you mean {close[0]}=? " if close else ""

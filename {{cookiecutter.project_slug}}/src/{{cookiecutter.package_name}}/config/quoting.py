@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 
 from {{ cookiecutter.package_name }}.errors import UserError
 
@@ -30,9 +31,12 @@ def quoted(value: str) -> str:
     return f"'{escaped}'"
 
 
-def path_override(key: str, path: str | os.PathLike[str]) -> str:
-    """``key='<path>'``: an override naming a folder or file that Hydra reads whatever characters it holds."""
-    return f"{key}={quoted(os.fspath(path))}"
+def path_override(key: str, path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> str:
+    """``key='<path>'`` (a list of paths: ``key=['<path>',...]``): an override naming folders or files that
+    Hydra reads whatever characters they hold. The one way the project and its tests write such overrides."""
+    if isinstance(path, (str, os.PathLike)):
+        return f"{key}={quoted(os.fspath(path))}"
+    return f"{key}=[{','.join(quoted(os.fspath(item)) for item in path)}]"
 
 
 def readable(argument: str) -> bool:
@@ -45,6 +49,18 @@ def readable(argument: str) -> bool:
     except HydraException:
         return False
     return True
+
+
+def unquoted(value: str) -> str:
+    """The string a value stands for: a quoted one (``'~/비교'``, as :func:`path_override` writes) without its
+    quotes, anything else as it is."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if value[:1] in ("'", '"') and readable(f"key={value}"):
+        parsed = OverridesParser.create().parse_override(f"key={value}").value()
+        if isinstance(parsed, str):
+            return parsed
+    return value
 
 
 def value_text(value: str) -> str:

@@ -36,12 +36,14 @@ def user_search_path(overrides: list[str]) -> list[str]:
     if not folders or any(item.lstrip("+~").startswith("hydra.searchpath") for item in overrides):
         return list(overrides)
     # quoted: a folder under a Korean user name (C:/Users/김철수/...) is beyond Hydra's unquoted values
-    paths = ",".join(quoting.quoted(f"file://{Path(folder).expanduser().resolve().as_posix()}") for folder in folders)
+    searchpath = quoting.path_override(
+        "hydra.searchpath", [f"file://{Path(folder).expanduser().resolve().as_posix()}" for folder in folders]
+    )
     # beside the other overrides: Hydra's parser takes them as one run of positional arguments
     first = next(
         (index for index, item in enumerate(overrides) if "=" in item and not item.startswith("-")), len(overrides)
     )
-    return [*overrides[:first], f"hydra.searchpath=[{paths}]", *overrides[first:]]
+    return [*overrides[:first], searchpath, *overrides[first:]]
 
 
 def compose(config_name: str | None, overrides: list[str]) -> DictConfig:
