@@ -125,7 +125,9 @@ def _evaluate_logits(logits: torch.Tensor, targets: torch.Tensor) -> tuple[Any, 
 
 def _metrics_on_rank(rank: int, init_file: str, output: str) -> None:
     """One of two gloo ranks: evaluate an uneven share of the examples (130 and 70) and save what compute() gives."""
-    torch.distributed.init_process_group("gloo", init_method=Path(init_file).as_uri(), rank=rank, world_size=2)
+    # Not Path.as_uri(): torch's file rendezvous does not undo its %-escapes (a Korean or spaced tmp_path).
+    init_method = "file:///" + Path(init_file).as_posix().lstrip("/")
+    torch.distributed.init_process_group("gloo", init_method=init_method, rank=rank, world_size=2)
     try:
         logits, targets = _metric_inputs()
         share = slice(0, 130) if rank == 0 else slice(130, None)
