@@ -17,6 +17,7 @@ import glob
 import json
 import logging
 import math
+import os
 import re
 import statistics
 import sys
@@ -26,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from {{ cookiecutter.package_name }}.config import quoting
 from {{ cookiecutter.package_name }}.errors import UserError, asked_for_help, closest
 
 log = logging.getLogger(__name__)
@@ -278,9 +280,10 @@ def trial_runs(folder: Path, study: dict[str, Any], runs: dict[str, Run]) -> lis
 
 # ------------------------------------------------------------------ finding runs
 def expand(arguments: list[str]) -> list[Path]:
-    """Folders and globs (expanded here too, for shells that do not) as existing paths; the rest get a line."""
+    """Folders and globs (expanded here too, for shells that do not, ~ included) as existing paths; the rest get a
+    line."""
     paths: list[Path] = []
-    for argument in arguments:
+    for argument in map(os.path.expanduser, arguments):
         matches = sorted(glob.glob(argument)) if glob.has_magic(argument) else [argument]
         if not matches or not Path(matches[0]).exists():
             log.warning("%s: no such folder; skipped.", argument)
@@ -493,7 +496,7 @@ def parse(argv: list[str]) -> tuple[list[str], dict[str, str]]:
         if not sep or Path(argument).exists() or glob.has_magic(key):
             folders.append(argument)
         elif key in OPTIONS:
-            options[key] = value
+            options[key] = quoting.unquoted(value)  # output='~/비교 결과' as the Hydra commands take it
         else:
             close = closest(key, OPTIONS, count=1)
             hint = f"did you mean {close[0]}=? " if close else ""
@@ -513,7 +516,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         folders, options = parse(argv)
-        page = write_comparison(expand(folders), Path(options["output"]) if options.get("output") else None)
+        output = Path(options["output"]).expanduser() if options.get("output") else None
+        page = write_comparison(expand(folders), output)
     except UserError as error:
         log.error("%s", error)
         raise SystemExit(1) from None

@@ -18,6 +18,7 @@ import hydra
 from omegaconf import DictConfig
 
 import {{ cookiecutter.package_name }}.config.resolvers  # noqa: F401 - registers ${rank_suffix:} and the others
+from {{ cookiecutter.package_name }}.config import quoting
 from {{ cookiecutter.package_name }}.config import source as config_source
 from {{ cookiecutter.package_name }}.config.build import build_run
 from {{ cookiecutter.package_name }}.config.checks import check_config, check_overrides, check_targets
@@ -72,6 +73,7 @@ def main(cfg: DictConfig) -> None:
 def cli() -> None:
     """``python -m {{ cookiecutter.package_name }}.memory`` and the console script: adds the user config folders of
     ``${{ cookiecutter.package_name | upper }}_CONFIG_PATH`` to Hydra's search path."""
+    sys.argv[1:] = exit_on_user_error(quoting.quote_paths)(sys.argv[1:])  # hydra.run.dir=~/실험 as typed
     sys.argv[1:] = config_source.user_search_path(sys.argv[1:])
     exit_on_user_error(check_overrides)("memory", sys.argv[1:])
     main()

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from {{ cookiecutter.package_name }} import runtime
+from {{ cookiecutter.package_name }}.config import quoting
 from {{ cookiecutter.package_name }}.config import source as config_source
 from {{ cookiecutter.package_name }}.config.build import build_run
 from {{ cookiecutter.package_name }}.config.checks import check_fit
@@ -47,6 +48,7 @@ def parse_arguments(argv: list[str], defaults: dict[str, Any], doc: str) -> Argu
 
     if asked_for_help(argv, doc):
         raise SystemExit(0)
+    argv = quoting.quote_paths(argv)  # run=/home/김철수/... and data.root=~/사진 as typed
     options, overrides = dict(defaults), []
     for arg in argv:
         key = arg.split("=", 1)[0]
