@@ -69,7 +69,7 @@ SMALL_TESTS = ["--collect-only", "-q"]  # the suites themselves run in test_rend
 # Placeholders in README commands and what stands in for them.
 PLACEHOLDERS = {"model.name_or_path=...": "model.name_or_path={model}", "/path/to/saved/model": "{model}",
                 "<its folder>": "{folder}", "<그 폴더>": "{folder}",  # README.ko.md says "its folder" in Korean
-                "<lab server>": "127.0.0.1:9"}  # where nothing answers: the run falls back to mlflow.db
+                "<lab-server>": "127.0.0.1:9"}  # where nothing answers: the run falls back to mlflow.db
 
 ENV_ASSIGNMENT = re.compile(r"""^[A-Z_][A-Z0-9_]*=("[^"]*"|'[^']*'|\S*)\s+""")
 FENCE = re.compile(r"^(?P<fence>```+|~~~+)[ \t]*(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=fence)[ \t]*$",
