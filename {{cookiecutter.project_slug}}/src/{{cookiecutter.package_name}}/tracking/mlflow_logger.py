@@ -193,8 +193,7 @@ class MlflowLogger(Logger):
             self.local,
             self.save_dir,
         )
-        self._open(self.local, self.resume_id or self.server_run_id)
-        self._write_record()
+        self._open(self.local, self.resume_id or self.server_run_id)  # also rewrites mlflow.json
         for entry in self.journal:
             self._apply(entry)
 
