@@ -39,7 +39,8 @@ def package_of(project: Path) -> str:
 
 
 def rendered_files(project: Path) -> set[str]:
-    skip = {"__pycache__", ".pytest_cache", ".ruff_cache", "outputs", ".git"}
+    skip = {"__pycache__", ".pytest_cache", ".ruff_cache", "outputs", ".git",
+            "mlflow.db", "mlartifacts"}  # what runs write (an MLflow render's local store), not the render
     return {path.relative_to(project).as_posix() for path in project.rglob("*")
             if path.is_file() and not skip & set(path.relative_to(project).parts)}
 
