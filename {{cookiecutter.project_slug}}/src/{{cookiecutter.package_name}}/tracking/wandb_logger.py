@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
-import torch
 import wandb
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
