@@ -36,6 +36,7 @@ LM_ONLY: list[str] = [
     f"{PKG}/data/hf_source.py",
     f"{PKG}/models/footprint.py",
     f"{PKG}/tasks/causal_lm.py",
+    f"{PKG}/tasks/generation.py",
     f"{PKG}/memory.py",
     "tests/test_causal_lm.py",
     f"{PKG}/inference/text.py",

@@ -35,6 +35,10 @@ def compose_config(
     return cfg
 
 
+# torchrun with 2 CPU processes on this machine (gloo): the start of a command line
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
 def offline_env() -> dict[str, str]:
     """The environment for subprocess runs: offline, no W&B key, the package importable."""
     env = {key: value for key, value in os.environ.items() if key != "WANDB_API_KEY"}
@@ -59,6 +63,33 @@ def run_module(
         text=True,
         timeout=timeout,
     )
+
+
+def train_on_two_ranks(run: Path, *overrides: str) -> Path:
+    """Train under torchrun on 2 gloo ranks into the run folder ``run`` (one epoch, CSV logger)."""
+    command = [
+        *TORCHRUN,
+        "-m",
+        f"{PACKAGE}.train",
+        "trainer=ddp",
+        "logger=csv",
+        "trainer.max_epochs=1",
+        "trainer.progress_bar=false",
+        *overrides,
+        f"hydra.run.dir={run}",
+    ]
+    result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run
+
+
+def evaluated_alone(run: Path, split: str, output: Path) -> dict[str, float]:
+    """The metrics ``evaluate`` writes for ``split`` of ``run``, in one process."""
+    import json
+
+    result = run_module("evaluate", f"run={run}", f"split={split}", f"output={output}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((output / "eval.json").read_text(encoding="utf-8"))["metrics"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

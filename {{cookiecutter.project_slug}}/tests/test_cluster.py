@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from {{ cookiecutter.package_name }}.config import resolvers
 from {{ cookiecutter.package_name }}.training import checkpoint, cluster
 from {{ cookiecutter.package_name }}.training.precision import Precision
 
-from conftest import PROJECT_ROOT, offline_env, run_module
+from conftest import PROJECT_ROOT, TORCHRUN, offline_env, run_module
 
 TORCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -429,11 +428,7 @@ def test_ranks_restore_their_own_rng_and_agree_on_resume(tmp_path: Path) -> None
     probe.write_text(RANKS_PROBE, encoding="utf-8")
     result = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
+            *TORCHRUN,
             str(probe),
             str(tmp_path),
         ],

@@ -332,7 +332,7 @@ def test_a_full_fine_tune_is_not_loaded_quantized() -> None:
     """Its checkpoint holds every weight in full precision: a 4-bit base with LoRA keys would reject it."""
     from omegaconf import OmegaConf
 
-    from {{ cookiecutter.package_name }}.inference.run_folder import inference_options
+    from {{ cookiecutter.package_name }}.inference.text import inference_options
 
     saved = OmegaConf.create({"quantization": {"name": "none"}, "model": {"lora": {"enabled": None}}})
     asked = OmegaConf.create({"quantization": {"name": "4bit"}, "model": {"lora": {"enabled": None}}})

@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,16 @@ from {{ cookiecutter.package_name }}.config import resolvers
 from {{ cookiecutter.package_name }}.training import cluster
 from {{ cookiecutter.package_name }}.training.callbacks import Callback
 
-from conftest import PACKAGE, PROJECT_ROOT, compose_config, offline_env, run_module
+from conftest import (
+    PACKAGE,
+    PROJECT_ROOT,
+    TORCHRUN,
+    compose_config,
+    evaluated_alone,
+    offline_env,
+    run_module,
+    train_on_two_ranks,
+)
 
 QUICK = ["logger=csv", "debug=fast", "trainer.device=cpu"]  # gloo and CPU numbers, also where a GPU is visible
 
@@ -124,11 +132,7 @@ def test_requeue_signal_is_handed_to_submitit(monkeypatch: pytest.MonkeyPatch) -
 def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path) -> None:
     """2 CPU processes (gloo): one run folder, one set of checkpoints, the same metrics on both ranks."""
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
+        *TORCHRUN,
         "-m",
         f"{PACKAGE}.train",
         "trainer=ddp",
@@ -153,27 +157,13 @@ def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path) -> None:
 def test_ddp_evaluation_counts_each_example_once(tmp_path: Path) -> None:
     """2 gloo ranks on splits of 271 examples (136 + 135, 4 and 3 batches): the val and test metrics
     equal one process's on the same weights, so no example is padded in twice."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        f"{PACKAGE}.train",
-        "trainer=ddp",
-        "logger=csv",
-        "trainer.max_epochs=1",
+    run = train_on_two_ranks(
+        tmp_path / "run",
         "trainer.limit_train_batches=3",
-        "trainer.progress_bar=false",
         "data.batch_size=45",
         "data.val_fraction=0.151",
         "data.test_fraction=0.151",
-        f"hydra.run.dir={tmp_path / 'run'}",
-    ]
-    result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    run = tmp_path / "run"
+    )
     launch = json.loads((run / "provenance.json").read_text(encoding="utf-8"))["launch"]
     assert (launch["world_size"], launch["backend"]) == (2, "gloo")
     distributed = {
@@ -181,9 +171,7 @@ def test_ddp_evaluation_counts_each_example_once(tmp_path: Path) -> None:
         "val": {key: float(value) for key, value in rows(run)[0].items() if key.startswith("val/")},
     }
     for split in ("test", "val"):
-        single = run_module("evaluate", f"run={run}", f"split={split}", f"output={tmp_path / split}")
-        assert single.returncode == 0, single.stderr[-3000:]
-        metrics = json.loads((tmp_path / split / "eval.json").read_text(encoding="utf-8"))["metrics"]
+        metrics = evaluated_alone(run, split, tmp_path / split)
         shared = sorted(set(metrics) & set(distributed[split]))
         assert {f"{split}/acc", f"{split}/loss"} <= set(shared)
         assert {key: distributed[split][key] for key in shared} == pytest.approx(
@@ -205,7 +193,7 @@ def test_run_time_is_rank_zeros_on_every_rank(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text(RUN_TIME_PROBE, encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(probe)],
+        [*TORCHRUN, str(probe)],
         cwd=PROJECT_ROOT,
         env=offline_env(),
         capture_output=True,
