@@ -76,15 +76,24 @@ VISION_ONLY = [
     "tests/test_inference_images.py",
 ]
 
+# Each tracker's files: a render keeps those of the tracker its logger answer names (and always CSV).
+WANDB = ["configs/logger/wandb.yaml", f"{PKG}/tracking/wandb_logger.py", "tests/test_wandb.py"]
+MLFLOW = [
+    "configs/logger/mlflow.yaml",
+    f"{PKG}/tracking/mlflow_logger.py",
+    f"{PKG}/tracking/mlflow_sync.py",
+    "tests/test_mlflow.py",
+]
+TENSORBOARD = ["configs/logger/tensorboard.yaml", f"{PKG}/tracking/tensorboard_logger.py", "tests/test_tensorboard.py"]
+
 # (answer, value) -> paths removed when the answer has that value.
 REMOVE_WHEN = {
     ("task", "image-classification"): LM_ONLY,
     ("task", "causal-lm"): VISION_ONLY,
-    ("logger", "csv"): [
-        "configs/logger/wandb.yaml",
-        f"{PKG}/tracking/wandb_logger.py",
-        "tests/test_wandb.py",
-    ],
+    ("logger", "csv"): WANDB + MLFLOW + TENSORBOARD + [f"{PKG}/tracking/background.py", f"{PKG}/tracking/tables.py"],
+    ("logger", "wandb"): MLFLOW + TENSORBOARD,
+    ("logger", "mlflow"): WANDB + TENSORBOARD,
+    ("logger", "tensorboard"): WANDB + MLFLOW + [f"{PKG}/tracking/background.py"],
     ("license", "none"): ["LICENSE"],
     ("env_manager", "conda"): [".python-version"],
     ("env_manager", "pip"): ["environment.yml", ".python-version"],

@@ -160,15 +160,33 @@ CAUSAL_LM = [
 ]
 
 WANDB = [
+    "src/{pkg}/tracking/background.py",
+    "src/{pkg}/tracking/tables.py",
     "configs/logger/wandb.yaml",
     "src/{pkg}/tracking/wandb_logger.py",
     "tests/test_wandb.py",
 ]
 
+MLFLOW = [
+    "src/{pkg}/tracking/background.py",
+    "src/{pkg}/tracking/tables.py",
+    "configs/logger/mlflow.yaml",
+    "src/{pkg}/tracking/mlflow_logger.py",
+    "src/{pkg}/tracking/mlflow_sync.py",
+    "tests/test_mlflow.py",
+]
+
+TENSORBOARD = [
+    "src/{pkg}/tracking/tables.py",
+    "configs/logger/tensorboard.yaml",
+    "src/{pkg}/tracking/tensorboard_logger.py",
+    "tests/test_tensorboard.py",
+]
+
 # answer -> value -> files present only with that value
 BY_ANSWER = {
     "task": {"image-classification": VISION, "causal-lm": CAUSAL_LM, "both": VISION + CAUSAL_LM},
-    "logger": {"wandb": WANDB, "csv": []},
+    "logger": {"wandb": WANDB, "csv": [], "mlflow": MLFLOW, "tensorboard": TENSORBOARD},
     "license": {"MIT": ["LICENSE"], "Apache-2.0": ["LICENSE"], "BSD-3-Clause": ["LICENSE"], "none": []},
     "env_manager": {"conda": ["environment.yml"], "pip": [], "uv": [".python-version"]},
     "powershell": {"yes": ["setup.cmd", "scripts/setup.ps1", "scripts/tasks.ps1", "scripts/conda_profile.py",

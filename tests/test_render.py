@@ -23,10 +23,10 @@ MATRIX = {
     "default": {},
     "vision-csv-fp32": {"logger": "csv", "precision": "fp32", "license": "BSD-3-Clause", "env_manager": "pip",
                         "powershell": "no", "ci": "none", "python_version": "3.12", "project_name": "Vision Lab"},
-    "lm-4bit": {"task": "causal-lm", "quantization": "4bit", "precision": "bf16", "logger": "csv",
+    "lm-4bit": {"task": "causal-lm", "quantization": "4bit", "precision": "bf16", "logger": "mlflow",
                 "python_version": "3.10", "license": "Apache-2.0"},
     "both-8bit": {"task": "both", "quantization": "8bit", "precision": "fp16", "env_manager": "uv",
-                  "python_version": "3.12", "license": "none"},
+                  "logger": "tensorboard", "python_version": "3.12", "license": "none"},
 }
 
 
@@ -39,7 +39,8 @@ def package_of(project: Path) -> str:
 
 
 def rendered_files(project: Path) -> set[str]:
-    skip = {"__pycache__", ".pytest_cache", ".ruff_cache", "outputs", ".git"}
+    skip = {"__pycache__", ".pytest_cache", ".ruff_cache", "outputs", ".git",
+            "mlflow.db", "mlartifacts"}  # what runs write (an MLflow render's local store), not the render
     return {path.relative_to(project).as_posix() for path in project.rglob("*")
             if path.is_file() and not skip & set(path.relative_to(project).parts)}
 
@@ -147,6 +148,18 @@ def test_csv_render_has_no_wandb(render) -> None:
     hits = [relative for relative in rendered_files(project)
             if "wandb" in (project / relative).read_text(encoding="utf-8", errors="ignore")]
     assert not hits, f"'wandb' survives in {hits}"
+
+
+@pytest.mark.parametrize("tracker", ["mlflow", "tensorboard"])
+def test_a_render_without_a_tracker_never_names_it(case: tuple[str, Path], tracker: str) -> None:
+    """Only the render whose logger answer is the tracker has its code, config, tests, dependency or docs."""
+    name, project = case
+    hits = [relative for relative in rendered_files(project)
+            if tracker in (project / relative).read_text(encoding="utf-8", errors="ignore").lower()]
+    if answers_for(name)["logger"] == tracker:
+        assert f"configs/logger/{tracker}.yaml" in hits and "pyproject.toml" in hits
+    else:
+        assert not hits, f"'{tracker}' survives in {hits}"
 
 
 @pytest.mark.slow

@@ -42,6 +42,14 @@ def test_unknown_option_fails_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr and "optimizer" in result.stderr
 
 
+def test_an_unknown_option_in_a_list_is_named_with_the_valid_ones() -> None:
+    from {{ cookiecutter.package_name }}.config.checks import check_overrides
+    from {{ cookiecutter.package_name }}.errors import UserError
+
+    with pytest.raises(UserError, match=r"^logger=tensorbord is not an option of logger:.* The options are csv, "):
+        check_overrides("train", ["logger=[csv,tensorbord]"])
+
+
 def test_missing_resume_checkpoint_fails_in_one_line(tmp_path: Path) -> None:
     result = run_module(
         "train", "debug=fast", path_override("resume", tmp_path / "nope.pt"), path_override("hydra.run.dir", tmp_path)

@@ -83,6 +83,14 @@ def number(text: Any) -> float | None:
     return value if value - value == 0 else None  # not NaN or infinite
 
 
+def shown(text: Any) -> str:
+    """A value as a person reads it: numbers with 4 significant digits (``0.04266``), other text as it is."""
+    value = number(text)
+    if value is None or isinstance(text, bool) or str(text).lstrip("-").isdigit():
+        return str(text)
+    return format(value, ".4g")
+
+
 def short(value: float) -> float:
     """Six significant digits: the page stays small, the curves look the same."""
     return float(format(value, ".6g"))
@@ -222,8 +230,25 @@ def read_study(folder: Path) -> dict[str, Any] | None:
         "name": study.study_name,
         "direction": study.directions[0].name.lower(),
         "importances": importances,
+        "space": search_space(trials),
         "trials": trials,
     }
+
+
+def search_space(trials: list[Any]) -> dict[str, dict[str, Any]]:
+    """Each parameter's distribution as the sweeper sampled it: bounds, and whether on a log scale."""
+    space: dict[str, dict[str, Any]] = {}
+    for trial in trials:
+        for name, distribution in trial.distributions.items():
+            space.setdefault(
+                name,
+                {
+                    "log": bool(getattr(distribution, "log", False)),
+                    "low": getattr(distribution, "low", None),
+                    "high": getattr(distribution, "high", None),
+                },
+            )
+    return space
 
 
 def parameter_importances(study: Any) -> dict[str, float]:
@@ -389,7 +414,7 @@ def seed_groups(runs: list[Run]) -> list[dict[str, Any]]:
         tests = sorted({key for run in chosen for key in run.test})
         groups.append(
             {
-                "name": " ".join(f"{k}={v}" for k, v in overrides) or "defaults",
+                "name": " ".join(f"{k}={shown(v)}" for k, v in overrides) or "defaults",
                 "members": members,
                 "monitor": monitor,
                 "best": mean_std([run.best for run in chosen if run.best is not None] or [math.nan]),

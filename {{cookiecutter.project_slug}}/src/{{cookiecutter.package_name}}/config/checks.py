@@ -275,6 +275,8 @@ def missing_option(error: Exception) -> UserError:
     group, _, option = missing.rpartition("/")
     if not group:
         return UserError(first_line(error))
+    if not options and group in config_source.config_groups():  # one option of a list (logger=[csv,mlflw])
+        options = config_source.group_options(group)
     if not options:
         return unknown_key(group, config_source.config_groups(), "a config group")
     return UserError(

@@ -74,6 +74,16 @@ def config_groups() -> list[str]:
     return sorted(item.name for item in root.iterdir() if item.is_dir() and not item.name.startswith("_"))
 
 
+def group_options(group: str) -> list[str]:
+    """The options (``.yaml`` files) of a config group of the configs the entry points read."""
+    from importlib.resources import files
+
+    path = config_path()
+    root = files(path.removeprefix("pkg://")) if path.startswith("pkg://") else Path(path)
+    folder = root.joinpath(*group.split("/"))
+    return sorted(item.name.removesuffix(".yaml") for item in folder.iterdir() if item.name.endswith(".yaml"))
+
+
 def nearest_keys(cfg: DictConfig, key: str) -> list[str]:
     """Full keys of ``cfg`` that differ from ``key`` in its first segment that ``cfg`` lacks."""
     parts, node = key.split("."), cfg
