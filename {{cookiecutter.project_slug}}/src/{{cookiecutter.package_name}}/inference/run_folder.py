@@ -25,6 +25,12 @@ from {{ cookiecutter.package_name }}.config import source as config_source
 from {{ cookiecutter.package_name }}.config.checks import check_fit
 from {{ cookiecutter.package_name }}.errors import UserError, closest, unknown_key
 from {{ cookiecutter.package_name }}.training.checkpoint import load_checkpoint
+from {{ cookiecutter.package_name }}.training.sharded_checkpoint import (
+    SUFFIX,
+    is_sharded_checkpoint,
+    load_model_weights,
+    read_progress,
+)
 
 log = logging.getLogger(__name__)
 _ABSENT = object()
@@ -89,13 +95,17 @@ def check_run_folder(folder: Path) -> Path:
 
 
 def checkpoint_path(folder: Path, ckpt: Any) -> Path:
-    """``best`` or ``last`` in the run's ``checkpoints/``, or a path to a ``.pt`` file."""
+    """``best`` or ``last`` in the run's ``checkpoints/`` (a ``.pt`` file, or an FSDP run's ``.dcp`` folder),
+    or a path to either."""
     name = str(ckpt or "best")
     path = folder / "checkpoints" / f"{name}.pt" if name in {"best", "last"} else Path(name).expanduser()
+    sharded = path.with_suffix(SUFFIX) if name in {"best", "last"} else path
+    if is_sharded_checkpoint(sharded):
+        return sharded
     if not path.is_file():
         raise UserError(
             f"run={folder} has no {path.relative_to(folder) if path.is_relative_to(folder) else path}: "
-            "pick another with ckpt=best|last|<path to a .pt file>."
+            "pick another with ckpt=best|last|<path to a .pt file or .dcp folder>."
         )
     return path
 
@@ -167,8 +177,13 @@ def saved_choices(folder: Path) -> dict[str, str]:
 
 def load_weights(model: nn.Module, checkpoint: Path) -> dict[str, Any]:
     """Load the checkpoint's model weights into ``model``; a checkpoint of another model is one line."""
+    own = runtime.unwrap(model).state_dict()
+    if is_sharded_checkpoint(checkpoint):  # an FSDP run's shards, gathered in this process alone
+        weights = load_model_weights(checkpoint, {key: value.clone() for key, value in own.items()})
+        runtime.unwrap(model).load_state_dict(weights)
+        return {"model": weights, **read_progress(checkpoint)}
     state = load_checkpoint(checkpoint, "cpu")
-    weights, own = state["model"], runtime.unwrap(model).state_dict()
+    weights = state["model"]
     missing, unexpected = sorted(own.keys() - weights.keys()), sorted(weights.keys() - own.keys())
     mismatched = sorted(
         key for key in own.keys() & weights.keys() if tuple(own[key].shape) != tuple(weights[key].shape)
