@@ -53,19 +53,21 @@ class Sharding:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
+        broadcast_from_rank0(model)
         mesh = init_device_mesh(device.type, (runtime.world_size(),))
         offload = CPUOffloadPolicy(pin_memory=device.type == "cuda") if self.cpu_offload else OffloadPolicy()
         options = {"mesh": mesh, "mp_policy": mixed_precision(precision), "offload_policy": offload}
         for block in blocks:
             fully_shard(block, reshard_after_forward=self.reshard_after_forward, **options)
         fully_shard(model, **options)  # the root: embeddings, final norm, head; stays gathered after forward
-        held = sum(local_bytes(model.parameters()))
+        held, total = sum(local_bytes(model.parameters())), sum(full_bytes(model.parameters()))
         log.info(
-            "FSDP: %d blocks and the root sharded over %d ranks%s; this rank holds %.1f MB of parameters.",
+            "FSDP: %d blocks and the root sharded over %d ranks%s; this rank holds %d of %d parameter bytes.",
             len(blocks),
             runtime.world_size(),
             " (offloaded to the CPU)" if self.cpu_offload else "",
-            held / 1e6,
+            held,
+            total,
         )
         return model
 
@@ -133,6 +135,24 @@ def local_bytes(tensors: Iterable[torch.Tensor]) -> list[int]:
         local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
         held.append(local.numel() * local.element_size())
     return held
+
+
+def full_bytes(tensors: Iterable[torch.Tensor]) -> list[int]:
+    """The bytes of each whole tensor (all shards of a DTensor)."""
+    return [tensor.numel() * tensor.element_size() for tensor in tensors]
+
+
+def broadcast_from_rank0(model: nn.Module) -> None:
+    """Give every rank rank 0's weights before sharding (each rank keeps only its shard, so ranks seeded
+    differently would otherwise train a patchwork). A frozen base loaded from files is the same everywhere
+    and is skipped, as under DDP."""
+    from_files = getattr(runtime.unwrap(model), runtime.FROZEN_FROM_FILES, False)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad or not from_files:
+                torch_dist.broadcast(parameter.data, src=0)
+        for buffer in model.buffers():
+            torch_dist.broadcast(buffer, src=0)
 
 
 def is_sharded(model: nn.Module) -> bool:
