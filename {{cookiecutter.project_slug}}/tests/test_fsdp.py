@@ -212,7 +212,9 @@ def test_evaluate_and_export_a_sharded_run_in_one_process(runs: dict[str, Path],
     tokens = torch.arange(1, 33).reshape(2, 16)
     with torch.no_grad():
         torch.testing.assert_close(exported(tokens).logits, trained(tokens).logits, rtol=0, atol=1e-5)
-        assert not torch.allclose(exported(tokens).logits, AutoModelForCausalLM.from_pretrained(run / "random_init")(tokens).logits)
+        assert not torch.allclose(
+            exported(tokens).logits, AutoModelForCausalLM.from_pretrained(run / "random_init")(tokens).logits
+        )
 
 
 @pytest.mark.slow

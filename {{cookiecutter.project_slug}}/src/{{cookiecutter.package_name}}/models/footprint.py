@@ -198,10 +198,21 @@ def training_bytes(parameters: int, block: int, world: int, strategy: str, compu
     two blocks gathered in ``compute_bytes`` for compute and prefetch), ``fsdp_offload`` (the shards on
     the CPU: the GPU holds the gathered blocks only; ``cpu`` is this rank's host memory)."""
     share = 1 if strategy == "ddp" else world
-    shard = {"parameters": 4 * parameters // share, "gradients": 4 * parameters // share, "optimizer": 8 * parameters // share}
+    shard = {
+        "parameters": 4 * parameters // share,
+        "gradients": 4 * parameters // share,
+        "optimizer": 8 * parameters // share,
+    }
     gathered = 0 if strategy == "ddp" else 2 * block * compute_bytes
     if strategy == "fsdp_offload":
-        return {"parameters": 0, "gradients": 0, "optimizer": 0, "gathered": gathered, "gpu": gathered, "cpu": sum(shard.values())}
+        return {
+            "parameters": 0,
+            "gradients": 0,
+            "optimizer": 0,
+            "gathered": gathered,
+            "gpu": gathered,
+            "cpu": sum(shard.values()),
+        }
     return {**shard, "gathered": gathered, "gpu": sum(shard.values()) + gathered, "cpu": 0}
 
 
@@ -212,7 +223,11 @@ def gpus_needed(parameters: int, block: int, gpu_gib: float, compute_bytes: int 
     usable = 0.85 * gpu_gib * 2**30
     return {
         strategy: next(
-            (world for world in (WORLD_SIZES[:1] if strategy == "ddp" else WORLD_SIZES) if training_bytes(parameters, block, world, strategy, compute_bytes)["gpu"] <= usable),
+            (
+                world
+                for world in (WORLD_SIZES[:1] if strategy == "ddp" else WORLD_SIZES)
+                if training_bytes(parameters, block, world, strategy, compute_bytes)["gpu"] <= usable
+            ),
             None,
         )
         for strategy in ("ddp", "fsdp", "fsdp_offload")
@@ -226,7 +241,9 @@ def training_report(config: Any, gpu_gib: float, compute_bytes: int = 2) -> dict
     return {
         "gpu_gib": gpu_gib,
         "per_rank_bytes": {
-            strategy: {str(world): training_bytes(parameters, block, world, strategy, compute_bytes) for world in (1, 2, 4, 8)}
+            strategy: {
+                str(world): training_bytes(parameters, block, world, strategy, compute_bytes) for world in (1, 2, 4, 8)
+            }
             for strategy in ("ddp", "fsdp", "fsdp_offload")
         },
         "gpus_needed": gpus_needed(parameters, block, gpu_gib, compute_bytes),
@@ -236,7 +253,7 @@ def training_report(config: Any, gpu_gib: float, compute_bytes: int = 2) -> dict
 def log_training_report(report: dict[str, Any]) -> None:
     """Log the full fine-tuning table: GB per rank on 1/2/4/8 ranks and the GPUs needed."""
     lines = [
-        f"Full fine-tune with AdamW, GB per rank (weights, gradients, optimizer; activations not counted):",
+        "Full fine-tune with AdamW, GB per rank (weights, gradients, optimizer; activations not counted):",
         f"  {'ranks':<18}" + "".join(f"{world:>9}" for world in (1, 2, 4, 8)),
     ]
     labels = {"ddp": "ddp GPU", "fsdp": "fsdp GPU", "fsdp_offload": "fsdp+offload CPU"}

@@ -51,7 +51,7 @@ class Sharding:
             log.info("FSDP in one process: the model is not sharded; checkpoints are sharded (DCP) all the same.")
             return model
         from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+        from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
         broadcast_from_rank0(model)
         mesh = init_device_mesh(device.type, (runtime.world_size(),))

@@ -77,7 +77,9 @@ class ShardedCheckpointer:
         self._pending: tuple[Future, Path, list[Path], dict[str, Any]] | None = None
         self._group: Any = None
 
-    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, progress: dict[str, Any], paths: list[Path]) -> None:
+    def save(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, progress: dict[str, Any], paths: list[Path]
+    ) -> None:
         """Write model and optimizer (all ranks) and ``progress`` (rank 0's) to the first of ``paths``, then
         copy it to the others. A collective: every rank calls it with the same paths."""
         from torch.distributed import checkpoint as dcp
@@ -165,12 +167,13 @@ def load_model_weights(path: Path, weights: dict[str, torch.Tensor]) -> dict[str
     """Fill ``weights`` (a plain model's state_dict) from the sharded checkpoint ``path`` in this process
     alone, without a process group; a parameter the checkpoint lacks is one line."""
     from torch.distributed import checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
 
     check_sharded(path)
     state = {"model": weights}
     try:
         dcp.load(state, checkpoint_id=path, no_dist=True)
-    except Exception as error:  # DCP raises a CheckpointException listing each rank's failure
+    except (CheckpointException, RuntimeError, KeyError, ValueError) as error:  # a key missing, a shape differing
         reason = str(error).strip().splitlines()[-1][:300] if str(error).strip() else type(error).__name__
         raise UserError(
             f"{path} does not fit the configured model ({reason}): use the run's own model options, "
