@@ -108,6 +108,14 @@ status=0  # chat SFT tokens/s against trl.SFTTrainer
 (cd "$HERE" && TMPDIR="$WORK" timeout --kill-after=10 "$(limit 90)" "$PYTHON" sft_throughput.py --device cuda \
     --precision bf16 >"$LOGS/sft.log" 2>&1) || status=$?
 grep -E "^sft_" "$LOGS/sft.log" || { echo "gpu_check: sft failed ($status):"; tail -n 15 "$LOGS/sft.log"; }
+GPUS="$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")"
+if [ "$GPUS" -ge 2 ]; then  # FSDP against DDP on every GPU (NCCL): per-rank bytes and step time
+    (cd "$HERE" && TMPDIR="$WORK" timeout --kill-after=10 "$(limit 120)" "$PYTHON" fsdp.py --nproc "$GPUS" \
+        --hidden 1024 --layers 8 >"$LOGS/fsdp.log" 2>&1) || true
+    grep -E "^fsdp_|step time|ratio=" "$LOGS/fsdp.log" || { echo "gpu_check: fsdp failed:"; tail -n 15 "$LOGS/fsdp.log"; }
+else
+    echo "gpu_check: fsdp needs 2 GPUs or more (found $GPUS): benchmarks/fsdp.py --nproc 2 measures it on gloo"
+fi
 
 # `make test` (every test, GPU ones included) beside the untimed figures.
 XDIST=""
