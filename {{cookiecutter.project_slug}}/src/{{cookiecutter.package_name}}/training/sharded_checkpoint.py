@@ -11,6 +11,7 @@ renamed once written (at the next save, or when training ends).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -99,7 +100,7 @@ class ShardedCheckpointer:
             if self._group is None:
                 self._group = torch_dist.new_group(backend="gloo")  # its own group: no clash with training's
             future = dcp.async_save(state, storage_writer=writer, process_group=self._group)
-            self._pending = (future, staging, paths, progress)
+            self._pending = (future, staging, paths, copy.deepcopy(progress))  # as of now, not of the rename
             return
         dcp.save(state, storage_writer=writer, no_dist=not torch_dist.is_initialized())
         self._publish(staging, paths, progress)
