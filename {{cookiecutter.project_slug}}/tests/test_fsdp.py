@@ -235,3 +235,15 @@ def test_lora_trains_only_the_adapters_on_a_sharded_base(tmp_path: Path) -> None
     base = AutoModelForCausalLM.from_pretrained(run / "random_init").state_dict()
     for key, value in frozen.items():
         torch.testing.assert_close(value, base[key.removeprefix("model.base_model.model.")])  # the base did not move
+
+
+@pytest.mark.slow
+def test_offload_activation_checkpointing_and_bf16_train(tmp_path: Path) -> None:
+    """The options together on 2 ranks: CPU offload, recomputed activations, blocks kept gathered, bf16
+    (fp32 where this CPU has no native bf16), clipping on sharded gradients; the loss falls."""
+    options = ["trainer.fsdp.cpu_offload=true", "trainer.fsdp.activation_checkpointing=true"]
+    options += ["trainer.fsdp.reshard_after_forward=false", "precision=bf16", "trainer.gradient_clip_val=0.5"]
+    run = train(tmp_path / "options", 2, "trainer.max_epochs=2", *options)
+    rows = losses(run)
+    assert rows[-1][1] < rows[0][1]
+    assert "(offloaded to the CPU)" in (run / "train.log").read_text(encoding="utf-8")

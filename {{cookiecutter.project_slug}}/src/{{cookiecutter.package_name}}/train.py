@@ -143,7 +143,7 @@ def train(cfg: DictConfig) -> float | None:
             task.save_result(model, output_dir)
         exit_code, status = 0, "completed"
     except cluster.TrainingInterrupted as stop:
-        log.warning("%s; resume with: resume=%s", stop, output_dir / "checkpoints" / "last.pt")
+        log.warning("%s; resume with: resume=%s", stop, output_dir / "checkpoints" / f"last{trainer.checkpoint_suffix}")
         exit_code, status, best = 0, "interrupted", trainer.best_score
         if cluster.under_submitit():  # the W&B run goes on in the requeued job
             loggers.mark_preempting()

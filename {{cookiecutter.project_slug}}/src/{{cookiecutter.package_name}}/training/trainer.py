@@ -249,7 +249,9 @@ class Trainer:
             "precision": self.precision.name,
             "peak_memory_bytes": runtime.peak_memory_bytes(self.device),
             # relative to the run folder, so that the folder can move
-            "checkpoints": {name: f"{self.checkpoint_dir.name}/{name}{self._suffix}" for name in ("best", "last")},
+            "checkpoints": {
+                name: f"{self.checkpoint_dir.name}/{name}{self.checkpoint_suffix}" for name in ("best", "last")
+            },
         }
 
     # ----------------------------------------------------------------- inside the loop
@@ -353,7 +355,8 @@ class Trainer:
             self._emit("on_checkpoint", path)
 
     @property
-    def _suffix(self) -> str:
+    def checkpoint_suffix(self) -> str:
+        """``.pt`` (one file), or ``.dcp`` (a folder of shards) under FSDP."""
         return SUFFIX if self.sharding else ".pt"
 
     def _emit(self, hook: str, *args: Any) -> None:
