@@ -198,7 +198,9 @@ def test_evaluate_and_export_a_sharded_run_in_one_process(runs: dict[str, Path],
     from {{ cookiecutter.package_name }}.training.sharded_checkpoint import load_model_weights
 
     run = runs["two"]
-    result = run_module("evaluate", f"run={run}", "split=test", f"output={tmp_path / 'eval'}")
+    # the 2 ranks tested limit_val_batches=2 batches of 4 each: the first 16 examples, one batch of 8 x 2 here
+    batch = f"data.batch_size={GLOBAL_BATCH}"
+    result = run_module("evaluate", f"run={run}", "split=test", batch, f"output={tmp_path / 'eval'}")
     assert result.returncode == 0, result.stderr[-3000:]
     measured = json.loads((tmp_path / "eval" / "eval.json").read_text(encoding="utf-8"))["metrics"]["test/loss"]
     tested = json.loads((run / "summary.json").read_text(encoding="utf-8"))["test"]["test/loss"]
@@ -219,22 +221,20 @@ def test_evaluate_and_export_a_sharded_run_in_one_process(runs: dict[str, Path],
 
 @pytest.mark.slow
 def test_lora_trains_only_the_adapters_on_a_sharded_base(tmp_path: Path) -> None:
+    """LoRA under FSDP: the frozen base is sharded too (half the bytes per rank), the checkpoint holds the
+    adapters only (the base reloads from its files, as without FSDP), and the adapters trained."""
     from torch.distributed.checkpoint import FileSystemReader, load
-    from transformers import AutoModelForCausalLM
 
     run = train(tmp_path / "lora", 2, "trainer.max_epochs=1", "model.lora.enabled=true")
     held, total = map(int, HELD.search((run / "train.rank1.log").read_text(encoding="utf-8")).groups())
-    assert 0.45 * total <= held <= 0.55 * total  # the frozen base is sharded too
+    assert 0.45 * total <= held <= 0.55 * total
     last = run / "checkpoints" / "last.dcp"
     saved = FileSystemReader(last).read_metadata().state_dict_metadata
-    adapters = {key: torch.zeros(saved[key].size) for key in saved if "lora_B" in key}
-    frozen = {key: torch.zeros(saved[key].size) for key in saved if key.startswith("model.") and ".mlp." in key}
-    assert adapters and frozen
-    load({**adapters, **frozen}, checkpoint_id=last, no_dist=True)
-    assert all(value.abs().sum() > 0 for value in adapters.values())  # lora_B starts at zero: the adapters trained
-    base = AutoModelForCausalLM.from_pretrained(run / "random_init").state_dict()
-    for key, value in frozen.items():
-        torch.testing.assert_close(value, base[key.removeprefix("model.base_model.model.")])  # the base did not move
+    weights = [key for key in saved if key.startswith("model.")]
+    assert weights and all(".lora_A." in key or ".lora_B." in key for key in weights)
+    adapters = {key: torch.zeros(saved[key].size) for key in weights if ".lora_B." in key}
+    load(adapters, checkpoint_id=last, no_dist=True)
+    assert all(value.abs().sum() > 0 for value in adapters.values())  # lora_B starts at zero: they trained
 
 
 @pytest.mark.slow
