@@ -140,6 +140,27 @@ def test_activation_checkpointing_keeps_the_gradients() -> None:
         torch.testing.assert_close(left.grad, right.grad)
 
 
+def test_memory_report_counts_gpus_for_ddp_fsdp_and_offload() -> None:
+    """A 7B Llama shape on 80 GiB GPUs: DDP's full copy (16 bytes a parameter) never fits, FSDP halves every
+    per-rank figure at 2 ranks and fits there, offload leaves the GPU only the gathered blocks."""
+    from transformers import LlamaConfig
+
+    from {{ cookiecutter.package_name }}.models import footprint
+
+    config = LlamaConfig(
+        vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32
+    )
+    report = footprint.training_report(config, gpu_gib=80)
+    ddp, fsdp_two = report["per_rank_bytes"]["ddp"]["2"], report["per_rank_bytes"]["fsdp"]["2"]
+    offload = report["per_rank_bytes"]["fsdp_offload"]["2"]
+    assert ddp["parameters"] + ddp["gradients"] + ddp["optimizer"] == 16 * 6_738_415_616
+    for kind in ("parameters", "gradients", "optimizer"):
+        assert fsdp_two[kind] == ddp[kind] // 2
+    assert offload["gpu"] == offload["gathered"] == fsdp_two["gathered"] > 0
+    assert report["gpus_needed"] == {"ddp": None, "fsdp": 2, "fsdp_offload": 1}
+    assert footprint.gpus_needed(6_738_415_616, 202_383_360, gpu_gib=24)["fsdp"] == 8
+
+
 # ------------------------------------------------------------------ slow: real processes
 @pytest.mark.slow
 def test_two_ranks_train_as_one_process_on_the_same_global_batch(runs: dict[str, Path]) -> None:

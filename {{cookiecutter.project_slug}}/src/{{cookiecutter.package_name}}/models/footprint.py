@@ -185,10 +185,11 @@ WORLD_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 def block_parameters(config: Any) -> int:
-    """Parameters of the largest transformer block (what FSDP gathers at once, per block)."""
-    from {{ cookiecutter.package_name }}.training.fsdp import find_blocks
-
-    blocks = find_blocks(_meta_model(config))
+    """Parameters of the largest transformer block (what FSDP gathers at once), found as training/fsdp.py
+    finds them: the classes a Hugging Face model names in ``_no_split_modules``."""
+    model = _meta_model(config)
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    blocks = [module for module in model.modules() if type(module).__name__ in names]
     return max((sum(p.numel() for p in block.parameters()) for block in blocks), default=0)
 
 
