@@ -27,7 +27,10 @@ from {{ cookiecutter.package_name }}.training import distributed as dist
 
 log = logging.getLogger(__name__)
 
-QUANTIZED_PARAMETERS = {"Params4bit", "Int8Params"}  # bitsandbytes' packed weights, which FSDP cannot shard
+QUANTIZED_PARAMETERS = {
+    "Params4bit",
+    "Int8Params",
+}  # the packed 4-bit/8-bit weight classes (QLoRA): FSDP cannot shard them
 
 
 @dataclass
