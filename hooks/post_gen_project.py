@@ -39,6 +39,7 @@ LM_ONLY: list[str] = [
     f"{PKG}/tasks/generation.py",
     f"{PKG}/memory.py",
     "tests/test_causal_lm.py",
+    "tests/test_fsdp.py",
     f"{PKG}/inference/text.py",
     "tests/test_inference_text.py",
     "examples",

@@ -2,7 +2,8 @@
 
 Estimates the weight memory of the configured model in fp32/fp16/bf16/8bit/4bit from
 its config, loads it as configured, measures what is resident (offloaded weights count
-nothing), checks the fit against free memory and writes ``memory.json``. Torch loads after the
+nothing), checks the fit against free memory, answers how many GPUs of ``gpu_gib`` a full fine-tune
+needs with DDP, FSDP and FSDP with CPU offload, and writes ``memory.json``. Torch loads after the
 config checks, so that a mistyped key answers at once.
 """
 
@@ -56,7 +57,9 @@ def memory_report(cfg: DictConfig) -> dict[str, Any]:
     report = footprint.build_report(
         model, str(cfg.model.name_or_path or "random init"), precision, quantization, double_quant
     )
+    report["training"] = footprint.training_report(config, float(cfg.gpu_gib), 4 if precision == "fp32" else 2)
     footprint.log_report(report)
+    footprint.log_training_report(report["training"])
     output = Path(cfg.paths.output_dir) / "memory.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

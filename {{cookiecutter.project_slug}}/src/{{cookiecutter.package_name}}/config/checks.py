@@ -111,6 +111,10 @@ RULES: dict[str, Rule] = {
     "trainer.deterministic": FLAG,
     "trainer.progress_bar": FLAG,
     "trainer.distributed": FLAG,
+    "trainer.fsdp.reshard_after_forward": FLAG,
+    "trainer.fsdp.cpu_offload": FLAG,
+    "trainer.fsdp.activation_checkpointing": FLAG,
+    "trainer.fsdp.async_save": FLAG,
 }
 
 _ABSENT = object()
