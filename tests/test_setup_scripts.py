@@ -718,14 +718,22 @@ def test_tests_that_start_torchrun_skip_on_windows_with_the_reason(render) -> No
     marker = re.search(r"^needs_torchrun = pytest\.mark\.skipif\(\n\s+sys\.platform == \"win32\",\n\s+reason=\"(.+)\",",
                        conftest, re.MULTILINE)
     assert marker and "Linux or WSL" in marker[1] and "libuv" in marker[1], "conftest.py: needs_torchrun"
+    starts = ("torch.distributed.run", "TORCHRUN", "train_on_two_ranks")  # conftest's helpers start torchrun
     starting = []
     for path in sorted((project / "tests").glob("test_*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        whole_module = any(isinstance(node, ast.Assign) and ast.unparse(node) == "pytestmark = needs_torchrun"
+                           for node in tree.body)
+        for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") and \
-                    "torch.distributed.run" in ast.unparse(node):
+                    any(name in ast.unparse(node) for name in starts):
                 decorators = {ast.unparse(decorator) for decorator in node.decorator_list}
-                assert "needs_torchrun" in decorators, f"{path.name}::{node.name} starts torchrun without the skip"
+                assert whole_module or "needs_torchrun" in decorators, \
+                    f"{path.name}::{node.name} starts torchrun without the skip"
                 starting.append(node.name)
+        helpers = [node for node in tree.body if isinstance(node, ast.FunctionDef) and not node.name.startswith("test_")
+                   and "torch.distributed.run" in ast.unparse(node)]
+        assert whole_module or not helpers, f"{path.name}: a helper starts torchrun; mark the module needs_torchrun"
     assert len(starting) >= 4, starting
     readme = (project / "README.md").read_text(encoding="utf-8")
     assert "Multi-process training needs Linux or WSL" in readme

@@ -25,7 +25,7 @@ from {{ cookiecutter.package_name }}.data.common import ignore_stop_signals
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.tasks.causal_lm import token_loss
 
-from conftest import evaluated_alone, run_module, train_on_two_ranks
+from conftest import evaluated_alone, needs_torchrun, run_module, train_on_two_ranks
 
 # A template in the style of Llama 3, without generation markers: labels must come from rendered prefixes.
 HEADER_TEMPLATE = (
@@ -313,6 +313,7 @@ def test_chat_loaders_shard_evaluation_unpadded_and_workers_ignore_stop_signals(
             assert sorted(seen) == list(range(size)), split
 
 
+@needs_torchrun
 @pytest.mark.slow
 def test_ddp_chat_evaluation_counts_each_example_once(tmp_path: Path) -> None:
     """2 gloo ranks on chat splits of odd size: the val and test metrics equal one process's on the same

@@ -22,10 +22,13 @@ import pytest
 import torch
 from torch import nn
 
+from {{ cookiecutter.package_name }}.config.quoting import path_override
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.training import fsdp
 
-from conftest import PACKAGE, PROJECT_ROOT, offline_env, run_module
+from conftest import PACKAGE, PROJECT_ROOT, needs_torchrun, offline_env, run_module
+
+pytestmark = needs_torchrun  # most runs here start torchrun
 
 GLOBAL_BATCH = 8
 LM = [
@@ -52,7 +55,7 @@ def train(run: Path, processes: int, *overrides: str) -> Path:
         f"{PACKAGE}.train",
         *LM,
         f"data.batch_size={GLOBAL_BATCH // processes}",
-        f"hydra.run.dir={run}",
+        path_override("hydra.run.dir", run),
         *overrides,
     ]
     result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True, timeout=900)
