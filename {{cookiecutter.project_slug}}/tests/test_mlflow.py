@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from {{ cookiecutter.package_name }}.config.quoting import path_override
+
 from conftest import PACKAGE, PROJECT_ROOT, offline_env, run_module
 
 TINY = [
@@ -72,7 +74,11 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("mlflow")
     store = root / "mlflow.db"
     result = run_module(
-        "train", *TINY, f"hydra.run.dir={root / 'run'}", f"logger.mlflow.local_store={store}", env=quiet_env()
+        "train",
+        *TINY,
+        path_override("hydra.run.dir", root / "run"),
+        path_override("logger.mlflow.local_store", store),
+        env=quiet_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "run", f"sqlite:///{store.as_posix()}"
@@ -122,7 +128,7 @@ def test_figures_tables_summary_and_provenance_are_artifacts(local_run: tuple[Pa
 def test_resume_continues_the_same_run(tmp_path: Path) -> None:
     """A run stopped after one epoch and resumed (resume=auto) logs its second epoch into the same run."""
     store, run_dir = tmp_path / "mlflow.db", tmp_path / "run"
-    common = [*TINY, f"hydra.run.dir={run_dir}", f"logger.mlflow.local_store={store}"]
+    common = [*TINY, path_override("hydra.run.dir", run_dir), path_override("logger.mlflow.local_store", store)]
     first = run_module("train", *common, "trainer.max_epochs=1", env=quiet_env())
     assert first.returncode == 0, first.stderr[-3000:]
     run_id = record(run_dir)["run_id"]
@@ -216,7 +222,7 @@ def server(tmp_path: Path) -> Any:
 
 
 def train_command(run_dir: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", f"{PACKAGE}.train", *TINY, f"hydra.run.dir={run_dir}", *overrides]
+    return [sys.executable, "-m", f"{PACKAGE}.train", *TINY, path_override("hydra.run.dir", run_dir), *overrides]
 
 
 @pytest.mark.slow
@@ -224,7 +230,11 @@ def test_a_run_logs_to_a_real_server_over_http(server: Server, tmp_path: Path) -
     run_dir = tmp_path / "run"
     env = quiet_env(MLFLOW_TRACKING_URI=server.uri)
     result = run_module(
-        "train", *TINY, f"hydra.run.dir={run_dir}", f"logger.mlflow.local_store={tmp_path / 'local.db'}", env=env
+        "train",
+        *TINY,
+        path_override("hydra.run.dir", run_dir),
+        path_override("logger.mlflow.local_store", tmp_path / "local.db"),
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "does not answer" not in result.stderr
@@ -240,7 +250,11 @@ def test_a_run_logs_to_a_real_server_over_http(server: Server, tmp_path: Path) -
 @pytest.mark.slow
 def test_server_killed_mid_run_loses_nothing_and_syncs_later(server: Server, tmp_path: Path) -> None:
     run_dir, local = tmp_path / "run", tmp_path / "local.db"
-    overrides = ["trainer.max_epochs=40", f"logger.mlflow.local_store={local}", "logger.mlflow.http_retries=0"]
+    overrides = [
+        "trainer.max_epochs=40",
+        path_override("logger.mlflow.local_store", local),
+        "logger.mlflow.http_retries=0",
+    ]
     env = quiet_env(MLFLOW_TRACKING_URI=server.uri)
     training = subprocess.Popen(
         train_command(run_dir, *overrides), cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -277,7 +291,7 @@ def test_server_killed_mid_run_loses_nothing_and_syncs_later(server: Server, tmp
 def test_a_run_without_mlflow_never_imports_it(tmp_path: Path) -> None:
     """logger=csv: -X importtime lists every module the run imported; mlflow is not among them."""
     command = [sys.executable, "-X", "importtime", "-m", f"{PACKAGE}.train", *TINY[1:], "trainer.max_epochs=1",
-               "logger=csv", f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+               "logger=csv", path_override("hydra.run.dir", tmp_path / 'run')]  # fmt: skip
     result = subprocess.run(command, cwd=PROJECT_ROOT, env=quiet_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     imported = {

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from {{ cookiecutter.package_name }}.config.quoting import path_override
+
 from conftest import PACKAGE, PROJECT_ROOT, offline_env
 
 TINY = [
@@ -26,7 +28,7 @@ TINY = [
 
 def train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     """A tiny run with ``-X importtime``: stderr lists every module it imported."""
-    command = [sys.executable, "-X", "importtime", "-m", f"{PACKAGE}.train", *TINY, f"hydra.run.dir={run_dir}",
+    command = [sys.executable, "-X", "importtime", "-m", f"{PACKAGE}.train", *TINY, path_override("hydra.run.dir", run_dir),
                *overrides]  # fmt: skip
     env = {**offline_env(), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
