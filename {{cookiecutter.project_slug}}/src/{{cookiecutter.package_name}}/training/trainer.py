@@ -32,6 +32,7 @@ from {{ cookiecutter.package_name }}.training import distributed as dist
 from {{ cookiecutter.package_name }}.training.callbacks import Callback
 from {{ cookiecutter.package_name }}.training.checkpoint import load_weights, rng_states_of_all_ranks
 from {{ cookiecutter.package_name }}.training.cluster import StopSignals, TrainingInterrupted
+from {{ cookiecutter.package_name }}.training.compiling import compile_model, eager
 from {{ cookiecutter.package_name }}.training.early_stopping import EarlyStopping
 from {{ cookiecutter.package_name }}.training.precision import Precision
 from {{ cookiecutter.package_name }}.training.state import TrainingState
@@ -64,6 +65,7 @@ class Trainer:
         distributed: bool = False,
         find_unused_parameters: bool = False,
         backend: str = "auto",
+        compile: bool | Mapping[str, Any] = False,
     ) -> None:
         self.max_epochs, self.max_steps = max_epochs, max_steps
         self.accumulate, self.clip = accumulate_grad_batches, gradient_clip_val
@@ -71,6 +73,7 @@ class Trainer:
         self.log_every, self.progress_bar = log_every_n_steps, progress_bar
         self.early_stopping_options = dict(early_stopping or {})
         self.find_unused_parameters = find_unused_parameters
+        self.compile, self.compiled = compile, False
         self.checkpoint_dir = Path(output_dir) / "checkpoints"
         self.loggers = loggers or LoggerCollection([])
         self.callbacks = list(callbacks.values() if isinstance(callbacks, Mapping) else callbacks or [])
@@ -104,7 +107,9 @@ class Trainer:
         """Train until max_epochs, max_steps or early stopping; return the best monitored value."""
         self.task, self.datamodule = task, datamodule
         runtime.reset_peak_memory(self.device)  # this fit's peak, not an earlier trial's in the same process
-        self.model = dist.wrap(runtime.place(model, self.device), self.device, self.find_unused_parameters)
+        model = runtime.place(model, self.device)
+        self.compiled = compile_model(model, self.compile, self.device)  # in place, before DDP wraps it
+        self.model = dist.wrap(model, self.device, self.find_unused_parameters)
         optimizer = optimizer_factory([p for p in self.model.parameters() if p.requires_grad])
         train_loader, val_loader = self._loaders()
         batches = self._num_batches(train_loader, self.limit_train)
@@ -188,7 +193,8 @@ class Trainer:
         state = self.state
         train_loss = dist.all_reduce_mean(float(state.loss_sum) / max(1, state.loss_count), self.device)
         metrics = {"train/loss": train_loss, "train/lr": self._lr()}
-        evaluation = self._evaluate(loader, "val")
+        with eager(self.compiled):  # only the training step compiles: no second compile for no-grad graphs
+            evaluation = self._evaluate(loader, "val")
         metrics.update({f"val/{key}": value for key, value in evaluation.compute().items()})
         return metrics
 
@@ -200,7 +206,8 @@ class Trainer:
             runtime.unwrap(self.model).load_state_dict(load_weights(best))  # the weights only, to the CPU
         metrics: dict[str, float] = {}
         try:
-            evaluation = self._evaluate(self.datamodule.loader("test"), "test")
+            with eager(self.compiled):
+                evaluation = self._evaluate(self.datamodule.loader("test"), "test")
             metrics = {f"test/{key}": value for key, value in evaluation.compute().items()}
             if self.is_main:
                 log.info("Test: %s", _format(metrics))
