@@ -493,7 +493,9 @@ def test_qlora_compiles_on_the_cpu(tiny_dir: Path, caplog: pytest.LogCaptureFixt
     from {{ cookiecutter.package_name }}.training.compiling import compile_model
 
     lora = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
-    model = load_causal_lm(name_or_path=str(tiny_dir), dtype="bf16", quantization=QUANT["4bit"], report=False, lora=lora)
+    model = load_causal_lm(
+        name_or_path=str(tiny_dir), dtype="bf16", quantization=QUANT["4bit"], report=False, lora=lora
+    )
     with caplog.at_level(logging.INFO):
         assert compile_model(model, True, torch.device("cpu"))
     assert "2 LlamaDecoderLayer blocks" in caplog.text and "trainer.compile is off" not in caplog.text

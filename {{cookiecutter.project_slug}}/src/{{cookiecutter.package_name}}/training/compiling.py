@@ -160,9 +160,10 @@ def compile_model(model: nn.Module, setting: Any, device: torch.device) -> bool:
     regions = blocks(model) or [model]
     for region in regions:
         region.compile(**options)
-    what = f"{len(regions)} {type(regions[0]).__name__} blocks (regional)" if regions[0] is not model else "the model"
+    whole = regions[0] is model
+    what = "the model compiled whole" if whole else f"{len(regions)} {type(regions[0]).__name__} blocks compiled"
     log.info(
-        "torch.compile: %s compiled in place; the first training step compiles them (on a CPU about a minute, "
+        "torch.compile: %s, in place; the first training step compiles (on a CPU from seconds to minutes, "
         "cached in %s for the next run); validation runs eager.",
         what,
         os.environ[CACHE_ENV],
