@@ -177,8 +177,14 @@ def eager(compiled: bool = True) -> Iterator[None]:
     if not compiled:
         yield
         return
-    with torch.compiler.set_stance("force_eager"):
-        yield
+    if hasattr(torch.compiler, "set_stance"):  # torch 2.6+
+        with torch.compiler.set_stance("force_eager"):
+            yield
+    else:
+        import torch._dynamo
+
+        with torch._dynamo.config.patch(disable=True):
+            yield
 
 
 def doctor_answer() -> tuple[str, str]:
