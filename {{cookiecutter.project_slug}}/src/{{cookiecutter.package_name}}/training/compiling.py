@@ -8,6 +8,8 @@
   (FSDP2's ``fully_shard``) composes with it: compile the blocks first, then shard the same modules.
 - Only the training step compiles: validation and test run eager (:func:`eager`), so a run pays
   one compile, not a second one for the no-grad graphs.
+- Shapes: a new batch size or sequence length compiles once more, then torch marks that dimension
+  dynamic and one graph serves every size (``dynamic: true`` starts there; its first compile is longer).
 - Compiled code is cached in :func:`cache_dir` (a stable folder, not the temp folder), so the next
   run of the same model loads it instead of compiling again.
 - A machine where compile cannot work (no C++ compiler, an unknown backend) gets one warning that
