@@ -10,6 +10,7 @@
    <= 0.25 x cold.
 
 Usage: python benchmarks/compile.py [--threads N] (default 1 torch thread per process).
+On a GPU (bf16, QLoRA) nothing measures it yet: gpu_check.sh's step caps fill its budget.
 """
 
 from __future__ import annotations
