@@ -96,10 +96,10 @@ def _probe_step(x: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=8)
 def _probe(device: str, backend: str, mode: str | None, dynamic: bool | None) -> str | None:
-    import torch._dynamo
+    from torch._dynamo import list_backends
 
-    if backend not in torch._dynamo.list_backends(exclude_tags=()):
-        near = closest(backend, torch._dynamo.list_backends()) or ["inductor"]
+    if backend not in list_backends(exclude_tags=()):
+        near = closest(backend, list_backends()) or ["inductor"]
         return f"{backend!r} is not a torch.compile backend: use trainer.compile.backend={' or '.join(near)}"
     compiled = torch.compile(_probe_step, backend=backend, mode=mode, dynamic=dynamic, fullgraph=True)
     x = torch.linspace(-1, 1, 32, device=device).reshape(4, 8).requires_grad_()  # no draw from the run's RNG
@@ -156,9 +156,9 @@ def compile_model(model: nn.Module, setting: Any, device: torch.device) -> bool:
     if device.type == "cpu":
         # random ops (dropout) draw from torch's generator as eager does: compiled and eager runs, and a
         # run resumed across the two, follow the same random stream
-        import torch._inductor.config
+        from torch._inductor import config as inductor_config
 
-        torch._inductor.config.fallback_random = True
+        inductor_config.fallback_random = True
     regions = blocks(model) or [model]
     for region in regions:
         region.compile(**options)
@@ -183,9 +183,9 @@ def eager(compiled: bool = True) -> Iterator[None]:
         with torch.compiler.set_stance("force_eager"):
             yield
     else:
-        import torch._dynamo
+        from torch._dynamo import config as dynamo_config
 
-        with torch._dynamo.config.patch(disable=True):
+        with dynamo_config.patch(disable=True):
             yield
 
 
