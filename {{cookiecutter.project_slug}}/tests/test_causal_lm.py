@@ -511,3 +511,16 @@ def test_qlora_compiles_on_the_cpu(tiny_dir: Path, caplog: pytest.LogCaptureFixt
         optimizer.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < losses[0], losses
+
+
+def test_blocks_of_a_transformer_are_its_layers() -> None:
+    import transformers
+
+    from {{ cookiecutter.package_name }}.training import compiling
+
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2
+    )
+    model = transformers.LlamaForCausalLM(config)
+    assert compiling.blocks(model) == list(model.model.layers)
+    assert compiling.blocks(nn.Sequential(nn.Linear(2, 2))) == []

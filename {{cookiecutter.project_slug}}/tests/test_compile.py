@@ -123,16 +123,6 @@ def test_compile_options() -> None:
         compiling.compile_options({"mdoe": "max-autotune"})
 
 
-def test_blocks_of_a_transformer_are_its_layers() -> None:
-    transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2
-    )
-    model = transformers.LlamaForCausalLM(config)
-    assert compiling.blocks(model) == list(model.model.layers)
-    assert compiling.blocks(nn.Sequential(nn.Linear(2, 2))) == []
-
-
 def one_warning(caplog: pytest.LogCaptureFixture) -> str:
     warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "\n" not in warnings[0], warnings
