@@ -523,4 +523,4 @@ def test_blocks_of_a_transformer_are_its_layers() -> None:
     )
     model = transformers.LlamaForCausalLM(config)
     assert compiling.blocks(model) == list(model.model.layers)
-    assert compiling.blocks(nn.Sequential(nn.Linear(2, 2))) == []
+    assert compiling.blocks(torch.nn.Sequential(torch.nn.Linear(2, 2))) == []
