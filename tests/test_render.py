@@ -18,7 +18,7 @@ from expected import expected_files
 # Every value of every choice appears at least once; interacting pairs are combined.
 # Renders named in FULL_SUITE run their whole test suite; the others skip tests marked slow
 # (multi-process and multi-run tests that do not depend on the answers).
-FULL_SUITE = {"default"}
+FULL_SUITE = {"default", "lm-4bit", "both-8bit"}
 MATRIX = {
     "default": {},
     "vision-csv-fp32": {"logger": "csv", "precision": "fp32", "license": "BSD-3-Clause", "env_manager": "pip",
@@ -81,6 +81,14 @@ def test_ruff_is_clean(case: tuple[str, Path]) -> None:
         result = subprocess.run([sys.executable, "-m", "ruff", *command, "--no-cache", "."], cwd=project,
                                 capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_is_clean(case: tuple[str, Path]) -> None:
+    """The package type-checks, as `make lint`, tasks.ps1 lint, pre-commit and the rendered CI run it."""
+    _, project = case
+    result = run_in(project, "-m", "mypy")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "mypy" in (project / "Makefile").read_text(encoding="utf-8").split("\nlint:", 1)[1].split("\n\n")[0]
 
 
 @pytest.mark.slow

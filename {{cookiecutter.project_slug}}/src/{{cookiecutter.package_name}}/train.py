@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -115,7 +115,7 @@ def train(cfg: DictConfig) -> float | None:
     task = instantiate(cfg.task)
     task.bind(info)
     model = instantiate(cfg.model, data=info)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     config["name"] = run_name(cfg)
     record = start_provenance(cfg, trainer, output_dir, info)
     config["provenance"] = provenance.public(record)

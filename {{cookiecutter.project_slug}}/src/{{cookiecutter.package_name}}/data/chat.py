@@ -488,17 +488,17 @@ class ChatDataModule(DataModule):
     def loader(self, split: str) -> DataLoader:
         """Per-batch padding; the training order groups similar lengths (``group_by_length``)."""
         dataset = self.dataset(split)
-        options = {
+        options: dict[str, Any] = {
             "shuffle": split == "train",
             "seed": self.seed,
             "rank": runtime.rank(),
             "world_size": runtime.world_size(),
         }
         if self.group_by_length and not self.packing:
-            lengths = [len(example["input_ids"]) for example in dataset]
+            lengths = [len(example["input_ids"]) for example in dataset]  # type: ignore[attr-defined]  # map-style
             sampler: EpochSampler = LengthGroupedSampler(lengths, self.batch_size, **options)
         else:
-            sampler = EpochSampler(len(dataset), **options)
+            sampler = EpochSampler(len(dataset), **options)  # type: ignore[arg-type]  # a map-style data set has a length
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

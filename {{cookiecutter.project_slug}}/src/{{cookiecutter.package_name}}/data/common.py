@@ -192,7 +192,7 @@ class DataModule:
         """
         dataset = self.dataset(split)
         sampler = EpochSampler(
-            len(dataset),
+            len(dataset),  # type: ignore[arg-type]  # a map-style data set has a length
             shuffle=split == "train",
             seed=self.seed,
             rank=runtime.rank(),

@@ -24,7 +24,7 @@ from {{ cookiecutter.package_name }} import runtime
 from {{ cookiecutter.package_name }}.config import source as config_source
 from {{ cookiecutter.package_name }}.config.checks import check_fit
 from {{ cookiecutter.package_name }}.errors import UserError, closest, unknown_key
-from {{ cookiecutter.package_name }}.training.checkpoint import load_checkpoint
+from {{ cookiecutter.package_name }}.training.checkpoint import load_weights
 
 log = logging.getLogger(__name__)
 _ABSENT = object()
@@ -123,12 +123,19 @@ def _apply_group(config: DictConfig, key: str, option: str) -> bool:
     return True
 
 
+def load_saved_config(folder: Path) -> DictConfig:
+    """The config the run saved (``.hydra/config.yaml``), as it was."""
+    config = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    assert isinstance(config, DictConfig), f"{folder}/.hydra/config.yaml is not a mapping"
+    return config
+
+
 def load_config(folder: Path, overrides: list[str]) -> DictConfig:
     """The run's saved config with ``overrides`` applied and ``paths.output_dir`` set to the run folder."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    config = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    config = load_saved_config(folder)
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as error:
@@ -165,10 +172,9 @@ def saved_choices(folder: Path) -> dict[str, str]:
         return {}
 
 
-def load_weights(model: nn.Module, checkpoint: Path) -> dict[str, Any]:
+def load_weights_into(model: nn.Module, checkpoint: Path) -> None:
     """Load the checkpoint's model weights into ``model``; a checkpoint of another model is one line."""
-    state = load_checkpoint(checkpoint, "cpu")
-    weights, own = state["model"], runtime.unwrap(model).state_dict()
+    weights, own = load_weights(checkpoint), runtime.unwrap(model).state_dict()
     missing, unexpected = sorted(own.keys() - weights.keys()), sorted(weights.keys() - own.keys())
     mismatched = sorted(
         key for key in own.keys() & weights.keys() if tuple(own[key].shape) != tuple(weights[key].shape)
@@ -182,7 +188,6 @@ def load_weights(model: nn.Module, checkpoint: Path) -> dict[str, Any]:
             "use the run's own model options, or a checkpoint of this model."
         )
     runtime.unwrap(model).load_state_dict(weights)
-    return state
 
 
 def quantization_of(config: DictConfig) -> str:
@@ -272,12 +277,12 @@ def load_run(
     info = datamodule.setup()
     task = instantiate(config.task)
     task.bind(info)
-    options = inference_options(OmegaConf.load(folder / ".hydra" / "config.yaml"), config)
+    options = inference_options(load_saved_config(folder), config)
     if options:  # computing in what this device supports, as training did (bf16 -> fp16 before Ampere)
         options["dtype"] = precision.name
     options.update(model_options or {})
     model = instantiate(config.model, data=info, **options)
-    load_weights(model, checkpoint)
+    load_weights_into(model, checkpoint)
     model = runtime.place(model, device)
     model.eval()
     log.info(

@@ -137,7 +137,7 @@ def export(run: Any, output: Path, merge_lora: bool | None = None) -> list[Path]
 
     ``merge_lora=false`` saves the adapter alone instead (loading it needs peft and the base model).
     """
-    model = unwrap(run.model)
+    model: Any = unwrap(run.model)  # a transformers (or peft) model
     if merge_lora and not is_lora(model):
         raise UserError(
             "merge_lora=true, but this run trained the full model (no LoRA adapter): export without merge_lora."

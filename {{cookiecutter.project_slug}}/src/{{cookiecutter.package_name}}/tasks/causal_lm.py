@@ -62,7 +62,7 @@ class CausalLMEvaluation(Evaluation):
         """(prompt, continuation) pairs, greedy decoding that neither stops at once nor loops on a phrase."""
         if self.model is None or self.tokenizer is None or not self.prompts:
             return []
-        model = unwrap(self.model)
+        model: Any = unwrap(self.model)  # a transformers model: generate, save_pretrained
         model.eval()
         prompts = torch.stack(self.prompts)
         generated = model.generate(
@@ -133,7 +133,7 @@ class CausalLMTask(Task):
         ``AutoModelForCausalLM.from_pretrained``."""
         folder = Path(output_dir) / "model"
         model = unwrap(model)
-        model.save_pretrained(folder, safe_serialization=True)
+        model.save_pretrained(folder, safe_serialization=True)  # type: ignore[operator]  # a transformers model
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(folder)
         log.info("Saved the %s to %s.", "LoRA adapter" if hasattr(model, "peft_config") else "model", folder)

@@ -237,7 +237,7 @@ class Trainer:
     # ----------------------------------------------------------------- inside the loop
     def _forward_backward(self, batch: Any, sync: bool) -> torch.Tensor:
         skip_sync = isinstance(self.model, DistributedDataParallel) and not sync
-        with self.model.no_sync() if skip_sync else contextlib.nullcontext():
+        with self.model.no_sync() if skip_sync else contextlib.nullcontext():  # type: ignore[operator]
             with self.precision.autocast():
                 loss = self.task.training_loss(self.model, batch)
             self.state.scaler.scale(loss / self.accumulate if self.accumulate > 1 else loss).backward()
