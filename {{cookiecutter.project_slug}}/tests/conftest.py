@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -59,6 +62,19 @@ def run_module(
         text=True,
         timeout=timeout,
     )
+
+
+def run_entry_point(command: Callable[[list[str]], Any], *arguments: str) -> Any:
+    """Run an entry point's function (``predict.predict``, ``export.export``, ``evaluate.evaluate``) in this
+    process, as its command line would: no interpreter start or imports. The log files it opens are closed."""
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    try:
+        return command(list(arguments))
+    finally:
+        for handler in set(root.handlers) - set(handlers):
+            root.removeHandler(handler)
+            handler.close()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -23,7 +23,7 @@ from {{ cookiecutter.package_name }}.data.chat import (
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.tasks.causal_lm import token_loss
 
-from conftest import run_module
+from conftest import run_entry_point, run_module
 
 # A template in the style of Llama 3, without generation markers: labels must come from rendered prefixes.
 HEADER_TEMPLATE = (
@@ -266,17 +266,16 @@ def test_sft_tiny_predicts_exports_and_evaluates_like_the_run(sft_run: Path, tmp
         tmp_path / "ask.jsonl",
         [{"prompt": "What is the plural of fox?"}, {"messages": [{"role": "user", "content": "What is 4 plus 3?"}]}],
     )
-    result = run_module("predict", f"run={sft_run}", f"input={prompts}", f"output={tmp_path / 'predict'}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    from {{ cookiecutter.package_name }} import evaluate, export, predict
+
+    run_entry_point(predict.predict, f"run={sft_run}", f"input={prompts}", f"output={tmp_path / 'predict'}")
     answers = [json.loads(line) for line in (tmp_path / "predict" / "generations.jsonl").read_text().splitlines()]
     assert all(answer_format(row["generation"]) is not None for row in answers), answers
-    result = run_module("export", f"run={sft_run}", f"output={tmp_path / 'export'}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_entry_point(export.export, f"run={sft_run}", f"output={tmp_path / 'export'}")
     from transformers import AutoTokenizer
 
     assert "<|im_start|>" in AutoTokenizer.from_pretrained(tmp_path / "export").chat_template
-    result = run_module("evaluate", f"run={sft_run}", f"output={tmp_path / 'eval'}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_entry_point(evaluate.evaluate, f"run={sft_run}", f"output={tmp_path / 'eval'}")
     scored = json.loads((tmp_path / "eval" / "eval.json").read_text())
     summary = json.loads((sft_run / "summary.json").read_text())
     assert scored["metrics"]["test/loss"] == pytest.approx(summary["test"]["test/loss"], abs=1e-5)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_module
+from conftest import run_entry_point, run_module
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +89,12 @@ def test_export_safetensors_and_onnx_match_pytorch(image_run: Path, tmp_path: Pa
     pytest.importorskip("onnx")
     from safetensors.torch import load_file
 
+    from {{ cookiecutter.package_name }} import export
     from {{ cookiecutter.package_name }}.data.common import DataInfo
     from {{ cookiecutter.package_name }}.inference.run_folder import load_run
     from {{ cookiecutter.package_name }}.models.mlp import MLP
 
-    result = run_module("export", f"run={image_run}", "format=onnx", f"output={tmp_path}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_entry_point(export.export, f"run={image_run}", "format=onnx", f"output={tmp_path}")
     built = json.loads((tmp_path / "model_config.json").read_text(encoding="utf-8"))
     options = {key: value for key, value in built["model"].items() if key != "_target_"}
     info = DataInfo(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import offline_env, run_module
+from conftest import offline_env, run_entry_point, run_module
 
 TINY_LM = [
     "experiment=tiny_lm",
@@ -53,11 +53,11 @@ def test_predict_a_txt_and_a_jsonl_file(lora_run: Path, tmp_path: Path) -> None:
 
 
 def test_merged_export_loads_without_peft_and_generates_the_same(lora_run: Path, tmp_path: Path) -> None:
+    from {{ cookiecutter.package_name }} import export
     from {{ cookiecutter.package_name }}.inference.run_folder import load_run
     from {{ cookiecutter.package_name }}.inference.text import generate
 
-    result = run_module("export", f"run={lora_run}", f"output={tmp_path}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_entry_point(export.export, f"run={lora_run}", f"output={tmp_path}")
     assert not (tmp_path / "adapter_config.json").exists() and (tmp_path / "model.safetensors").is_file()
     from safetensors.torch import load_file
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_module
+from conftest import run_entry_point, run_module
 
 
 def test_run_folder_records_its_provenance(smoke_run: Path) -> None:
@@ -66,8 +66,9 @@ def test_evaluate_reproduces_the_test_numbers(smoke_run: Path) -> None:
 
 
 def test_evaluate_other_split_and_checkpoint(smoke_run: Path, tmp_path: Path) -> None:
-    result = run_module("evaluate", f"run={smoke_run}", "ckpt=last", "split=val", f"output={tmp_path}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    from {{ cookiecutter.package_name }} import evaluate
+
+    run_entry_point(evaluate.evaluate, f"run={smoke_run}", "ckpt=last", "split=val", f"output={tmp_path}")
     evaluated = json.loads((tmp_path / "eval.json").read_text(encoding="utf-8"))
     assert evaluated["checkpoint"] == "checkpoints/last.pt"
     assert evaluated["metrics"] and all(key.startswith("val/") for key in evaluated["metrics"])

@@ -25,7 +25,7 @@ from {{ cookiecutter.package_name }}.config import resolvers
 from {{ cookiecutter.package_name }}.training import cluster
 from {{ cookiecutter.package_name }}.training.callbacks import Callback
 
-from conftest import PACKAGE, PROJECT_ROOT, compose_config, offline_env, run_module
+from conftest import PACKAGE, PROJECT_ROOT, compose_config, offline_env, run_entry_point, run_module
 
 QUICK = ["logger=csv", "debug=fast", "trainer.device=cpu"]  # gloo and CPU numbers, also where a GPU is visible
 
@@ -180,9 +180,10 @@ def test_ddp_evaluation_counts_each_example_once(tmp_path: Path) -> None:
         "test": json.loads((run / "summary.json").read_text(encoding="utf-8"))["test"],
         "val": {key: float(value) for key, value in rows(run)[0].items() if key.startswith("val/")},
     }
+    from {{ cookiecutter.package_name }} import evaluate
+
     for split in ("test", "val"):
-        single = run_module("evaluate", f"run={run}", f"split={split}", f"output={tmp_path / split}")
-        assert single.returncode == 0, single.stderr[-3000:]
+        run_entry_point(evaluate.evaluate, f"run={run}", f"split={split}", f"output={tmp_path / split}")
         metrics = json.loads((tmp_path / split / "eval.json").read_text(encoding="utf-8"))["metrics"]
         shared = sorted(set(metrics) & set(distributed[split]))
         assert {f"{split}/acc", f"{split}/loss"} <= set(shared)
