@@ -16,8 +16,8 @@ from conftest import default_answers, run_in
 from expected import expected_files
 
 # Every value of every choice appears at least once; interacting pairs are combined.
-# Renders named in FULL_SUITE run their whole test suite; the others skip tests marked slow
-# (multi-process and multi-run tests that do not depend on the answers).
+# Renders named in FULL_SUITE run their whole test suite, every kind of render (image classification,
+# causal LM 4-bit, both with 8-bit); the others skip tests marked slow (multi-process and multi-run tests).
 FULL_SUITE = {"default", "lm-4bit", "both-8bit"}
 MATRIX = {
     "default": {},
