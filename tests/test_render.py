@@ -88,7 +88,10 @@ def test_mypy_is_clean(case: tuple[str, Path]) -> None:
     _, project = case
     result = run_in(project, "-m", "mypy")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "mypy" in (project / "Makefile").read_text(encoding="utf-8").split("\nlint:", 1)[1].split("\n\n")[0]
+    lint = (project / "Makefile").read_text(encoding="utf-8").split("\nlint:", 1)[1].split("\n\n")[0]
+    assert "\t$(PYTHON) -m mypy" in lint
+    workflow = project / ".github" / "workflows" / "ci.yml"  # ci=none renders have none
+    assert not workflow.exists() or "run: python -m mypy" in workflow.read_text(encoding="utf-8")
 
 
 @pytest.mark.slow
