@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_entry_point, run_module
+from {{ cookiecutter.package_name }}.config.quoting import path_override
+
+from conftest import run_module
 
 
 def test_run_folder_records_its_provenance(smoke_run: Path) -> None:
@@ -53,7 +55,7 @@ def test_git_state_keeps_the_diff_of_a_dirty_checkout(tmp_path: Path) -> None:
 
 
 def test_evaluate_reproduces_the_test_numbers(smoke_run: Path) -> None:
-    result = run_module("evaluate", f"run={smoke_run}")
+    result = run_module("evaluate", path_override("run", smoke_run))
     assert result.returncode == 0, result.stderr[-3000:]
     (output,) = (smoke_run / "eval").iterdir()
     evaluated = json.loads((output / "eval.json").read_text(encoding="utf-8"))
@@ -66,9 +68,10 @@ def test_evaluate_reproduces_the_test_numbers(smoke_run: Path) -> None:
 
 
 def test_evaluate_other_split_and_checkpoint(smoke_run: Path, tmp_path: Path) -> None:
-    from {{ cookiecutter.package_name }} import evaluate
-
-    run_entry_point(evaluate.evaluate, f"run={smoke_run}", "ckpt=last", "split=val", f"output={tmp_path}")
+    result = run_module(
+        "evaluate", path_override("run", smoke_run), "ckpt=last", "split=val", path_override("output", tmp_path)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval.json").read_text(encoding="utf-8"))
     assert evaluated["checkpoint"] == "checkpoints/last.pt"
     assert evaluated["metrics"] and all(key.startswith("val/") for key in evaluated["metrics"])
