@@ -244,10 +244,10 @@ def plain_overrides(argv: list[str]) -> list[str] | None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException:
         return None
-    plain = []
+    plain: list[str] = []
     for override in parsed:
         if not override.is_sweep_override():
-            plain.append(override.input_line)
+            plain.append(str(override.input_line))
             continue
         try:
             plain.append(f"{override.get_key_element()}={next(iter(override.sweep_string_iterator()))}")
@@ -331,7 +331,7 @@ def check_targets(cfg: DictConfig) -> None:
             if str(key).startswith("_") or key in arguments:
                 continue
             raise UserError(
-                f"{name}.{key} is not an argument of {node['_target_']}:"
+                f"{name!s}.{key!s} is not an argument of {node['_target_']}:"
                 f"{did_you_mean(str(key), arguments) or ' check the spelling.'} "
                 f"It takes {', '.join(arguments)}."
             )

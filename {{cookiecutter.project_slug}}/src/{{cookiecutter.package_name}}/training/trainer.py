@@ -266,7 +266,7 @@ class Trainer:
         skip_sync = isinstance(self.model, DistributedDataParallel) and not sync
         if hasattr(self.model, "set_requires_gradient_sync"):  # FSDP: reduce-scatter once per optimizer step
             self.model.set_requires_gradient_sync(sync)
-        with self.model.no_sync() if skip_sync else contextlib.nullcontext():
+        with self.model.no_sync() if skip_sync else contextlib.nullcontext():  # type: ignore[operator]
             with self.precision.autocast():
                 loss = self.task.training_loss(self.model, batch)
             self.state.scaler.scale(loss / self.accumulate if self.accumulate > 1 else loss).backward()
