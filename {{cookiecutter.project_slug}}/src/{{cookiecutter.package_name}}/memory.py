@@ -36,9 +36,11 @@ def memory_report(cfg: DictConfig) -> dict[str, Any]:
 
     check_targets(cfg)
 
+    shape: dict[str, Any] = {}  # the model's config, read before loading; the training report uses it too
+
     def estimate(info: Any) -> None:
         model_cfg = cfg.model
-        config = model_config(
+        config = shape["config"] = model_config(
             model_cfg.name_or_path, model_cfg.config, info.tokenizer, model_cfg.revision, model_cfg.trust_remote_code
         )
         parameters, estimates = footprint.estimate_bytes(
@@ -57,7 +59,7 @@ def memory_report(cfg: DictConfig) -> dict[str, Any]:
     report = footprint.build_report(
         model, str(cfg.model.name_or_path or "random init"), precision, quantization, double_quant
     )
-    report["training"] = footprint.training_report(config, float(cfg.gpu_gib), 4 if precision == "fp32" else 2)
+    report["training"] = footprint.training_report(shape["config"], float(cfg.gpu_gib), 4 if precision == "fp32" else 2)
     footprint.log_report(report)
     footprint.log_training_report(report["training"])
     output = Path(cfg.paths.output_dir) / "memory.json"

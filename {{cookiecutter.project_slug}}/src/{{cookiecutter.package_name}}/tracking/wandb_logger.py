@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse

@@ -119,7 +119,8 @@ def _probe(device: str, backend: str, mode: str | None, dynamic: bool | None) ->
 
 def _cause(error: BaseException) -> str:
     """One line from a compile failure: what is missing, and the fix."""
-    chain, seen = [], error
+    chain: list[BaseException] = []
+    seen: BaseException | None = error
     while seen is not None and len(chain) < 10:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__

@@ -110,14 +110,15 @@ def find_blocks(model: nn.Module, path: str | None = None) -> list[nn.Module]:
         raise UserError(
             f"trainer.fsdp.blocks={path} names no module of this model: use one of {lists[:5] or ['null']}."
         )
-    base = bare.get_base_model() if hasattr(bare, "get_base_model") else bare
+    base = bare.get_base_model() if hasattr(bare, "get_base_model") else bare  # type: ignore[operator]  # peft
     names = set(getattr(base, "_no_split_modules", None) or [])
     blocks = [module for module in bare.modules() if type(module).__name__ in names]
     if blocks:
         return blocks
     lists = [module for module in bare.modules() if isinstance(module, nn.ModuleList) and len(module)]
     if lists:
-        return list(max(lists, key=lambda module: sum(p.numel() for p in module.parameters())))
+        largest: nn.Module = max(lists, key=lambda module: sum(p.numel() for p in module.parameters()))
+        return list(largest.children())
     return []
 
 

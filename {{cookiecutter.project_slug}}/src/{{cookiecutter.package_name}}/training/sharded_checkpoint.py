@@ -15,7 +15,6 @@ import copy
 import logging
 import os
 import shutil
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +74,7 @@ class ShardedCheckpointer:
 
     def __init__(self, async_save: bool = False) -> None:
         self.async_save = async_save and torch_dist.is_initialized()
-        self._pending: tuple[Future, Path, list[Path], dict[str, Any]] | None = None
+        self._pending: tuple[Any, Path, list[Path], dict[str, Any]] | None = None  # the save's future first
         self._group: Any = None
 
     def save(
@@ -137,7 +136,7 @@ class ShardedCheckpointer:
         model_state, optimizer_state = get_state_dict(model, optimizer)
         state = {"model": model_state, "optimizer": optimizer_state}
         dcp.load(state, checkpoint_id=path, no_dist=not torch_dist.is_initialized())
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+        set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
         return read_progress(path)
 
     def restore_weights(self, model: nn.Module, path: Path) -> None:

@@ -265,7 +265,7 @@ class Trainer:
     def _forward_backward(self, batch: Any, sync: bool) -> torch.Tensor:
         skip_sync = isinstance(self.model, DistributedDataParallel) and not sync
         if hasattr(self.model, "set_requires_gradient_sync"):  # FSDP: reduce-scatter once per optimizer step
-            self.model.set_requires_gradient_sync(sync)
+            self.model.set_requires_gradient_sync(sync)  # type: ignore[operator]  # a method FSDP2 adds
         with self.model.no_sync() if skip_sync else contextlib.nullcontext():  # type: ignore[operator]
             with self.precision.autocast():
                 loss = self.task.training_loss(self.model, batch)
