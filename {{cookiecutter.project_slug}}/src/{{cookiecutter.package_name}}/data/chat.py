@@ -485,6 +485,10 @@ class ChatDataModule(DataModule):
             return pack_batch(items, self.pad_token_id)
         return pad_batch(items, self.pad_token_id)
 
+    def length(self, item: Any) -> int:
+        """The tokens of one item of :meth:`dataset`, for grouping by length."""
+        return len(item["input_ids"])
+
     def loader(self, split: str) -> DataLoader:
         """Per-batch padding; the training order groups similar lengths (``group_by_length``)."""
         dataset = self.dataset(split)
@@ -495,7 +499,7 @@ class ChatDataModule(DataModule):
             "world_size": runtime.world_size(),
         }
         if self.group_by_length and not self.packing:
-            lengths = [len(example["input_ids"]) for example in dataset]
+            lengths = [self.length(example) for example in dataset]
             sampler: EpochSampler = LengthGroupedSampler(lengths, self.batch_size, **options)
         else:
             sampler = EpochSampler(len(dataset), **options)

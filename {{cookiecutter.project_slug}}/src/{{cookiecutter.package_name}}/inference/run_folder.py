@@ -265,6 +265,10 @@ def load_run(
     checkpoint = checkpoint_path(folder, ckpt)
     config = load_config(folder, overrides)
     random_init_source(config, folder)
+    if config.get("init_from"):  # the start the run was trained from (merged adapters: in the run folder)
+        from {{ cookiecutter.package_name }}.models import init_from
+
+        init_from.apply(config, folder, merge=False)
     seed_everything(int(config.seed))
     device = runtime.choose_device(str(config.trainer.get("device", "auto")))
     precision = instantiate(config.precision).resolve(device)
@@ -277,6 +281,7 @@ def load_run(
         options["dtype"] = precision.name
     options.update(model_options or {})
     model = instantiate(config.model, data=info, **options)
+    task.attach(model)  # before the checkpoint: DPO's reference is the starting weights
     load_weights(model, checkpoint)
     model = runtime.place(model, device)
     model.eval()

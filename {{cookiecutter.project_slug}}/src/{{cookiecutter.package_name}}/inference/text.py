@@ -96,7 +96,7 @@ def generate(
 
 def predict(run: Any, source: Path, output: Path, options: dict[str, Any]) -> Path:
     """Write ``generations.jsonl``: each prompt, its continuation and the generation settings."""
-    if str(run.config.data.get("_target_", "")).endswith("ChatDataModule"):
+    if str(run.config.data.get("_target_", "")).endswith(("ChatDataModule", "PreferenceDataModule")):
         from {{ cookiecutter.package_name }}.inference.chat import predict_chat
 
         return predict_chat(run, source, output, options)
