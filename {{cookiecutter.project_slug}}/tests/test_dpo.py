@@ -40,26 +40,40 @@ def sample() -> PreferenceDataModule:
 def tiny_model(tokenizer, seed: int = 0) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config)
 
 
 def test_the_three_formats_and_renamed_columns_give_the_same_pairs(tmp_path: Path) -> None:
     user_only = [
-        {"prompt": row["prompt"][1]["content"], "chosen": row["chosen"][0]["content"],
-         "rejected": row["rejected"][0]["content"]}
+        {
+            "prompt": row["prompt"][1]["content"],
+            "chosen": row["chosen"][0]["content"],
+            "rejected": row["rejected"][0]["content"],
+        }
         for row in sample_rows(40)
     ]
     conversational = [
-        {"prompt": [{"role": "user", "content": row["prompt"]}], "chosen": [{"role": "assistant", "content": row["chosen"]}],
-         "rejected": [{"role": "assistant", "content": row["rejected"]}]}
+        {
+            "prompt": [{"role": "user", "content": row["prompt"]}],
+            "chosen": [{"role": "assistant", "content": row["chosen"]}],
+            "rejected": [{"role": "assistant", "content": row["rejected"]}],
+        }
         for row in user_only
     ]
-    implicit = [{"chosen": row["prompt"] + row["chosen"], "rejected": row["prompt"] + row["rejected"]}
-                for row in conversational]
+    implicit = [
+        {"chosen": row["prompt"] + row["chosen"], "rejected": row["prompt"] + row["rejected"]} for row in conversational
+    ]
     renamed = [{"question": row["prompt"], "good": row["chosen"], "bad": row["rejected"]} for row in user_only]
     cases = {
         "standard": ({}, user_only),
@@ -69,8 +83,9 @@ def test_the_three_formats_and_renamed_columns_give_the_same_pairs(tmp_path: Pat
     }
     results = {}
     for name, (options, rows) in cases.items():
-        data = PreferenceDataModule(path=str(write_jsonl(tmp_path / f"{name}.jsonl", rows)), vocab_size=300, seed=0,
-                                    **options)
+        data = PreferenceDataModule(
+            path=str(write_jsonl(tmp_path / f"{name}.jsonl", rows)), vocab_size=300, seed=0, **options
+        )
         info = data.setup()
         results[name] = (info.report["format"], data.examples["train"])
     assert [fmt for fmt, _ in results.values()] == ["standard", "conversational", "implicit prompt", "standard"]
@@ -127,12 +142,19 @@ def bad_file(tmp_path: Path, case: str) -> tuple[Path, str]:
         return path, f"{path}:2: chosen and rejected are the same answer"
     if case == "no shared prefix":
         user = [{"role": "user", "content": "Hi?"}]
-        write_jsonl(path, [
-            {"chosen": user + [{"role": "assistant", "content": "Hello."}],
-             "rejected": user + [{"role": "assistant", "content": "Go."}]},
-            {"chosen": [{"role": "user", "content": "A?"}, {"role": "assistant", "content": "B."}],
-             "rejected": [{"role": "user", "content": "C?"}, {"role": "assistant", "content": "D."}]},
-        ])
+        write_jsonl(
+            path,
+            [
+                {
+                    "chosen": user + [{"role": "assistant", "content": "Hello."}],
+                    "rejected": user + [{"role": "assistant", "content": "Go."}],
+                },
+                {
+                    "chosen": [{"role": "user", "content": "A?"}, {"role": "assistant", "content": "B."}],
+                    "rejected": [{"role": "user", "content": "C?"}, {"role": "assistant", "content": "D."}],
+                },
+            ],
+        )
         return path, f"{path}:2: chosen and rejected share no leading turn"
     if case == "empty answer":
         write_jsonl(path, [good, {**good, "chosen": "  "}])
@@ -141,8 +163,9 @@ def bad_file(tmp_path: Path, case: str) -> tuple[Path, str]:
     return path, f"{path}:2 is not UTF-8"
 
 
-@pytest.mark.parametrize("case", ["missing rejected", "identical answers", "no shared prefix", "empty answer",
-                                  "not utf-8"])
+@pytest.mark.parametrize(
+    "case", ["missing rejected", "identical answers", "no shared prefix", "empty answer", "not utf-8"]
+)
 def test_bad_input_gets_one_line_naming_file_and_line(tmp_path: Path, case: str) -> None:
     path, expected = bad_file(tmp_path, case)
     with pytest.raises(UserError) as error:
@@ -181,13 +204,18 @@ def test_under_lora_the_reference_is_the_model_with_adapters_off(sample: Prefere
     from peft import LoraConfig, get_peft_model
 
     batch = sample.collate(sample.examples["train"][:4])
-    model = get_peft_model(tiny_model(sample.info.tokenizer), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
-                                                                         lora_dropout=0.0, task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        tiny_model(sample.info.tokenizer),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0, task_type="CAUSAL_LM"),
+    )
     task = DPOTask()
     task.bind(sample.info)
     task.attach(model)
-    assert task.reference is None and task.memory == {**task.memory, "reference": "adapters",
-                                                      "reference_weights_bytes": 0}
+    assert task.reference is None and task.memory == {
+        **task.memory,
+        "reference": "adapters",
+        "reference_weights_bytes": 0,
+    }
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if "lora_B" in name:
@@ -196,7 +224,8 @@ def test_under_lora_the_reference_is_the_model_with_adapters_off(sample: Prefere
             base = sequence_logps(model, batch)
         scores = task.scores(model, batch)
     assert scores["rewards/chosen"].tolist() == pytest.approx(
-        (0.1 * (sequence_logps(model, batch) - base)).chunk(2)[0].tolist(), abs=1e-6)
+        (0.1 * (sequence_logps(model, batch) - base)).chunk(2)[0].tolist(), abs=1e-6
+    )
     with pytest.raises(UserError, match="needs LoRA adapters"):
         plain = DPOTask(reference="adapters")
         plain.bind(sample.info)
@@ -207,8 +236,14 @@ def test_under_lora_the_reference_is_the_model_with_adapters_off(sample: Prefere
 @pytest.fixture(scope="module")
 def dpo_run(sft_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("dpo") / "run"
-    result = run_module("train", "experiment=dpo_tiny", f"init_from={sft_run}", "logger=csv", "trainer.device=cpu",
-                        f"hydra.run.dir={run_dir}")
+    result = run_module(
+        "train",
+        "experiment=dpo_tiny",
+        f"init_from={sft_run}",
+        "logger=csv",
+        "trainer.device=cpu",
+        f"hydra.run.dir={run_dir}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
@@ -221,17 +256,27 @@ def test_dpo_tiny_raises_held_out_preference_accuracy(dpo_run: Path, sft_run: Pa
     with open(dpo_run / "metrics.csv", encoding="utf-8") as handle:
         header = next(csv.reader(handle))
     for split in ("train", "val"):
-        for metric in ("rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin", "logps/chosen",
-                       "logps/rejected"):
+        for metric in (
+            "rewards/chosen",
+            "rewards/rejected",
+            "rewards/accuracy",
+            "rewards/margin",
+            "logps/chosen",
+            "logps/rejected",
+        ):
             assert f"{split}/{metric}" in header, (split, metric)
     with open(dpo_run / "tables" / "answers.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 8 and {"greedy_before", "greedy_after", "chosen", "rejected"} <= set(rows[0])
     one_word = [row for row in rows if "one word" in row["prompt"]]
     assert one_word and sum(len(row["greedy_after"].split()) for row in one_word) < sum(
-        len(row["greedy_before"].split()) for row in one_word)
+        len(row["greedy_before"].split()) for row in one_word
+    )
     record = json.loads((dpo_run / "provenance.json").read_text(encoding="utf-8"))
-    assert record["init_from"][0]["run"] == str(sft_run.resolve()) and record["init_from"][0]["weights"] == "the full model"
+    assert (
+        record["init_from"][0]["run"] == str(sft_run.resolve())
+        and record["init_from"][0]["weights"] == "the full model"
+    )
     assert record["dpo"]["memory"]["reference"] == "copy" and record["data"]["format"] == "conversational"
     result = run_module("compare", str(dpo_run), f"output={dpo_run.parent / 'compare'}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -250,10 +295,26 @@ def test_evaluate_on_a_dpo_run_gives_its_test_metrics(dpo_run: Path, tmp_path: P
 @pytest.mark.slow
 def test_two_ddp_ranks_give_one_process_metrics(sft_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-               "{{ cookiecutter.package_name }}.train", "experiment=dpo_tiny", f"init_from={sft_run}", "trainer=ddp",
-               "trainer.device=cpu", "logger=csv", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-               "trainer.progress_bar=false", "data.num_held_out=0", "data.val_fraction=0.15", f"hydra.run.dir={run}"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "{{ cookiecutter.package_name }}.train",
+        "experiment=dpo_tiny",
+        f"init_from={sft_run}",
+        "trainer=ddp",
+        "trainer.device=cpu",
+        "logger=csv",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "trainer.progress_bar=false",
+        "data.num_held_out=0",
+        "data.val_fraction=0.15",
+        f"hydra.run.dir={run}",
+    ]
     result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(run / "metrics.csv", encoding="utf-8") as handle:
@@ -270,17 +331,33 @@ def test_two_ddp_ranks_give_one_process_metrics(sft_run: Path, tmp_path: Path) -
 @pytest.mark.slow
 def test_lora_sft_then_dpo_merges_adapters_and_records_the_chain(tmp_path: Path) -> None:
     sft, dpo = tmp_path / "sft", tmp_path / "dpo"
-    quick = ["logger=csv", "trainer.device=cpu", "trainer.max_steps=2", "trainer.limit_val_batches=1",
-             "trainer.progress_bar=false"]
+    quick = [
+        "logger=csv",
+        "trainer.device=cpu",
+        "trainer.max_steps=2",
+        "trainer.limit_val_batches=1",
+        "trainer.progress_bar=false",
+    ]
     result = run_module("train", "experiment=sft_tiny", "model.lora.enabled=true", *quick, f"hydra.run.dir={sft}")
     assert result.returncode == 0, result.stderr[-3000:]
-    result = run_module("train", "experiment=dpo_tiny", f"init_from={sft}", "model.lora.enabled=true",
-                        "task.precompute_ref=true", *quick, f"hydra.run.dir={dpo}")
+    result = run_module(
+        "train",
+        "experiment=dpo_tiny",
+        f"init_from={sft}",
+        "model.lora.enabled=true",
+        "task.precompute_ref=true",
+        *quick,
+        f"hydra.run.dir={dpo}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (dpo / "init_from" / "config.json").is_file() and (dpo / "model" / "adapter_config.json").is_file()
     record = json.loads((dpo / "provenance.json").read_text(encoding="utf-8"))
     assert record["init_from"][0]["weights"] == "its LoRA adapters merged into their base"
-    assert record["dpo"]["memory"] == {"reference": "adapters", "precompute_ref": True, "reference_weights_bytes": 0,
-                                       "precomputed_logps_bytes": 8 * sum(record["data"]["examples"].values())}
+    assert record["dpo"]["memory"] == {
+        "reference": "adapters",
+        "precompute_ref": True,
+        "reference_weights_bytes": 0,
+        "precomputed_logps_bytes": 8 * sum(record["data"]["examples"].values()),
+    }
     result = run_module("evaluate", f"run={dpo}", f"output={tmp_path / 'eval'}")
     assert result.returncode == 0, result.stderr[-3000:]
