@@ -165,6 +165,8 @@ class DPOTask(CausalLMTask):
         self.memory: dict[str, Any] = {}
 
     def bind(self, info: Any) -> None:
+        if not hasattr(info, "batches"):
+            raise UserError("task=dpo learns from preference pairs: add data=preference (data.path=<your pairs>).")
         super().bind(info)
         self.info = info
 
