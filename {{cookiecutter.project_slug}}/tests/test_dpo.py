@@ -232,6 +232,13 @@ def test_under_lora_the_reference_is_the_model_with_adapters_off(sample: Prefere
         plain.attach(tiny_model(sample.info.tokenizer))
 
 
+def test_dpo_without_preference_data_stops_in_one_line() -> None:
+    from {{ cookiecutter.package_name }}.data.chat import ChatDataInfo
+
+    with pytest.raises(UserError, match="add data=preference"):
+        DPOTask().bind(ChatDataInfo())
+
+
 # ----------------------------------------------------------------------------- runs (slow)
 @pytest.fixture(scope="module")
 def dpo_run(sft_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -290,6 +297,10 @@ def test_evaluate_on_a_dpo_run_gives_its_test_metrics(dpo_run: Path, tmp_path: P
     metrics = json.loads((tmp_path / "eval.json").read_text(encoding="utf-8"))["metrics"]
     test = json.loads((dpo_run / "summary.json").read_text(encoding="utf-8"))["test"]
     assert {key: metrics[key] for key in test} == pytest.approx(test, abs=1e-5)
+    prompts = write_jsonl(tmp_path / "ask.jsonl", [{"prompt": "What is the plural of fox?"}])
+    result = run_module("predict", f"run={dpo_run}", f"input={prompts}", f"output={tmp_path / 'predict'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "predict" / "generations.jsonl").read_text(encoding="utf-8").strip()
 
 
 @pytest.mark.slow
