@@ -3,7 +3,8 @@ trl.DPOTrainer.
 
 Like for like: the same tiny Llama (random init, fp32 weights), the same sample pairs (the recipe's train
 split, conversational), tokenizer and chat template, batch of BATCH pairs, precision, AdamW with the same
-learning rate and no weight decay, gradient clipping at 1.0, no gradient checkpointing, sigmoid loss with
+learning rate and no weight decay, gradient clipping at 1.0, no gradient checkpointing (TRL's DPOConfig
+defaults to it: switched off), sigmoid loss with
 beta 0.1, a frozen copy of the starting weights as reference, no truncation (every pair fits), batches in
 random order padded to their longest row (the recipe's data.group_by_length is off here; TRL has none).
 Each side trains EPOCHS epochs; the clock covers the epochs after the first, alternating the two REPEATS
@@ -111,7 +112,8 @@ def trl_trainer(module: PreferenceDataModule, device: str, precision: str) -> fl
                          learning_rate=LR, lr_scheduler_type="constant", weight_decay=0.0, optim="adamw_torch",
                          max_grad_norm=1.0, max_length=None, beta=BETA, save_strategy="no", logging_strategy="no",
                          bf16=precision == "bf16", use_cpu=device == "cpu", dataloader_num_workers=0,
-                         disable_tqdm=True, seed=42, dataset_num_proc=None)
+                         disable_tqdm=True, seed=42, dataset_num_proc=None,
+                         gradient_checkpointing=False)  # TRL's DPOConfig turns it on by default
         model = fresh_model(module.info.tokenizer, device)
         reference = fresh_model(module.info.tokenizer, device).eval()
         trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows),
