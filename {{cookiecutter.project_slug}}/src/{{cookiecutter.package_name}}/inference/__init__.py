@@ -8,7 +8,7 @@ from typing import Any
 from {{ cookiecutter.package_name }}.errors import UserError
 
 # The module of this package that serves each task, by the name of the task's module.
-MODULES = {"classification": "images", "causal_lm": "text"}
+MODULES = {"classification": "images", "causal_lm": "text", "dpo": "text"}
 
 
 def inference_module(task: Any) -> Any:
