@@ -29,7 +29,8 @@ COMMAND_BLOCKS = {"bash", "sh", "shell", "console", "powershell", "pwsh", "ps1"}
 # Programs whose commands this file runs (small() below says how) or skips (SKIP); others fail.
 PROGRAMS = {"python", "make", "pytest", "torchrun", "uv", r".\scripts\tasks.ps1", "./scripts/tasks.ps1",
             "pip", "conda", "bash", "hf", "huggingface-cli", "wandb", "pre-commit", "sbatch", "srun",
-            r".\scripts\setup.ps1", "powershell", "pwsh", "Set-ExecutionPolicy", "&", r".venv\Scripts\activate"}
+            r".\scripts\setup.ps1", "powershell", "pwsh", "Set-ExecutionPolicy", "&", r".venv\Scripts\activate",
+            r".\setup.cmd"}
 # Inline code that names a form of command rather than giving one.
 PROSE = {"uv run", "uv run <command>", "python -m"}
 
@@ -47,7 +48,7 @@ SKIP = [
     (r"model\.pretrained=true", "downloads pretrained weights"),
     (r"^torchrun\b(?!.*trainer\.device=cpu)", "one process per GPU: needs several GPUs"),
     (r"hydra/launcher=slurm|^(sbatch|srun)\b", "needs a SLURM cluster"),
-    (r"^(\.\\scripts\\setup\.ps1|powershell\b|Set-ExecutionPolicy\b|&\s|\.venv\\Scripts\\)",
+    (r"^(\.\\scripts\\setup\.ps1|\.\\setup\.cmd\b|powershell\b|Set-ExecutionPolicy\b|&\s|\.venv\\Scripts\\)",
      "Windows only (the template's Windows CI job runs setup.ps1)"),
     (r"^if \(Test-Path\b", "PowerShell profile code (Windows; tests/test_conda_profile.py checks what is written)"),
     (r"^pre-commit install", "the hooks it installs download their tools from the network"),

@@ -83,12 +83,50 @@ def test_ruff_is_clean(case: tuple[str, Path]) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+# A temp folder as a Korean user name gives it on Windows (C:/Users/김철수/AppData/Local/Temp): Hydra's lexer
+# refuses such a path in an unquoted override, so every render's suite runs under one.
+KOREAN_TEMP = ("사용자 김철수", "임시 폴더")
+
+
 @pytest.mark.slow
-def test_rendered_project_tests_pass(case: tuple[str, Path]) -> None:
+def test_rendered_project_tests_pass(case: tuple[str, Path], tmp_path: Path) -> None:
     name, project = case
     selection = [] if name in FULL_SUITE else ["-m", "not slow"]
-    result = run_in(project, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *selection)
+    basetemp = tmp_path.joinpath(*KOREAN_TEMP)
+    result = run_in(project, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "--basetemp", str(basetemp),
+                    *selection)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_project_in_a_korean_folder_trains_evaluates_predicts_and_exports(tmp_path: Path) -> None:
+    """Rendered under a Korean folder with a space, as into C:/Users/김철수/문서: every command that names a
+    path there, typed without quotes, works."""
+    from cookiecutter.main import cookiecutter
+    from PIL import Image
+
+    from conftest import TEMPLATE_DIR
+
+    parent = tmp_path / "김철수 연구"
+    project = Path(cookiecutter(str(TEMPLATE_DIR), no_input=True, output_dir=str(parent)))
+    package = package_of(project)
+    run_dir = project / "outputs" / "첫 실험"
+    train = run_in(project, "-m", f"{package}.train", "debug=fast", "trainer.device=cpu", f"hydra.run.dir={run_dir}")
+    assert train.returncode == 0, train.stderr[-3000:]
+    evaluate = run_in(project, "-m", f"{package}.evaluate", f"run={run_dir}", f"output={parent / '평가'}")
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    assert json.loads((parent / "평가" / "eval.json").read_text(encoding="utf-8"))["metrics"]
+    images = parent / "새 사진"
+    images.mkdir()
+    for index in range(3):
+        Image.new("L", (8, 8), color=60 * index).save(images / f"숫자 {index}.png")
+    predict = run_in(project, "-m", f"{package}.predict", f"run={run_dir}", f"input={images}",
+                     f"output={parent / '예측'}")
+    assert predict.returncode == 0, predict.stderr[-3000:]
+    assert len(list(csv.DictReader(open(parent / "예측" / "predictions.csv", encoding="utf-8")))) == 3
+    export = run_in(project, "-m", f"{package}.export", f"run={run_dir}", f"output={parent / '내보내기'}")
+    assert export.returncode == 0, export.stderr[-3000:]
+    assert (parent / "내보내기" / "model_config.json").is_file()
 
 
 @pytest.mark.slow

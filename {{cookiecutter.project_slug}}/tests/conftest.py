@@ -14,10 +14,17 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import {{ cookiecutter.package_name }}.config.resolvers  # noqa: F401 - registers ${run_time:} and the others
+from {{ cookiecutter.package_name }}.config.quoting import path_override
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / "configs"
 PACKAGE = "{{ cookiecutter.package_name }}"
+# torchrun's rendezvous needs libuv, which PyTorch's Windows wheels are built without (pytorch#139990):
+# the tests that start torchrun skip on Windows, where multi-process training needs WSL.
+needs_torchrun = pytest.mark.skipif(
+    sys.platform == "win32",
+    reason="torchrun does not start on Windows (PyTorch's wheels lack libuv, pytorch#139990): needs Linux or WSL",
+)
 
 
 def compose_config(
@@ -33,6 +40,10 @@ def compose_config(
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+# torchrun with 2 CPU processes on this machine (gloo): the start of a command line
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
 def offline_env() -> dict[str, str]:
@@ -61,6 +72,33 @@ def run_module(
     )
 
 
+def train_on_two_ranks(run: Path, *overrides: str) -> Path:
+    """Train under torchrun on 2 gloo ranks into the run folder ``run`` (one epoch, CSV logger)."""
+    command = [
+        *TORCHRUN,
+        "-m",
+        f"{PACKAGE}.train",
+        "trainer=ddp",
+        "logger=csv",
+        "trainer.max_epochs=1",
+        "trainer.progress_bar=false",
+        *overrides,
+        path_override("hydra.run.dir", run),
+    ]
+    result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run
+
+
+def evaluated_alone(run: Path, split: str, output: Path) -> dict[str, float]:
+    """The metrics ``evaluate`` writes for ``split`` of ``run``, in one process."""
+    import json
+
+    result = run_module("evaluate", path_override("run", run), f"split={split}", path_override("output", output))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((output / "eval.json").read_text(encoding="utf-8"))["metrics"]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip tests marked ``gpu`` where no CUDA device is visible."""
     import torch
@@ -84,7 +122,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One quick training run with the default config, shared by the tests that inspect it."""
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    result = run_module("train", "debug=fast", "trainer.device=cpu", f"hydra.run.dir={run_dir}")
+    result = run_module("train", "debug=fast", "trainer.device=cpu", path_override("hydra.run.dir", run_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
@@ -93,7 +131,9 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sft_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sft_tiny run (about a minute), shared by the chat tests and the DPO tests that start from it."""
     run_dir = tmp_path_factory.mktemp("sft") / "run"
-    result = run_module("train", "experiment=sft_tiny", "logger=csv", "trainer.device=cpu", f"hydra.run.dir={run_dir}")
+    result = run_module(
+        "train", "experiment=sft_tiny", "logger=csv", "trainer.device=cpu", path_override("hydra.run.dir", run_dir)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from {{ cookiecutter.package_name }}.config.quoting import path_override
 from {{ cookiecutter.package_name }}.data.chat import (
     IGNORE,
     SAMPLE_CHAT,
@@ -20,10 +21,11 @@ from {{ cookiecutter.package_name }}.data.chat import (
     pack_batch,
     pad_batch,
 )
+from {{ cookiecutter.package_name }}.data.common import ignore_stop_signals
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.tasks.causal_lm import token_loss
 
-from conftest import run_module
+from conftest import evaluated_alone, run_module, train_on_two_ranks
 
 # A template in the style of Llama 3, without generation markers: labels must come from rendered prefixes.
 HEADER_TEMPLATE = (
@@ -258,17 +260,77 @@ def test_sft_tiny_predicts_exports_and_evaluates_like_the_run(sft_run: Path, tmp
         tmp_path / "ask.jsonl",
         [{"prompt": "What is the plural of fox?"}, {"messages": [{"role": "user", "content": "What is 4 plus 3?"}]}],
     )
-    result = run_module("predict", f"run={sft_run}", f"input={prompts}", f"output={tmp_path / 'predict'}")
+    result = run_module(
+        "predict",
+        path_override("run", sft_run),
+        path_override("input", prompts),
+        path_override("output", tmp_path / "predict"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     answers = [json.loads(line) for line in (tmp_path / "predict" / "generations.jsonl").read_text().splitlines()]
     assert all(answer_format(row["generation"]) is not None for row in answers), answers
-    result = run_module("export", f"run={sft_run}", f"output={tmp_path / 'export'}")
+    result = run_module("export", path_override("run", sft_run), path_override("output", tmp_path / "export"))
     assert result.returncode == 0, result.stderr[-3000:]
     from transformers import AutoTokenizer
 
     assert "<|im_start|>" in AutoTokenizer.from_pretrained(tmp_path / "export").chat_template
-    result = run_module("evaluate", f"run={sft_run}", f"output={tmp_path / 'eval'}")
+    result = run_module("evaluate", path_override("run", sft_run), path_override("output", tmp_path / "eval"))
     assert result.returncode == 0, result.stderr[-3000:]
     scored = json.loads((tmp_path / "eval" / "eval.json").read_text())
     summary = json.loads((sft_run / "summary.json").read_text())
     assert scored["metrics"]["test/loss"] == pytest.approx(summary["test"]["test/loss"], abs=1e-5)
+
+
+def test_chat_loaders_shard_evaluation_unpadded_and_workers_ignore_stop_signals(monkeypatch) -> None:
+    """Under 2 ranks the val/test shards hold each example once (training is padded to equal steps),
+    in length-grouped order too, and the workers leave SIGTERM to the trainer."""
+    from {{ cookiecutter.package_name }} import runtime
+
+    data = ChatDataModule(path=str(SAMPLE_CHAT), vocab_size=400, val_fraction=0.12, batch_size=4, num_workers=1)
+    data.setup()
+    for split in ("train", "val", "test"):
+        seen: list[int] = []
+        for rank in (0, 1):
+            monkeypatch.setattr(runtime, "rank", lambda rank=rank: rank)
+            monkeypatch.setattr(runtime, "world_size", lambda: 2)
+            loader = data.loader(split)
+            assert loader.worker_init_fn is ignore_stop_signals
+            seen += list(loader.sampler)
+        size = len(data.dataset(split))
+        if split == "train":
+            assert isinstance(loader.sampler, LengthGroupedSampler) and len(seen) == size + size % 2
+        else:
+            assert sorted(seen) == list(range(size)), split
+
+
+@pytest.mark.slow
+def test_ddp_chat_evaluation_counts_each_example_once(tmp_path: Path) -> None:
+    """2 gloo ranks on chat splits of odd size: the val and test metrics equal one process's on the same
+    weights, so no example is padded in twice (the loss weights each example's answer tokens)."""
+    run = train_on_two_ranks(
+        tmp_path / "run",
+        "experiment=sft_tiny",
+        "trainer.limit_train_batches=2",
+        "task.num_samples=0",
+        "data.num_held_out=0",
+        "data.val_fraction=0.12",
+        "data.test_fraction=0.17",
+        "data.batch_size=4",
+    )
+    launch = json.loads((run / "provenance.json").read_text(encoding="utf-8"))["launch"]
+    assert launch["world_size"] == 2
+    examples = json.loads((run / "provenance.json").read_text(encoding="utf-8"))["data"]["examples"]
+    assert examples["val"] % 2 == 1 and examples["test"] % 2 == 1, examples  # one rank holds one more
+    with open(run / "metrics.csv", encoding="utf-8") as handle:
+        val_row = next(row for row in csv.DictReader(handle) if row.get("val/loss"))
+    distributed = {
+        "test": json.loads((run / "summary.json").read_text(encoding="utf-8"))["test"],
+        "val": {key: float(value) for key, value in val_row.items() if key.startswith("val/") and value},
+    }
+    for split in ("test", "val"):
+        metrics = evaluated_alone(run, split, tmp_path / split)
+        shared = sorted(set(metrics) & set(distributed[split]))
+        assert f"{split}/loss" in shared
+        assert {key: distributed[split][key] for key in shared} == pytest.approx(
+            {key: metrics[key] for key in shared}, rel=1e-6, abs=1e-6
+        )

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from {{ cookiecutter.package_name }}.config.quoting import path_override
 from {{ cookiecutter.package_name }}.data.chat import IGNORE
 from {{ cookiecutter.package_name }}.data.preference import SAMPLE_PREFERENCES, PreferenceDataModule
 from {{ cookiecutter.package_name }}.errors import UserError
@@ -246,10 +247,10 @@ def dpo_run(sft_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = run_module(
         "train",
         "experiment=dpo_tiny",
-        f"init_from={sft_run}",
+        path_override("init_from", sft_run),
         "logger=csv",
         "trainer.device=cpu",
-        f"hydra.run.dir={run_dir}",
+        path_override("hydra.run.dir", run_dir),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
@@ -285,20 +286,25 @@ def test_dpo_tiny_raises_held_out_preference_accuracy(dpo_run: Path, sft_run: Pa
         and record["init_from"][0]["weights"] == "the full model"
     )
     assert record["dpo"]["memory"]["reference"] == "copy" and record["data"]["format"] == "conversational"
-    result = run_module("compare", str(dpo_run), f"output={dpo_run.parent / 'compare'}")
+    result = run_module("compare", str(dpo_run), path_override("output", dpo_run.parent / "compare"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "val/rewards/accuracy" in (dpo_run.parent / "compare" / "comparison.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow
 def test_evaluate_on_a_dpo_run_gives_its_test_metrics(dpo_run: Path, tmp_path: Path) -> None:
-    result = run_module("evaluate", f"run={dpo_run}", f"output={tmp_path}")
+    result = run_module("evaluate", path_override("run", dpo_run), path_override("output", tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "eval.json").read_text(encoding="utf-8"))["metrics"]
     test = json.loads((dpo_run / "summary.json").read_text(encoding="utf-8"))["test"]
     assert {key: metrics[key] for key in test} == pytest.approx(test, abs=1e-5)
     prompts = write_jsonl(tmp_path / "ask.jsonl", [{"prompt": "What is the plural of fox?"}])
-    result = run_module("predict", f"run={dpo_run}", f"input={prompts}", f"output={tmp_path / 'predict'}")
+    result = run_module(
+        "predict",
+        path_override("run", dpo_run),
+        path_override("input", prompts),
+        path_override("output", tmp_path / "predict"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "predict" / "generations.jsonl").read_text(encoding="utf-8").strip()
 
@@ -315,7 +321,7 @@ def test_two_ddp_ranks_give_one_process_metrics(sft_run: Path, tmp_path: Path) -
         "-m",
         "{{ cookiecutter.package_name }}.train",
         "experiment=dpo_tiny",
-        f"init_from={sft_run}",
+        path_override("init_from", sft_run),
         "trainer=ddp",
         "trainer.device=cpu",
         "logger=csv",
@@ -324,7 +330,7 @@ def test_two_ddp_ranks_give_one_process_metrics(sft_run: Path, tmp_path: Path) -
         "trainer.progress_bar=false",
         "data.num_held_out=0",
         "data.val_fraction=0.15",
-        f"hydra.run.dir={run}",
+        path_override("hydra.run.dir", run),
     ]
     result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -332,7 +338,9 @@ def test_two_ddp_ranks_give_one_process_metrics(sft_run: Path, tmp_path: Path) -
         distributed = {"val": {k: float(v) for k, v in next(csv.DictReader(handle)).items() if k.startswith("val/")}}
     distributed["test"] = json.loads((run / "summary.json").read_text(encoding="utf-8"))["test"]
     for split in ("val", "test"):
-        single = run_module("evaluate", f"run={run}", f"split={split}", f"output={tmp_path / split}")
+        single = run_module(
+            "evaluate", path_override("run", run), f"split={split}", path_override("output", tmp_path / split)
+        )
         assert single.returncode == 0, single.stderr[-3000:]
         metrics = json.loads((tmp_path / split / "eval.json").read_text(encoding="utf-8"))["metrics"]
         assert f"{split}/rewards/margin" in distributed[split]
@@ -349,16 +357,18 @@ def test_lora_sft_then_dpo_merges_adapters_and_records_the_chain(tmp_path: Path)
         "trainer.limit_val_batches=1",
         "trainer.progress_bar=false",
     ]
-    result = run_module("train", "experiment=sft_tiny", "model.lora.enabled=true", *quick, f"hydra.run.dir={sft}")
+    result = run_module(
+        "train", "experiment=sft_tiny", "model.lora.enabled=true", *quick, path_override("hydra.run.dir", sft)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     result = run_module(
         "train",
         "experiment=dpo_tiny",
-        f"init_from={sft}",
+        path_override("init_from", sft),
         "model.lora.enabled=true",
         "task.precompute_ref=true",
         *quick,
-        f"hydra.run.dir={dpo}",
+        path_override("hydra.run.dir", dpo),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (dpo / "init_from" / "config.json").is_file() and (dpo / "model" / "adapter_config.json").is_file()
@@ -370,5 +380,5 @@ def test_lora_sft_then_dpo_merges_adapters_and_records_the_chain(tmp_path: Path)
         "reference_weights_bytes": 0,
         "precomputed_logps_bytes": 8 * sum(record["data"]["examples"].values()),
     }
-    result = run_module("evaluate", f"run={dpo}", f"output={tmp_path / 'eval'}")
+    result = run_module("evaluate", path_override("run", dpo), path_override("output", tmp_path / "eval"))
     assert result.returncode == 0, result.stderr[-3000:]

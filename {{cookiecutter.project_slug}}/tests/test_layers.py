@@ -1,15 +1,17 @@
-"""The package's layers import downwards only, and the trainer's config matches its arguments."""
+"""The package's layers import downwards only, without circles, and the trainer's config matches its arguments."""
 
 from __future__ import annotations
 
 import ast
 import inspect
+import re
 from pathlib import Path
 
 import yaml
 
 from conftest import CONFIG_DIR, PACKAGE, PROJECT_ROOT
 
+PLUGIN = f"hydra_plugins.{PACKAGE}_optuna"  # the Optuna sweeper, in Hydra's plugin namespace
 # A module may import its own part of the package and any part of a lower layer, never a higher one.
 LAYERS = {
     "errors": 0,
@@ -23,6 +25,7 @@ LAYERS = {
     "training": 4,
     "inference": 5,  # a trained run's config and weights (run_folder); predicting and exporting
     "compare": 5,  # run folders side by side (also its own entry point)
+    PLUGIN: 6,  # the sweeper Hydra runs; it writes the comparison
     "train": 7,
     "memory": 7,
     "evaluate": 7,
@@ -32,64 +35,157 @@ LAYERS = {
 }
 
 
+def module_files() -> dict[str, Path]:
+    """Every module of the package and of its sweeper plugin, by dotted name (a package by its own name)."""
+    found = {}
+    for top in (PACKAGE, PLUGIN):
+        for path in (PROJECT_ROOT / "src" / Path(*top.split("."))).rglob("*.py"):
+            name = ".".join(path.relative_to(PROJECT_ROOT / "src").with_suffix("").parts)
+            found[name.removesuffix(".__init__")] = path
+    return found
+
+
 def part_of(module: str) -> str:
-    """The layer key of a dotted module name inside the package (``pkg.training.trainer`` -> ``training``)."""
+    """The layer key of a dotted module name (``pkg.training.trainer`` -> ``training``; the plugin is one part)."""
+    if module.startswith(PLUGIN):
+        return PLUGIN
     return module.split(".")[1] if module.count(".") >= 1 else module
 
 
-def package_imports(path: Path) -> set[str]:
-    """Every module of the package that ``path`` imports, at any depth of the file."""
-    package_dir = PROJECT_ROOT / "src" / PACKAGE
-    here = ".".join((PACKAGE, *path.relative_to(package_dir).with_suffix("").parts))
+def package_imports(path: Path, modules: dict[str, Path] | None = None, runtime_only: bool = False) -> set[str]:
+    """Every module of the package or plugin that ``path`` imports, at any depth of the file (a name imported
+    from a module counts as that module). ``runtime_only`` leaves out the imports under ``if TYPE_CHECKING:``."""
+    modules = module_files() if modules is None else modules
+    name = ".".join(path.relative_to(PROJECT_ROOT / "src").with_suffix("").parts)
+    here = name.removesuffix(".__init__")
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only: set[int] = set()
+    if runtime_only:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                typing_only |= {id(inner) for statement in node.body for inner in ast.walk(statement)}
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                parent = here.split(".")[: -node.level]
+                parent = name.split(".")[: -node.level]
                 base = ".".join([*parent, base] if base else parent)
-            found |= {f"{base}.{alias.name}" if base == PACKAGE else base for alias in node.names}
-    return {name for name in found if name.split(".")[0] == PACKAGE and name != PACKAGE}
+            found |= {f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names}
+    return {imported for imported in found if imported in modules and imported not in {here, PACKAGE}}
 
 
 def back_edges() -> list[str]:
     edges = []
-    for path in sorted((PROJECT_ROOT / "src" / PACKAGE).rglob("*.py")):
-        module = ".".join((PACKAGE, *path.relative_to(PROJECT_ROOT / "src" / PACKAGE).with_suffix("").parts))
+    modules = module_files()
+    for module, path in sorted(modules.items()):
         source = part_of(module)
-        if source == "__init__":
+        if module == PACKAGE:
             continue
-        for imported in package_imports(path):
+        for imported in package_imports(path, modules):
             target = part_of(imported)
             if target != source and LAYERS[target] >= LAYERS[source]:
                 edges.append(f"{module} imports {imported}")
     return sorted(edges)
 
 
+def reach_of(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module that ``start`` imports, directly or through others."""
+    reach, todo = set(), [start]
+    while todo:
+        for imported in graph[todo.pop()] - reach:
+            reach.add(imported)
+            todo.append(imported)
+    return reach
+
+
+def import_circles() -> list[list[str]]:
+    """Groups of modules that import each other, directly or around a loop (imports inside functions count:
+    they run too; ``if TYPE_CHECKING:`` imports do not)."""
+    modules = module_files()
+    graph = {module: package_imports(path, modules, runtime_only=True) for module, path in modules.items()}
+    reach = {module: reach_of(graph, module) for module in graph}
+    circles: list[list[str]] = []
+    for start in sorted(graph):
+        circle = sorted(module for module in reach[start] if start in reach[module])
+        if circle and circle not in circles:
+            circles.append(circle)
+    return circles
+
+
 def test_every_module_has_a_layer() -> None:
-    parts = {
-        part_of(".".join((PACKAGE, *path.relative_to(PROJECT_ROOT / "src" / PACKAGE).with_suffix("").parts)))
-        for path in (PROJECT_ROOT / "src" / PACKAGE).rglob("*.py")
-    }
-    assert parts - {"__init__"} <= set(LAYERS)
+    assert {part_of(module) for module in module_files()} - {PACKAGE} <= set(LAYERS)
 
 
 def test_layers_point_one_way() -> None:
     assert back_edges() == []
 
 
-def test_the_walk_sees_a_back_edge(tmp_path: Path, monkeypatch) -> None:
-    """The check itself can fail: a data module importing the trainer is reported."""
+def test_no_import_circles() -> None:
+    assert import_circles() == []
+
+
+def test_the_walk_sees_a_back_edge_and_a_circle(tmp_path: Path, monkeypatch) -> None:
+    """The checks themselves can fail: a data module importing the trainer is reported, and so are two
+    modules of one part that import each other (one of them inside a function)."""
     package = tmp_path / "src" / PACKAGE
     (package / "data").mkdir(parents=True)
+    (tmp_path / "src" / "hydra_plugins" / f"{PACKAGE}_optuna").mkdir(parents=True)
+    (package / "training").mkdir()
+    (package / "tasks").mkdir()
+    (package / "training" / "trainer.py").write_text("")
+    (package / "tasks" / "base.py").write_text("")
     (package / "data" / "bad.py").write_text(f"from {PACKAGE}.training import trainer\nfrom ..tasks import base\n")
+    (package / "data" / "one.py").write_text("def f():\n    from . import two\n")
+    (package / "data" / "two.py").write_text(f"from {PACKAGE}.data.one import f\n")
     monkeypatch.setitem(globals(), "PROJECT_ROOT", tmp_path)
     assert back_edges() == [
-        f"{PACKAGE}.data.bad imports {PACKAGE}.tasks",
-        f"{PACKAGE}.data.bad imports {PACKAGE}.training",
+        f"{PACKAGE}.data.bad imports {PACKAGE}.tasks.base",
+        f"{PACKAGE}.data.bad imports {PACKAGE}.training.trainer",
     ]
+    assert import_circles() == [[f"{PACKAGE}.data.one", f"{PACKAGE}.data.two"]]
+
+
+LM_WORDS = re.compile(r"lora|quantiz|peft|bitsandbytes|\.generate\(|temperature|top_p|max_new_tokens", re.IGNORECASE)
+
+
+def command_help(command: str, capsys) -> str:
+    import importlib
+
+    module = importlib.import_module(f"{PACKAGE}.{command}")
+    try:
+        getattr(module, command)(["--help"])
+    except SystemExit as stop:
+        assert stop.code == 0
+    return capsys.readouterr().out
+
+
+def test_task_code_stays_with_its_task(capsys) -> None:
+    """A render without a causal LM holds no LoRA, quantization or generation code and lists no LM option in
+    ``predict``/``export --help``; each task's options are listed exactly where its inference module is."""
+    package = PROJECT_ROOT / "src" / PACKAGE
+    has_lm, has_images = ((package / "tasks" / f"{name}.py").is_file() for name in ("causal_lm", "classification"))
+    helps = {command: command_help(command, capsys) for command in ("predict", "export")}
+    assert ("max_new_tokens" in helps["predict"] and "merge_lora" in helps["export"]) == has_lm
+    assert ("top_k" in helps["predict"] and "format=safetensors|onnx" in helps["export"]) == has_images
+    if not has_lm:
+        sources = [*package.rglob("*"), *(PROJECT_ROOT / "src" / "hydra_plugins").rglob("*")]
+        mentions = {
+            str(path.relative_to(PROJECT_ROOT)): sorted(set(LM_WORDS.findall(path.read_text(encoding="utf-8"))))
+            for path in sources
+            if path.is_file() and path.suffix in {".py", ".md", ".html", ".txt", ".jsonl"}
+        }
+        assert {path: words for path, words in mentions.items() if words} == {}
+        assert not LM_WORDS.search(helps["predict"] + helps["export"])
+
+
+def test_the_lm_word_check_sees_lm_code() -> None:
+    assert LM_WORDS.search("model = model.merge_and_unload()  # LoRA") and LM_WORDS.search("out = m.generate(x)")
+    assert not LM_WORDS.search("logits = model(images).softmax(1)")
 
 
 def test_trainer_config_lists_the_trainer_arguments() -> None:

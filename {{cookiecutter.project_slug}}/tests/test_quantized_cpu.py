@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from {{ cookiecutter.package_name }}.config.quoting import path_override
 from {{ cookiecutter.package_name }}.data.text import SAMPLE_CORPUS, read_documents, train_tokenizer
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models.hf_loader import limit_cpu_repacking, load_causal_lm, resolve_device_map
@@ -178,7 +179,7 @@ def test_a_4bit_run_trains_and_evaluates_under_forced_repacking(
     odd_dir: Path, cpu_repacking, source: str, tmp_path: Path
 ) -> None:
     # a random init trains in full unless LoRA is asked for: ask, so that it loads in 4 bits
-    model = [f"model.name_or_path={odd_dir}"] if source == "odd-model" else ["model.lora.enabled=true"]
+    model = [path_override("model.name_or_path", odd_dir)] if source == "odd-model" else ["model.lora.enabled=true"]
     cfg = compose_config([*LM, *model, "debug=fast", "trainer.max_steps=3", "task.new_tokens=4"], output_dir=tmp_path)
     best = train(cfg)
     summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
@@ -292,7 +293,7 @@ def test_export_of_a_4bit_run_merges_on_the_cpu_where_a_gpu_is_visible(
         "trainer.max_steps=2",
         "task.new_tokens=4",
         "trainer.device=cpu",
-        f"hydra.run.dir={run}",
+        path_override("hydra.run.dir", run),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     saved = OmegaConf.load(run / ".hydra" / "config.yaml")
@@ -305,7 +306,7 @@ def test_export_of_a_4bit_run_merges_on_the_cpu_where_a_gpu_is_visible(
     monkeypatch.setattr(runtime, "place", lambda model, device: placed.append(str(device)) or real_place(model, device))
     handlers = list(logging.getLogger().handlers)
     try:
-        output = export.export([f"run={run}", f"output={tmp_path / 'export'}"])
+        output = export.export([path_override("run", run), path_override("output", tmp_path / "export")])
     finally:
         for handler in set(logging.getLogger().handlers) - set(handlers):
             logging.getLogger().removeHandler(handler)
@@ -332,7 +333,7 @@ def test_a_full_fine_tune_is_not_loaded_quantized() -> None:
     """Its checkpoint holds every weight in full precision: a 4-bit base with LoRA keys would reject it."""
     from omegaconf import OmegaConf
 
-    from {{ cookiecutter.package_name }}.inference.run_folder import inference_options
+    from {{ cookiecutter.package_name }}.inference.text import inference_options
 
     saved = OmegaConf.create({"quantization": {"name": "none"}, "model": {"lora": {"enabled": None}}})
     asked = OmegaConf.create({"quantization": {"name": "4bit"}, "model": {"lora": {"enabled": None}}})

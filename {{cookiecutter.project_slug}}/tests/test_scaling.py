@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,21 @@ import torch
 import yaml
 
 from {{ cookiecutter.package_name }}.config import resolvers
+from {{ cookiecutter.package_name }}.config.quoting import path_override
 from {{ cookiecutter.package_name }}.training import cluster
 from {{ cookiecutter.package_name }}.training.callbacks import Callback
 
-from conftest import PACKAGE, PROJECT_ROOT, compose_config, offline_env, run_module
+from conftest import (
+    PACKAGE,
+    PROJECT_ROOT,
+    TORCHRUN,
+    compose_config,
+    evaluated_alone,
+    needs_torchrun,
+    offline_env,
+    run_module,
+    train_on_two_ranks,
+)
 
 QUICK = ["logger=csv", "debug=fast", "trainer.device=cpu"]  # gloo and CPU numbers, also where a GPU is visible
 
@@ -91,7 +101,7 @@ def test_runs_of_one_sweep_share_a_group(tmp_path: Path) -> None:
         with initialize_config_dir(config_dir=str(PROJECT_ROOT / "configs"), version_base="1.3"):
             cfg = compose(
                 "train",
-                overrides=[f"hydra.mode={mode}", f"hydra.sweep.dir={tmp_path / 'my-sweep'}"],
+                overrides=[f"hydra.mode={mode}", path_override("hydra.sweep.dir", tmp_path / "my-sweep")],
                 return_hydra_config=True,
             )
         HydraConfig.instance().set_config(cfg)
@@ -121,19 +131,16 @@ def test_requeue_signal_is_handed_to_submitit(monkeypatch: pytest.MonkeyPatch) -
 
 # ------------------------------------------------------------------ end to end (slow)
 @pytest.mark.slow
+@needs_torchrun
 def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path) -> None:
     """2 CPU processes (gloo): one run folder, one set of checkpoints, the same metrics on both ranks."""
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
+        *TORCHRUN,
         "-m",
         f"{PACKAGE}.train",
         "trainer=ddp",
         *QUICK,
-        f"paths.log_dir={tmp_path}",
+        path_override("paths.log_dir", tmp_path),
     ]
     result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -150,30 +157,17 @@ def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@needs_torchrun
 def test_ddp_evaluation_counts_each_example_once(tmp_path: Path) -> None:
     """2 gloo ranks on splits of 271 examples (136 + 135, 4 and 3 batches): the val and test metrics
     equal one process's on the same weights, so no example is padded in twice."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        f"{PACKAGE}.train",
-        "trainer=ddp",
-        "logger=csv",
-        "trainer.max_epochs=1",
+    run = train_on_two_ranks(
+        tmp_path / "run",
         "trainer.limit_train_batches=3",
-        "trainer.progress_bar=false",
         "data.batch_size=45",
         "data.val_fraction=0.151",
         "data.test_fraction=0.151",
-        f"hydra.run.dir={tmp_path / 'run'}",
-    ]
-    result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    run = tmp_path / "run"
+    )
     launch = json.loads((run / "provenance.json").read_text(encoding="utf-8"))["launch"]
     assert (launch["world_size"], launch["backend"]) == (2, "gloo")
     distributed = {
@@ -181,9 +175,7 @@ def test_ddp_evaluation_counts_each_example_once(tmp_path: Path) -> None:
         "val": {key: float(value) for key, value in rows(run)[0].items() if key.startswith("val/")},
     }
     for split in ("test", "val"):
-        single = run_module("evaluate", f"run={run}", f"split={split}", f"output={tmp_path / split}")
-        assert single.returncode == 0, single.stderr[-3000:]
-        metrics = json.loads((tmp_path / split / "eval.json").read_text(encoding="utf-8"))["metrics"]
+        metrics = evaluated_alone(run, split, tmp_path / split)
         shared = sorted(set(metrics) & set(distributed[split]))
         assert {f"{split}/acc", f"{split}/loss"} <= set(shared)
         assert {key: distributed[split][key] for key in shared} == pytest.approx(
@@ -200,12 +192,13 @@ print("run_time", os.environ["RANK"], resolvers.run_time("%H-%M-%S"), flush=True
 
 
 @pytest.mark.slow
+@needs_torchrun
 def test_run_time_is_rank_zeros_on_every_rank(tmp_path: Path) -> None:
     """The run folder's time stamp comes from rank 0, even when another rank resolves it later."""
     probe = tmp_path / "probe.py"
     probe.write_text(RUN_TIME_PROBE, encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(probe)],
+        [*TORCHRUN, str(probe)],
         cwd=PROJECT_ROOT,
         env=offline_env(),
         capture_output=True,
@@ -245,7 +238,7 @@ def test_local_launcher_multirun_requeues_after_usr2(tmp_path: Path) -> None:
         "+trainer.callbacks.stop._target_=test_scaling.SignalAtEpoch",
         "+trainer.callbacks.stop.epoch=0",
         "+trainer.callbacks.stop.signum=SIGUSR2,'SIGTERM SIGUSR2'",
-        f"hydra.sweep.dir={tmp_path}",
+        path_override("hydra.sweep.dir", tmp_path),
         env=hook_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -263,7 +256,7 @@ def test_local_launcher_multirun_requeues_after_usr2(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_optuna_sweep_writes_results(tmp_path: Path) -> None:
     result = run_module(
-        "train", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *QUICK, f"hydra.sweep.dir={tmp_path}"
+        "train", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *QUICK, path_override("hydra.sweep.dir", tmp_path)
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text(encoding="utf-8"))
@@ -289,7 +282,7 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
 
     def train(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-        result = run_module("train", *common, *extra, f"hydra.run.dir={run_dir}", env=env)
+        result = run_module("train", *common, *extra, path_override("hydra.run.dir", run_dir), env=env)
         assert result.returncode == 0, result.stderr[-3000:]
         return result
 
@@ -317,7 +310,7 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
 def test_corrupt_checkpoint_stops_resume_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
-    result = run_module("train", *QUICK, f"hydra.run.dir={tmp_path}")
+    result = run_module("train", *QUICK, path_override("hydra.run.dir", tmp_path))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert re.search(r"last\.pt is truncated or corrupt .*resume=none", result.stderr)

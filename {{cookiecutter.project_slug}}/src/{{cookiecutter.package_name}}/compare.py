@@ -13,11 +13,11 @@ importances. A folder that is not a run, or a broken one, gets one line and is l
 from __future__ import annotations
 
 import csv
-import difflib
 import glob
 import json
 import logging
 import math
+import os
 import re
 import statistics
 import sys
@@ -27,22 +27,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.config import quoting
+from {{ cookiecutter.package_name }}.errors import UserError, asked_for_help, closest
 
 log = logging.getLogger(__name__)
 
 OPTIONS = ("output",)
-SKIP_DIRS = {
-    ".hydra",
-    ".submitit",
-    "checkpoints",
-    "plots",
-    "tables",
-    "random_init",
-    "predictions",
-    "evaluations",
-    "exports",
-}
 STATUSES = {"completed", "interrupted", "failed"}
 
 
@@ -185,14 +175,20 @@ def read_run(folder: Path, name: str) -> Run:
 
 
 # ------------------------------------------------------------------ Optuna studies
+def journal_storage(path: Path) -> Any:
+    """Optuna's journal storage in the file ``path`` (created with its folder), under a lock file."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+
+
 def study_storage(folder: Path) -> Any:
     """The storage of the sweep in ``folder``: its journal file, or the database its multirun.yaml names."""
     journal = folder / "optuna.journal"
     if journal.is_file():
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
-        return JournalStorage(JournalFileBackend(str(journal), lock_obj=JournalFileOpenLock(str(journal))))
+        return journal_storage(journal)
     multirun = folder / "multirun.yaml"
     if multirun.is_file():
         import yaml
@@ -284,9 +280,10 @@ def trial_runs(folder: Path, study: dict[str, Any], runs: dict[str, Run]) -> lis
 
 # ------------------------------------------------------------------ finding runs
 def expand(arguments: list[str]) -> list[Path]:
-    """Folders and globs (expanded here too, for shells that do not) as existing paths; the rest get a line."""
+    """Folders and globs (expanded here too, for shells that do not, ~ included) as existing paths; the rest get a
+    line."""
     paths: list[Path] = []
-    for argument in arguments:
+    for argument in map(os.path.expanduser, arguments):
         matches = sorted(glob.glob(argument)) if glob.has_magic(argument) else [argument]
         if not matches or not Path(matches[0]).exists():
             log.warning("%s: no such folder; skipped.", argument)
@@ -295,14 +292,15 @@ def expand(arguments: list[str]) -> list[Path]:
 
 
 def run_folders(path: Path, depth: int = 3) -> tuple[list[Path], list[Path]]:
-    """(run folders, sweep folders with a study) at or below ``path``."""
+    """(run folders, sweep folders with a study) at or below ``path``; a run folder is not entered, and
+    hidden folders (``.hydra``, ``.submitit``) are skipped."""
     if is_run_folder(path):
         return [path], []
     runs: list[Path] = []
     sweeps = [path] if (path / "optuna.journal").is_file() or (path / "multirun.yaml").is_file() else []
     if depth > 0:
         for child in sorted(path.iterdir(), key=lambda item: (len(item.name), item.name)):
-            if child.is_dir() and child.name not in SKIP_DIRS and not child.name.startswith("."):
+            if child.is_dir() and not child.name.startswith("."):
                 found, studies = run_folders(child, depth - 1)
                 runs += found
                 sweeps += studies
@@ -498,9 +496,9 @@ def parse(argv: list[str]) -> tuple[list[str], dict[str, str]]:
         if not sep or Path(argument).exists() or glob.has_magic(key):
             folders.append(argument)
         elif key in OPTIONS:
-            options[key] = value
+            options[key] = quoting.unquoted(value)  # output='~/비교 결과' as the Hydra commands take it
         else:
-            close = difflib.get_close_matches(key, OPTIONS, n=1)
+            close = closest(key, OPTIONS, count=1)
             hint = f"did you mean {close[0]}=? " if close else ""
             raise UserError(
                 f"{key}= is not an option of compare: {hint}the options are "
@@ -514,12 +512,12 @@ def parse(argv: list[str]) -> tuple[list[str], dict[str, str]]:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(levelname)s] %(message)s", datefmt="%H:%M:%S")
     argv = sys.argv[1:] if argv is None else argv
-    if any(arg in {"-h", "--help"} for arg in argv):
-        sys.stdout.write((__doc__ or "") + "\n")
+    if asked_for_help(argv, __doc__ or ""):
         return
     try:
         folders, options = parse(argv)
-        page = write_comparison(expand(folders), Path(options["output"]) if options.get("output") else None)
+        output = Path(options["output"]).expanduser() if options.get("output") else None
+        page = write_comparison(expand(folders), output)
     except UserError as error:
         log.error("%s", error)
         raise SystemExit(1) from None

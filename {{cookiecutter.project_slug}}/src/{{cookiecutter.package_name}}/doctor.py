@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from {{ cookiecutter.package_name }} import runtime
+from {{ cookiecutter.package_name }}.errors import asked_for_help
 from {{ cookiecutter.package_name }}.tracking import provenance
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,7 @@ def format_report(facts: dict[str, Any]) -> str:
 
 def main() -> None:
     """Print the report for this machine."""
-    if any(arg in {"-h", "--help"} for arg in sys.argv[1:]):
-        sys.stdout.write(__doc__.replace("``", "") + "\n")
+    if asked_for_help(sys.argv[1:], __doc__ or ""):
         return
     if sys.argv[1:]:
         sys.stderr.write(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import functools
 import logging
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,6 +14,21 @@ log = logging.getLogger(__name__)
 
 class UserError(Exception):
     """A problem the user can fix; its message says the cause and the fix."""
+
+
+def asked_for_help(argv: list[str], doc: str) -> bool:
+    """Print ``doc`` (a command's module docstring, without reStructuredText's double backticks) when ``argv``
+    asks for ``-h``/``--help``; True when it did."""
+    if not any(arg in {"-h", "--help"} for arg in argv):
+        return False
+    sys.stdout.write(doc.replace("``", "") + "\n")
+    return True
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message, or its type's name when it has none: the cause in one line."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def closest(word: str, choices: Iterable[str], count: int = 2) -> list[str]:

@@ -17,10 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from itertools import islice
 from typing import Any
-
-import torch
 
 import {{ cookiecutter.package_name }}.config.resolvers  # noqa: F401 - registers the resolvers the saved config uses
 from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error
@@ -39,23 +36,17 @@ OPTIONS = {"run": None, "ckpt": "best", "split": "test", "output": None}
 SPLITS = ("train", "val", "test")
 
 
-@torch.no_grad()
 def evaluate_split(run: LoadedRun, split: str) -> Any:
-    """One pass over ``split`` as the trainer's test does (same batches, autocast and batch limit)."""
-    from {{ cookiecutter.package_name }}.data.common import set_epoch
-    from {{ cookiecutter.package_name }}.utils import move_to
+    """One pass over ``split`` as the trainer's test does (:func:`evaluation_pass`: same batches, autocast
+    and batch limit)."""
+    from {{ cookiecutter.package_name }}.training.trainer import evaluation_pass
 
-    loader = run.datamodule.loader(split)
-    limit = run.config.trainer.get("limit_val_batches")
-    batches = len(loader) if not limit else min(len(loader), int(limit))
     evaluation = run.task.evaluation("test")
     evaluation.split = split  # the figures' titles name the split they show
-    set_epoch(loader, 0)
-    run.model.eval()
-    for batch in islice(iter(loader), batches):
-        with run.precision.autocast():
-            evaluation.update(run.model, move_to(batch, run.device))
-    return evaluation
+    limit = run.config.trainer.get("limit_val_batches")
+    return evaluation_pass(
+        run.model, evaluation, run.datamodule.loader(split), limit and int(limit), run.device, run.precision
+    )
 
 
 def evaluate(argv: list[str]) -> dict[str, Any]:

@@ -4,14 +4,7 @@ Options:
   run=<folder>          the training run (its .hydra/config.yaml and checkpoints/)
   ckpt=best|last|<path> the weights (default: best)
   output=<folder>       where to write (default: <run>/export)
-  format=safetensors|onnx
-                        image classification: safetensors weights + model_config.json, and with
-                        onnx also model.onnx (needs the onnx package: the `onnx` extra)
-  merge_lora=null|true|false
-                        causal LM: null/true merge a LoRA adapter into the base weights (a 4-/8-bit
-                        base is reloaded unquantized, on the CPU unless trainer.device= says otherwise):
-                        a standalone model that loads without the LoRA library; false saves the adapter
-                        alone
+{tasks}
   push_to_hub=<repo id> also upload the folder to the Hugging Face Hub (needs a connection and a login)
 
 Every export writes README.md, a model card: the data, metrics, precision, the command that
@@ -28,31 +21,20 @@ from typing import Any
 
 import {{ cookiecutter.package_name }}.config.resolvers  # noqa: F401 - registers the resolvers the saved config uses
 from {{ cookiecutter.package_name }} import runtime
-from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error
-from {{ cookiecutter.package_name }}.inference import inference_module
+from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error, first_line
+from {{ cookiecutter.package_name }}.inference import command_help, command_options, foreign_options, inference_module
 from {{ cookiecutter.package_name }}.inference.model_card import write_model_card
 from {{ cookiecutter.package_name }}.inference.run_folder import (
-    QUANTIZED,
     check_run_folder,
     load_config,
     load_run,
-    lora_trained,
     output_folder,
     parse_arguments,
-    quantization_of,
     setup_logging,
 )
 
 log = logging.getLogger(__name__)
-OPTIONS = {
-    "run": None,
-    "ckpt": "best",
-    "output": None,
-    "format": "safetensors",
-    "merge_lora": None,
-    "push_to_hub": None,
-}
-FORMATS = ("safetensors", "onnx")
+BASE_OPTIONS = {"run": None, "ckpt": "best", "output": None, "push_to_hub": None}
 
 
 def push_to_hub(folder: Path, repo_id: str) -> None:
@@ -71,9 +53,8 @@ def push_to_hub(folder: Path, repo_id: str) -> None:
         api.create_repo(repo_id, private=True, exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id=repo_id)
     except Exception as error:  # noqa: BLE001 - network and auth failures all end the same way
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
-            f"push_to_hub={repo_id} failed ({reason[:200]}): check the connection and `hf auth login`; "
+            f"push_to_hub={repo_id} failed ({first_line(error)[:200]}): check the connection and `hf auth login`; "
             f"the export is in {folder}."
         ) from None
     log.info("Uploaded %s to https://huggingface.co/%s", folder, repo_id)
@@ -81,34 +62,21 @@ def push_to_hub(folder: Path, repo_id: str) -> None:
 
 def export(argv: list[str]) -> Path:
     """Export as the command line asks; return the export folder."""
-    arguments = parse_arguments(argv, OPTIONS, __doc__ or "")
+    arguments = parse_arguments(argv, command_options("export", BASE_OPTIONS), command_help("export", __doc__ or ""))
     options = arguments.options
-    if options["merge_lora"] not in (None, True, False):
-        raise UserError(f"merge_lora={options['merge_lora']}: write true, false or null.")
-    if str(options["format"]) not in FORMATS:
-        raise UserError(f"format={options['format']}: choose {' or '.join(FORMATS)}.")
     folder = check_run_folder(options["run"])
+    config = load_config(folder, list(arguments.overrides))
+    module = inference_module(config)
+    foreign_options(module, "export", options, BASE_OPTIONS)
+    overrides, model_options, note = module.export_overrides(config, options, list(arguments.overrides))
     output = output_folder(folder, "export", options["output"] or folder / "export")
     setup_logging(output, "export")
-    overrides, model_options = list(arguments.overrides), {}
-    config = load_config(folder, overrides)
-    quantization = quantization_of(config)
-    if quantization in QUANTIZED and options["merge_lora"] is not False and lora_trained(config):
-        # The full-precision base may not fit the GPU that trained it 4-bit (13B on 24 GB): merge on the CPU,
-        # in the weights' own dtype (trainer.device=... or model.device_map=auto chooses otherwise).
-        log.info("Merging the adapter into the %s base, reloaded unquantized on the CPU.", quantization)
-        overrides = ["trainer.device=cpu", *overrides, "quantization=none", "model.lora.enabled=true"]
-        model_options = {"for_training": False}
+    if note:
+        log.info("%s", note)
     run = load_run(folder, overrides, options["ckpt"], model_options)
-    module = inference_module(run.task)
-    if module.__name__.endswith(".text"):
-        files = module.export(run, output, options["merge_lora"])
-    else:
-        if options["merge_lora"]:
-            raise UserError("merge_lora=true applies to LoRA language models; this run is an image classifier.")
-        files = module.export(run, output, str(options["format"]))
+    files = module.export(run, output, options)
     command = "python -m {{ cookiecutter.package_name }}.export " + " ".join(shlex.quote(arg) for arg in argv)
-    card = write_model_card(run, output, module.CARD, files, command)
+    card = write_model_card(run, output, module, files, command)
     log.info("Exported %s with its model card %s", ", ".join(path.name for path in files), card)
     peak = runtime.peak_memory_bytes(run.device)
     if peak:

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 import {{ cookiecutter.package_name }}.config.resolvers  # noqa: F401 - registers ${rank_suffix:} and the others
+from {{ cookiecutter.package_name }}.config import quoting
 from {{ cookiecutter.package_name }}.config import source as config_source
+from {{ cookiecutter.package_name }}.config.build import build_run
 from {{ cookiecutter.package_name }}.config.checks import check_config, check_overrides, check_targets
 from {{ cookiecutter.package_name }}.errors import exit_on_user_error
 
@@ -33,20 +34,23 @@ def memory_report(cfg: DictConfig) -> dict[str, Any]:
     from {{ cookiecutter.package_name }}.models.hf_loader import model_config, quantization_name
 
     check_targets(cfg)
-    info = instantiate(cfg.data).setup()
-    model_cfg = cfg.model
-    config = model_config(
-        model_cfg.name_or_path, model_cfg.config, info.tokenizer, model_cfg.revision, model_cfg.trust_remote_code
-    )
-    parameters, estimates = footprint.estimate_bytes(
-        config, bool(cfg.quantization.get("double_quant", True)), footprint.unquantized_bytes(str(cfg.model.dtype))
-    )
-    log.info(
-        "Before loading: %.1fM parameters; estimated MB %s",
-        parameters / 1e6,
-        {mode: round(value / 1e6, 1) for mode, value in estimates.items()},
-    )
-    model = instantiate(cfg.model, data=info, for_training=False, report=False, lora={"enabled": False})
+
+    def estimate(info: Any) -> None:
+        model_cfg = cfg.model
+        config = model_config(
+            model_cfg.name_or_path, model_cfg.config, info.tokenizer, model_cfg.revision, model_cfg.trust_remote_code
+        )
+        parameters, estimates = footprint.estimate_bytes(
+            config, bool(cfg.quantization.get("double_quant", True)), footprint.unquantized_bytes(str(cfg.model.dtype))
+        )
+        log.info(
+            "Before loading: %.1fM parameters; estimated MB %s",
+            parameters / 1e6,
+            {mode: round(value / 1e6, 1) for mode, value in estimates.items()},
+        )
+
+    options = {"for_training": False, "report": False, "lora": {"enabled": False}}
+    model = build_run(cfg, options, before_model=estimate).model
     precision, quantization = str(cfg.model.dtype), quantization_name(cfg.quantization)
     double_quant = bool(cfg.quantization.get("double_quant", True))
     report = footprint.build_report(
@@ -69,6 +73,7 @@ def main(cfg: DictConfig) -> None:
 def cli() -> None:
     """``python -m {{ cookiecutter.package_name }}.memory`` and the console script: adds the user config folders of
     ``${{ cookiecutter.package_name | upper }}_CONFIG_PATH`` to Hydra's search path."""
+    sys.argv[1:] = exit_on_user_error(quoting.quote_paths)(sys.argv[1:])  # hydra.run.dir=~/실험 as typed
     sys.argv[1:] = config_source.user_search_path(sys.argv[1:])
     exit_on_user_error(check_overrides)("memory", sys.argv[1:])
     main()

@@ -2,17 +2,12 @@
 
 Options:
   run=<folder>          the training run (its .hydra/config.yaml and checkpoints/)
-  input=<path>          image classification: an image or a folder of images (recursive, any format
-                        PIL reads); causal LM: a .txt file (one prompt per line) or a .jsonl file
-                        ({"prompt": ...} per line)
+  input=<path>          what to predict on, per task below
   ckpt=best|last|<path> the weights (default: best)
   output=<folder>       where to write (default: <run>/predict/<date>_<time>)
-  top_k=3               image classification: how many classes to list per image
-  max_new_tokens=64 temperature=1.0 top_p=1.0 do_sample=false
-                        causal LM: generation settings
-Any other key=value changes the run's config, e.g. data.batch_size=8, precision=fp32, quantization=4bit.
+{tasks}
+Any other key=value changes the run's config, e.g. data.batch_size=8, precision=fp32.
 
-Writes predictions.csv (path, predicted class, probability, top-k) or generations.jsonl.
 Unreadable inputs are skipped and listed in one warning.
 """
 
@@ -24,7 +19,7 @@ from pathlib import Path
 
 import {{ cookiecutter.package_name }}.config.resolvers  # noqa: F401 - registers the resolvers the saved config uses
 from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error
-from {{ cookiecutter.package_name }}.inference import inference_module
+from {{ cookiecutter.package_name }}.inference import command_help, command_options, foreign_options, inference_module
 from {{ cookiecutter.package_name }}.inference.run_folder import (
     check_run_folder,
     load_run,
@@ -34,22 +29,12 @@ from {{ cookiecutter.package_name }}.inference.run_folder import (
 )
 
 log = logging.getLogger(__name__)
-OPTIONS = {
-    "run": None,
-    "input": None,
-    "ckpt": "best",
-    "output": None,
-    "top_k": 3,
-    "max_new_tokens": 64,
-    "temperature": 1.0,
-    "top_p": 1.0,
-    "do_sample": False,
-}
+BASE_OPTIONS = {"run": None, "input": None, "ckpt": "best", "output": None}
 
 
 def predict(argv: list[str]) -> Path:
     """Predict as the command line asks; return the file written."""
-    arguments = parse_arguments(argv, OPTIONS, __doc__ or "")
+    arguments = parse_arguments(argv, command_options("predict", BASE_OPTIONS), command_help("predict", __doc__ or ""))
     options = arguments.options
     if not options["input"]:
         raise UserError("input= is missing: give an image, a folder of images, or a .txt/.jsonl file of prompts.")
@@ -60,7 +45,9 @@ def predict(argv: list[str]) -> Path:
     output = output_folder(folder, "predict", options["output"])
     setup_logging(output, "predict")
     run = load_run(folder, arguments.overrides, options["ckpt"])
-    return inference_module(run.task).predict(run, source, output, options)
+    module = inference_module(run.config)
+    foreign_options(module, "predict", options, BASE_OPTIONS)
+    return module.predict(run, source, output, options)
 
 
 @exit_on_user_error

@@ -68,6 +68,12 @@ def launched_distributed() -> bool:
     return world_size() > 1 if _process_group() is None else True
 
 
+def slurm_job_id() -> str | None:
+    """This SLURM job's id as ``scontrol`` and ``sacct`` name it (``<array job>_<task>`` in a job array), else None."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
 # ----------------------------------------------------------------- devices and dtypes
 def local_cuda_index() -> int:
     """This process's GPU: ``LOCAL_RANK`` modulo the GPUs it sees (one each when SLURM binds one GPU per task)."""

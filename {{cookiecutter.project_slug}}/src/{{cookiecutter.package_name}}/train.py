@@ -17,7 +17,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import {{ cookiecutter.package_name }}.config.resolvers  # noqa: F401 - registers ${run_time:} and the others
+from {{ cookiecutter.package_name }}.config import quoting
 from {{ cookiecutter.package_name }}.config import source as config_source
+from {{ cookiecutter.package_name }}.config.build import build_run
 from {{ cookiecutter.package_name }}.config.checks import check_config, check_overrides, check_targets
 from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error, in_multirun
 from {{ cookiecutter.package_name }}.training import cluster
@@ -119,12 +121,8 @@ def train(cfg: DictConfig) -> float | None:
         from {{ cookiecutter.package_name }}.models import init_from
 
         extra["init_from"] = init_from.apply(cfg, output_dir)
-    datamodule = instantiate(cfg.data)
-    info = datamodule.setup()
-    task = instantiate(cfg.task)
-    task.bind(info)
-    model = instantiate(cfg.model, data=info)
-    task.attach(model)
+    built = build_run(cfg)
+    datamodule, info, task, model = built.datamodule, built.info, built.task, built.model
     config = OmegaConf.to_container(cfg, resolve=True)
     config["name"] = run_name(cfg)
     record = start_provenance(cfg, trainer, output_dir, info, {**extra, **task.provenance()})
@@ -176,6 +174,7 @@ def cli() -> None:
     ``${{ cookiecutter.package_name | upper }}_CONFIG_PATH`` to Hydra's search path."""
     from hydra_plugins.{{ cookiecutter.package_name }}_optuna import optuna_sweeper
 
+    sys.argv[1:] = exit_on_user_error(quoting.quote_paths)(sys.argv[1:])  # data.root=~/사진 as typed
     optuna_sweeper.register(sys.argv[1:])
     sys.argv[1:] = config_source.user_search_path(sys.argv[1:])
     exit_on_user_error(check_overrides)("train", sys.argv[1:])

@@ -40,6 +40,9 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from {{ cookiecutter.package_name }}.config import quoting
+from {{ cookiecutter.package_name }}.errors import first_line
+
 log = logging.getLogger(__name__)
 
 DRIVER = {"host": socket.gethostname(), "pid": os.getpid()}
@@ -129,7 +132,12 @@ def grid_choices(distributions: dict[str, Any]) -> dict[str, list[Any]]:
 
 
 def trial_overrides(params: dict[str, Any], fixed: list[str]) -> list[str]:
-    return [*fixed, *(f"{key}={value}" for key, value in params.items())]
+    """The overrides of one trial; a sampled string Hydra cannot read unquoted (a Korean folder from
+    choice(...)) is quoted, as Optuna hands it back without the quotes it was written with."""
+    return [
+        *fixed,
+        *(f"{key}={quoting.value_text(value) if isinstance(value, str) else value}" for key, value in params.items()),
+    ]
 
 
 # ------------------------------------------------------------------ storage and liveness
@@ -139,12 +147,9 @@ def open_storage(storage: str | None) -> Any:
         return None
     if "://" in storage:
         return storage
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+    from {{ cookiecutter.package_name }}.compare import journal_storage
 
-    path = Path(storage).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+    return journal_storage(Path(storage).expanduser())
 
 
 def process_alive(pid: int) -> bool:
@@ -246,7 +251,7 @@ def count_trials(trials: Sequence[Any]) -> tuple[int, int]:
     return finished, pending
 
 
-def told(study: Any, trial: Any, **result: Any) -> None:
+def tell_study(study: Any, trial: Any, **result: Any) -> None:
     """``study.tell``; the grid sampler's "grid done" signal (raised after the result is stored) is not an error."""
     try:
         study.tell(trial, **result)
@@ -255,17 +260,18 @@ def told(study: Any, trial: Any, **result: Any) -> None:
             raise
 
 
-def first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".strip(": ")
+def described(error: BaseException) -> str:
+    """``ValueError: loss became nan``: the error's type and the first line of its message."""
+    name = type(error).__name__
+    return f"{name}: {first_line(error)}" if str(error).strip() else name
 
 
 def outcome(result: JobReturn | BaseException, directions: int) -> tuple[list[float] | None, str | None]:
     """(values, None) for a usable result, else (None, the reason the trial failed)."""
     if isinstance(result, BaseException):
-        return None, f"killed without a result ({first_line(result)})"
+        return None, f"killed without a result ({described(result)})"
     if result.status != JobStatus.COMPLETED:
-        return None, first_line(result._return_value)
+        return None, described(result._return_value)
     value = result._return_value
     values = list(value) if isinstance(value, (list, tuple)) else [value]
     try:
@@ -408,7 +414,7 @@ class OptunaSweeper(Sweeper):
         values, reason = outcome(result, len(self.directions))
         if reason and reason.startswith("TrainingInterrupted"):  # Ctrl+C or SIGTERM to the driver's own process
             trial.set_user_attr("fail_reason", reason)
-            told(study, trial, state=TrialState.FAIL)
+            tell_study(study, trial, state=TrialState.FAIL)
             retry(study, study._storage.get_trial(trial._trial_id), self.max_retry)
             raise SweepFailed(
                 f"Sweep stopped by a signal during trial {trial.number} (its parameters are queued "
@@ -419,9 +425,9 @@ class OptunaSweeper(Sweeper):
         if reason is not None:
             trial.set_user_attr("fail_reason", reason)
             log.warning("Trial %d failed: %s", trial.number, reason)
-            told(study, trial, state=TrialState.FAIL)
+            tell_study(study, trial, state=TrialState.FAIL)
             return False
-        told(study, trial, values=values)
+        tell_study(study, trial, values=values)
         return True
 
     def sweep(self, arguments: list[str]) -> list[Any]:
@@ -437,19 +443,19 @@ class OptunaSweeper(Sweeper):
                 "slurm); the basic launcher runs one trial at a time.",
                 self.n_jobs,
             )
-        told, failed = 0, 0
+        reported, failed = 0, 0
         running: dict[Future, Any] = {}
         with Heartbeat(study, self.heartbeat_interval) as heartbeat, ThreadPoolExecutor(n_jobs) as pool:
             while True:
-                if failed and failed / told > self.max_failure_rate and not running:
+                if failed and failed / reported > self.max_failure_rate and not running:
                     self.write_comparison()
                     raise SweepFailed(
-                        f"{failed} of {told} trials failed, more than hydra.sweeper.max_failure_rate="
+                        f"{failed} of {reported} trials failed, more than hydra.sweeper.max_failure_rate="
                         f"{self.max_failure_rate}; the reasons are in {self.sweep_dir}/comparison.html."
                     )
                 self.fail_dead_trials(study, {trial.number for trial in running.values()})
                 finished, pending = count_trials(study.get_trials(deepcopy=False))
-                stop_asking = failed and failed / told > self.max_failure_rate
+                stop_asking = failed and failed / reported > self.max_failure_rate
                 while not stop_asking and len(running) < n_jobs and finished + pending < self.n_trials:
                     trial, overrides = self.ask(study, distributions, fixed)
                     heartbeat.add(trial._trial_id)
@@ -467,7 +473,7 @@ class OptunaSweeper(Sweeper):
                 for future in done:
                     trial = running.pop(future)
                     heartbeat.remove(trial._trial_id)
-                    told += 1
+                    reported += 1
                     failed += not self.tell(study, trial, future.result())
         return self.finish(study)
 

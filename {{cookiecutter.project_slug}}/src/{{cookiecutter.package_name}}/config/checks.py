@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from {{ cookiecutter.package_name }}.config import source as config_source
-from {{ cookiecutter.package_name }}.errors import UserError, did_you_mean, unknown_key
+from {{ cookiecutter.package_name }}.errors import UserError, did_you_mean, first_line, unknown_key
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,7 @@ def above(low: float, optional: bool = False) -> Rule:
 
 FRACTION = Rule(float, low=0.0, high=1.0, high_open=True)  # [0, 1)
 FLAG = Rule(bool)
+MODE = Rule(str, choices=("max", "min"))  # a monitored metric: bigger or smaller is better
 
 RULES: dict[str, Rule] = {
     "seed": Rule(int),
@@ -88,8 +89,6 @@ RULES: dict[str, Rule] = {
     "model.dropout": FRACTION,
     "model.drop_rate": FRACTION,
     "model.img_size": at_least(1, optional=True),
-    "model.lora.r": at_least(1),
-    "model.lora.dropout": FRACTION,
     "optimizer.lr": above(0.0),
     "optimizer.weight_decay": at_least(0.0, float),
     "optimizer.momentum": FRACTION,
@@ -98,7 +97,7 @@ RULES: dict[str, Rule] = {
     "scheduler.gamma": above(0.0),
     "scheduler.pct_start": Rule(float, low=0.0, high=1.0, low_open=True, high_open=True),
     "scheduler.min_lr_ratio": Rule(float, low=0.0, high=1.0),
-    "task.mode": Rule(str, choices=("max", "min")),
+    "task.mode": MODE,
     "trainer.max_epochs": at_least(1),
     "trainer.max_steps": at_least(-1),
     "trainer.accumulate_grad_batches": at_least(1),
@@ -122,10 +121,15 @@ def check_config(cfg: DictConfig) -> None:
     task, data and model that do not fit together."""
     for key, rule in RULES.items():
         value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False)
-        if value is _ABSENT or rule.accepts(value):
-            continue
-        raise UserError(f"{key}={_show(value)} is not accepted: {key} must be {rule.describe()}.")
+        if value is not _ABSENT:
+            check_value(key, value, rule)
     check_fit(cfg)
+
+
+def check_value(key: str, value: Any, rule: Rule) -> None:
+    """One line naming ``key`` and what it accepts when ``rule`` rejects ``value`` (owners check theirs with it)."""
+    if not rule.accepts(value):
+        raise UserError(f"{key}={_show(value)} is not accepted: {key} must be {rule.describe()}.")
 
 
 def _show(value: Any) -> str:
@@ -272,7 +276,7 @@ def missing_option(error: Exception) -> UserError:
     options = [str(option) for option in (getattr(error, "options", None) or [])]
     group, _, option = missing.rpartition("/")
     if not group:
-        return UserError(str(error).splitlines()[0])
+        return UserError(first_line(error))
     if not options:
         return unknown_key(group, config_source.config_groups(), "a config group")
     return UserError(

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from {{ cookiecutter.package_name }}.config import quoting
+
 PACKAGE = "{{ cookiecutter.package_name }}"
 SOURCE_CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 ENV_VAR = "{{ cookiecutter.package_name | upper }}_CONFIG_PATH"
@@ -33,12 +35,15 @@ def user_search_path(overrides: list[str]) -> list[str]:
     folders = [folder for folder in os.environ.get(ENV_VAR, "").split(os.pathsep) if folder.strip()]
     if not folders or any(item.lstrip("+~").startswith("hydra.searchpath") for item in overrides):
         return list(overrides)
-    paths = ",".join(f"file://{Path(folder).expanduser().resolve().as_posix()}" for folder in folders)
+    # quoted: a folder under a Korean user name (C:/Users/김철수/...) is beyond Hydra's unquoted values
+    searchpath = quoting.path_override(
+        "hydra.searchpath", [f"file://{Path(folder).expanduser().resolve().as_posix()}" for folder in folders]
+    )
     # beside the other overrides: Hydra's parser takes them as one run of positional arguments
     first = next(
         (index for index, item in enumerate(overrides) if "=" in item and not item.startswith("-")), len(overrides)
     )
-    return [*overrides[:first], f"hydra.searchpath=[{paths}]", *overrides[first:]]
+    return [*overrides[:first], searchpath, *overrides[first:]]
 
 
 def compose(config_name: str | None, overrides: list[str]) -> DictConfig:

@@ -15,7 +15,6 @@ gets ChatML. ``sample_chat.jsonl`` (written for this project, CC0-1.0) is used w
 
 from __future__ import annotations
 
-import difflib
 import logging
 import random
 from collections import Counter
@@ -24,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from {{ cookiecutter.package_name }} import runtime
 from {{ cookiecutter.package_name }}.data.common import DataInfo, DataModule, EpochSampler, seeded_split, take_fraction
 from {{ cookiecutter.package_name }}.data.text import load_tokenizer, train_tokenizer
-from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.errors import UserError, closest, first_line
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +95,13 @@ def read_rows(
         try:
             rows = datasets.load_dataset(dataset, split=split, revision=revision)
         except Exception as error:  # noqa: BLE001 - offline, missing, private: one line each
-            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
             if hub_offline():
                 raise UserError(
                     f"data.dataset={dataset} is not in the local datasets cache and HF_HUB_OFFLINE=1: "
                     "load it once online, or save it to a .jsonl file and set data.path."
                 ) from None
             raise UserError(
-                f"data.dataset={dataset} (split={split}) cannot be loaded ({reason}): check the id, "
+                f"data.dataset={dataset} (split={split}) cannot be loaded ({first_line(error)[:200]}): check the id, "
                 "split and revision, your network and token (hf auth login)."
             ) from None
         return rows.to_list(), dataset
@@ -121,8 +118,9 @@ def read_rows(
     try:
         rows = datasets.load_dataset(builder, data_files=str(file), split="train")
     except Exception as error:  # noqa: BLE001 - a malformed file: one line
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise UserError(f"data.path={file} cannot be read as {builder} ({reason}): fix the file.") from None
+        raise UserError(
+            f"data.path={file} cannot be read as {builder} ({first_line(error)[:200]}): fix the file."
+        ) from None
     return rows.to_list(), str(file)
 
 
@@ -178,7 +176,7 @@ def to_messages(row: dict[str, Any], fmt: str, fields: dict[str, str], at: str) 
             raise UserError(f"{at}: every message needs a 'role' and a 'content', got {message!r:.80}.")
         role = str(message["role"])
         if role not in ROLES:
-            close = difflib.get_close_matches(role, ROLES, n=1)
+            close = closest(role, ROLES, count=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UserError(
                 f"{at}: role {role!r} is not one the chat template knows{hint}; use one of {', '.join(ROLES)}."
@@ -378,7 +376,7 @@ class ChatDataModule(DataModule):
     ) -> None:
         super().__init__(**loader_kwargs)
         if train_on not in {"completion", "all"}:
-            close = difflib.get_close_matches(str(train_on), ["completion", "all"], n=1)
+            close = closest(str(train_on), ["completion", "all"], count=1)
             raise UserError(
                 f"data.train_on={train_on} is not an option; use "
                 f"{close[0] if close else 'completion'} (completion or all)."
@@ -480,7 +478,7 @@ class ChatDataModule(DataModule):
             return Examples([[examples[index] for index in row] for row in bins])
         return Examples(examples)
 
-    def collate(self, items: list[Any]) -> dict[str, torch.Tensor]:
+    def collate_fn(self, items: list[Any]) -> dict[str, torch.Tensor]:
         if self.packing:
             return pack_batch(items, self.pad_token_id)
         return pad_batch(items, self.pad_token_id)
@@ -489,27 +487,9 @@ class ChatDataModule(DataModule):
         """The tokens of one item of :meth:`dataset`, for grouping by length."""
         return len(item["input_ids"])
 
-    def loader(self, split: str) -> DataLoader:
-        """Per-batch padding; the training order groups similar lengths (``group_by_length``)."""
-        dataset = self.dataset(split)
-        options = {
-            "shuffle": split == "train",
-            "seed": self.seed,
-            "rank": runtime.rank(),
-            "world_size": runtime.world_size(),
-        }
+    def sampler(self, split: str, dataset: Dataset) -> EpochSampler:
+        """The training order groups similar lengths (``group_by_length``): little padding per batch."""
         if self.group_by_length and not self.packing:
             lengths = [self.length(example) for example in dataset]
-            sampler: EpochSampler = LengthGroupedSampler(lengths, self.batch_size, **options)
-        else:
-            sampler = EpochSampler(len(dataset), **options)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.persistent_workers and self.num_workers > 0,
-            collate_fn=self.collate,
-            generator=torch.Generator(),
-        )
+            return LengthGroupedSampler(lengths, self.batch_size, **self.sampler_options(split))
+        return super().sampler(split, dataset)

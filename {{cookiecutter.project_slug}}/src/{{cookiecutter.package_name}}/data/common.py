@@ -184,21 +184,32 @@ class DataModule:
     def dataset(self, split: str) -> Dataset:
         return {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
 
+    def sampler(self, split: str, dataset: Dataset) -> EpochSampler:
+        """The order of ``split``: shuffled for training, sharded under DDP, padded for training only.
+
+        A data source with its own order (e.g. grouping by length) overrides this and keeps the
+        sharding and padding rules by passing ``options`` on.
+        """
+        return EpochSampler(len(dataset), **self.sampler_options(split))
+
+    def sampler_options(self, split: str) -> dict[str, Any]:
+        """The :class:`EpochSampler` arguments of ``split``: validation and test see each example once."""
+        return {
+            "shuffle": split == "train",
+            "seed": self.seed,
+            "rank": runtime.rank(),
+            "world_size": runtime.world_size(),
+            "pad": split == "train",
+        }
+
     def loader(self, split: str) -> DataLoader:
-        """A loader over ``split`` with an :class:`EpochSampler`, sharded under DDP (padded for training only).
+        """A loader over ``split`` with :meth:`sampler`'s order; its workers leave stop signals to the trainer.
 
         Tensors in memory (a ``TensorDataset``) are indexed a whole batch at a time instead of
         sample by sample and collated: the same batches, several times faster.
         """
         dataset = self.dataset(split)
-        sampler = EpochSampler(
-            len(dataset),
-            shuffle=split == "train",
-            seed=self.seed,
-            rank=runtime.rank(),
-            world_size=runtime.world_size(),
-            pad=split == "train",
-        )
+        sampler = self.sampler(split, dataset)
         batched = isinstance(dataset, TensorDataset) and self.collate_fn is None
         return DataLoader(
             dataset,

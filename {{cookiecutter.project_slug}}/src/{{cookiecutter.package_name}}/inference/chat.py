@@ -1,4 +1,5 @@
-"""``predict`` for a chat-tuned causal LM: answer the conversations of a chat .jsonl file."""
+"""A chat-tuned causal LM after training: ``predict`` answers the conversations of a chat .jsonl file; it loads
+and exports as any causal LM (``inference.text``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,35 @@ from typing import Any
 
 from {{ cookiecutter.package_name }}.data.chat import ROLES, as_messages
 from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.inference.text import (
+    CARD,
+    EXPORT_HELP,
+    EXPORT_OPTIONS,
+    PREDICT_HELP,
+    PREDICT_OPTIONS,
+    card_details,
+    export,
+    export_overrides,
+    generation_settings,
+    load_options,
+    write_generations,
+)
+from {{ cookiecutter.package_name }}.runtime import unwrap
 
 log = logging.getLogger(__name__)
+# The inference interface (see inference/__init__.py): all but predict as any causal LM's.
+__all__ = [
+    "CARD",
+    "EXPORT_HELP",
+    "EXPORT_OPTIONS",
+    "PREDICT_HELP",
+    "PREDICT_OPTIONS",
+    "card_details",
+    "export",
+    "export_overrides",
+    "load_options",
+    "predict",
+]
 
 
 def read_conversations(path: Path) -> list[list[dict[str, str]]]:
@@ -41,10 +69,8 @@ def read_conversations(path: Path) -> list[list[dict[str, str]]]:
     return conversations
 
 
-def predict_chat(run: Any, source: Path, output: Path, options: dict[str, Any]) -> Path:
+def predict(run: Any, source: Path, output: Path, options: dict[str, Any]) -> Path:
     """``predict`` for a chat-tuned run: answer each conversation of a .jsonl file into ``generations.jsonl``."""
-    from {{ cookiecutter.package_name }}.inference.text import generation_settings, write_generations
-    from {{ cookiecutter.package_name }}.runtime import unwrap
     from {{ cookiecutter.package_name }}.tasks.chat_answers import answer
 
     if source.suffix != ".jsonl":

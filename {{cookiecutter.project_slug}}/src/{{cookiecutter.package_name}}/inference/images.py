@@ -26,6 +26,37 @@ CARD = {
     "and the class names; `model.onnx`, where exported, runs in onnxruntime (input `images`, output "
     "`logits`).",
 }
+PREDICT_OPTIONS = {"top_k": 3}
+PREDICT_HELP = """\
+  image classification: input= is an image or a folder of images (recursive, any format PIL reads)
+  top_k=3               how many classes to list per image
+                        (writes predictions.csv: path, predicted class, probability, top-k)
+"""
+EXPORT_OPTIONS = {"format": "safetensors"}
+EXPORT_HELP = """\
+  format=safetensors|onnx
+                        image classification: safetensors weights + model_config.json, and with
+                        onnx also model.onnx (needs the onnx package: the `onnx` extra)
+"""
+FORMATS = ("safetensors", "onnx")
+
+
+def load_options(folder: Path, config: Any, precision: Any) -> dict[str, Any]:
+    """An image classifier is built as it was trained: no extra builder arguments."""
+    return {}
+
+
+def export_overrides(
+    config: Any, options: dict[str, Any], overrides: list[str]
+) -> tuple[list[str], dict[str, Any], str | None]:
+    """Check ``format=``; the export loads the run as it was trained."""
+    if str(options["format"]) not in FORMATS:
+        raise UserError(f"format={options['format']}: choose {' or '.join(FORMATS)}.")
+    return overrides, {}, None
+
+
+def card_details(run: Any) -> str:
+    return ""
 
 
 def find_files(path: Path) -> list[Path]:
@@ -122,10 +153,11 @@ def input_example(run: Any) -> torch.Tensor:
     return image.unsqueeze(0).to(run.device)
 
 
-def export(run: Any, output: Path, fmt: str = "safetensors") -> list[Path]:
-    """``model.safetensors`` and ``model_config.json``; with ``fmt=onnx`` also ``model.onnx``."""
+def export(run: Any, output: Path, options: dict[str, Any]) -> list[Path]:
+    """``model.safetensors`` and ``model_config.json``; with ``format=onnx`` also ``model.onnx``."""
     from safetensors.torch import save_file
 
+    fmt = str(options.get("format") or "safetensors")
     model: nn.Module = run.model
     weights = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
     written = [output / "model.safetensors", output / "model_config.json"]

@@ -26,8 +26,10 @@ def _target(node: Any) -> str:
     return f"{target} " + ", ".join(f"{key}={value}" for key, value in list(keep.items())[:8])
 
 
-def values(run: Any, card: dict[str, str], files: list[Path], export_command: str) -> dict[str, str]:
-    """Every ``$name`` of the template; ``card`` holds the task's ``kind``, ``library``, ``tag`` and ``usage``."""
+def values(run: Any, module: Any, files: list[Path], export_command: str) -> dict[str, str]:
+    """Every ``$name`` of the template; the inference ``module``'s ``CARD`` holds the task's ``kind``, ``library``,
+    ``tag`` and ``usage``, and its ``card_details(run)`` what follows the precision (e.g. how the weights were stored)."""
+    card = module.CARD
     summary = _read_json(run.folder / "summary.json")
     record = _read_json(run.folder / "provenance.json")
     command = record.get("command", {})
@@ -39,12 +41,6 @@ def values(run: Any, card: dict[str, str], files: list[Path], export_command: st
         **summary.get("test", {}),
         **{key: value for key, value in summary.get("final", {}).items() if key.startswith("val/")},
     }
-    saved = OmegaConf.load(run.folder / ".hydra" / "config.yaml")
-    trained = OmegaConf.select(saved, "quantization.name", default="none")
-    exported = OmegaConf.select(run.config, "quantization.name", default="none")
-    quantization = f"{trained} during training" + (
-        f"; exported from the base loaded with quantization {exported}" if exported != trained else ""
-    )
     return {
         "library": card["library"],
         "tags": "\n".join(f"- {tag}" for tag in (card["tag"], "{{ cookiecutter.project_slug }}")),
@@ -55,7 +51,7 @@ def values(run: Any, card: dict[str, str], files: list[Path], export_command: st
         "model": _target(run.config.get("model")),
         "data": _target(run.config.get("data")),
         "precision": f"{run.precision.name} (asked: {run.config.precision.name})",
-        "quantization": quantization,
+        "details": module.card_details(run),
         "files": ", ".join(f"`{path.name}`" for path in files),
         "usage": card["usage"],
         "monitor": str(summary.get("monitor", "?")),
@@ -79,9 +75,9 @@ def values(run: Any, card: dict[str, str], files: list[Path], export_command: st
     }
 
 
-def write_model_card(run: Any, output: Path, card: dict[str, str], files: list[Path], export_command: str) -> Path:
-    """Write ``output/README.md`` from the template; ``card`` is the inference module's ``CARD``."""
-    text = Template(TEMPLATE.read_text(encoding="utf-8")).substitute(values(run, card, files, export_command))
+def write_model_card(run: Any, output: Path, module: Any, files: list[Path], export_command: str) -> Path:
+    """Write ``output/README.md`` from the template, with what the run's inference ``module`` says of it."""
+    text = Template(TEMPLATE.read_text(encoding="utf-8")).substitute(values(run, module, files, export_command))
     path = output / "README.md"
     path.write_text(text, encoding="utf-8")
     return path

@@ -21,14 +21,16 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from {{ cookiecutter.package_name }} import runtime
+from {{ cookiecutter.package_name }}.config import quoting
 from {{ cookiecutter.package_name }}.config import source as config_source
+from {{ cookiecutter.package_name }}.config.build import build_run
 from {{ cookiecutter.package_name }}.config.checks import check_fit
-from {{ cookiecutter.package_name }}.errors import UserError, closest, unknown_key
-from {{ cookiecutter.package_name }}.training.checkpoint import load_checkpoint
+from {{ cookiecutter.package_name }}.errors import UserError, asked_for_help, closest, first_line, unknown_key
+from {{ cookiecutter.package_name }}.inference import inference_module
+from {{ cookiecutter.package_name }}.training.checkpoint import load_weights
 
 log = logging.getLogger(__name__)
 _ABSENT = object()
-QUANTIZED = {"8bit", "4bit"}
 
 
 @dataclass
@@ -39,19 +41,14 @@ class Arguments:
     overrides: list[str] = field(default_factory=list)
 
 
-def plain_help(doc: str) -> str:
-    """A module docstring as ``--help`` prints it: without the reStructuredText double backticks."""
-    return doc.replace("``", "")
-
-
 def parse_arguments(argv: list[str], defaults: dict[str, Any], doc: str) -> Arguments:
     """Split ``key=value`` arguments into options named in ``defaults`` and config overrides."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    if any(arg in {"-h", "--help"} for arg in argv):
-        sys.stdout.write(plain_help(doc) + "\n")
+    if asked_for_help(argv, doc):
         raise SystemExit(0)
+    argv = quoting.quote_paths(argv)  # run=/home/김철수/... and data.root=~/사진 as typed
     options, overrides = dict(defaults), []
     for arg in argv:
         key = arg.split("=", 1)[0]
@@ -66,7 +63,7 @@ def parse_arguments(argv: list[str], defaults: dict[str, Any], doc: str) -> Argu
             try:
                 value = OverridesParser.create().parse_override(arg).value()
             except HydraException as error:
-                raise UserError(f"{arg}: {str(error).splitlines()[0]}") from None
+                raise UserError(f"{arg}: {first_line(error)}") from None
             options[key] = None if value in ("null", None) else value
         else:
             overrides.append(arg)
@@ -110,9 +107,9 @@ def _apply_group(config: DictConfig, key: str, option: str) -> bool:
     except MissingConfigException as error:
         if OmegaConf.select(config, key, default=_ABSENT) is _ABSENT:
             return False
-        raise UserError(f"{key}={option}: {str(error).splitlines()[0]}") from None
+        raise UserError(f"{key}={option}: {first_line(error)}") from None
     except HydraException as error:
-        raise UserError(f"{key}={option}: {str(error).splitlines()[0]}") from None
+        raise UserError(f"{key}={option}: {first_line(error)}") from None
     if not isinstance(composed.get(key, _ABSENT), DictConfig) and set(composed) == {key}:
         return False  # not a group: Hydra took `+key=option` as a new key
     with open_dict(config):
@@ -132,7 +129,7 @@ def load_config(folder: Path, overrides: list[str]) -> DictConfig:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as error:
-        raise UserError(f"{' '.join(overrides)}: {str(error).splitlines()[0]}") from None
+        raise UserError(f"{' '.join(overrides)}: {first_line(error)}") from None
     choices = saved_choices(folder)
     for override in parsed:
         key, value = override.key_or_group, override.value()
@@ -165,10 +162,9 @@ def saved_choices(folder: Path) -> dict[str, str]:
         return {}
 
 
-def load_weights(model: nn.Module, checkpoint: Path) -> dict[str, Any]:
+def load_trained_weights(model: nn.Module, checkpoint: Path) -> None:
     """Load the checkpoint's model weights into ``model``; a checkpoint of another model is one line."""
-    state = load_checkpoint(checkpoint, "cpu")
-    weights, own = state["model"], runtime.unwrap(model).state_dict()
+    weights, own = load_weights(checkpoint), runtime.unwrap(model).state_dict()
     missing, unexpected = sorted(own.keys() - weights.keys()), sorted(weights.keys() - own.keys())
     mismatched = sorted(
         key for key in own.keys() & weights.keys() if tuple(own[key].shape) != tuple(weights[key].shape)
@@ -182,49 +178,6 @@ def load_weights(model: nn.Module, checkpoint: Path) -> dict[str, Any]:
             "use the run's own model options, or a checkpoint of this model."
         )
     runtime.unwrap(model).load_state_dict(weights)
-    return state
-
-
-def quantization_of(config: DictConfig) -> str:
-    """The config's ``quantization.name`` (``none`` without one)."""
-    return str((config.get("quantization") or {}).get("name", "none"))
-
-
-def lora_trained(config: DictConfig) -> bool | None:
-    """Whether the run's causal LM has LoRA adapters (``model.lora.enabled``, null: when quantized); None for
-    a model without LoRA options."""
-    model = config.get("model") or {}
-    lora = model.get("lora")
-    if lora is None:
-        return None
-    enabled = lora.get("enabled")
-    if enabled is None:  # QLoRA for quantized pretrained weights; a random init trains in full
-        return quantization_of(config) in QUANTIZED and not from_random_init(config)
-    return bool(enabled)
-
-
-def from_random_init(config: DictConfig) -> bool:
-    """Whether the run's causal LM started from random weights (``model.name_or_path: null``)."""
-    model = config.get("model") or {}
-    return "name_or_path" in model and not model.get("name_or_path")
-
-
-def inference_options(saved: DictConfig, config: DictConfig) -> dict[str, Any]:
-    """How a causal LM loads after training: a quantized base without QLoRA's training preparation (its fp32
-    casts), and a quantized load only of runs that trained LoRA adapters (a full fine-tune's weights do not
-    fit a quantized model)."""
-    trained_lora, quantization = lora_trained(saved), quantization_of(config)
-    if trained_lora is None or quantization not in QUANTIZED:
-        return {}
-    if not trained_lora and from_random_init(saved) and quantization == quantization_of(saved):
-        return {"quantization": None}  # the run's quantization was not applied to its random init
-    if not trained_lora:
-        raise UserError(
-            f"quantization={quantization} loads a base for LoRA adapters, but this run fine-tuned the "
-            f"whole model: leave out quantization={quantization}, or export the run and load the export "
-            "quantized."
-        )
-    return {"for_training": False}
 
 
 @dataclass
@@ -242,20 +195,12 @@ class LoadedRun:
     model: nn.Module
 
 
-def random_init_source(config: DictConfig, folder: Path) -> None:
-    """A model trained from a random init loads that same init from the run folder (and its tokenizer)."""
-    model = config.get("model") or {}
-    if "name_or_path" in model and not model.get("name_or_path") and (folder / "random_init").is_dir():
-        with open_dict(config):
-            config.model.name_or_path = str(folder / "random_init")
-
-
 def load_run(
     folder: Path | str, overrides: list[str], ckpt: Any = "best", model_options: dict[str, Any] | None = None
 ) -> LoadedRun:
     """Check the folder, load and override its config, build data, task and model, load the weights.
 
-    ``model_options``: extra arguments of the model's builder (over :func:`inference_options`).
+    ``model_options``: extra arguments of the model's builder (over the inference module's ``load_options``).
     """
     from hydra.utils import instantiate
 
@@ -264,7 +209,6 @@ def load_run(
     folder = check_run_folder(Path(folder))
     checkpoint = checkpoint_path(folder, ckpt)
     config = load_config(folder, overrides)
-    random_init_source(config, folder)
     if config.get("init_from"):  # the start the run was trained from (merged adapters: in the run folder)
         from {{ cookiecutter.package_name }}.models import init_from
 
@@ -272,17 +216,11 @@ def load_run(
     seed_everything(int(config.seed))
     device = runtime.choose_device(str(config.trainer.get("device", "auto")))
     precision = instantiate(config.precision).resolve(device)
-    datamodule = instantiate(config.data)
-    info = datamodule.setup()
-    task = instantiate(config.task)
-    task.bind(info)
-    options = inference_options(OmegaConf.load(folder / ".hydra" / "config.yaml"), config)
-    if options:  # computing in what this device supports, as training did (bf16 -> fp16 before Ampere)
-        options["dtype"] = precision.name
-    options.update(model_options or {})
-    model = instantiate(config.model, data=info, **options)
-    task.attach(model)  # before the checkpoint: DPO's reference is the starting weights
-    load_weights(model, checkpoint)
+    # before the data is built: a random init's tokenizer is in the run folder, where the model's is
+    options = {**inference_module(config).load_options(folder, config, precision), **(model_options or {})}
+    built = build_run(config, options)
+    model = built.model
+    load_trained_weights(model, checkpoint)
     model = runtime.place(model, device)
     model.eval()
     log.info(
@@ -292,7 +230,7 @@ def load_run(
         device,
         precision,
     )
-    return LoadedRun(folder, config, checkpoint, device, precision, datamodule, info, task, model)
+    return LoadedRun(folder, config, checkpoint, device, precision, built.datamodule, built.info, built.task, model)
 
 
 def output_folder(folder: Path, kind: str, given: Any = None) -> Path:

@@ -1,4 +1,5 @@
-"""Causal LMs after training: generate from a file of prompts; export a standalone (merged) model."""
+"""Causal LMs after training: load LoRA/quantized runs, generate from a file of prompts, export a standalone
+(merged) model."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-from tqdm.auto import tqdm
+from omegaconf import DictConfig, open_dict
 
 from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.models.hf_loader import QUANTIZED, is_random_init
 from {{ cookiecutter.package_name }}.runtime import unwrap
+from {{ cookiecutter.package_name }}.tasks.generation import generate
 
 log = logging.getLogger(__name__)
-PROGRESS_AFTER = 3  # batches: a progress bar for longer inputs
 # What the model card says of an export (see model_card.py).
 CARD = {
     "kind": "A causal language model",
@@ -25,6 +26,111 @@ CARD = {
     'model = AutoModelForCausalLM.from_pretrained("<this folder>")\n'
     'tokenizer = AutoTokenizer.from_pretrained("<this folder>")\n```',
 }
+PREDICT_OPTIONS = {"max_new_tokens": 64, "temperature": 1.0, "top_p": 1.0, "do_sample": False}
+PREDICT_HELP = """\
+  causal LM: input= is a .txt file (one prompt per line) or a .jsonl file ({"prompt": ...} per line;
+                        a chat-tuned run: {"messages": [...]} or {"prompt": ...})
+  max_new_tokens=64 temperature=1.0 top_p=1.0 do_sample=false
+                        causal LM: generation settings (writes generations.jsonl)
+"""
+EXPORT_OPTIONS = {"merge_lora": None}
+EXPORT_HELP = """\
+  merge_lora=null|true|false
+                        causal LM: null/true merge a LoRA adapter into the base weights (a 4-/8-bit
+                        base is reloaded unquantized, on the CPU unless trainer.device= says otherwise):
+                        a standalone model that loads without the LoRA library; false saves the adapter
+                        alone
+"""
+
+
+# ------------------------------------------------------------------ loading a run
+def quantization_of(config: DictConfig) -> str:
+    """The config's ``quantization.name`` (``none`` without one)."""
+    return str((config.get("quantization") or {}).get("name", "none"))
+
+
+def from_random_init(config: DictConfig) -> bool:
+    """Whether the run's causal LM started from random weights (``model.name_or_path: null``)."""
+    model = config.get("model") or {}
+    return "name_or_path" in model and is_random_init(model.get("name_or_path"))
+
+
+def lora_trained(config: DictConfig) -> bool | None:
+    """Whether the run's causal LM has LoRA adapters (``model.lora.enabled``, null: when quantized); None for
+    a model without LoRA options."""
+    lora = (config.get("model") or {}).get("lora")
+    if lora is None:
+        return None
+    enabled = lora.get("enabled")
+    if enabled is None:  # QLoRA for quantized pretrained weights; a random init trains in full
+        return quantization_of(config) in QUANTIZED and not from_random_init(config)
+    return bool(enabled)
+
+
+def inference_options(saved: DictConfig, config: DictConfig) -> dict[str, Any]:
+    """How a causal LM loads after training: a quantized base without QLoRA's training preparation (its fp32
+    casts), and a quantized load only of runs that trained LoRA adapters (a full fine-tune's weights do not
+    fit a quantized model)."""
+    trained_lora, quantization = lora_trained(saved), quantization_of(config)
+    if trained_lora is None or quantization not in QUANTIZED:
+        return {}
+    if not trained_lora and from_random_init(saved) and quantization == quantization_of(saved):
+        return {"quantization": None}  # the run's quantization was not applied to its random init
+    if not trained_lora:
+        raise UserError(
+            f"quantization={quantization} loads a base for LoRA adapters, but this run fine-tuned the "
+            f"whole model: leave out quantization={quantization}, or export the run and load the export "
+            "quantized."
+        )
+    return {"for_training": False}
+
+
+def load_options(folder: Path, config: DictConfig, precision: Any) -> dict[str, Any]:
+    """The builder arguments that load the run's weights: a random init loads that same init from the run
+    folder (and its tokenizer); a quantized base loads for inference, in what this device computes in."""
+    from omegaconf import OmegaConf
+
+    if from_random_init(config) and (folder / "random_init").is_dir():
+        with open_dict(config):
+            config.model.name_or_path = str(folder / "random_init")
+    options = inference_options(OmegaConf.load(folder / ".hydra" / "config.yaml"), config)
+    if options:  # computing in what this device supports, as training did (bf16 -> fp16 before Ampere)
+        options["dtype"] = precision.name
+    return options
+
+
+def export_overrides(
+    config: DictConfig, options: dict[str, Any], overrides: list[str]
+) -> tuple[list[str], dict[str, Any], str | None]:
+    """The overrides and builder arguments the export loads with, and a line saying why they differ.
+
+    A quantized QLoRA run merges into its base reloaded unquantized, on the CPU: the full-precision base may
+    not fit the GPU that trained it 4-bit (13B on 24 GB); ``trainer.device=...`` or ``model.device_map=auto``
+    chooses otherwise.
+    """
+    if options["merge_lora"] not in (None, True, False):
+        raise UserError(f"merge_lora={options['merge_lora']}: write true, false or null.")
+    quantization = quantization_of(config)
+    if quantization in QUANTIZED and options["merge_lora"] is not False and lora_trained(config):
+        return (
+            ["trainer.device=cpu", *overrides, "quantization=none", "model.lora.enabled=true"],
+            {"for_training": False},
+            f"Merging the adapter into the {quantization} base, reloaded unquantized on the CPU.",
+        )
+    return overrides, {}, None
+
+
+def card_details(run: Any) -> str:
+    """The quantization during training, and the one of the base the export was loaded from."""
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.load(run.folder / ".hydra" / "config.yaml")
+    trained, exported = quantization_of(saved), quantization_of(run.config)
+    merged = f"; exported from the base loaded with quantization {exported}" if exported != trained else ""
+    return f"; quantization: {trained} during training{merged}"
+
+
+# ------------------------------------------------------------------ predicting
 
 
 def read_prompts(path: Path, field: str = "prompt") -> list[str]:
@@ -70,36 +176,8 @@ def generation_settings(options: dict[str, Any], pad_token_id: int | None) -> di
     return settings
 
 
-@torch.no_grad()
-def generate(
-    model: Any,
-    tokenizer: Any,
-    prompts: list[str],
-    settings: dict[str, Any],
-    batch_size: int,
-    device: torch.device,
-    autocast: Any = None,
-) -> list[str]:
-    """The continuation of each prompt (batched, left-padded)."""
-    tokenizer.padding_side = "left"
-    model.eval()
-    batches = [prompts[start : start + batch_size] for start in range(0, len(prompts), batch_size)]
-    texts: list[str] = []
-    for batch in tqdm(batches, desc="generate", disable=len(batches) <= PROGRESS_AFTER):
-        encoded = tokenizer(batch, return_tensors="pt", padding=True)
-        inputs = {"input_ids": encoded["input_ids"].to(device), "attention_mask": encoded["attention_mask"].to(device)}
-        with autocast() if autocast is not None else torch.autocast(device.type, enabled=False):
-            output = model.generate(**inputs, **settings)
-        texts += tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-    return texts
-
-
 def predict(run: Any, source: Path, output: Path, options: dict[str, Any]) -> Path:
     """Write ``generations.jsonl``: each prompt, its continuation and the generation settings."""
-    if str(run.config.data.get("_target_", "")).endswith(("ChatDataModule", "PreferenceDataModule")):
-        from {{ cookiecutter.package_name }}.inference.chat import predict_chat
-
-        return predict_chat(run, source, output, options)
     prompts = read_prompts(source)
     tokenizer = run.info.tokenizer
     settings = generation_settings(options, tokenizer.pad_token_id)
@@ -131,13 +209,14 @@ def is_lora(model: Any) -> bool:
     return hasattr(unwrap(model), "peft_config")
 
 
-def export(run: Any, output: Path, merge_lora: bool | None = None) -> list[Path]:
+# ------------------------------------------------------------------ exporting
+def export(run: Any, output: Path, options: dict[str, Any]) -> list[Path]:
     """Save a folder ``AutoModelForCausalLM.from_pretrained`` loads without peft: the LoRA adapter merged into
     the base weights (``merge_and_unload``), or the full fine-tuned model; safetensors and the tokenizer.
 
     ``merge_lora=false`` saves the adapter alone instead (loading it needs peft and the base model).
     """
-    model = unwrap(run.model)
+    merge_lora, model = options.get("merge_lora"), unwrap(run.model)
     if merge_lora and not is_lora(model):
         raise UserError(
             "merge_lora=true, but this run trained the full model (no LoRA adapter): export without merge_lora."

@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from {{ cookiecutter.package_name }}.config.checks import FRACTION, at_least, check_value
 from {{ cookiecutter.package_name }}.data.common import DataInfo
 from {{ cookiecutter.package_name }}.data.hf_source import resolve_source
-from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.errors import UserError, first_line
 from {{ cookiecutter.package_name }}.models import footprint
 from {{ cookiecutter.package_name }}.runtime import (
     DTYPES,
@@ -33,6 +34,7 @@ from {{ cookiecutter.package_name }}.runtime import (
 log = logging.getLogger(__name__)
 
 QUANTIZED = {"8bit", "4bit"}
+LORA_RULES = {"r": at_least(1), "dropout": FRACTION}  # what model.lora.* accepts
 CPU_PACK_BLOCK = 32  # bitsandbytes' fused CPU 4-bit kernel packs out_features in blocks of this size
 
 
@@ -82,7 +84,7 @@ def doctor_answer() -> tuple[str, str]:
     except Exception as error:  # noqa: BLE001 - any import failure is the answer
         return (
             "bitsandbytes?",
-            f"installed but does not import ({type(error).__name__}: {str(error).splitlines()[0][:120]})",
+            f"installed but does not import ({type(error).__name__}: {first_line(error)[:120]})",
         )
     where = "a CUDA GPU" if torch.cuda.is_available() else "the CPU only (slow; 4-bit training wants a CUDA GPU)"
     return "bitsandbytes?", f"{bitsandbytes.__version__}, usable on {where}"
@@ -128,7 +130,7 @@ def model_config(
     """The transformers config of the model to load: the saved one, or one built from ``config``."""
     from transformers import AutoConfig
 
-    if name_or_path not in (None, "", "null"):
+    if not names_no_weights(name_or_path):
         return AutoConfig.from_pretrained(
             resolve_source(str(name_or_path), revision), revision=revision, trust_remote_code=trust_remote_code
         )
@@ -150,9 +152,14 @@ RANDOM_INIT_TEXT = (
 )
 
 
+def names_no_weights(name_or_path: Any) -> bool:
+    """True for ``model.name_or_path=null``: the model starts from random weights made here."""
+    return name_or_path in (None, "", "null")
+
+
 def is_random_init(name_or_path: Any) -> bool:
     """True for ``name_or_path=null`` (a random init) and for a run's saved ``random_init/`` folder."""
-    return name_or_path in (None, "", "null") or (Path(str(name_or_path)) / RANDOM_INIT_NOTE).is_file()
+    return names_no_weights(name_or_path) or (Path(str(name_or_path)) / RANDOM_INIT_NOTE).is_file()
 
 
 def plan_random_training(quant: str, use_lora: bool | None) -> tuple[str, bool]:
@@ -368,7 +375,7 @@ def add_lora(model: nn.Module, lora: dict[str, Any], quantized: bool, gradient_c
         model = get_peft_model(model, config)
     except ValueError as error:
         raise UserError(
-            f"LoRA could not be attached ({str(error).splitlines()[0]}): set model.lora.target_modules "
+            f"LoRA could not be attached ({first_line(error)}): set model.lora.target_modules "
             "to Linear layer names of this model, e.g. [q_proj, v_proj]."
         ) from None
     keep_trainable_state_only(model)
@@ -404,6 +411,9 @@ def load_causal_lm(
     dtype = usable_precision(dtype, choose_device(str(device))) if for_training else dtype
     quant = quantization_name(quantization)
     lora = dict(lora or {})
+    for name, rule in LORA_RULES.items():
+        if name in lora:
+            check_value(f"model.lora.{name}", lora[name], rule)
     use_lora = lora.get("enabled")
     if for_training and is_random_init(name_or_path):
         quant, use_lora = plan_random_training(quant, use_lora)
@@ -417,7 +427,7 @@ def load_causal_lm(
     quantization_config = bnb_config(quantization, dtype, offload=may_offload(device_map))
     warn_quantized_spill(device_map, quant)
     tokenizer = data.tokenizer if data is not None else None
-    if name_or_path in (None, "", "null"):
+    if names_no_weights(name_or_path):
         folder = Path(init_dir) if init_dir else Path(tempfile.mkdtemp(prefix="random_init_"))
         source = shared_random_init(config or {}, tokenizer, folder)
     else:
@@ -446,9 +456,8 @@ def load_causal_lm(
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError, ImportError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
-            f"model.name_or_path={source} could not be loaded ({first}): check the model "
+            f"model.name_or_path={source} could not be loaded ({first_line(error)}): check the model "
             "options (dtype, device_map, offload_folder, quantization)."
         ) from None
     limit_cpu_repacking(model, for_training)

@@ -15,7 +15,7 @@ from torch import nn
 
 from {{ cookiecutter.package_name }}.data.common import DataInfo
 from {{ cookiecutter.package_name }}.data.download import reachable
-from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.errors import UserError, first_line
 from {{ cookiecutter.package_name }}.utils import env_flag
 
 log = logging.getLogger(__name__)
@@ -105,9 +105,8 @@ def timm_model(
     except (RuntimeError, OSError) as error:
         if not pretrained:
             raise
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
-            f"could not load pretrained weights for {name} ({first_line[:200]}): "
+            f"could not load pretrained weights for {name} ({first_line(error)[:200]}): "
             "remove model.kwargs that change the architecture, or set model.pretrained=false."
         ) from None
     patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from {{ cookiecutter.package_name }}.config.checks import MODE, check_value
+
 
 class Evaluation:
     """Accumulates one pass over a split; ``compute`` combines all DDP ranks (``tasks/metrics.py`` sums their states)."""
@@ -34,8 +36,7 @@ class Task:
     """Knows the loss and the metrics; the trainer knows neither."""
 
     def __init__(self, monitor: str, mode: str = "max") -> None:
-        if mode not in {"max", "min"}:
-            raise ValueError(f"task.mode must be 'max' or 'min', got {mode!r}")
+        check_value("task.mode", mode, MODE)
         self.monitor, self.mode = monitor, mode
 
     def bind(self, info: Any) -> None:

@@ -12,6 +12,7 @@ from torch import nn
 
 from {{ cookiecutter.package_name }}.runtime import unwrap
 from {{ cookiecutter.package_name }}.tasks.base import Evaluation, Task
+from {{ cookiecutter.package_name }}.tasks.generation import generate
 from {{ cookiecutter.package_name }}.tasks.metrics import Mean
 
 log = logging.getLogger(__name__)
@@ -62,26 +63,18 @@ class CausalLMEvaluation(Evaluation):
         """(prompt, continuation) pairs, greedy decoding that neither stops at once nor loops on a phrase."""
         if self.model is None or self.tokenizer is None or not self.prompts:
             return []
-        model = unwrap(self.model)
-        model.eval()
         prompts = torch.stack(self.prompts)
-        generated = model.generate(
-            input_ids=prompts,
-            attention_mask=torch.ones_like(prompts),
-            max_new_tokens=self.new_tokens,
-            do_sample=False,
-            min_new_tokens=min(4, self.new_tokens),
-            no_repeat_ngram_size=3,
-            repetition_penalty=1.2,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
-        return [
-            (
-                self.tokenizer.decode(prompt, skip_special_tokens=True),
-                self.tokenizer.decode(output[prompt.numel() :], skip_special_tokens=True),
-            )
-            for prompt, output in zip(prompts, generated, strict=True)
-        ]
+        settings = {
+            "max_new_tokens": self.new_tokens,
+            "do_sample": False,
+            "min_new_tokens": min(4, self.new_tokens),
+            "no_repeat_ngram_size": 3,
+            "repetition_penalty": 1.2,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        continuations = generate(unwrap(self.model), self.tokenizer, prompts, settings, batch_size=len(prompts))
+        texts = self.tokenizer.batch_decode(prompts, skip_special_tokens=True)
+        return list(zip(texts, continuations, strict=True))
 
     def tables(self) -> dict[str, tuple[list[str], list[list[Any]]]]:
         if self.held_out and self.model is not None:

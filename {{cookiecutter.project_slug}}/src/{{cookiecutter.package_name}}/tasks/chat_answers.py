@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import torch
 
 from {{ cookiecutter.package_name }}.data.chat import CHATML_TOKENS
+from {{ cookiecutter.package_name }}.tasks.generation import generate
 
 log = logging.getLogger(__name__)
 SAMPLING = {"do_sample": True, "temperature": 0.7, "top_p": 0.9}
@@ -24,7 +24,6 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
     return ids
 
 
-@torch.no_grad()
 def answer(
     model: Any,
     tokenizer: Any,
@@ -40,19 +39,8 @@ def answer(
         for messages in conversations
     ]
     settings = {"eos_token_id": stop_token_ids(tokenizer), "pad_token_id": tokenizer.pad_token_id, **settings}
-    device = next(model.parameters()).device
-    tokenizer.padding_side = "left"
-    model.eval()
-    answers: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        encoded = tokenizer(
-            prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
-        ).to(device)
-        with autocast() if autocast is not None else contextlib.nullcontext():
-            output = model.generate(**encoded, **settings)
-        texts = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
-        answers += [text.strip() for text in texts]
-    return answers
+    texts = generate(model, tokenizer, prompts, settings, batch_size, autocast=autocast, add_special_tokens=False)
+    return [text.strip() for text in texts]
 
 
 def show(messages: list[dict[str, str]]) -> str:

@@ -139,12 +139,11 @@ def hardware() -> dict[str, Any]:
 def launch() -> dict[str, Any]:
     """How many processes trained together and how: world size, DDP backend, SLURM job id and restarts."""
     group = torch.distributed if torch.distributed.is_available() and torch.distributed.is_initialized() else None
-    job = os.environ.get("SLURM_JOB_ID")
-    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = runtime.slurm_job_id()
     return {
         "world_size": runtime.world_size(),
         "backend": group.get_backend() if group else None,
-        "slurm_job_id": f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if array else job,
+        "slurm_job_id": job,
         "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0")) if job else None,
     }
 

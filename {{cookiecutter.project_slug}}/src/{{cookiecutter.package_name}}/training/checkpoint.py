@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +72,8 @@ def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
-            f"checkpoint {path} is truncated or corrupt ({reason}): delete it and resume from another "
+            f"checkpoint {path} is truncated or corrupt ({first_line(error)}): delete it and resume from another "
             "checkpoint, or start afresh with resume=none."
         ) from None
     if not isinstance(state, dict) or "model" not in state:

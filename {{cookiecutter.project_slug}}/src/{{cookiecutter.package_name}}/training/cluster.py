@@ -157,12 +157,7 @@ def hand_over(signum: int | None) -> None:
 
 def slurm_job_state() -> str | None:
     """This SLURM job's state as ``scontrol`` reports it now (e.g. ``PREEMPTED``, ``CANCELLED``), else None."""
-    job = (
-        os.environ.get("SLURM_ARRAY_JOB_ID")
-        and os.environ.get("SLURM_ARRAY_TASK_ID")
-        and (f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}")
-        or os.environ.get("SLURM_JOB_ID")
-    )
+    job = runtime.slurm_job_id()
     if not job:
         return None
     try:

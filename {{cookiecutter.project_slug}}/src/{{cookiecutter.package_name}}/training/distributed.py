@@ -145,7 +145,7 @@ def min_over_ranks(value: int, device: torch.device) -> int:
 def wrap(model: torch.nn.Module, device: torch.device, find_unused_parameters: bool = False) -> torch.nn.Module:
     """``model`` in DistributedDataParallel once a process group exists, else as it is.
 
-    A LoRA model's frozen base (gigabytes, maybe 4-bit) is left out of DDP's broadcast at wrap time:
+    The frozen base of an adapter model (gigabytes, maybe 4-bit) is left out of DDP's broadcast at wrap time:
     every rank loaded it from the same files. Other models' frozen parameters may come from a per-rank
     seed, so they are still broadcast from rank 0.
     """

@@ -73,14 +73,14 @@ class TrainingState:
         }
 
     def outcome(self) -> dict[str, Any]:
-        """The best and final results so far, for the run summary."""
+        """The best and final results so far, for the run summary (the trainer adds whether it stopped early:
+        that depends on its epoch and step limits)."""
         stopping = self.early_stopping
         return {
             "best": {"value": stopping.best_score, "epoch": stopping.best_epoch},
             "final": self.history[-1] if self.history else {},
             "epochs": self.epoch,
             "global_step": self.global_step,
-            "stopped_early": stopping.should_stop,
         }
 
     def save(self, paths: list[Path], run_ids: dict[str, str], rng_by_rank: list[dict[str, Any]] | None = None) -> None:

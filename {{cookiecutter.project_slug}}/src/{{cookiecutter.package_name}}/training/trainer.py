@@ -245,7 +245,9 @@ class Trainer:
         return loss.detach()
 
     def _log_step(self, loss: torch.Tensor, bar: tqdm) -> None:
-        """Read the loss back from the device (the loop's only host sync) and log it."""
+        """Read the loss back from the device and log it: on one process, the training path's one host sync
+        (every ``log_every_n_steps`` steps). Under DDP the ranks also agree here on the loss being finite,
+        and at every step on stop signals (:meth:`StopSignals.agreed`)."""
         value = loss.item()
         if dist.any_rank(not math.isfinite(value), self.device):  # under DDP every rank stops at this step
             raise UserError(
@@ -276,18 +278,23 @@ class Trainer:
 
     @torch.no_grad()
     def _evaluate(self, loader: Iterable[Any], stage: str) -> Evaluation:
-        self.model.eval()
-        model = runtime.unwrap(self.model)  # no DDP collectives: ranks may hold one batch more than others
-        evaluation = self.task.evaluation(stage)
-        set_epoch(loader, 0)
         batches = self._num_batches(loader, self.limit_val)
         checked = dist.min_over_ranks(batches, self.device) if stage == "val" else 0  # batches every rank has
-        for index, batch in enumerate(islice(iter(loader), batches)):
+
+        def stop_if_signalled(index: int) -> None:
             if index < checked:  # a stop signal during validation: save and stop before the epoch ends
                 self._stop_if_signalled()
-            with self.precision.autocast():
-                evaluation.update(model, self._to_device(batch))
-        return evaluation
+
+        # no DDP collectives in the forward pass: ranks may hold one batch more than others
+        return evaluation_pass(
+            runtime.unwrap(self.model),
+            self.task.evaluation(stage),
+            loader,
+            self.limit_val,
+            self.device,
+            self.precision,
+            before_batch=stop_if_signalled,
+        )
 
     # ----------------------------------------------------------------- helpers
     def _to_device(self, batch: Any) -> Any:
@@ -345,6 +352,29 @@ class Trainer:
     @staticmethod
     def _num_batches(loader: Any, limit: int | None) -> int:
         return len(loader) if not limit else min(len(loader), limit)
+
+
+@torch.no_grad()
+def evaluation_pass(
+    model: nn.Module,
+    evaluation: Evaluation,
+    loader: Any,
+    limit: int | None,
+    device: torch.device,
+    precision: Precision,
+    before_batch: Callable[[int], None] | None = None,
+) -> Evaluation:
+    """One pass over ``loader`` (at most ``limit`` batches) updating ``evaluation``: validation, the final test
+    and ``evaluate`` all run this one, so they see the same batches under the same autocast."""
+    model.eval()
+    set_epoch(loader, 0)
+    batches = len(loader) if not limit else min(len(loader), limit)
+    for index, batch in enumerate(islice(iter(loader), batches)):
+        if before_batch is not None:
+            before_batch(index)
+        with precision.autocast():
+            evaluation.update(model, batch if device.type == "cpu" else move_to(batch, device))
+    return evaluation
 
 
 def _format(metrics: dict[str, float]) -> str:
