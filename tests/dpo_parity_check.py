@@ -98,7 +98,7 @@ def main(package: str, work: Path) -> dict[str, list[list[list[float]]]]:
             ours = []
             with torch.no_grad():
                 for example in sorted(data.examples["train"], key=lambda item: item["index"]):
-                    scores = task.scores(model, data.collate([example]))
+                    scores = task.scores(model, data.collate_fn([example]))
                     ours.append([float(scores[key][0]) for key in ("loss", "rewards/chosen", "rewards/rejected")])
             theirs = []
             with torch.no_grad():

@@ -96,7 +96,7 @@ def test_the_three_formats_and_renamed_columns_give_the_same_pairs(tmp_path: Pat
 def test_a_batch_is_chosen_then_rejected_labelled_on_the_answers_only(sample: PreferenceDataModule) -> None:
     tokenizer = sample.info.tokenizer
     items = sample.examples["train"][:3]
-    batch = sample.collate(items)
+    batch = sample.collate_fn(items)
     assert batch["input_ids"].shape[0] == 6 and batch["index"].tolist() == [item["index"] for item in items]
     for row, (item, answer) in enumerate([(item, "chosen") for item in items] + [(item, "rejected") for item in items]):
         labels = batch["labels"][row]
@@ -177,7 +177,7 @@ def test_bad_input_gets_one_line_naming_file_and_line(tmp_path: Path, case: str)
 def test_the_reference_stays_the_starting_model(sample: PreferenceDataModule) -> None:
     """A frozen copy keeps the starting weights while the policy trains; at the start the loss is log 2 and
     every reward 0; precomputed reference log-probabilities give the same loss as the live copy."""
-    batch = sample.collate(sample.examples["train"][:4])
+    batch = sample.collate_fn(sample.examples["train"][:4])
     model = tiny_model(sample.info.tokenizer)
     live, precomputed = DPOTask(beta=0.1), DPOTask(beta=0.1, precompute_ref=True)
     for task in (live, precomputed):
@@ -204,7 +204,7 @@ def test_the_reference_stays_the_starting_model(sample: PreferenceDataModule) ->
 def test_under_lora_the_reference_is_the_model_with_adapters_off(sample: PreferenceDataModule) -> None:
     from peft import LoraConfig, get_peft_model
 
-    batch = sample.collate(sample.examples["train"][:4])
+    batch = sample.collate_fn(sample.examples["train"][:4])
     model = get_peft_model(
         tiny_model(sample.info.tokenizer),
         LoraConfig(r=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0, task_type="CAUSAL_LM"),

@@ -277,7 +277,7 @@ class PreferenceDataModule(ChatDataModule):
     def dataset(self, split: str) -> Dataset:
         return Examples(self.examples[split])
 
-    def collate(self, items: list[Any]) -> dict[str, torch.Tensor]:
+    def collate_fn(self, items: list[Any]) -> dict[str, torch.Tensor]:
         return collate_pairs(items, self.pad_token_id)
 
     def length(self, item: Any) -> int:
