@@ -65,12 +65,14 @@ def apply(cfg: DictConfig, output_dir: Path, merge: bool = True) -> list[dict[st
     if (model / "adapter_config.json").is_file():
         source, weights = Path(output_dir) / MERGED, "its LoRA adapters merged into their base"
         if merge:
+            import torch
+
             from {{ cookiecutter.package_name }} import runtime
-            from {{ cookiecutter.package_name }}.training import distributed
 
             if runtime.is_main_process() and not (source / "config.json").is_file():
                 merge_adapters(model, source, str(cfg.model.get("dtype", "fp32")))
-            distributed.barrier()
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.barrier()  # the other ranks load what rank 0 merged
         elif not (source / "config.json").is_file():
             raise UserError(f"{source} (the merged start of this run) is missing: keep the run folder whole.")
     with open_dict(cfg):
