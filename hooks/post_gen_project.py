@@ -51,6 +51,14 @@ LM_ONLY: list[str] = [
     f"{PKG}/inference/chat.py",
     f"{PKG}/tasks/chat_answers.py",
     "tests/test_chat.py",
+    "configs/data/preference.yaml",
+    "configs/task/dpo.yaml",
+    "configs/experiment/dpo_tiny.yaml",
+    f"{PKG}/data/preference.py",
+    f"{PKG}/data/sample_preferences.jsonl",
+    f"{PKG}/models/init_from.py",
+    f"{PKG}/tasks/dpo.py",
+    "tests/test_dpo.py",
 ]
 
 VISION_ONLY = [

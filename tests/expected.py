@@ -163,6 +163,14 @@ CAUSAL_LM = [
     "src/{pkg}/tasks/chat_answers.py",
     "tests/test_chat.py",
     "examples/chat_prompts.jsonl",
+    "configs/data/preference.yaml",
+    "configs/task/dpo.yaml",
+    "configs/experiment/dpo_tiny.yaml",
+    "src/{pkg}/data/preference.py",
+    "src/{pkg}/data/sample_preferences.jsonl",
+    "src/{pkg}/models/init_from.py",
+    "src/{pkg}/tasks/dpo.py",
+    "tests/test_dpo.py",
 ]
 
 WANDB = [

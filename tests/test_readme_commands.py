@@ -43,6 +43,7 @@ SKIP = [
     (r"^conda\b", "needs conda"),
     (r"^(hf|huggingface-cli|wandb)\b", "needs the network and an account"),
     (r"model\.name_or_path=[\w.-]+/[\w.-]+", "downloads a model from the Hugging Face hub"),
+    (r"init_from=outputs/sft_7b", "starts from the README's 7B QLoRA SFT run (a hub model and a GPU)"),
     (r"\b(data|experiment|data\.dataset)=(mnist|fashion_mnist|cifar10)|data=torchvision(?!.*data\.dataset=fake)",
      "downloads a data set"),
     (r"model\.pretrained=true", "downloads pretrained weights"),
@@ -258,7 +259,7 @@ def ensure_run_folders(project: Path, command: str) -> None:
     earlier test in this process has:
     under pytest-xdist the training command may have run in another worker's copy of the render."""
     compared = re.findall(r"\s([\w./-]+)(?=\s|$)", command.split(".compare", 1)[1]) if ".compare " in command else []
-    for folder in [*re.findall(r"(?:^|\s)run=(\S+)", command), *compared]:
+    for folder in [*re.findall(r"(?:^|\s)(?:run|init_from)=(\S+)", command), *compared]:
         if (project / folder / ".hydra").is_dir() or (project / folder / "multirun.yaml").is_file():
             continue
         readmes = sorted(project.glob("README*.md"))

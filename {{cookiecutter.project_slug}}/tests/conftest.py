@@ -127,5 +127,16 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+@pytest.fixture(scope="session")
+def sft_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sft_tiny run (about a minute), shared by the chat tests and the DPO tests that start from it."""
+    run_dir = tmp_path_factory.mktemp("sft") / "run"
+    result = run_module(
+        "train", "experiment=sft_tiny", "logger=csv", "trainer.device=cpu", path_override("hydra.run.dir", run_dir)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
 def resolved(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)

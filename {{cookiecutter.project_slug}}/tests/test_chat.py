@@ -235,16 +235,6 @@ def test_bad_input_gets_one_line(tmp_path: Path, case: str) -> None:
     assert expected in str(error.value) and "\n" not in str(error.value)
 
 
-@pytest.fixture(scope="module")
-def sft_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("sft") / "run"
-    result = run_module(
-        "train", "experiment=sft_tiny", "logger=csv", "trainer.device=cpu", path_override("hydra.run.dir", run_dir)
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
-
-
 FORMATS = [r"The opposite of \w+ is \w+\.", r"The plural of \w+ is \w+\.", r"\d+ plus \d+ is \d+\."]
 
 

@@ -195,7 +195,7 @@ def test_the_tests_name_folders_in_overrides_only_through_path_override() -> Non
     C:\\Users\\김철수); every test names folders through path_override (this file types them unquoted on purpose)."""
     written = re.compile(
         r"""f["'](?:hydra\.run\.dir|hydra\.sweep\.dir|hydra\.searchpath|paths\.\w+|data\.root|run|"""
-        r"""output|input|resume|model\.name_or_path)="""
+        r"""output|input|resume|init_from|model\.name_or_path)="""
     )
     offenders = [
         f"{path.name}:{number}"

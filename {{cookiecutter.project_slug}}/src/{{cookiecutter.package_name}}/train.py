@@ -72,9 +72,12 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.data.get('dataset') or choices.get('data')}-{choices.get('model')}"
 
 
-def start_provenance(cfg: DictConfig, trainer: Any, output_dir: Path, info: Any = None) -> dict[str, Any]:
+def start_provenance(
+    cfg: DictConfig, trainer: Any, output_dir: Path, info: Any = None, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Collect the run's provenance (once the trainer has resolved its precision), with the data's own
-    report where it has one (chat data: format, template, drops by reason); rank 0 writes it."""
+    report where it has one (chat data: format, template, drops by reason) and ``extra`` (the runs it
+    started from, the task's choices); rank 0 writes it."""
     from hydra.core.hydra_config import HydraConfig
 
     from {{ cookiecutter.package_name }} import runtime
@@ -84,6 +87,7 @@ def start_provenance(cfg: DictConfig, trainer: Any, output_dir: Path, info: Any 
     record = provenance.collect(list(HydraConfig.get().overrides.task), cfg.seed, precision)
     if getattr(info, "report", None):
         record["data"] = info.report
+    record.update(extra or {})
     if runtime.is_main_process():
         provenance.write(output_dir, record)
     return record
@@ -116,11 +120,16 @@ def train(cfg: DictConfig) -> float | None:
     seed_everything(cfg.seed + runtime.rank())
     loggers = build_loggers(cfg)
     trainer = instantiate(cfg.trainer, precision=instantiate(cfg.precision), output_dir=output_dir, loggers=loggers)
+    extra: dict[str, Any] = {}
+    if cfg.get("init_from"):
+        from {{ cookiecutter.package_name }}.models import init_from
+
+        extra["init_from"] = init_from.apply(cfg, output_dir)
     built = build_run(cfg)
     datamodule, info, task, model = built.datamodule, built.info, built.task, built.model
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     config["name"] = run_name(cfg)
-    record = start_provenance(cfg, trainer, output_dir, info)
+    record = start_provenance(cfg, trainer, output_dir, info, {**extra, **task.provenance()})
     config["provenance"] = provenance.public(record)
 
     exit_code, status, closed = 1, "failed", False

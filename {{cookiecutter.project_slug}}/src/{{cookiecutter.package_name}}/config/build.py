@@ -40,4 +40,6 @@ def build_run(
     if before_model is not None:
         before_model(info)
     model = instantiate(cfg.model, data=info, **(model_options or {}))
+    if task is not None:
+        task.attach(model)  # before any checkpoint loads: DPO keeps the starting weights as its reference
     return Built(datamodule, info, task, model)

@@ -164,6 +164,8 @@ PURPOSE_OF_MODULE: dict[str, str] = {
     "tasks.causal_lm": "text",
     "data.text": "text",
     "data.chat": "text",
+    "tasks.dpo": "text",
+    "data.preference": "text",
     "models.hf_loader": "text",
 }
 # Each purpose: its name in messages, and the options that pick task, data and model for it together.

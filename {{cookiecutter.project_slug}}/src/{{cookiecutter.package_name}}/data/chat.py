@@ -483,9 +483,13 @@ class ChatDataModule(DataModule):
             return pack_batch(items, self.pad_token_id)
         return pad_batch(items, self.pad_token_id)
 
+    def length(self, item: Any) -> int:
+        """The tokens of one item of :meth:`dataset`, for grouping by length."""
+        return len(item["input_ids"])
+
     def sampler(self, split: str, dataset: Dataset) -> EpochSampler:
         """The training order groups similar lengths (``group_by_length``): little padding per batch."""
         if self.group_by_length and not self.packing:
-            lengths = [len(example["input_ids"]) for example in dataset]  # type: ignore[attr-defined]  # map-style
+            lengths = [self.length(example) for example in dataset]  # type: ignore[attr-defined]  # map-style
             return LengthGroupedSampler(lengths, self.batch_size, **self.sampler_options(split))
         return super().sampler(split, dataset)

@@ -20,7 +20,7 @@ from typing import Any
 from {{ cookiecutter.package_name }}.errors import UserError
 
 # The module that serves a run, by the module (in this package) of its data's, else its task's ``_target_``.
-MODULES = {"data.chat": "chat", "tasks.causal_lm": "text", "tasks.classification": "images"}
+MODULES = {"data.chat": "chat", "data.preference": "chat", "tasks.causal_lm": "text", "tasks.classification": "images"}
 
 
 def _module_of(target: Any) -> str:

@@ -225,6 +225,10 @@ def load_run(
     folder = check_run_folder(Path(folder))
     checkpoint = checkpoint_path(folder, ckpt)
     config = load_config(folder, overrides)
+    if config.get("init_from"):  # the start the run was trained from (merged adapters: in the run folder)
+        from {{ cookiecutter.package_name }}.models import init_from
+
+        init_from.apply(config, folder, merge=False)
     seed_everything(int(config.seed))
     device = runtime.choose_device(str(config.trainer.get("device", "auto")))
     precision = instantiate(config.precision).resolve(device)

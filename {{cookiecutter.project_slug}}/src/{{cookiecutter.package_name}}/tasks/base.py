@@ -42,8 +42,19 @@ class Task:
     def bind(self, info: Any) -> None:
         """Take what the task needs from the data's metadata (class names, tokenizer)."""
 
+    def attach(self, model: nn.Module) -> None:
+        """See the model as built, before training or any checkpoint changes it (DPO keeps its reference)."""
+
     def training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         raise NotImplementedError
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Training metrics of the epoch besides the loss, over every rank (``train/*``); call on all ranks."""
+        return {}
+
+    def provenance(self) -> dict[str, Any]:
+        """What ``provenance.json`` should record about the task's choices (e.g. the DPO reference's memory)."""
+        return {}
 
     def evaluation(self, stage: str = "val") -> Evaluation:
         """A fresh accumulator for ``stage`` (``val`` each epoch, ``test`` once, with figures)."""

@@ -205,6 +205,7 @@ class Trainer:
         state = self.state
         train_loss = dist.all_reduce_mean(float(state.loss_sum) / max(1, state.loss_count), self.device)
         metrics = {"train/loss": train_loss, "train/lr": self._lr()}
+        metrics.update({f"train/{key}": value for key, value in self.task.epoch_metrics().items()})
         with eager(self.compiled):  # only the training step compiles: no second compile for no-grad graphs
             evaluation = self._evaluate(loader, "val")
         metrics.update({f"val/{key}": value for key, value in evaluation.compute().items()})
