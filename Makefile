@@ -22,7 +22,7 @@ LOCK_PYTHON := 3.10
 TORCH_BUILD := torch|torchvision|triton|nvidia-[^=]*|cuda-[^=]*
 LATEST_VENV ?= .venv-latest
 
-.PHONY: setup test test-fast test-slurm test-latest lock demo lint format bench clean
+.PHONY: setup test test-fast test-slurm test-latest lock demo lint format bench gpu-wheels clean
 
 # The PyTorch build first, then the lock, constrained to that build: pip fails rather than swap it.
 define install
@@ -90,6 +90,14 @@ demo: setup  ## render the default project into .demo/ and train it offline
 
 bench: setup  ## print the benchmark ratios
 	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
+
+# benchmarks/gpu_check.sh on a GPU machine with no network: the wheels of what its image lacks, for its
+# Python (one version each, the lock's), checked against each other and the image (benchmarks/gpu/).
+GPU_PYTHON_VERSION ?= 3.12
+GPU_WHEELS ?= .whl
+
+gpu-wheels: setup  ## download the wheels benchmarks/gpu_check.sh carries to a GPU machine into .whl/
+	$(BIN)/python benchmarks/gpu/wheels.py --python-version $(GPU_PYTHON_VERSION) --dest $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) $(LATEST_VENV) $(DEMO_DIR) .pytest_cache

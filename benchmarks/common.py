@@ -42,6 +42,26 @@ def interleaved(candidates: dict[str, Callable[[], float]], repeats: int) -> dic
     return {name: statistics.median(values) for name, values in results.items()}
 
 
+def paired_ratios(candidate: Callable[[], float], baseline: Callable[[], float], repeats: int,
+                  warmup: int = 0) -> list[float]:
+    """``candidate() / baseline()`` measured back to back ``repeats`` times, who goes first alternating,
+    after ``warmup`` pairs whose ratios are dropped (a process's first runs pay for its start-up).
+
+    Each ratio compares two runs made seconds apart, so a slow spell of a shared machine shifts both
+    sides of a pair rather than one side of the comparison; the median of the ratios is the figure.
+    """
+    for _ in range(warmup):
+        candidate(), baseline()
+    ratios = []
+    for repeat in range(repeats):
+        if repeat % 2:
+            base = baseline()
+            ratios.append(candidate() / base)
+        else:
+            ratios.append(candidate() / baseline())
+    return ratios
+
+
 def offline_env(threads: int = 1) -> dict[str, str]:
     """This environment without a W&B key, offline, with ``threads`` torch threads per process."""
     env = {key: value for key, value in os.environ.items() if key != "WANDB_API_KEY"}
