@@ -89,6 +89,7 @@ COMMON = [
     "src/{pkg}/training/schedulers.py",
     "src/{pkg}/training/trainer.py",
     "src/{pkg}/training/cluster.py",
+    "src/{pkg}/training/loss_weighting.py",
     "tests/conftest.py",
     "tests/test_configs.py",
     "tests/test_layers.py",

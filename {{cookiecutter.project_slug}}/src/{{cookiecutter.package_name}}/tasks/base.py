@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ class Evaluation:
     """Accumulates one pass over a split; ``compute`` combines all DDP ranks (``tasks/metrics.py`` sums their states)."""
 
     split = "val"  # the split it scores, named in its figures
+    autocast: Callable[[], Any] | None = None  # the precision's context, set by the pass, for generation after it
 
     def update(self, model: nn.Module, batch: Any) -> None:
         raise NotImplementedError
@@ -42,7 +44,9 @@ class Task:
     def bind(self, info: Any) -> None:
         """Take what the task needs from the data's metadata (class names, tokenizer)."""
 
-    def training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+    def training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The micro-batch's mean loss; or ``(sum, items)``, a loss summed over ``items`` (e.g. answer tokens),
+        which the trainer divides by the item count of the whole optimizer step over every rank."""
         raise NotImplementedError
 
     def evaluation(self, stage: str = "val") -> Evaluation:

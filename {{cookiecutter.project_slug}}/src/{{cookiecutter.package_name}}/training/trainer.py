@@ -33,6 +33,7 @@ from {{ cookiecutter.package_name }}.training.callbacks import Callback
 from {{ cookiecutter.package_name }}.training.checkpoint import load_weights, rng_states_of_all_ranks
 from {{ cookiecutter.package_name }}.training.cluster import StopSignals, TrainingInterrupted
 from {{ cookiecutter.package_name }}.training.early_stopping import EarlyStopping
+from {{ cookiecutter.package_name }}.training.loss_weighting import divide_gradients
 from {{ cookiecutter.package_name }}.training.precision import Precision
 from {{ cookiecutter.package_name }}.training.state import TrainingState
 from {{ cookiecutter.package_name }}.utils import move_to, use_deterministic_algorithms
@@ -89,6 +90,7 @@ class Trainer:
         self.is_main = runtime.is_main_process()
         self.precision = precision.resolve(self.device)
         self.signals = StopSignals()
+        self.step_items: torch.Tensor | None = None  # answer tokens of this optimizer step's micro-batches so far
 
     # ----------------------------------------------------------------- public API
     def fit(
@@ -164,10 +166,12 @@ class Trainer:
             if not last_of_step:
                 continue
             self.optimizer_step()
-            if state.global_step % self.log_every == 0:
+            log_step = state.global_step % self.log_every == 0
+            if log_step:
                 self._log_step(loss, bar)
             self._emit("on_train_step_end", loss)
-            self._stop_if_signalled(bar)
+            if log_step or index + 1 == batches or not self.signals.several:  # under DDP: a collective
+                self._stop_if_signalled(bar)
             if self._step_limit_reached():
                 break
         bar.close()
@@ -175,8 +179,12 @@ class Trainer:
     def optimizer_step(self) -> None:
         """Clip, step the optimizer (through the scaler) and the schedule, clear the gradients."""
         optimizer, scaler = self.state.optimizer, self.state.scaler
-        if self.clip:
+        if self.clip or self.step_items is not None:
             scaler.unscale_(optimizer)
+        if self.step_items is not None:  # summed losses: per item over the whole step and every rank
+            divide_gradients(self.model.parameters(), self.step_items)
+            self.step_items = None
+        if self.clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
         if self.precision.optimizer_step(scaler, optimizer):  # fp16 skips steps with inf gradients: so does the LR
             self.state.scheduler.step()
@@ -240,13 +248,19 @@ class Trainer:
         with self.model.no_sync() if skip_sync else contextlib.nullcontext():
             with self.precision.autocast():
                 loss = self.task.training_loss(self.model, batch)
+            if isinstance(loss, tuple):  # (sum, items): optimizer_step divides by the step's items
+                loss, items = loss
+                self.step_items = items if self.step_items is None else self.step_items + items
+                self.state.scaler.scale(loss).backward()
+                return loss.detach() / items.clamp(min=1)
             self.state.scaler.scale(loss / self.accumulate if self.accumulate > 1 else loss).backward()
         return loss.detach()
 
     def _log_step(self, loss: torch.Tensor, bar: tqdm) -> None:
-        """Read the loss back from the device and log it: on one process, the training path's one host sync
-        (every ``log_every_n_steps`` steps). Under DDP the ranks also agree here on the loss being finite,
-        and at every step on stop signals (:meth:`StopSignals.agreed`)."""
+        """Read the loss back from the device and log it: the training path's one host sync (every
+        ``log_every_n_steps`` steps, and none between). Under DDP the ranks also agree here on the loss being
+        finite and on stop signals (:meth:`StopSignals.agreed`, also at an epoch's last step); one process
+        reads its stop flag at every step without a sync."""
         value = loss.item()
         if dist.any_rank(not math.isfinite(value), self.device):  # under DDP every rank stops at this step
             raise UserError(
@@ -308,7 +322,7 @@ class Trainer:
         return train, self.datamodule.loader("val")
 
     def _stop_if_signalled(self, bar: tqdm | None = None) -> None:
-        """After a stop signal (on any rank, compared at every step): save last.pt and stop."""
+        """After a stop signal (on any rank): save last.pt and stop."""
         if self.signals.agreed(self.device):
             if bar is not None:
                 bar.close()
@@ -367,6 +381,7 @@ def evaluation_pass(
     and ``evaluate`` all run this one, so they see the same batches under the same autocast."""
     model.eval()
     set_epoch(loader, 0)
+    evaluation.autocast = precision.autocast  # its generated samples or answers run under the same precision
     batches = len(loader) if not limit else min(len(loader), limit)
     for index, batch in enumerate(islice(iter(loader), batches)):
         if before_batch is not None:
