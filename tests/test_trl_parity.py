@@ -28,3 +28,17 @@ def test_masked_loss_matches_trl_sft_trainer(render, tmp_path: Path) -> None:
     # the conversational rows with two assistant turns count both, the prompt-completion rows only the last
     assert any(abs(a[0] - b[0]) > 1e-4 for a, b in zip(losses["conversational"], losses["prompt-completion"],
                                                        strict=True))
+
+
+@pytest.mark.slow
+def test_answer_tokens_weigh_the_same_over_the_step_and_ranks_as_in_trl(render, tmp_path: Path) -> None:
+    """2 gloo ranks x 2 accumulated micro-batches: our step's gradient is TRL's with num_items_in_batch (to 1e-5);
+    a mean per micro-batch would not be."""
+    pytest.importorskip("trl", reason="trl is in requirements-dev.txt: run make setup")
+    project = render(task="causal-lm")
+    package = next(path.name for path in (project / "src").iterdir() if path.is_dir())
+    result = run_in(project, str(CHECK), package, str(tmp_path), "step", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    differences = json.loads(result.stdout.strip().splitlines()[-1])
+    assert differences["ours_vs_trl"] < 1e-5
+    assert differences["per_batch_mean_vs_trl"] > 100 * max(differences["ours_vs_trl"], 1e-7)
