@@ -552,3 +552,26 @@ def test_training_steps_read_nothing_back_between_log_steps(tiny_dir: Path, monk
     trainer.train_epoch(batches, len(batches))
     assert trainer.state.global_step == 8
     assert (counted.reads, counted.agreements) == (2, 4)  # loss.item() and any_rank(finite), any_rank(stop): x2
+
+
+def test_bitsandbytes_without_a_cuda_kernel_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CUDA host whose bitsandbytes build lacks the kernel, bitsandbytes swaps in a mock library that raises
+    at its first native call: doctor says so, and loading stops in one line naming both versions."""
+    import bitsandbytes
+    from bitsandbytes import cextension
+
+    from {{ cookiecutter.package_name }}.models.hf_loader import doctor_answer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    assert "usable on a CUDA GPU" in doctor_answer()[1]  # the real (CPU) library
+    monkeypatch.setattr(cextension, "lib", cextension.ErrorHandlerMockBNBNativeLibrary("libbitsandbytes_cuda128.so"))
+    with pytest.raises(RuntimeError):  # what a user met mid-load before
+        cextension.lib.cquantize_blockwise_fp16_nf4()
+    answer = doctor_answer()[1]
+    assert answer.startswith("NOT usable") and "CUDA 12.8" in answer and bitsandbytes.__version__ in answer
+    with pytest.raises(
+        UserError, match=rf"bitsandbytes {bitsandbytes.__version__} has no CUDA kernel.*CUDA 12\.8"
+    ) as error:
+        bnb_config(QUANT["4bit"], "bf16")
+    assert "\n" not in str(error.value)

@@ -64,8 +64,28 @@ def quantization_name(quantization: Any) -> str:
     return name
 
 
+def missing_cuda_kernel() -> str | None:
+    """Why bitsandbytes cannot run on this CUDA GPU, or None.
+
+    Without a native library for this torch's CUDA, bitsandbytes swaps in a mock that raises a RuntimeError
+    at the first native call (mid-load or mid-training); this reads the swap at import time instead.
+    """
+    if not torch.cuda.is_available():
+        return None
+    import bitsandbytes
+    from bitsandbytes import cextension
+
+    mock = getattr(cextension, "ErrorHandlerMockBNBNativeLibrary", None)
+    if mock is None or not isinstance(getattr(cextension, "lib", None), mock):
+        return None
+    return (
+        f"bitsandbytes {bitsandbytes.__version__} has no CUDA kernel for this torch (CUDA {torch.version.cuda}): "
+        "pip install -U bitsandbytes for a build that matches it, or use quantization=none"
+    )
+
+
 def require_bitsandbytes(name: str) -> None:
-    """Fail in one line when ``quantization`` needs bitsandbytes and it is not installed."""
+    """Fail in one line when ``quantization`` needs bitsandbytes and it is not installed or has no CUDA kernel."""
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
@@ -73,6 +93,9 @@ def require_bitsandbytes(name: str) -> None:
             f"quantization={name} needs bitsandbytes, which is not installed: "
             "pip install bitsandbytes (or pip install -e '.[quant]'), or use quantization=none."
         ) from None
+    problem = missing_cuda_kernel()
+    if problem:
+        raise UserError(f"quantization={name}: {problem}.")
 
 
 def doctor_answer() -> tuple[str, str]:
@@ -86,6 +109,9 @@ def doctor_answer() -> tuple[str, str]:
             "bitsandbytes?",
             f"installed but does not import ({type(error).__name__}: {first_line(error)[:120]})",
         )
+    problem = missing_cuda_kernel()
+    if problem:
+        return "bitsandbytes?", f"NOT usable: {problem}"
     where = "a CUDA GPU" if torch.cuda.is_available() else "the CPU only (slow; 4-bit training wants a CUDA GPU)"
     return "bitsandbytes?", f"{bitsandbytes.__version__}, usable on {where}"
 
