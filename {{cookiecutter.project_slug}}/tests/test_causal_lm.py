@@ -575,3 +575,38 @@ def test_bitsandbytes_without_a_cuda_kernel_is_named_in_one_line(monkeypatch: py
     ) as error:
         bnb_config(QUANT["4bit"], "bf16")
     assert "\n" not in str(error.value)
+
+
+def test_qlora_keeps_embeddings_and_head_in_the_compute_dtype(tiny_dir: Path) -> None:
+    """No fp32 casts of the unquantized weights (peft's k-bit preparation would make embeddings, head and so the
+    residual stream fp32); the adapters train in fp32; the memory report counts the base as loaded."""
+    from transformers import Qwen2Config
+
+    model = load_causal_lm(
+        name_or_path=str(tiny_dir),
+        dtype="bf16",
+        quantization=QUANT["4bit"],
+        for_training=True,
+        report=False,
+        lora={"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+    )
+    assert model.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert model.get_output_embeddings().weight.dtype == torch.bfloat16
+    norms = [p.dtype for name, p in model.named_parameters() if "norm" in name]
+    assert norms and set(norms) <= {torch.bfloat16, torch.float32}
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}  # the adapters
+    report = footprint.build_report(model, "tiny", "bf16", "4bit")
+    base = report["loaded"]["bytes"] - sum(p.numel() * 4 for p in model.parameters() if p.requires_grad)
+    assert abs(report["estimated_bytes"]["4bit"] - base) <= 0.1 * base
+    qwen_7b = Qwen2Config(
+        vocab_size=152064,
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        tie_word_embeddings=False,
+    )
+    kept = footprint.estimate_bytes(qwen_7b, True, footprint.unquantized_bytes("bf16"))[1]["4bit"]
+    upcast = footprint.estimate_bytes(qwen_7b, True, 4)[1]["4bit"]
+    assert kept < 5.3 * 2**30 and upcast - kept > 2.1e9  # README: about 5.2 GiB; the casts cost 2.2 GB
