@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import tempfile
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -281,14 +282,18 @@ def may_offload(device_map: Any) -> bool:
     return True  # auto/balanced/sequential: accelerate spills what does not fit
 
 
-def warn_quantized_spill(device_map: Any, quantization: str) -> bool:
-    """Warn (and return True) when a named device map (``auto``...) may spill layers of a quantized model.
+def warn_quantized_spill(device_map: Any, quantization: str, placed: Mapping[str, Any] | None = None) -> bool:
+    """Warn (and return True) when a named device map (``auto``...) spilled layers of a quantized model.
 
     transformers picks the modules to keep unquantized from the device map's CPU and disk entries before
     it expands a named map, so layers that ``auto`` spills stay 8-/4-bit on the CPU. Only a dict that
     names the spilled modules keeps them unquantized there (``llm_int8_enable_fp32_cpu_offload``).
+    ``placed``: the map the model was loaded with (``hf_device_map``); one that puts everything on GPUs
+    (the model fits) spilled nothing, so nothing is said.
     """
     if quantization not in QUANTIZED or not isinstance(device_map, str) or not may_offload(device_map):
+        return False
+    if placed is not None and not {str(value) for value in placed.values()} & {"cpu", "disk"}:
         return False
     log.warning(
         "model.device_map=%s with quantization=%s: layers it spills to the CPU stay %s there (transformers "
@@ -333,8 +338,13 @@ def limit_cpu_repacking(model: nn.Module, for_training: bool) -> list[str]:
     names = [name for name, layer in layers.items() if for_training or not cpu_packable(layer)]
     for name in names:
         layers[name].support_avx512bf16_for_cpu = False
-    if names:
-        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    on_cpu = [
+        name
+        for name in names
+        if getattr(layers[name], "weight", None) is not None and layers[name].weight.device.type == "cpu"
+    ]
+    if on_cpu:  # on a GPU host (QLoRA on CUDA) the fused CPU kernel never runs: nothing worth saying
+        shown = ", ".join(on_cpu[:3]) + (f" and {len(on_cpu) - 3} more" if len(on_cpu) > 3 else "")
         reason = (
             "a packed layer passes no gradient, and validation would pack it"
             if for_training
@@ -342,7 +352,7 @@ def limit_cpu_repacking(model: nn.Module, for_training: bool) -> list[str]:
         )
         log.info(
             "bitsandbytes CPU repacking is off for %d of %d 4-bit layers (%s): %s.",
-            len(names),
+            len(on_cpu),
             len(layers),
             shown,
             reason,
@@ -462,7 +472,6 @@ def load_causal_lm(
             "(QLoRA) or use quantization=none."
         )
     quantization_config = bnb_config(quantization, dtype, offload=may_offload(device_map))
-    warn_quantized_spill(device_map, quant)
     tokenizer = data.tokenizer if data is not None else None
     if names_no_weights(name_or_path):
         folder = Path(init_dir) if init_dir else Path(tempfile.mkdtemp(prefix="random_init_"))
@@ -497,6 +506,7 @@ def load_causal_lm(
             f"model.name_or_path={source} could not be loaded ({first_line(error)}): check the model "
             "options (dtype, device_map, offload_folder, quantization)."
         ) from None
+    warn_quantized_spill(device_map, quant, getattr(model, "hf_device_map", None))
     limit_cpu_repacking(model, for_training)
     prepare_kbit = quant in QUANTIZED and for_training  # a frozen base for the adapters
     if use_lora:
