@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import tempfile
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
