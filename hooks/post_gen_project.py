@@ -39,6 +39,7 @@ LM_ONLY: list[str] = [
     f"{PKG}/tasks/generation.py",
     f"{PKG}/memory.py",
     "tests/test_causal_lm.py",
+    "tests/test_fsdp.py",
     f"{PKG}/inference/text.py",
     "tests/test_inference_text.py",
     "examples",
@@ -76,21 +77,32 @@ VISION_ONLY = [
     "tests/test_inference_images.py",
 ]
 
+# Each tracker's files: a render keeps those of the tracker its logger answer names (and always CSV).
+WANDB = ["configs/logger/wandb.yaml", f"{PKG}/tracking/wandb_logger.py", "tests/test_wandb.py"]
+MLFLOW = [
+    "configs/logger/mlflow.yaml",
+    f"{PKG}/tracking/mlflow_logger.py",
+    f"{PKG}/tracking/mlflow_sync.py",
+    "tests/test_mlflow.py",
+]
+TENSORBOARD = ["configs/logger/tensorboard.yaml", f"{PKG}/tracking/tensorboard_logger.py", "tests/test_tensorboard.py"]
+
 # (answer, value) -> paths removed when the answer has that value.
 REMOVE_WHEN = {
     ("task", "image-classification"): LM_ONLY,
     ("task", "causal-lm"): VISION_ONLY,
-    ("logger", "csv"): [
-        "configs/logger/wandb.yaml",
-        f"{PKG}/tracking/wandb_logger.py",
-        "tests/test_wandb.py",
-    ],
+    ("logger", "csv"): WANDB + MLFLOW + TENSORBOARD + [f"{PKG}/tracking/background.py", f"{PKG}/tracking/tables.py"],
+    ("logger", "wandb"): MLFLOW + TENSORBOARD,
+    ("logger", "mlflow"): WANDB + TENSORBOARD,
+    ("logger", "tensorboard"): WANDB + MLFLOW + [f"{PKG}/tracking/background.py"],
     ("license", "none"): ["LICENSE"],
     ("env_manager", "conda"): [".python-version"],
     ("env_manager", "pip"): ["environment.yml", ".python-version"],
     ("env_manager", "uv"): ["environment.yml"],
     ("powershell", "no"): [
+        "setup.cmd",
         "scripts/setup.ps1",
+        "scripts/setup_checks.py",
         "scripts/tasks.ps1",
         "scripts/conda_profile.py",
         ".github/workflows/windows-setup.yml",
@@ -137,22 +149,26 @@ def git_init(root: Path) -> None:
 def next_steps(answers: dict) -> str:
     slug, package = answers["project_slug"], answers["package_name"]
     run = "uv run " if answers["env_manager"] == "uv" else ""
+    windows = answers.get("powershell") == "yes"
+    where = "Linux, macOS: " if windows else ""
     if answers["env_manager"] == "conda":
-        setup = (f"conda env create -f environment.yml && conda activate {slug}", "or: bash scripts/setup.sh")
+        setup = (f"conda env create -f environment.yml && conda activate {slug}", f"{where}or bash scripts/setup.sh")
     elif answers["env_manager"] == "uv":
-        setup = ("uv sync", "writes uv.lock: commit it (or: bash scripts/setup.sh)")
+        setup = ("uv sync", f"{where}writes uv.lock: commit it (or: bash scripts/setup.sh)")
     else:
-        setup = ("python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'", "or: bash scripts/setup.sh")
+        setup = ("python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'",
+                 f"{where}or bash scripts/setup.sh")
     git = [("git init && git add -A && git commit -m 'Create from project_template'",
             "under cruft the hook runs no git")
            ] if answers.get("git_init") == "yes" and rendered_by_cruft(answers) else []
-    windows = [(".\\scripts\\setup.ps1", "Windows PowerShell (-WhatIf prints what it would do)")
-               ] if answers.get("powershell") == "yes" else []
+    # Windows first: setup.cmd works under the default execution policy, where .\scripts\setup.ps1 is refused.
+    first = [(".\\setup.cmd", "Windows: in PowerShell or cmd, or double-click it (-WhatIf: a dry run)")
+             ] if windows else []
     commands = [
         (f"cd {slug}", ""),
         *git,
+        *first,
         setup,
-        *windows,
         (f"{run}python -m {package}.train", "trains offline in seconds"),
         (f"{run}python -m {package}.train debug=fast", "one quick epoch"),
         (f'{run}pytest -m "not slow"', "the project's quick tests; plain pytest runs them all (minutes)"),

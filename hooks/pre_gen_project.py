@@ -23,7 +23,7 @@ YEAR_RE = re.compile(r"^[0-9]{4}(?:-[0-9]{4})?$")
 # Top-level modules the rendered project imports (or that pytest and Hydra load);
 # a package with one of these names would shadow it.
 THIRD_PARTY_IMPORTS = {
-    "torch", "torchvision", "timm", "hydra", "omegaconf", "wandb", "transformers",
+    "torch", "torchvision", "timm", "hydra", "omegaconf", "wandb", "mlflow", "tensorboard", "transformers",
     "peft", "bitsandbytes", "accelerate", "datasets", "tokenizers", "safetensors",
     "numpy", "sklearn", "matplotlib", "tqdm", "yaml", "pytest", "optuna",
     "submitit", "test", "tests", "src", "configs", "conftest", "setuptools",

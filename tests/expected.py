@@ -15,6 +15,7 @@ COMMON = [
     "README.ko.md",
     "pyproject.toml",
     "scripts/setup.sh",
+    "scripts/torch_build.py",
     "configs/train.yaml",
     "configs/debug/fast.yaml",
     "configs/debug/overfit.yaml",
@@ -33,6 +34,7 @@ COMMON = [
     "configs/scheduler/step.yaml",
     "configs/trainer/default.yaml",
     "configs/trainer/ddp.yaml",
+    "configs/trainer/fsdp.yaml",
     "configs/hydra/launcher/local.yaml",
     "configs/hydra/launcher/slurm.yaml",
     "configs/hparams_search/optuna.yaml",
@@ -47,6 +49,8 @@ COMMON = [
     "tests/test_sweeps.py",
     "src/{pkg}/__init__.py",
     "src/{pkg}/config/__init__.py",
+    "src/{pkg}/config/quoting.py",
+    "tests/test_paths.py",
     "src/{pkg}/config/checks.py",
     "src/{pkg}/config/build.py",
     "src/{pkg}/runtime.py",
@@ -82,6 +86,8 @@ COMMON = [
     "src/{pkg}/training/__init__.py",
     "src/{pkg}/training/callbacks.py",
     "src/{pkg}/training/checkpoint.py",
+    "src/{pkg}/training/fsdp.py",
+    "src/{pkg}/training/sharded_checkpoint.py",
     "src/{pkg}/training/early_stopping.py",
     "src/{pkg}/training/state.py",
     "src/{pkg}/training/distributed.py",
@@ -143,6 +149,7 @@ CAUSAL_LM = [
     "src/{pkg}/tasks/generation.py",
     "src/{pkg}/memory.py",
     "tests/test_causal_lm.py",
+    "tests/test_fsdp.py",
     "src/{pkg}/inference/text.py",
     "tests/test_inference_text.py",
     "examples/prompts.txt",
@@ -158,19 +165,37 @@ CAUSAL_LM = [
 ]
 
 WANDB = [
+    "src/{pkg}/tracking/background.py",
+    "src/{pkg}/tracking/tables.py",
     "configs/logger/wandb.yaml",
     "src/{pkg}/tracking/wandb_logger.py",
     "tests/test_wandb.py",
 ]
 
+MLFLOW = [
+    "src/{pkg}/tracking/background.py",
+    "src/{pkg}/tracking/tables.py",
+    "configs/logger/mlflow.yaml",
+    "src/{pkg}/tracking/mlflow_logger.py",
+    "src/{pkg}/tracking/mlflow_sync.py",
+    "tests/test_mlflow.py",
+]
+
+TENSORBOARD = [
+    "src/{pkg}/tracking/tables.py",
+    "configs/logger/tensorboard.yaml",
+    "src/{pkg}/tracking/tensorboard_logger.py",
+    "tests/test_tensorboard.py",
+]
+
 # answer -> value -> files present only with that value
 BY_ANSWER = {
     "task": {"image-classification": VISION, "causal-lm": CAUSAL_LM, "both": VISION + CAUSAL_LM},
-    "logger": {"wandb": WANDB, "csv": []},
+    "logger": {"wandb": WANDB, "csv": [], "mlflow": MLFLOW, "tensorboard": TENSORBOARD},
     "license": {"MIT": ["LICENSE"], "Apache-2.0": ["LICENSE"], "BSD-3-Clause": ["LICENSE"], "none": []},
     "env_manager": {"conda": ["environment.yml"], "pip": [], "uv": [".python-version"]},
-    "powershell": {"yes": ["scripts/setup.ps1", "scripts/tasks.ps1", "scripts/conda_profile.py", "docs/windows.md",
-                           "docs/windows.ko.md"], "no": []},
+    "powershell": {"yes": ["setup.cmd", "scripts/setup.ps1", "scripts/tasks.ps1", "scripts/conda_profile.py",
+                           "scripts/setup_checks.py", "docs/windows.md", "docs/windows.ko.md"], "no": []},
     "ci": {"github": [".github/workflows/ci.yml", ".github/workflows/template-update.yml", ".github/dependabot.yml"],
            "none": []},
 }

@@ -22,9 +22,11 @@ from cookiecutter.main import cookiecutter
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
 SOURCE = TEMPLATE_DIR / "{{cookiecutter.project_slug}}"
-# Every answer that keeps a file (task=both, W&B, PowerShell, CI), with names found nowhere else.
+# Every answer that keeps a file (task=both, PowerShell, CI), with names found nowhere else; one render per
+# tracker, since each logger answer keeps its own tracker's files.
 ANSWERS = {"task": "both", "logger": "wandb", "powershell": "yes", "ci": "github",
            "project_slug": "zzslug-fmt", "package_name": "zzpkg_fmt"}
+LOGGERS = ("wandb", "mlflow", "tensorboard")
 NAMES = {
     "zzpkg_fmt": "{{ cookiecutter.package_name }}",
     "ZZPKG_FMT": "{{ cookiecutter.package_name | upper }}",
@@ -50,25 +52,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file would change")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="format-template-") as out:
-        project = Path(cookiecutter(str(TEMPLATE_DIR), no_input=True, extra_context=ANSWERS, output_dir=out))
-        before = {path: path.read_text(encoding="utf-8") for path in project.rglob("*.py")}
-        subprocess.run([sys.executable, "-m", "ruff", "format", "--quiet", "--no-cache", "."], cwd=project,
-                       check=True)
-        changed, by_hand = [], []
-        for rendered, text in sorted(before.items()):
-            formatted = rendered.read_text(encoding="utf-8")
-            if formatted == text:
-                continue
-            source = template_path(rendered, project)
-            original = source.read_text(encoding="utf-8")
-            formatted = restore_names(formatted)
-            if "{%" in original or "{{" in KNOWN_JINJA.sub("", original):
-                by_hand.append(source)
-                continue
-            changed.append(source)
-            if not args.check:
-                source.write_text(formatted, encoding="utf-8")
+    changed: list[Path] = []
+    by_hand: list[Path] = []
+    for logger in LOGGERS:
+        with tempfile.TemporaryDirectory(prefix="format-template-") as out:
+            answers = {**ANSWERS, "logger": logger}
+            project = Path(cookiecutter(str(TEMPLATE_DIR), no_input=True, extra_context=answers, output_dir=out))
+            before = {path: path.read_text(encoding="utf-8") for path in project.rglob("*.py")}
+            subprocess.run([sys.executable, "-m", "ruff", "format", "--quiet", "--no-cache", "."], cwd=project,
+                           check=True)
+            for rendered, text in sorted(before.items()):
+                formatted = rendered.read_text(encoding="utf-8")
+                source = template_path(rendered, project)
+                if formatted == text or source in changed or source in by_hand:
+                    continue
+                original = source.read_text(encoding="utf-8")
+                formatted = restore_names(formatted)
+                if "{%" in original or "{{" in KNOWN_JINJA.sub("", original):
+                    by_hand.append(source)
+                    continue
+                changed.append(source)
+                if not args.check:
+                    source.write_text(formatted, encoding="utf-8")
     for path in by_hand:
         print(f"needs formatting by hand (other Jinja in it): {path.relative_to(TEMPLATE_DIR)}")
     for path in changed:

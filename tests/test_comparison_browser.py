@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,6 +106,13 @@ def write_page(project: Path, folder: Path) -> Path:
     return sweep / "comparison.html"
 
 
+def significant_digits(text: str) -> int:
+    """``0.001329`` -> 4, ``2.5e-5`` -> 2, ``128`` -> 3 (trailing zeros of an integer do not count)."""
+    mantissa = re.split(r"[eE]", text.strip().lstrip("+-"))[0]
+    digits = mantissa.replace(".", "").lstrip("0")
+    return len(digits.rstrip("0")) if "." not in mantissa else len(digits)
+
+
 def evaluate(browser: DevTools, session: str, expression: str) -> Any:
     return browser.call("Runtime.evaluate", session, expression=expression, returnByValue=True)["result"]["value"]
 
@@ -132,7 +141,20 @@ def test_the_page_works_offline_in_chromium(render: Any, tmp_path: Path) -> None
         hidden = evaluate(browser, session, "document.querySelector('#runs tbody tr.run').click(); "
                                             "document.querySelectorAll('#curves svg')[0]"
                                             ".querySelectorAll('path.curve').length")
-        shot = browser.call("Page.captureScreenshot", session, format="png")["data"]
+        axes = evaluate(browser, session, """(() => {
+            const texts = (svg, css) => [...svg.querySelectorAll(css)].map(t => t.textContent);
+            const charts = [...document.querySelectorAll('#curves svg, #params svg')];
+            return charts.map(svg => ({param: svg.dataset.param || null, x: texts(svg, 'text.tick.x'),
+                                       y: texts(svg, 'text.tick.y'), title: texts(svg, 'text.axis-title')}));
+        })()""")
+        table = evaluate(browser, session, """(() => {
+            const heads = [...document.querySelectorAll('#runs thead th')].map(th => th.textContent);
+            const column = heads.indexOf('optimizer.lr');
+            const groups = [...document.querySelectorAll('#groups tbody tr')].map(tr => tr.children[1].textContent);
+            return [...document.querySelectorAll('#runs tbody tr')].map(tr => tr.children[column].textContent)
+                .concat(groups.map(name => name.match(/optimizer\\.lr=(\\S+)/)[1]));
+        })()""")
+        shot = browser.call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True)["data"]
     finally:
         browser.close()
 
@@ -151,6 +173,22 @@ def test_the_page_works_offline_in_chromium(render: Any, tmp_path: Path) -> None
     assert lines == RUNS - 1 and points == 2 * (RUNS - 1)  # two parameters, the failed run has no objective
     assert bars == 2
     assert hidden == RUNS - 1  # clicking a row hides that run's curve
+
+    (tmp_path / "comparison.png").write_bytes(base64.b64decode(shot))  # to look at: pytest --basetemp=<folder>
+    curves_axes = [axis for axis in axes if axis["param"] is None]
+    assert curves_axes and all(axis["title"] == ["epoch"] for axis in curves_axes)
+    assert all(re.fullmatch(r"\d+", text) for axis in curves_axes for text in axis["x"]), curves_axes  # whole epochs
+    for axis in axes:
+        for text in axis["x"] + axis["y"]:
+            assert significant_digits(text) <= 3, (axis, text)  # round steps: 0.25, 0.5, 1e-3, never -5.67e-5
+            assert not text.startswith("-"), (axis, text)  # every value here is positive: no axis below zero
+    lr = next(axis for axis in axes if axis["param"] == "optimizer.lr")
+    assert lr["title"] == ["optimizer.lr (log scale)"], lr  # the study sampled it on a log scale
+    mantissas = {round(float(text) / 10 ** math.floor(math.log10(float(text))), 9) for text in lr["x"]}
+    assert len(lr["x"]) >= 2 and mantissas <= {1, 2, 5}, lr  # 0.01, 0.02, 0.05, 0.1: the ticks of a log axis
+    batch = next(axis for axis in axes if axis["param"] == "data.batch_size")
+    assert batch["title"] == ["data.batch_size"] and batch["x"] == ["32", "64", "128"], batch  # its choices
+    assert table and all(significant_digits(cell) <= 4 for cell in table), table
 
     image = Image.open(io.BytesIO(base64.b64decode(shot))).convert("RGB")
     colors = image.getcolors(maxcolors=1 << 20) or []

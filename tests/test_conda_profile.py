@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import base64
 import codecs
+import importlib.util
+import json
+import os
 import re
 import subprocess
 import sys
@@ -22,6 +25,7 @@ CONDA = r"C:\Users\me\miniconda3\Scripts\conda.exe"
 KOREAN_CONDA = r"C:\Users\김철수\miniconda3\Scripts\conda.exe"
 FIX_POLICY = "Set-ExecutionPolicy -Scope CurrentUser RemoteSigned"
 FIX_BLOCKED = "Get-ChildItem -Recurse | Unblock-File"
+PC = "DESKTOP-KIM"  # %COMPUTERNAME% of the PC the helper runs on, unless a test names another
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +38,16 @@ def documents(tmp_path: Path) -> Path:
     return tmp_path / "Documents"
 
 
-def run(helper: Path, *args: str, expect: int = 0) -> str:
+def run(helper: Path, *args: str, expect: int = 0, computer: str = PC) -> str:
     result = subprocess.run([sys.executable, str(helper), *args], capture_output=True, text=True, timeout=60,
-                            encoding="utf-8")
+                            encoding="utf-8", env={**os.environ, "COMPUTERNAME": computer})
     assert result.returncode == expect, result.stdout + result.stderr
     return result.stdout
 
 
-def add(helper: Path, documents: Path, *extra: str, conda: str = CONDA, expect: int = 0) -> str:
+def add(helper: Path, documents: Path, *extra: str, conda: str = CONDA, expect: int = 0, computer: str = PC) -> str:
     return run(helper, "add", "--documents", str(documents), "--conda", conda, "--code-page", "949", *extra,
-               expect=expect)
+               expect=expect, computer=computer)
 
 
 def profile(documents: Path, edition: str = "WindowsPowerShell", name: str = "profile.ps1") -> Path:
@@ -208,7 +212,7 @@ def test_undo_needs_no_conda(helper: Path, documents: Path, tmp_path: Path) -> N
     add(helper, documents, "--edition", "desktop", conda=str(gone))
     assert hooks_in(target) == [str(gone)]
     usage = run(helper, "remove", "--help")
-    assert "--conda" not in usage
+    assert "[--conda CONDA]" in usage  # optional: this PC's conda, if it is still there
     run(helper, "remove", "--documents", str(documents), "--edition", "desktop", "--code-page", "949")
     assert target.read_bytes() == b"Import-Module posh-git\r\n" and not hook_file(target.parent).exists()
 
@@ -466,3 +470,237 @@ def test_the_windows_page_shows_what_the_helper_writes_and_both_fixes(render, do
         assert needed in text, needed
     readme = (project / "README.md").read_text(encoding="utf-8")
     assert "(docs/windows.md)" in readme and "(docs/windows.ko.md)" in (project / "README.ko.md").read_text("utf-8")
+
+
+# ------------------------------------------------------------------ one PC's undo on a shared Documents folder
+def test_undo_takes_out_only_this_pcs_conda(helper: Path, documents: Path, tmp_path: Path) -> None:
+    """OneDrive shares Documents between PCs: -UndoProfile on one PC leaves the other PCs' hooks and the line
+    that loads them; the last PC's undo removes both."""
+    laptop = str(tmp_path / "laptop" / "miniconda3" / "Scripts" / "conda.exe")
+    desktop = write(tmp_path / "desktop" / "miniconda3" / "Scripts" / "conda.exe", b"")
+    target = write(profile(documents), b"Import-Module posh-git\r\n")
+    add(helper, documents, "--edition", "desktop", conda=laptop, computer="LAPTOP-KIM")
+    add(helper, documents, "--edition", "desktop", conda=str(desktop), computer="DESKTOP-KIM")
+    hooks = hook_file(target.parent)
+    assert "# PCs: LAPTOP-KIM" in hooks.read_text("utf-8-sig") and "# PCs: DESKTOP-KIM" in hooks.read_text("utf-8-sig")
+    parse(hooks.read_bytes())
+    output = run(helper, "remove", "--documents", str(documents), "--edition", "desktop", "--code-page", "949",
+                 computer="LAPTOP-KIM")
+    assert "LAPTOP-KIM" in output and "DESKTOP-KIM" in output
+    assert hooks_in(target) == [str(desktop)] and "LAPTOP" not in hooks.read_text("utf-8-sig")
+    run(helper, "remove", "--documents", str(documents), "--edition", "desktop", "--code-page", "949",
+        computer="DESKTOP-KIM")
+    assert target.read_bytes() == b"Import-Module posh-git\r\n" and not hooks.exists()
+
+
+def test_two_pcs_with_the_same_conda_path_each_keep_it(helper: Path, documents: Path, tmp_path: Path) -> None:
+    """Both PCs installed to C:\\miniconda3: the second PC is marked on the same branch, so the first PC's undo
+    leaves it working."""
+    conda = str(write(tmp_path / "miniconda3" / "Scripts" / "conda.exe", b""))
+    target = write(profile(documents), b"")
+    add(helper, documents, "--edition", "desktop", conda=conda, computer="LAPTOP-KIM")
+    add(helper, documents, "--edition", "desktop", conda=conda, computer="DESKTOP-KIM")
+    assert "# PCs: LAPTOP-KIM, DESKTOP-KIM" in hook_file(target.parent).read_text("utf-8-sig")
+    run(helper, "remove", "--documents", str(documents), "--edition", "desktop", computer="LAPTOP-KIM")
+    assert hooks_in(target) == [conda]
+
+
+def test_an_older_hook_file_without_pcs_loses_only_this_pcs_conda(helper: Path, documents: Path,
+                                                                   tmp_path: Path) -> None:
+    """A conda-hook.ps1 from before PCs were marked: this PC's branch is the conda given or one that exists
+    here; another PC's (missing here) stays."""
+    mine = str(write(tmp_path / "miniconda3" / "Scripts" / "conda.exe", b""))
+    theirs = str(tmp_path / "jane" / "anaconda3" / "Scripts" / "conda.exe")
+    lines = ["# conda hook for PowerShell, written by scripts\\setup.ps1 (setup.ps1 -UndoProfile removes it)"]
+    for number, conda in enumerate((theirs, mine)):
+        lines += [("if" if number == 0 else "} elseif") + f" (Test-Path -LiteralPath '{conda}') {{",
+                  f"    & '{conda}' shell.powershell hook | Out-String | ?{{$_}} | Invoke-Expression"]
+    write(hook_file(profile(documents).parent), codecs.BOM_UTF8 + ("\r\n".join([*lines, "}"]) + "\r\n").encode())
+    target = write(profile(documents), b'if (Test-Path -LiteralPath "$PSScriptRoot\\conda-hook.ps1") { . '
+                   b'"$PSScriptRoot\\conda-hook.ps1" }  # conda hook file (added by scripts\\setup.ps1; delete this '
+                   b'line to undo)\r\n')
+    run(helper, "remove", "--documents", str(documents), "--edition", "desktop")
+    assert hooks_in(target) == [theirs]
+
+
+# ------------------------------------------------------------------ a profile another program holds
+def load_module(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def locked(winerror: int) -> PermissionError:
+    error = PermissionError(13, "The process cannot access the file because it is being used by another process")
+    error.winerror = winerror  # what Windows sets; the attribute exists only there
+    return error
+
+
+@pytest.mark.parametrize("winerror", [5, 32])
+def test_a_locked_profile_is_retried_with_backoff(helper: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  winerror: int) -> None:
+    module = load_module(helper)
+    replace, calls, delays = module.os.replace, [], []
+
+    def flaky(source: str, target: str) -> None:
+        calls.append(target)
+        if len(calls) <= 3:  # OneDrive holds it for three tries
+            raise locked(winerror)
+        replace(source, target)
+
+    monkeypatch.setattr(module.os, "replace", flaky)
+    monkeypatch.setattr(module.time, "sleep", delays.append)
+    target = write(tmp_path / "profile.ps1", b"old\r\n")
+    module.write_bytes(target, b"new\r\n")
+    assert target.read_bytes() == b"new\r\n" and len(calls) == 4
+    assert delays == list(module.RETRY_DELAYS[:3]) and delays == sorted(delays)  # backoff: each wait longer
+    assert [path.name for path in tmp_path.iterdir()] == ["profile.ps1"]  # no temporary file left behind
+
+
+def test_a_profile_that_stays_locked_names_controlled_folder_access(helper: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    module = load_module(helper)
+    delays: list[float] = []
+    monkeypatch.setattr(module.os, "replace", lambda source, target: (_ for _ in ()).throw(locked(5)))
+    monkeypatch.setattr(module.time, "sleep", delays.append)
+    target = write(tmp_path / "profile.ps1", b"old\r\n")
+    with pytest.raises(module.ProfileError) as error:
+        module.write_bytes(target, b"new\r\n")
+    message = str(error.value)
+    assert "Controlled Folder Access" in message and "OneDrive" in message and "\n" not in message
+    assert delays == list(module.RETRY_DELAYS) and 3 < sum(delays) < 10
+    assert target.read_bytes() == b"old\r\n" and [path.name for path in tmp_path.iterdir()] == ["profile.ps1"]
+
+
+def test_a_permission_error_that_is_no_lock_is_not_retried(helper: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    module = load_module(helper)
+    delays: list[float] = []
+    monkeypatch.setattr(module.os, "replace", lambda source, target: (_ for _ in ()).throw(PermissionError(13, "no")))
+    monkeypatch.setattr(module.time, "sleep", delays.append)
+    with pytest.raises(PermissionError):
+        module.write_bytes(write(tmp_path / "profile.ps1", b"old\r\n"), b"new\r\n")
+    assert delays == []
+
+
+# ------------------------------------------------------------------ setup_checks.py: conda's output, the folder
+DATA = Path(__file__).parent / "data" / "conda"
+MINICONDA = r"C:\Miniconda\Scripts\conda.exe"
+
+
+@pytest.fixture(scope="module")
+def checks(render) -> Path:
+    return render(powershell="yes") / "scripts" / "setup_checks.py"
+
+
+def recorded(name: str) -> str:
+    return (DATA / name).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("name", "code", "pending", "rejected"), [
+    ("tos_accepted.json", 0, [], []),
+    ("tos_pending.json", 0, ["https://repo.anaconda.com/pkgs/main", "https://repo.anaconda.com/pkgs/r"], []),
+    ("tos_outdated_rejected.json", 0, ["https://repo.anaconda.com/pkgs/main"], ["https://repo.anaconda.com/pkgs/r"]),
+    ("tos_none.json", 0, [], []),
+])
+def test_terms_of_service_from_conda_tos_json(checks: Path, name: str, code: int, pending: list[str],
+                                              rejected: list[str]) -> None:
+    verdict = load_module(checks).terms_of_service(code, recorded(name), MINICONDA)
+    assert verdict["checked"] and verdict["pending"] == pending and verdict["rejected"] == rejected
+    if not pending + rejected:
+        assert verdict["message"] is None
+        return
+    message = verdict["message"]
+    for url in pending + rejected:  # the whole URL, never cut at 80 columns
+        assert f"& '{MINICONDA}' tos accept --override-channels --channel {url}" in message
+    assert "Miniforge" in message and "tos view" in message
+    assert ("rejected" in message) == bool(rejected) and ("wait" in message) == bool(pending)
+
+
+@pytest.mark.parametrize(("name", "code"), [("tos_missing.json", 1), ("tos_missing_argparse.txt", 2)])
+def test_a_conda_without_the_terms_plugin_is_not_checked(checks: Path, name: str, code: int) -> None:
+    verdict = load_module(checks).terms_of_service(code, recorded(name), MINICONDA)
+    assert verdict == {"checked": False, "pending": [], "rejected": [], "message": None}
+
+
+FAKE_CONDA = """#!/usr/bin/env bash
+# Prints what the real conda printed for these arguments (tests/data/conda), with its exit code.
+case "$*" in
+    "tos --json") cat "$TOS_OUTPUT"; exit "${TOS_EXIT:-0}" ;;
+    "env list --json") cat "$DATA/env_list.json" ;;
+    "config --show envs_dirs --json") cat "$DATA/envs_dirs.json" ;;
+    *) echo "unexpected: $*" >&2; exit 9 ;;
+esac
+"""
+
+
+def fake_conda(tmp_path: Path) -> Path:
+    conda = tmp_path / "conda"
+    conda.write_text(FAKE_CONDA, encoding="utf-8")
+    conda.chmod(0o755)
+    return conda
+
+
+def run_checks(checks: Path, *args: str, **env: str) -> dict:
+    result = subprocess.run([sys.executable, str(checks), *args], capture_output=True, timeout=60,
+                            env={**os.environ, "DATA": str(DATA), **env})
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.isascii() and result.stdout.count(b"\n") == 1  # one ASCII line, whatever the code page
+    return json.loads(result.stdout)
+
+
+def test_setup_checks_runs_conda_tos_itself(checks: Path, tmp_path: Path) -> None:
+    conda = str(fake_conda(tmp_path))
+    answer = run_checks(checks, "tos", "--conda", conda, TOS_OUTPUT=str(DATA / "tos_pending.json"))
+    assert answer["pending"] == ["https://repo.anaconda.com/pkgs/main", "https://repo.anaconda.com/pkgs/r"]
+    assert answer["message"].count("tos accept") == 2
+    missing = run_checks(checks, "tos", "--conda", conda, TOS_OUTPUT=str(DATA / "tos_missing_argparse.txt"),
+                         TOS_EXIT="2")
+    assert missing["checked"] is False
+
+
+def test_env_prefix_is_this_condas_env_and_survives_a_korean_path(checks: Path, tmp_path: Path) -> None:
+    """conda env list shows every install's envs: the one under this conda's envs_dirs is the answer (a Korean
+    user's C:\\Users\\김철수\\.conda\\envs), never D:\\anaconda3's namesake; JSON keeps the Hangul intact."""
+    module = load_module(checks)
+    envs, dirs = recorded("env_list.json"), recorded("envs_dirs.json")
+    assert module.env_prefix(envs, dirs, MINICONDA, "my-experiment") == r"C:\Users\김철수\.conda\envs\my-experiment"
+    assert module.env_prefix(envs, dirs, MINICONDA, "MY-EXPERIMENT") == r"C:\Users\김철수\.conda\envs\my-experiment"
+    assert module.env_prefix(envs, "", MINICONDA, "other") == r"C:\Miniconda\envs\other"  # <root>\envs by itself
+    assert module.env_prefix(envs, "", r"D:\anaconda3\Scripts\conda.exe", "other") is None  # Miniconda's
+    assert module.env_prefix(envs, "", r"D:\anaconda3\Scripts\conda.exe", "my-experiment") == \
+        r"D:\anaconda3\envs\my-experiment"
+    answer = run_checks(checks, "env-prefix", "--conda", str(fake_conda(tmp_path)), "--name", "my-experiment")
+    assert answer == {"prefix": r"C:\Users\김철수\.conda\envs\my-experiment"}
+
+
+ONEDRIVE = r"C:\Users\김철수\OneDrive - 서울대학교"
+
+
+@pytest.mark.parametrize(("project", "onedrive", "warned"), [
+    (ONEDRIVE + r"\문서\GitHub\my-experiment", [ONEDRIVE], True),
+    (r"c:\users\김철수\onedrive - 서울대학교\Desktop\my-experiment", [ONEDRIVE], True),  # case does not matter
+    (r"C:\Users\김철수\OneDrive\Documents\my-experiment", [], True),  # %OneDrive% unset: the folder's name
+    (r"C:\dev\my-experiment", [ONEDRIVE], False),
+    (r"C:\Users\김철수\OneDriveBackup-notes\x", [r"C:\Users\김철수\OneDrive"], True),
+])
+def test_a_project_inside_onedrive_is_warned_about(checks: Path, project: str, onedrive: list[str],
+                                                  warned: bool) -> None:
+    warnings = load_module(checks).location_warnings(project, project + r"\.venv\Lib\site-packages", onedrive, True)
+    assert len(warnings) == int(warned)
+    if warned:
+        assert "OneDrive" in warnings[0] and "WinError 5 or 32" in warnings[0] and "C:\\dev" in warnings[0]
+
+
+def test_paths_too_long_for_windows_are_warned_about_before_installing(checks: Path) -> None:
+    module = load_module(checks)
+    short = r"C:\dev\my-experiment\.venv\Lib\site-packages"
+    deep = "C:\\Users\\김철수\\" + "\\".join(["research-projects-2026"] * 4) + r"\my-experiment\.venv\Lib\site-packages"
+    assert len(deep) + 1 + module.TORCH_LONGEST_PATH >= module.MAX_PATH > len(short) + 1 + module.TORCH_LONGEST_PATH
+    assert module.location_warnings(r"C:\dev\my-experiment", short, [], False) == []
+    (warning,) = module.location_warnings(deep, deep, [], False)
+    assert "LongPathsEnabled" in warning and str(len(deep) + 1 + module.TORCH_LONGEST_PATH) in warning
+    assert module.location_warnings(deep, deep, [], True) == []  # long paths on: no limit to warn about
+    answer = run_checks(checks, "location", "--project", deep, "--site-packages", deep, "--onedrive", ONEDRIVE)
+    assert len(answer["warnings"]) == 1 and "\\uae40" not in answer["warnings"][0] and "김철수" in answer["warnings"][0]

@@ -29,7 +29,9 @@ COMMAND_BLOCKS = {"bash", "sh", "shell", "console", "powershell", "pwsh", "ps1"}
 # Programs whose commands this file runs (small() below says how) or skips (SKIP); others fail.
 PROGRAMS = {"python", "make", "pytest", "torchrun", "uv", r".\scripts\tasks.ps1", "./scripts/tasks.ps1",
             "pip", "conda", "bash", "hf", "huggingface-cli", "wandb", "pre-commit", "sbatch", "srun",
-            r".\scripts\setup.ps1", "powershell", "pwsh", "Set-ExecutionPolicy", "&", r".venv\Scripts\activate"}
+            "mlflow", "tensorboard",
+            r".\scripts\setup.ps1", "powershell", "pwsh", "Set-ExecutionPolicy", "&", r".venv\Scripts\activate",
+            r".\setup.cmd"}
 # Inline code that names a form of command rather than giving one.
 PROSE = {"uv run", "uv run <command>", "python -m"}
 
@@ -46,17 +48,20 @@ SKIP = [
     (r"model\.pretrained=true", "downloads pretrained weights"),
     (r"^torchrun\b(?!.*trainer\.device=cpu)", "one process per GPU: needs several GPUs"),
     (r"hydra/launcher=slurm|^(sbatch|srun)\b", "needs a SLURM cluster"),
-    (r"^(\.\\scripts\\setup\.ps1|powershell\b|Set-ExecutionPolicy\b|&\s|\.venv\\Scripts\\)",
+    (r"^(\.\\scripts\\setup\.ps1|\.\\setup\.cmd\b|powershell\b|Set-ExecutionPolicy\b|&\s|\.venv\\Scripts\\)",
      "Windows only (the template's Windows CI job runs setup.ps1)"),
     (r"^if \(Test-Path\b", "PowerShell profile code (Windows; tests/test_conda_profile.py checks what is written)"),
     (r"^pre-commit install", "the hooks it installs download their tools from the network"),
+    (r"^(mlflow (ui|server)|tensorboard)\b", "starts a web server that runs until stopped (tests/test_mlflow.py in an "
+     "MLflow render starts a real server)"),
+    (r"\.mlflow_sync\b", "uploads to a lab's MLflow server (tests/test_mlflow.py syncs a run to a real one)"),
 ]
 if PWSH is None:
     SKIP.append((r"^(\.\\|\./)?scripts[\\/]tasks\.ps1", "needs PowerShell (pwsh), which is not installed here"))
 
 # What is appended to make a command small (later Hydra overrides win over the README's own). W&B's
-# offline service takes seconds to start: only the commands about W&B keep it (tests/test_wandb.py in
-# the render covers the rest).
+# offline service takes seconds to start: only the commands about a tracker keep it (tests/test_wandb.py,
+# test_mlflow.py and test_tensorboard.py in the renders cover the rest).
 SMALL_TRAIN = ["trainer.max_steps=2", "trainer.limit_val_batches=1", "trainer.progress_bar=false",
                "data.num_workers=0"]
 NO_WANDB = ["logger=csv"]
@@ -64,7 +69,8 @@ SMALL_SEARCH = ["hydra.sweeper.n_trials=1"]
 SMALL_TESTS = ["--collect-only", "-q"]  # the suites themselves run in test_render.py
 # Placeholders in README commands and what stands in for them.
 PLACEHOLDERS = {"model.name_or_path=...": "model.name_or_path={model}", "/path/to/saved/model": "{model}",
-                "<its folder>": "{folder}", "<그 폴더>": "{folder}"}  # README.ko.md says "its folder" in Korean
+                "<its folder>": "{folder}", "<그 폴더>": "{folder}",  # README.ko.md says "its folder" in Korean
+                "<lab-server>": "127.0.0.1:9"}  # where nothing answers: the run falls back to mlflow.db
 
 ENV_ASSIGNMENT = re.compile(r"""^[A-Z_][A-Z0-9_]*=("[^"]*"|'[^']*'|\S*)\s+""")
 FENCE = re.compile(r"^(?P<fence>```+|~~~+)[ \t]*(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=fence)[ \t]*$",
@@ -130,7 +136,7 @@ def small(command: str, package: str) -> str:
     program = program_of(command)
     trains = re.search(rf"-m {re.escape(package)}\.train\b", command) is not None
     train_args = SMALL_TRAIN + (SMALL_SEARCH if "hparams_search=" in command else []) + \
-        ([] if re.search("wandb", command, re.IGNORECASE) else NO_WANDB)
+        ([] if re.search("wandb|mlflow|tensorboard", command, re.IGNORECASE) else NO_WANDB)
     overrides = command.split(".train", 1)[-1]
     if re.search(r"""(^|[\s"'])(-m|--multirun)(\s|$)""", overrides):  # a multirun sweeps each key's first value
         train_args += [f"{key}={first}" for key, first in re.findall(r"\s([\w.]+)=([\w.+-]+)(?:,[\w.+-]+)+", overrides)]

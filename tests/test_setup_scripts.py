@@ -61,11 +61,41 @@ def powershell_errors(source: bytes) -> list[str]:
     return errors
 
 
-def test_next_steps_point_windows_users_to_setup_ps1(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+def test_next_steps_lead_windows_users_with_setup_cmd(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    """The first command after `cd` works on a fresh Windows, whose execution policy refuses .ps1 files."""
     for powershell in ("yes", "no"):
         cookiecutter(str(TEMPLATE_DIR), no_input=True, output_dir=str(tmp_path / powershell),
                      extra_context={"powershell": powershell})
-        assert ("scripts\\setup.ps1" in capfd.readouterr().out) == (powershell == "yes")
+        commands = [line.split("#")[0].strip() for line in capfd.readouterr().out.splitlines()[1:]]
+        assert commands[0] == "cd my-experiment"
+        assert (commands[1] == ".\\setup.cmd") == (powershell == "yes"), commands
+        assert not any("setup.ps1" in command for command in commands)  # refused under the default policy
+
+
+def test_setup_cmd_runs_setup_ps1_under_bypass_and_waits(project: Path) -> None:
+    """setup.cmd: Bypass for this one run (no setting changed), every argument passed on, the exit code kept, and
+    a pause so that a double-clicked window shows "Ready." before it closes (not in CI)."""
+    data = (project / "setup.cmd").read_bytes()
+    assert data.isascii() and data.count(b"\r\n") == data.count(b"\n"), "setup.cmd: ASCII with CRLF line ends"
+    lines = [line for line in data.decode().splitlines() if line and not line.lower().startswith("rem ")]
+    assert lines[0] == "@echo off"
+    run = next(line for line in lines if "setup.ps1" in line)
+    assert run == 'powershell.exe -NoLogo -NoProfile -ExecutionPolicy Bypass -File "%~dp0scripts\\setup.ps1" %*'
+    after = lines[lines.index(run) + 1:]
+    assert after[0] == 'set "SETUP_EXIT=%ERRORLEVEL%"' and after[-1] == "exit /b %SETUP_EXIT%"
+    assert any(line.endswith(" pause") and "if not defined CI" in line for line in after)
+    assert not re.search(r"^\s*(:\w|goto\b)", data.decode(), re.MULTILINE | re.IGNORECASE)  # no labels: LF-safe
+
+
+def test_rendered_windows_scripts_are_ascii_with_a_korean_project_name(render) -> None:
+    """Windows PowerShell 5.1 reads a .ps1 without a BOM in the ANSI code page (cp949 in Korea): a Korean
+    project name in it would show as mojibake in Get-Help. The rendered .ps1 and .cmd files stay ASCII."""
+    project = render(project_name="딥러닝 실험", powershell="yes")
+    scripts = sorted([*project.rglob("*.ps1"), *project.rglob("*.cmd")])
+    assert {path.name for path in scripts} == {"setup.ps1", "tasks.ps1", "setup.cmd"}
+    for path in scripts:
+        text = path.read_bytes()
+        assert text.isascii(), f"{path.name}: {[line for line in text.splitlines() if not line.isascii()][:3]}"
 
 
 def test_powershell_parser_reports_broken_scripts() -> None:
@@ -92,20 +122,49 @@ def test_setup_ps1_offers_the_promised_switches(project: Path) -> None:
     assert not re.search(r"\?\?|\?\.|&&|\|\|", code)
 
 
+def helper_options(helper: Path, commands: tuple[str, ...]) -> set[str]:
+    accepted = set()
+    for command in commands:
+        usage = subprocess.run([sys.executable, str(helper), command, "--help"], capture_output=True, text=True)
+        assert usage.returncode == 0, usage.stderr
+        accepted |= set(re.findall(r"--[a-z-]+", usage.stdout))
+    return accepted
+
+
 def test_setup_ps1_passes_the_profile_helper_only_options_it_has(project: Path) -> None:
     """setup.ps1 hands the profile edit and the policy verdict to conda_profile.py: the options must match."""
     text = (project / "scripts" / "setup.ps1").read_text(encoding="utf-8")
     helper = project / "scripts" / "conda_profile.py"
-    helper_part = text[text.index("function Invoke-Helper"):text.index("function Get-EnvPrefix")]
+    helper_part = text[text.index("function Invoke-Helper"):text.index("function Test-CondaTerms")]
     passed = set(re.findall(r"'(--[a-z-]+)'", helper_part))
     assert {"--documents", "--edition", "--profile-path", "--conda", "--dry-run", "--server", "--blocked"} <= passed
-    accepted = set()
-    for command in ("add", "remove", "policy"):
-        usage = subprocess.run([sys.executable, str(helper), command, "--help"], capture_output=True, text=True)
-        accepted |= set(re.findall(r"--[a-z-]+", usage.stdout))
-    assert passed <= accepted, passed - accepted
+    assert passed <= helper_options(helper, ("add", "remove", "policy")), passed
     for word in ("'add'", "'remove'", "'policy'", "GetFolderPath('MyDocuments')", "Get-ExecutionPolicy -List"):
         assert word in text, word
+
+
+def test_setup_ps1_leaves_conda_output_and_gpu_choice_to_python(project: Path) -> None:
+    """conda's output (tos, env list), the folder checks and the CUDA build are decided in setup_checks.py and
+    torch_build.py, which the tests here run; setup.ps1 only passes arguments and shows the answers."""
+    text = (project / "scripts" / "setup.ps1").read_text(encoding="utf-8")
+    checks = text[text.index("function Test-CondaTerms"):text.index("function Build-CondaEnv")]
+    assert set(re.findall(r"'(--[a-z-]+)'", checks)) <= helper_options(
+        project / "scripts" / "setup_checks.py", ("tos", "env-prefix", "location"))
+    for call in ("@('tos', '--conda', $Conda)", "@('env-prefix', '--conda', $Conda, '--name', $EnvName)",
+                 "@('location', '--project', $ProjectRoot, '--site-packages', $SitePackages)",
+                 "'LongPathsEnabled'", "'OneDrive', 'OneDriveCommercial', 'OneDriveConsumer'",
+                 "Invoke-Helper $Python @('index') -Capture -Script $TorchHelper"):
+        assert call in checks, call
+    assert "& $Conda tos" not in checks and "& $Conda env list" not in checks and "ConvertFrom-Json $json" not in text
+    code = re.sub(r"#.*", "", re.sub(r"<#.*?#>", "", text, flags=re.DOTALL))
+    assert "cu126" not in code and "cu128" not in code  # no fixed CUDA build: torch_build.py picks it
+    for builder in ("Build-CondaEnv", "Build-Venv", "Build-UvEnv"):  # warned before anything is installed
+        body = text[text.index(f"function {builder}"):]
+        body = body[:body.index("\n}")]
+        assert "Test-ProjectLocation" in body, builder
+    assert "Set-TorchSource \"pytorch-$build\" -IfUntouched" in text
+    status = text[text.index("function Show-Status"):text.index("function Invoke-Setup")]
+    assert "@($TorchHelper, 'probe')" in status and "is_available" not in re.sub(r"#.*", "", status)
 
 
 def ps_string_array(script: str, name: str) -> list[str]:
@@ -319,13 +378,20 @@ def check_windows_setup_job(job: dict) -> None:
         assert powershell_errors(run.encode()) == [], run
     text = "\n".join(runs)
     assert "[IO.File]::WriteAllText($file, 'Set-Alias -Name ll -Value Get-ChildItem')" in text  # no newline
-    setups = [line for line in text.splitlines() if "-File scripts\\setup.ps1" in line and "-WhatIf" not in line]
+    setups = [line for line in text.splitlines() if "-File scripts\\setup.ps1" in line and "-WhatIf" not in line
+              and "-SkipProfile" not in line]
     assert len(setups) == 2 and "-ProfilePath" in setups[0] and "-ProfilePath" not in setups[1], setups
     assert "-File scripts\\setup.ps1 -WhatIf" in text
     new_shell = next(run for run in runs if "-EncodedCommand $encoded" in run)
-    for part in ("2> $stderr", "Invoke-Expression $env:ACTIVATE", "python -c $env:IMPORT", "$errors.Count -gt 0"):
+    for part in ("2> $stderr", "Invoke-Expression $env:ACTIVATE", "python -c $env:IMPORT", "$errors.Count -gt 0",
+                 "-OutputFormat Text", "<S S=\"Error\">"):
         assert part in new_shell, part
     assert "-NoProfile" not in new_shell
+    # setup.cmd under the policy a new Windows has, where the same script run directly is refused.
+    policy = next(run for run in runs if "& .\\setup.cmd" in run)
+    assert policy.index("CurrentUser Restricted") < policy.index("-File scripts\\setup.ps1") < \
+        policy.index("& .\\setup.cmd -WhatIf") < policy.index("CurrentUser Undefined")
+    assert "running scripts is disabled" in policy
 
 
 def test_template_ci_runs_weekly_and_on_windows() -> None:
@@ -337,6 +403,20 @@ def test_template_ci_runs_weekly_and_on_windows() -> None:
     assert windows["strategy"]["matrix"]["env_manager"] == ["conda", "pip", "uv"]
     runs = "\n".join(step.get("run", "") for step in windows["steps"])
     assert "powershell=yes" in runs and "& $tasks smoke" in runs and "optimizer=adam,sgd" in runs
+    assert "& $tasks test -q -m 'not slow'" in runs  # the slow tests (torchrun, many runs) stay on Linux
+    cells = windows["strategy"]["matrix"]["include"]
+    assert {"env_manager": "conda", "shell": "powershell", "tos": "pending"} in cells
+    assert any(cell.get("temp") == "hangul" for cell in cells)
+    steps = {step.get("if"): step["run"] for step in windows["steps"] if step.get("if")}
+    terms = steps["matrix.tos == 'pending'"]
+    for part in ("$env:CONDA_PLUGINS_AUTO_ACCEPT_TOS = $null", "$env:CI = $null", "tos clean --all",
+                 "-File scripts\\setup.ps1 -CondaPath $env:CONDA -SkipProfile", "$LASTEXITCODE -ne 1",
+                 "tos accept --override-channels --channel https://repo\\.anaconda\\.com/pkgs/main",
+                 "CondaToSNonInteractiveError"):
+        assert part in terms, part
+    assert terms.index("$env:CI = $null") < terms.index("tos clean") < terms.index("-File scripts\\setup.ps1")
+    hangul = steps["matrix.temp == 'hangul'"]
+    assert '"TEMP=$temp" >> $env:GITHUB_ENV' in hangul and not re.search(r"'[^']*'", hangul)[0].isascii()
 
 
 @pytest.mark.parametrize("env_manager", ["conda", "pip", "uv"])
@@ -451,3 +531,209 @@ def test_setup_sh_builds_a_working_venv_end_to_end(render, tmp_path: Path) -> No
                            env={**env, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}, timeout=600)
     assert smoke.returncode == 0, smoke.stderr[-3000:]
     assert (tmp_path / "run" / "metrics.csv").is_file()
+
+
+# ------------------------------------------------------------------ the CUDA build for the GPU (torch_build.py)
+def torch_build(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(project / "scripts" / "torch_build.py"), *args], capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+@pytest.mark.parametrize(("capability", "build"), [
+    ("12.0", "cu128"),  # RTX 50-series: cu126 has no sm_120 kernels ("no kernel image is available")
+    ("12.1", "cu128"),  # sm_121 runs sm_120's kernels (same major version)
+    ("10.0", "cu128"),  # B200
+    ("8.9", "cu128"),  # RTX 40-series runs sm_86's kernels
+    ("7.5", "cu128"),  # Turing, the oldest cu128 has
+    ("7.0", "cu126"),  # Volta: dropped by cu128
+    ("6.1", "cu126"),  # GTX 10-series
+    ("5.2", "cu126"),  # Maxwell
+])
+def test_the_cuda_build_follows_the_compute_capability(render, capability: str, build: str) -> None:
+    result = torch_build(render(), "index", "--compute-cap", capability)
+    assert result.returncode == 0 and result.stdout == f"{build}\n", result.stdout + result.stderr
+
+
+def test_gpus_no_build_covers_get_the_build_for_most_and_a_warning(render) -> None:
+    result = torch_build(render(), "index", "--compute-cap", "12.0", "--compute-cap", "6.1", "--compute-cap", "8.6")
+    build, warning = result.stdout.splitlines()
+    assert build == "cu128" and "GPU 1 (sm_61)" in warning and "GPU 0" not in warning
+
+
+FAKE_NVIDIA_SMI = """#!/usr/bin/env bash
+# nvidia-smi as a driver answers `--query-gpu=compute_cap,name --format=csv,noheader`.
+[ "$*" = "--query-gpu=compute_cap,name --format=csv,noheader" ] || { echo "unexpected: $*" >&2; exit 9; }
+if [ -n "${OLD_DRIVER:-}" ]; then
+    echo 'Field "compute_cap" is not a valid field to query.'; exit 2
+fi
+printf '%s\\n' "$GPUS"
+"""
+
+
+def fake_nvidia_smi(folder: Path) -> Path:
+    path = folder / "nvidia-smi"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(FAKE_NVIDIA_SMI, encoding="utf-8")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize(("gpus", "old_driver", "expected"), [
+    ("12.0, NVIDIA GeForce RTX 5090", "", ["cu128"]),
+    ("8.6, NVIDIA GeForce RTX 3060 Laptop GPU\n8.6, NVIDIA GeForce RTX 3060 Laptop GPU", "", ["cu128"]),
+    ("6.1, NVIDIA GeForce GTX 1080 Ti", "", ["cu126"]),
+    ("", "1", ["cu126", "update the driver"]),  # a driver too old to say: the build with the oldest GPUs
+])
+def test_the_build_comes_from_nvidia_smi(render, tmp_path: Path, gpus: str, old_driver: str,
+                                         expected: list[str]) -> None:
+    smi = fake_nvidia_smi(tmp_path)
+    result = torch_build(render(), "index", "--nvidia-smi", str(smi), env={**os.environ, "GPUS": gpus,
+                                                                             "OLD_DRIVER": old_driver})
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0 and lines[0] == expected[0], result.stdout + result.stderr
+    assert all(word in result.stdout for word in expected[1:])
+
+
+def test_no_nvidia_smi_means_no_cuda_build(render) -> None:
+    result = torch_build(render(), "index", env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0 and result.stdout == "none\n"
+
+
+FAKE_TORCH = '''"""A torch whose GPU is visible (is_available) but whose kernels may not run on it."""
+import os
+
+
+class _Cuda:
+    @staticmethod
+    def is_available():
+        return True
+
+    @staticmethod
+    def device_count():
+        return 1
+
+    @staticmethod
+    def get_device_name(number):
+        return "NVIDIA GeForce RTX 5090"
+
+    @staticmethod
+    def get_device_capability(number):
+        return (12, 0)
+
+    @staticmethod
+    def get_arch_list():
+        return ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
+
+
+class _Tensor:
+    def __mul__(self, other):
+        if os.environ.get("NO_KERNEL"):
+            raise RuntimeError("CUDA error: no kernel image is available for execution on the device\\nmore")
+        return self
+
+    def sum(self):
+        return self
+
+    def item(self):
+        return 16.0
+
+
+class _Version:
+    cuda = "12.6"
+
+
+cuda = _Cuda()
+version = _Version()
+__version__ = "2.9.1+cu126"
+
+
+def ones(*shape, device=None):
+    return _Tensor()
+'''
+
+
+@pytest.mark.parametrize("no_kernel", ["", "1"])
+def test_the_probe_runs_an_operation_on_the_gpu(render, tmp_path: Path, no_kernel: str) -> None:
+    """is_available() is true for an RTX 50-series under cu126; only an operation shows it cannot run there."""
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text(FAKE_TORCH, encoding="utf-8")
+    result = torch_build(render(), "probe", env={**os.environ, "PYTHONPATH": str(tmp_path), "NO_KERNEL": no_kernel})
+    if not no_kernel:
+        assert result.returncode == 0 and "NVIDIA GeForce RTX 5090 (sm_120) runs PyTorch" in result.stdout
+        return
+    assert result.returncode == 1
+    (line,) = [line for line in result.stdout.splitlines() if "cannot run" in line]
+    assert "no kernel image is available" in line and "sm_120" in line and "more" not in line
+    assert line.endswith("pip install --force-reinstall torch torchvision "
+                         "--index-url https://download.pytorch.org/whl/cu128")
+
+
+def test_the_probe_with_a_cpu_build_says_training_runs_on_the_cpu(render) -> None:
+    result = torch_build(render(), "probe")
+    assert result.returncode == 0 and "torch " in result.stdout and "CUDA: no" in result.stdout
+
+
+FAKE_UV = """#!/usr/bin/env bash
+# uv: sync records pyproject.toml's torch source; run --no-sync python ARGS runs the real Python.
+case "$1" in
+    --version) echo "uv 0.0.0 (fake)" ;;
+    sync) grep -E '^(torch|torchvision) = ' pyproject.toml > "$SYNCED" || true ;;
+    run) while [ "$1" != python ]; do shift; done; shift; exec "$REAL_PYTHON" "$@" ;;
+    *) echo "unexpected: $*" >&2; exit 9 ;;
+esac
+"""
+
+
+@pytest.mark.parametrize(("gpus", "index"), [("12.0, NVIDIA GeForce RTX 5090", "pytorch-cu128"),
+                                             ("6.1, NVIDIA GeForce GTX 1080 Ti", "pytorch-cu126")])
+def test_setup_sh_routes_torch_to_the_gpus_build(render, tmp_path: Path, gpus: str, index: str) -> None:
+    """setup.sh --uv with an NVIDIA GPU: torch and torchvision go to the index torch_build.py picks, then the
+    probe runs (here on this machine's CPU build)."""
+    source = render(env_manager="uv")
+    project = tmp_path / "project"
+    shutil.copytree(source, project)
+    fake_nvidia_smi(tmp_path / "bin")
+    uv = tmp_path / "bin" / "uv"
+    uv.write_text(FAKE_UV, encoding="utf-8")
+    uv.chmod(0o755)
+    synced = tmp_path / "synced.txt"
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", "UV": str(uv), "GPUS": gpus,
+           "SYNCED": str(synced), "REAL_PYTHON": sys.executable, "PYTHONPATH": str(project / "src")}
+    result = subprocess.run(["bash", "scripts/setup.sh"], cwd=project, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert synced.read_text(encoding="utf-8").splitlines() == [f'torch = [{{ index = "{index}" }}]',
+                                                              f'torchvision = [{{ index = "{index}" }}]']
+    assert f"the {index.removeprefix('pytorch-')} build" in result.stderr + result.stdout
+    assert "CUDA: no" in result.stdout and "Ready." in result.stdout
+
+
+def test_tests_that_start_torchrun_skip_on_windows_with_the_reason(render) -> None:
+    """PyTorch's Windows wheels lack libuv, so torchrun's rendezvous cannot start there: every rendered test that
+    runs torch.distributed.run carries the win32 skip, and the README says where multi-process training runs."""
+    import ast
+
+    project = render()
+    conftest = (project / "tests" / "conftest.py").read_text(encoding="utf-8")
+    marker = re.search(r"^needs_torchrun = pytest\.mark\.skipif\(\n\s+sys\.platform == \"win32\",\n\s+reason=\"(.+)\",",
+                       conftest, re.MULTILINE)
+    assert marker and "Linux or WSL" in marker[1] and "libuv" in marker[1], "conftest.py: needs_torchrun"
+    starts = ("torch.distributed.run", "TORCHRUN", "train_on_two_ranks")  # conftest's helpers start torchrun
+    starting = []
+    for path in sorted((project / "tests").glob("test_*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        whole_module = any(isinstance(node, ast.Assign) and ast.unparse(node) == "pytestmark = needs_torchrun"
+                           for node in tree.body)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") and \
+                    any(name in ast.unparse(node) for name in starts):
+                decorators = {ast.unparse(decorator) for decorator in node.decorator_list}
+                assert whole_module or "needs_torchrun" in decorators, \
+                    f"{path.name}::{node.name} starts torchrun without the skip"
+                starting.append(node.name)
+        helpers = [node for node in tree.body if isinstance(node, ast.FunctionDef) and not node.name.startswith("test_")
+                   and "torch.distributed.run" in ast.unparse(node)]
+        assert whole_module or not helpers, f"{path.name}: a helper starts torchrun; mark the module needs_torchrun"
+    assert len(starting) >= 4, starting
+    readme = (project / "README.md").read_text(encoding="utf-8")
+    assert "Multi-process training needs Linux or WSL" in readme

@@ -57,6 +57,21 @@ def project(render) -> Path:
 
 @pytest.fixture()
 def env(project: Path, slurm_cluster, tmp_path: Path) -> dict[str, str]:
+    return job_env(project, slurm_cluster, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def lm_project(render) -> Path:
+    return render(task="causal-lm")
+
+
+@pytest.fixture()
+def lm_env(lm_project: Path, slurm_cluster, tmp_path: Path) -> dict[str, str]:
+    return job_env(lm_project, slurm_cluster, tmp_path)
+
+
+def job_env(project: Path, slurm_cluster, tmp_path: Path) -> dict[str, str]:
+    """The environment of a job of ``project``: the cluster's, with the test's callbacks importable."""
     (tmp_path / "slurm_hooks.py").write_text(HOOKS, encoding="utf-8")
     base = project_env(project)
     base["PYTHONPATH"] = os.pathsep.join([str(tmp_path), base["PYTHONPATH"]])
@@ -242,3 +257,32 @@ def test_readme_sbatch_script_requeues_at_the_time_limit_and_scancel_cancels(pro
 
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert state["global_step"] > 3
+
+
+def test_srun_fsdp_stop_saves_a_sharded_checkpoint_and_resumes(lm_project: Path, lm_env, tmp_path: Path):
+    """``srun python -m ... trainer=fsdp`` on 2 tasks: ``scancel --signal=TERM`` mid-epoch makes every rank
+    write its shard of last.dcp; the same script submitted again resumes from it and finishes the run."""
+    import torch
+
+    marker, run = tmp_path / "step", tmp_path / "run"
+    training = ["experiment=tiny_lm", "precision=fp32", "trainer.max_epochs=2", "trainer.limit_train_batches=6",
+                "data.batch_size=4", *QUICK, f"hydra.run.dir={run}"]
+    script = SRUN_SCRIPT.replace("trainer=ddp", "trainer=fsdp")
+    overrides = " ".join([*training, *probe(marker, seconds=0.4)])
+    job = submit_script(lm_env, lm_project, tmp_path / "job.sh", script.format(package=PACKAGE, overrides=overrides))
+    wait_for("step 3", lambda: step_reached(marker, 3), timeout=300, job=(lm_env, job, tmp_path / "job.log"))
+    sh(lm_env, "scancel", "--signal=TERM", job)
+    wait_for("the job to end", lambda: job_info(lm_env, job).get("JobState") in ENDED, timeout=180)
+    assert job_info(lm_env, job)["JobState"] == "COMPLETED", (tmp_path / "job.log").read_text()[-3000:]
+    last = run / "checkpoints" / "last.dcp"
+    assert {"__0_0.distcp", "__1_0.distcp", ".metadata"} <= {path.name for path in last.iterdir()}
+    stopped = torch.load(last / "trainer_state.pt", weights_only=True)["global_step"]
+    assert 3 <= stopped < 12 and "stopped by signal" in (run / "train.log").read_text(encoding="utf-8")
+
+    job = submit_script(lm_env, lm_project, tmp_path / "again.sh", script.format(
+        package=PACKAGE, overrides=" ".join(training)))
+    wait_for("the resumed job to end", lambda: job_info(lm_env, job).get("JobState") in ENDED, timeout=400)
+    assert job_info(lm_env, job)["JobState"] == "COMPLETED", (tmp_path / "again.log").read_text()[-3000:]
+    log = (run / "train.log").read_text(encoding="utf-8")
+    assert f"Resumed from {last} at epoch" in log and "FSDP: 2 blocks and the root sharded over 2 ranks" in log
+    assert torch.load(last / "trainer_state.pt", weights_only=True)["global_step"] == 12

@@ -242,3 +242,65 @@ def test_the_windows_jobs_are_checked_for_the_wrapper() -> None:
     steps = dict(powershell_steps(workflow))
     assert any("-CondaPath C:\\no\\such\\conda" in script for script in steps.values()), list(steps)
     assert not any(step.startswith("render-and-test") for step in steps)
+
+
+# What a child Windows PowerShell writes to a redirected stderr: progress records (no error), and the same
+# error as CLIXML (without -OutputFormat Text) and as text (with it).
+CLIXML_PROGRESS = ['#< CLIXML', '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+                   '<Obj S="progress" RefId="0"><TN RefId="0"><T>System.Management.Automation.PSCustomObject</T>'
+                   '</TN><MS><I64 N="SourceId">1</I64><PR N="Record"><AV>Preparing modules for first use.</AV>'
+                   '</PR></MS></Obj></Objs>']
+CLIXML_ERROR = ['#< CLIXML', '<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+                '<S S="Error">&amp; : The term \'C:\\no\\such\\conda.exe\' is not recognized as the name of a cmdlet'
+                '_x000D__x000A_</S></Objs>']
+TEXT_ERROR = ["& : The term 'C:\\no\\such\\conda.exe' is not recognized as the name of a cmdlet, function, script",
+              "file, or operable program."]
+
+
+def stderr_filter(step: str):
+    """The step's filter of a child shell's stderr lines (its -match / -notmatch patterns), as Python."""
+    filtered = re.search(r"Get-Content -LiteralPath \$stderr \| Where-Object \{ (.+) \}\)", step)
+    assert filtered, "the step reads the child's stderr with Get-Content ... | Where-Object { ... }"
+    condition = filtered[1]
+    errors = re.findall(r"\$_ -match '([^']+)'", condition)
+    ignored = re.findall(r"\$_ -notmatch '([^']+)'", condition)
+
+    def is_error(line: str) -> bool:
+        return bool(line) and (any(re.search(pattern, line) for pattern in errors)
+                               or all(not re.search(pattern, line) for pattern in ignored))
+    return is_error
+
+
+def new_shell_steps(root: Path) -> list[tuple[str, str]]:
+    return [(f"{path.name}, {name}", script) for path in workflow_files(root)
+            for name, script in powershell_steps(yaml.safe_load(path.read_text(encoding="utf-8")))
+            if "-EncodedCommand" in script and "2> $stderr" in script]
+
+
+def test_the_stderr_filter_check_tells_a_blind_filter_from_a_working_one() -> None:
+    blind = stderr_filter("$x = @(Get-Content -LiteralPath $stderr | Where-Object { $_ -and "
+                          "$_ -notmatch '^(#< CLIXML|<Objs )' })")
+    assert not any(map(blind, CLIXML_ERROR))  # the old check: a CLIXML error is dropped as progress
+    working = stderr_filter("$x = @(Get-Content -LiteralPath $stderr | Where-Object { $_ -and ($_ -match "
+                            "'<S S=\"Error\">' -or $_ -notmatch '^(#< CLIXML|<Objs )') })")
+    assert any(map(working, CLIXML_ERROR)) and any(map(working, TEXT_ERROR)) and not any(map(working, CLIXML_PROGRESS))
+
+
+def test_new_shell_checks_can_fail(github_root: Path) -> None:
+    """A new shell's profile check sees errors however the child writes them (-OutputFormat Text, and a CLIXML
+    error record counts), and proves it on a deliberately broken hook before it trusts a clean run."""
+    steps = new_shell_steps(github_root)
+    if not steps:
+        assert github_root != TEMPLATE_DIR and not (github_root / ".github/workflows/windows-setup.yml").exists()
+        return
+    for step, script in steps:
+        call = next(line for line in script.splitlines() if "-EncodedCommand" in line)
+        assert "-OutputFormat Text" in call and "2> $stderr" in call, f"{step}: {call}"
+        is_error = stderr_filter(script)
+        assert any(map(is_error, CLIXML_ERROR)) and any(map(is_error, TEXT_ERROR)), step
+        assert not any(map(is_error, CLIXML_PROGRESS)), f"{step}: progress records are no errors"
+        broken = re.search(r"AppendAllText\(\$hook, .*'C:\\no\\such\\conda\.exe'.*\n\s*\$broken = @\(Test-NewShell\)\n"
+                           r"\s*\[IO\.File\]::WriteAllBytes\(\$hook, \$saved\)\n"
+                           r"\s*if \(\$broken\.Count -eq 0\) \{ throw", script)
+        assert broken, f"{step}: no deliberately broken hook that the check must catch"
+        assert script.index("$broken = @(Test-NewShell)") < script.index("$errors = @(Test-NewShell)"), step

@@ -6,6 +6,7 @@ the standard library only and runs on any Python 3.8+. It changes text files and
     python conda_profile.py add --conda C:\\...\\Scripts\\conda.exe --documents <Documents folder>
                                 [--edition desktop] [--edition core] [--profile-path FILE] [--dry-run]
     python conda_profile.py remove --documents <Documents folder> [--edition ...] [--profile-path FILE]
+                                   [--conda C:\\...\\Scripts\\conda.exe] [--computer NAME]
     python conda_profile.py policy --edition desktop [--server] [--blocked] MachinePolicy=Undefined ...
 
 Rules the edits follow, whatever the file looked like before:
@@ -24,7 +25,11 @@ Rules the edits follow, whatever the file looked like before:
 - what the old setup.ps1 broke is repaired: its lines glued to the user's last line, and
   UTF-8 hook lines it appended to an ANSI profile (taken out; the hook file replaces them);
 - a hook whose conda.exe is missing here is kept: with a OneDrive-synced Documents folder it may
-  be another PC's conda; conda-hook.ps1 holds one guarded hook per conda it was given;
+  be another PC's conda; conda-hook.ps1 holds one guarded hook per conda it was given, each marked
+  with the PCs (computer names) that use it, and `remove` takes out only this PC's mark (the file
+  and the profile's line go once no PC is left);
+- a file that OneDrive, an antivirus or Controlled Folder Access holds (WinError 5 or 32) is retried
+  with backoff for a few seconds; then the error names them;
 - paths are written as single-quoted PowerShell strings, with their quote characters doubled;
 - a second run with the same arguments changes nothing.
 """
@@ -37,9 +42,11 @@ import codecs
 import locale
 import logging
 import os
+import platform
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 log = logging.getLogger("conda_profile")
@@ -56,7 +63,9 @@ REGION_END = "#endregion conda hook"
 LOADER_MARK = "# conda hook file (added by scripts\\setup.ps1; delete this line to undo)"
 WHERE_NOT_EMPTY = "?" + "{$_}"  # split so the template engine does not see a brace pair
 HOOK_FILE = "conda-hook.ps1"  # beside the profile that loads it
-HOOK_FILE_MARK = "# conda hook for PowerShell, written by scripts\\setup.ps1 (setup.ps1 -UndoProfile removes it)"
+HOOK_FILE_START = "# conda hook for PowerShell, written by scripts\\setup.ps1"
+HOOK_FILE_MARK = HOOK_FILE_START + " (setup.ps1 -UndoProfile takes out this PC's mark)"
+PCS_MARK = "  # PCs: "  # after a branch's opening brace: the computers that use that conda
 # The one line a profile gets: ASCII whatever the paths are ($PSScriptRoot is the profile's own folder).
 HOOK_FILE_LINE = (
     'if (Test-Path -LiteralPath "$PSScriptRoot\\'
@@ -75,6 +84,16 @@ OLD_HOOK_LINE = re.compile(
 
 # PowerShell ends a single-quoted string at any of these; inside one, each is escaped by doubling it.
 SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
+# A branch of conda-hook.ps1: `if (Test-Path -LiteralPath '<conda.exe>') {  # PCs: A, B` (older files: no PCs).
+HOOK_BRANCH = re.compile(
+    r"^\s*(?:\}\s*else)?if \(Test-Path -LiteralPath (?P<path>'(?:[^'\u2018\u2019\u201a\u201b]|['\u2018\u2019\u201a\u201b]{2})*')\)"
+    r"\s*\{(?:\s*# PCs:(?P<pcs>[^\r\n]*))?\s*$",
+    re.MULTILINE,
+)
+# Windows' errors for a file another program holds (32, a sharing violation) or guards (5, access denied):
+# OneDrive while it uploads, an antivirus while it scans, Controlled Folder Access always.
+LOCKED = {5, 32}
+RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)  # seconds; about 6 in all
 # The quoted conda.exe right before the hook call, e.g. & "C:\...\conda.exe" "shell.powershell" "hook".
 HOOK_PATH = re.compile(r"""["']([^"'\r\n]+)["']\s*\)?\s*["']?shell\.powershell""", re.IGNORECASE)
 HOOK_CALL = re.compile(r"""shell\.powershell['"]?\s+['"]?hook""", re.IGNORECASE)
@@ -227,21 +246,46 @@ def lines_of(view: str) -> list[str]:
     return re.findall(r"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+$", view)
 
 
+def with_retries(action, path: Path):
+    """``action()``, tried again with backoff while Windows says another program holds or guards ``path``
+    (WinError 5 or 32); then a ProfileError that names the usual holders and what to do."""
+    for delay in (*RETRY_DELAYS, None):
+        try:
+            return action()
+        except PermissionError as error:
+            if getattr(error, "winerror", None) not in LOCKED:
+                raise
+            if delay is None:
+                raise ProfileError(
+                    f"{path} stays locked ({error}): OneDrive, an antivirus or Controlled Folder Access "
+                    "(Windows Security > Ransomware protection) holds or guards it. Pause OneDrive syncing, or "
+                    "allow python.exe under Ransomware protection > Allow an app through Controlled folder access, "
+                    "then rerun"
+                ) from error
+            log.debug("%s is locked (%s); trying again in %.1f s", path, error, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` in one step (a crash never leaves half a profile); a symlink stays a
-    symlink: its target is replaced."""
+    symlink: its target is replaced. A locked file is retried (``with_retries``)."""
     if path.is_symlink():
         path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except OSError:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+
+    def replace() -> None:
+        handle, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+            os.replace(temporary, path)
+        except OSError:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+
+    with_retries(replace, path)
 
 
 def code_only(text: str) -> list[str]:
@@ -340,7 +384,7 @@ class Editor:
         if self.dry_run:
             log.info("[dry run] would delete %s", path)
             return
-        path.unlink()
+        with_retries(path.unlink, path)
         log.info("deleted %s", path)
 
     def write(self, profile: ProfileText, data: bytes, plan: str, done: str) -> None:
@@ -390,14 +434,15 @@ class Profiles:
         return found
 
 
-def hook_file_text(condas: list[str]) -> str:
-    """conda-hook.ps1: the first of ``condas`` that exists here runs conda's hook (one Documents folder synced
-    by OneDrive serves PCs whose conda is in different places). ``?{$_}`` as in conda init: a conda that prints
-    nothing must not make Invoke-Expression fail in every window."""
+def hook_file_text(entries: list[tuple[str, list[str]]]) -> str:
+    """conda-hook.ps1: the first conda of ``entries`` (conda.exe, the PCs that use it) that exists here runs
+    conda's hook (one Documents folder synced by OneDrive serves PCs whose conda is in different places).
+    ``?{$_}`` as in conda init: a conda that prints nothing must not make Invoke-Expression fail in every window."""
     lines = [HOOK_FILE_MARK]
-    for number, conda in enumerate(condas):
+    for number, (conda, computers) in enumerate(entries):
         quoted = ps_quote(conda)
-        lines.append(("if" if number == 0 else "} elseif") + " (Test-Path -LiteralPath " + quoted + ") {")
+        mark = PCS_MARK + ", ".join(computers) if computers else ""
+        lines.append(("if" if number == 0 else "} elseif") + " (Test-Path -LiteralPath " + quoted + ") {" + mark)
         lines.append(
             "    & " + quoted + " shell.powershell hook | Out-String | " + WHERE_NOT_EMPTY + " | Invoke-Expression"
         )
@@ -422,19 +467,43 @@ def loader_line(path: Path, ascii_only: bool) -> str:
 
 
 def is_hook_file(profile: ProfileText) -> bool:
-    return profile.exists and profile.text.lstrip("\ufeff").startswith(HOOK_FILE_MARK)
+    return profile.exists and profile.text.lstrip("\ufeff").startswith(HOOK_FILE_START)
 
 
-def write_hook_file(folder: Path, conda: str, editor: Editor) -> Path:
-    """conda-hook.ps1 in ``folder`` with ``conda`` in it (the condas it held before are kept)."""
+def hook_entries(text: str) -> list[tuple[str, list[str]]]:
+    """(conda.exe, the PCs that use it) of each branch of a conda-hook.ps1, in order (older files name no PCs)."""
+    entries = []
+    for match in HOOK_BRANCH.finditer(text):
+        computers = [name.strip() for name in (match.group("pcs") or "").split(",") if name.strip()]
+        entries.append((ps_unquote(match.group("path")), computers))
+    return entries
+
+
+def this_computer() -> str:
+    return os.environ.get("COMPUTERNAME") or platform.node() or "this-pc"
+
+
+def write_hook_entries(current: ProfileText, entries: list[tuple[str, list[str]]], editor: Editor) -> None:
+    data = codecs.BOM_UTF8 + hook_file_text(entries).encode("utf-8")
+    editor.write(current, data, f"write {current.path}", f"wrote {current.path}")
+
+
+def write_hook_file(folder: Path, conda: str, computer: str, editor: Editor) -> Path:
+    """conda-hook.ps1 in ``folder`` with ``conda`` in it, marked as used by ``computer`` (the condas and
+    marks it held before are kept)."""
     path = folder / HOOK_FILE
     current = editor.read(path, strict=False)
     if current.exists and not is_hook_file(current):
         raise ProfileError(f"{path} exists and was not written by setup.ps1; rename it and rerun")
-    condas = [match.group(1) for line in code_only(current.text) for match in [HOOK_PATH.search(line)] if match]
-    condas = list(dict.fromkeys([*condas, conda] if path_key(conda) not in map(path_key, condas) else condas))
-    data = codecs.BOM_UTF8 + hook_file_text(condas).encode("utf-8")
-    editor.write(current, data, f"write {path}", f"wrote {path}")
+    entries = hook_entries(current.text)
+    for existing, computers in entries:
+        if path_key(existing) == path_key(conda):
+            if computer.casefold() not in (name.casefold() for name in computers):
+                computers.append(computer)
+            break
+    else:
+        entries.append((conda, [computer]))
+    write_hook_entries(current, entries, editor)
     return path
 
 
@@ -444,8 +513,11 @@ def add_line(target: Path, line: str, editor: Editor, what: str) -> None:
         editor.append(target, [line], what)
 
 
-def add_hook(documents: Path, editions: list[str], conda: str, profile_path: Path | None, editor: Editor) -> None:
-    """Make `conda activate` work in every edition listed, adding at most one hook per edition."""
+def add_hook(
+    documents: Path, editions: list[str], conda: str, profile_path: Path | None, computer: str, editor: Editor
+) -> None:
+    """Make `conda activate` work in every edition listed, adding at most one hook per edition; this PC
+    (``computer``) is marked in the conda-hook.ps1 that serves it."""
     for edition in editions:
         profiles = Profiles(documents, edition, editor)
         loaded = profiles.loaded()
@@ -464,11 +536,16 @@ def add_hook(documents: Path, editions: list[str], conda: str, profile_path: Pat
         holder = next((profile.path for profile in loaded if has_hook(profile.text)), None)
         if holder is not None:
             log.info("%s: the conda hook is already loaded from %s", name, holder)
+            for profile in loaded:  # another PC's hook file with this conda in it: mark this PC as a user too
+                if is_hook_file(profile) and path_key(conda) in (
+                    path_key(exe) for exe, _ in hook_entries(profile.text)
+                ):
+                    write_hook_file(profile.path.parent, conda, computer, editor)
         else:
             paths = {path_key(profile.path) for profile in loaded}
             target = profile_path if profile_path is not None else profiles.all_hosts
             editor.read(target)  # one that cannot be read safely stops here, before anything is written
-            hook_file = write_hook_file(target.parent, conda, editor)
+            hook_file = write_hook_file(target.parent, conda, computer, editor)
             if path_key(hook_file) not in paths:
                 add_line(target, HOOK_FILE_LINE, editor, f"a line loading {hook_file}")
             if profile_path is not None and path_key(profile_path) not in paths:
@@ -524,19 +601,58 @@ def without_additions(view: str) -> str:
     return "".join(kept)
 
 
-def remove_hook(documents: Path, editions: list[str], profile_path: Path | None, editor: Editor) -> None:
-    """Take out what ``add`` wrote (a `conda init` block or hand-written hook stays). Needs no conda."""
+def other_pcs_entries(
+    entries: list[tuple[str, list[str]]], conda: str | None, computer: str
+) -> list[tuple[str, list[str]]]:
+    """``entries`` without ``computer``'s mark. A branch of an older file names no PCs: it is this PC's when its
+    conda is the one given (``conda``) or exists here, else another PC's."""
+    kept = []
+    for exe, computers in entries:
+        if not computers:
+            mine = (conda is not None and path_key(exe) == path_key(conda)) or os.path.exists(exe)
+            if not mine:
+                kept.append((exe, computers))
+            continue
+        others = [name for name in computers if name.casefold() != computer.casefold()]
+        if others:
+            kept.append((exe, others))
+    return kept
+
+
+def remove_hook(
+    documents: Path, editions: list[str], profile_path: Path | None, conda: str | None, computer: str, editor: Editor
+) -> None:
+    """Take out what ``add`` wrote for this PC (``computer``); a `conda init` block or hand-written hook stays.
+    Other PCs that share the Documents folder (OneDrive) keep their hooks, and then the profiles keep the line
+    that loads them. Needs no conda."""
     paths = [Profiles(documents, edition, editor).all_hosts for edition in editions]
     paths += [profile_path] if profile_path is not None else []
+    shared = []
+    for hook_file in dict.fromkeys(path.parent / HOOK_FILE for path in paths):
+        current = editor.read(hook_file, strict=False)
+        if not is_hook_file(current):
+            continue
+        kept = other_pcs_entries(hook_entries(current.text), conda, computer)
+        if not kept:
+            editor.delete(hook_file)
+            continue
+        shared.append(hook_file)
+        write_hook_entries(current, kept, editor)
+        others = sorted({name for _, computers in kept for name in computers}) or ["a PC it does not name"]
+        log.info(
+            "%s: took out %s; kept the hook of %s, which share this Documents folder",
+            hook_file,
+            computer,
+            ", ".join(others),
+        )
+    if shared:
+        return  # the profiles are shared too: their line loads the other PCs' hooks
     for path in paths:
         profile = editor.read(path, strict=False)
         if profile.exists and without_additions(profile.view()) != profile.view():
             editor.edit(
                 profile, without_additions, f"remove the conda hook from {path}", f"removed the conda hook from {path}"
             )
-        hook_file = path.parent / HOOK_FILE
-        if is_hook_file(editor.read(hook_file, strict=False)):
-            editor.delete(hook_file)
 
 
 def parse_scopes(pairs: list[str]) -> dict[str, str]:
@@ -596,8 +712,8 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--profile-path", type=Path, help="a file to hold the hook, loaded from profile.ps1")
         sub.add_argument("--code-page", type=int, help="ANSI code page of BOM-less files (default: the system's)")
         sub.add_argument("--dry-run", action="store_true")
-        if command == "add":
-            sub.add_argument("--conda", required=True, help="conda.exe")
+        sub.add_argument("--computer", default=this_computer(), help="this PC's name (default: %%COMPUTERNAME%%)")
+        sub.add_argument("--conda", required=command == "add", help="conda.exe (remove: this PC's, if still there)")
     policy = commands.add_parser("policy")
     policy.add_argument("--edition", choices=sorted(EDITION_FOLDERS), required=True)
     policy.add_argument("--server", action="store_true", help="Windows Server (5.1 defaults to RemoteSigned)")
@@ -613,9 +729,9 @@ def main(argv: list[str] | None = None) -> int:
     editor = Editor(args.code_page or ansi_code_page(), args.dry_run)
     try:
         if args.command == "add":
-            add_hook(args.documents, editions, args.conda, args.profile_path, editor)
+            add_hook(args.documents, editions, args.conda, args.profile_path, args.computer, editor)
         else:
-            remove_hook(args.documents, editions, args.profile_path, editor)
+            remove_hook(args.documents, editions, args.profile_path, args.conda, args.computer, editor)
     except (ProfileError, OSError) as error:
         log.error("conda_profile: %s", error)
         return 1

@@ -1,6 +1,6 @@
 <#
 .SYNOPSIS
-    Set up {{ cookiecutter.project_name }} on Windows in one command (Windows PowerShell 5.1 or PowerShell 7).
+    Set up {{ cookiecutter.project_slug }} on Windows in one command (Windows PowerShell 5.1 or PowerShell 7).
 
 .DESCRIPTION
     1. Finds conda (conda mode, or -CondaPath): -CondaPath (which must exist), $env:CONDA_EXE, the usual
@@ -13,20 +13,27 @@
        and, if PowerShell 7 is installed, Documents\PowerShell, unless a profile there already runs one
        (a `conda init` block counts). The user's bytes are never re-encoded. With -ProfilePath the line
        goes into that file and profile.ps1 gets one line that loads it. A rerun changes nothing;
-       -UndoProfile takes the lines out again (conda need not exist any more). pip and uv modes leave
-       the profiles alone unless -CondaPath is given.
+       -UndoProfile takes this PC's hook out again (conda need not exist any more); other PCs that share
+       the Documents folder through OneDrive keep theirs. pip and uv modes leave the profiles alone
+       unless -CondaPath is given.
     3. Says in one line if the execution policy of a new window, or blocked (downloaded) files, would
        stop the profile, .venv\Scripts\Activate.ps1 or these scripts, and how to fix it.
     4. conda mode: stops with the exact commands if Anaconda's channels wait for their terms of service
-       to be accepted (conda tos), and warns when PowerShell 7.5+ meets a conda older than 25.1.
-    5. Creates or updates the environment from environment.yml (conda; its prompts reach you) or .venv
+       to be accepted (scripts\setup_checks.py reads `conda tos --json`), and warns when PowerShell 7.5+
+       meets a conda older than 25.1.
+    5. Warns before installing when the project is inside OneDrive, or when PyTorch's files would pass
+       Windows' 260-character path limit (LongPathsEnabled off).
+    6. Creates or updates the environment from environment.yml (conda; its prompts reach you) or .venv
        (pip; uv: uv sync, which writes uv.lock on the first run), installs this project with its dev
-       tools, and checks that it imports. With uv, -Cpu routes torch to the pytorch-cpu index in
-       pyproject.toml, and an NVIDIA GPU (nvidia-smi) to pytorch-cu126.
-    6. Reports the PyTorch build and whether a CUDA GPU is usable.
+       tools, and checks that it imports. With an NVIDIA GPU, scripts\torch_build.py picks the CUDA
+       build from nvidia-smi's compute capability (cu128 for RTX 50-series and other GPUs it has kernels
+       for, cu126 for older ones); with uv it routes torch to that index in pyproject.toml, and -Cpu to
+       pytorch-cpu.
+    7. Runs one operation on each GPU with the installed PyTorch, and says "Ready." only if it works.
 
-    If Windows refuses to run this script ("running scripts is disabled on this system"),
-    run it as:  powershell -ExecutionPolicy Bypass -File scripts\setup.ps1
+    On a fresh Windows the execution policy refuses scripts ("running scripts is disabled on this
+    system"): run setup.cmd in the project folder (or double-click it), which runs this script with
+    the policy set to Bypass for that run:  powershell -ExecutionPolicy Bypass -File scripts\setup.ps1
 
 .EXAMPLE
     .\scripts\setup.ps1
@@ -68,6 +75,9 @@ $PythonVersion = '{{ cookiecutter.python_version }}'
 $CpuIndex = 'https://download.pytorch.org/whl/cpu'
 $ProjectRoot = Split-Path -Parent $PSScriptRoot
 $ProfileHelper = Join-Path $PSScriptRoot 'conda_profile.py'
+$ChecksHelper = Join-Path $PSScriptRoot 'setup_checks.py'
+$TorchHelper = Join-Path $PSScriptRoot 'torch_build.py'
+$TorchIndex = 'https://download.pytorch.org/whl/{0}'
 $Dry = $DryRun.IsPresent -or $WhatIfPreference
 # Where conda is looked for after $env:CONDA_EXE, in order (%VARIABLES% expanded). Miniconda's and Anaconda's
 # installers refuse folders with non-ASCII names, so a user named in Hangul installs to C:\miniconda3 & co.
@@ -199,20 +209,26 @@ function Get-HelperPython([string] $Conda) {
     return Find-Python ([version] '3.8')
 }
 
-function Invoke-Helper([string[]] $Python, [string[]] $Arguments, [switch] $Capture) {
-    # Runs scripts\conda_profile.py. Uncaptured, it writes to the console itself (Korean paths print
-    # right); -Capture returns its lines (ASCII only: the policy verdicts).
+function Invoke-Helper([string[]] $Python, [string[]] $Arguments, [switch] $Capture, [string] $Script = $ProfileHelper) {
+    # Runs a helper in scripts\ (conda_profile.py unless -Script says). Uncaptured, it writes to the console
+    # itself (Korean paths print right); -Capture returns its lines (ASCII only: verdicts, JSON with \u escapes).
     $ErrorActionPreference = 'Continue'
     # -I: PYTHONPATH, PYTHONHOME and the user's site-packages cannot break the helper.
-    $all = @($Python | Select-Object -Skip 1) + @('-I', $ProfileHelper) + $Arguments
+    $all = @($Python | Select-Object -Skip 1) + @('-I', $Script) + $Arguments
     if ($Capture) {
         $out = @(& $Python[0] @all)
     } else {
         & $Python[0] @all
         $out = @()
     }
-    if ($LASTEXITCODE -ne 0) { throw "conda_profile.py $($Arguments[0]) failed (exit code $LASTEXITCODE); see above." }
+    if ($LASTEXITCODE -ne 0) { throw "$(Split-Path -Leaf $Script) $($Arguments[0]) failed (exit code $LASTEXITCODE); see above." }
     return $out
+}
+
+function Invoke-Check([string[]] $Python, [string[]] $Arguments) {
+    # scripts\setup_checks.py's answer: one line of ASCII JSON, whatever the paths in it.
+    $lines = Invoke-Helper $Python $Arguments -Capture -Script $ChecksHelper
+    return (ConvertFrom-Json ($lines -join ''))
 }
 
 function Get-Editions {
@@ -273,7 +289,10 @@ function Set-CondaHook([string] $Conda) {
     $python = Get-HelperPython $Conda
     $arguments = Get-ProfileArguments (Get-Editions)
     if ($UndoProfile) {
-        Invoke-Helper $python (@('remove') + $arguments)
+        # Only this PC's hook: other PCs that share Documents through OneDrive keep theirs.
+        $mine = @()
+        if ($Conda) { $mine = @('--conda', $Conda) }
+        Invoke-Helper $python (@('remove') + $arguments + $mine)
     } else {
         Invoke-Helper $python (@('add', '--conda', $Conda) + $arguments)
     }
@@ -291,20 +310,11 @@ function Test-PolicyAdvice([string] $Conda) {
 function Test-CondaTerms([string] $Conda) {
     # A Miniconda installed silently (winget, /S) has not accepted the terms of service of Anaconda's channels:
     # conda then fails (CondaToSNonInteractiveError) or waits at a prompt. Say so first, with the commands.
+    # setup_checks.py reads `conda tos --json` (the table `conda tos` draws cannot tell pending from accepted).
     if ($env:CONDA_PLUGINS_AUTO_ACCEPT_TOS) { return }
-    $ErrorActionPreference = 'Continue'
-    $status = @(& $Conda tos 2>&1 | ForEach-Object { "$_" })
-    if ($LASTEXITCODE -ne 0) { return }  # no `conda tos` (an older conda, or Miniforge without the plugin)
-    # `conda tos` lists each channel with the date its terms were accepted ('unknown' if undated), '-' while
-    # they wait, or 'rejected'.
-    $url = 'https://repo\.anaconda\.com/[\w./-]+'
-    $pending = @($status | Where-Object { $_ -match $url -and $_ -notmatch '\d{4}-\d{2}-\d{2}|\bunknown\b' } |
-        ForEach-Object { ([regex]::Match($_, $url)).Value.TrimEnd('/') } | Select-Object -Unique)
-    if ($pending.Count -eq 0) { return }
-    $commands = @($pending | ForEach-Object { "& '$Conda' tos accept --override-channels --channel $_" })
-    throw ("conda's channels $($pending -join ', ') wait for their terms of service to be accepted. Read them " +
-        "(& '$Conda' tos view) and accept, then rerun:`n  " + ($commands -join "`n  ") +
-        "`nor install Miniforge (conda-forge only, no terms to accept) and rerun with -CondaPath.")
+    $verdict = Invoke-Check (Get-HelperPython $Conda) @('tos', '--conda', $Conda)
+    if (-not $verdict.checked) { Write-Step 'conda tos: not available (no terms-of-service plugin), nothing to accept' }
+    if ($verdict.message) { throw $verdict.message }
 }
 
 function Test-CondaForPowerShell([string] $Conda) {
@@ -325,26 +335,52 @@ function Test-CondaForPowerShell([string] $Conda) {
 
 function Get-EnvPrefix([string] $Conda) {
     # The env named $EnvName of this conda: <root>\envs\<name> or one of its envs_dirs, never a namesake
-    # of another install (conda env list also shows every install's envs it has seen).
-    $ErrorActionPreference = 'Continue'
-    $json = & $Conda env list --json 2>$null | Out-String
-    if ($LASTEXITCODE -ne 0) { throw "'$Conda env list --json' failed with exit code $LASTEXITCODE." }
-    $info = ConvertFrom-Json $json
-    $dirs = @()
-    $config = & $Conda config --show envs_dirs --json 2>$null | Out-String
-    if ($LASTEXITCODE -eq 0 -and $config.Trim()) { $dirs = @((ConvertFrom-Json $config).envs_dirs) }
-    $dirs += [IO.Path]::Combine([IO.Path]::GetDirectoryName([IO.Path]::GetDirectoryName($Conda)), 'envs')
-    foreach ($dir in $dirs) {
-        $wanted = [IO.Path]::GetFullPath([IO.Path]::Combine($dir, $EnvName)).TrimEnd('\')
-        foreach ($prefix in @($info.envs)) {
-            if ([IO.Path]::GetFullPath($prefix).TrimEnd('\') -eq $wanted) { return $prefix }
-        }
+    # of another install (conda env list also shows every install's envs it has seen); setup_checks.py reads
+    # `conda env list --json` and `conda config --show envs_dirs --json`.
+    return (Invoke-Check (Get-HelperPython $Conda) @('env-prefix', '--conda', $Conda, '--name', $EnvName)).prefix
+}
+
+function Test-ProjectLocation([string] $SitePackages, [string[]] $Python) {
+    # Before installing: OneDrive syncing the project (WinError 5/32 halfway through the torch install), and
+    # PyTorch's deepest files passing 260 characters while LongPathsEnabled is off. Warnings, not errors.
+    $arguments = @('location', '--project', $ProjectRoot, '--site-packages', $SitePackages)
+    foreach ($name in @('OneDrive', 'OneDriveCommercial', 'OneDriveConsumer')) {
+        $folder = [Environment]::GetEnvironmentVariable($name)
+        if ($folder) { $arguments += @('--onedrive', $folder) }
     }
-    return $null
+    $fileSystem = Get-ItemProperty -LiteralPath 'HKLM:\SYSTEM\CurrentControlSet\Control\FileSystem' -ErrorAction SilentlyContinue
+    $longPaths = 0
+    if ($fileSystem -and ($fileSystem.PSObject.Properties.Name -contains 'LongPathsEnabled')) { $longPaths = [int] $fileSystem.LongPathsEnabled }
+    $arguments += @('--long-paths', [string] $longPaths)
+    try {
+        if (-not $Python) { $Python = Get-HelperPython $null }
+        foreach ($warning in @((Invoke-Check $Python $arguments).warnings)) {
+            Write-Warning $warning
+            $Warnings.Add($warning)
+        }
+    } catch {
+        Write-Warning "could not check the project's folder ($($_.Exception.Message))"
+    }
+}
+
+function Get-TorchBuild([string[]] $Python) {
+    # The CUDA build for this PC's NVIDIA GPUs: torch_build.py reads nvidia-smi's compute capability (cu128 has
+    # kernels for RTX 50-series, sm_120; cu126 for Maxwell to Hopper). $null without an NVIDIA GPU.
+    if (-not (Get-Command nvidia-smi -CommandType Application -ErrorAction SilentlyContinue)) { return $null }
+    $lines = @(Invoke-Helper $Python @('index') -Capture -Script $TorchHelper)
+    foreach ($warning in @($lines | Select-Object -Skip 1)) {
+        Write-Warning $warning
+        $Warnings.Add($warning)
+    }
+    if ($lines.Count -eq 0 -or $lines[0] -eq 'none') { return $null }
+    Write-Step "NVIDIA GPU: the $($lines[0]) build of PyTorch"
+    return [string] $lines[0]
 }
 
 function Build-CondaEnv([string] $Conda) {
     $file = Join-Path $ProjectRoot 'environment.yml'
+    $root = [IO.Path]::GetDirectoryName([IO.Path]::GetDirectoryName($Conda))
+    Test-ProjectLocation ([IO.Path]::Combine($root, 'envs', $EnvName, 'Lib', 'site-packages')) (Get-HelperPython $Conda)
     if (Get-EnvPrefix $Conda) {
         Invoke-Step "update conda env '$EnvName' from environment.yml" {
             Invoke-Native $Conda @('env', 'update', '--name', $EnvName, '--file', $file, '--prune') -Interactive
@@ -371,6 +407,7 @@ function Get-CondaPython([string] $Conda) {
 function Build-Venv {
     $venv = Join-Path $ProjectRoot '.venv'
     $python = Join-Path $venv 'Scripts\python.exe'
+    Test-ProjectLocation (Join-Path $venv 'Lib\site-packages')
     if (Test-Path -LiteralPath $python) {
         Write-Step "reusing $venv"
     } else {
@@ -379,14 +416,17 @@ function Build-Venv {
             Invoke-Native $base[0] (@($base | Select-Object -Skip 1) + @('-m', 'venv', $venv))
         }
     }
+    # The venv's python runs torch_build.py (in a dry run, before the venv exists: any Python 3.8+).
+    $helper = if (Test-Path -LiteralPath $python) { , @($python) } else { Get-HelperPython $null }
     $torch = @()
     if ($env:TORCH_SPEC) {
         $torch = @($env:TORCH_SPEC.Trim() -split '\s+' | Where-Object { $_ })
     } elseif ($Cpu) {
         $torch = @('torch', 'torchvision', '--index-url', $CpuIndex)
-    } elseif (Get-Command nvidia-smi -ErrorAction SilentlyContinue) {
-        # PyPI's Windows wheels are CPU-only; the CUDA ones live on PyTorch's index.
-        $torch = @('torch', 'torchvision', '--index-url', 'https://download.pytorch.org/whl/cu126')
+    } else {
+        # PyPI's Windows wheels are CPU-only; the CUDA ones live on PyTorch's index, one per CUDA version.
+        $build = Get-TorchBuild $helper
+        if ($build) { $torch = @('torch', 'torchvision', '--index-url', ($TorchIndex -f $build)) }
     }
     Invoke-Step 'upgrade pip' { Invoke-Native $python @('-m', 'pip', 'install', '--quiet', '--upgrade', 'pip') }
     if ($torch.Count -gt 0) {
@@ -438,11 +478,16 @@ function Build-UvEnv {
         throw 'uv not found: install it (https://docs.astral.sh/uv/getting-started/installation/, or: pip install uv), then run this again.'
     }
     Write-Step "uv: $uv"
+    # The helpers need a Python before .venv exists: the system's, else one uv finds or fetches.
+    $helper = @($uv, 'run', '--no-project', '--quiet', 'python')
+    try { $helper = Get-HelperPython $null } catch { Write-Step 'no Python on PATH: uv runs the helpers' }
+    Test-ProjectLocation (Join-Path $ProjectRoot '.venv\Lib\site-packages') $helper
     if ($Cpu) {
         Set-TorchSource 'pytorch-cpu'
-    } elseif (Get-Command nvidia-smi -ErrorAction SilentlyContinue) {
+    } else {
         # PyPI's Windows wheels are CPU-only: with an NVIDIA GPU, the CUDA build from PyTorch's index.
-        Set-TorchSource 'pytorch-cu126' -IfUntouched
+        $build = Get-TorchBuild $helper
+        if ($build) { Set-TorchSource "pytorch-$build" -IfUntouched }
     }
     if (-not (Test-Path -LiteralPath (Join-Path $ProjectRoot 'uv.lock'))) {
         Write-Step 'no uv.lock yet: uv sync writes it; commit it with the code'
@@ -456,10 +501,13 @@ function Build-UvEnv {
 
 function Show-Status([string] $Python) {
     Invoke-Native $Python @('-c', "import $Package")
-    $probe = 'import torch; cuda = torch.cuda.is_available(); ' +
-        'name = torch.cuda.get_device_name(0) if cuda else ''none (training runs on the CPU)''; ' +
-        'print(f''torch {torch.__version__}, CUDA GPU: {name}'')'
-    Invoke-Native $Python @('-c', $probe)
+    # One operation on each GPU: is_available() is also true for a GPU this build has no kernels for
+    # (an RTX 50-series under cu126), whose first training step would fail with "no kernel image".
+    try {
+        Invoke-Native $Python @($TorchHelper, 'probe')
+    } catch {
+        throw 'PyTorch cannot run on this GPU (see the line above, which names the build to install).'
+    }
 }
 
 function Invoke-Setup {

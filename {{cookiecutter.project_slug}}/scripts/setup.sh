@@ -2,6 +2,7 @@
 # Make (or update) this project's environment in one command, on Linux, macOS or Git Bash.
 #
 #   bash scripts/setup.sh           # conda env or .venv; a CUDA PyTorch where the platform has one
+#                                   # (with an NVIDIA GPU: the build for its compute capability, see below)
 #   bash scripts/setup.sh --cpu     # a CPU-only PyTorch (smaller; for laptops and CI)
 #   bash scripts/setup.sh --pip     # a .venv with pip even if conda is the default (--conda: the reverse)
 #   bash scripts/setup.sh --uv      # uv sync: .venv from pyproject.toml and uv.lock (written on the first run)
@@ -15,6 +16,9 @@
 #   TORCH_SPEC  pip arguments for PyTorch in venv mode, e.g. "torch==2.5.1 --index-url <url>"
 #   UV          the uv executable (default: uv on PATH); with uv, --cpu routes torch to the
 #               pytorch-cpu index in pyproject.toml's [tool.uv.sources], and uv.lock follows
+# With an NVIDIA GPU (nvidia-smi) and neither --cpu nor TORCH_SPEC, pip and uv take PyTorch from the
+# CUDA build scripts/torch_build.py picks from the GPU's compute capability (cu128 for RTX 50-series
+# and GPUs back to Turing, cu126 for older ones); at the end one operation runs on each GPU.
 set -euo pipefail
 
 ENV_MANAGER="${ENV_MANAGER:-{{ cookiecutter.env_manager }}}"
@@ -22,6 +26,7 @@ ENV_NAME="{{ cookiecutter.project_slug }}"
 PACKAGE="{{ cookiecutter.package_name }}"
 PYTHON_VERSION="{{ cookiecutter.python_version }}"
 CPU_INDEX="https://download.pytorch.org/whl/cpu"
+TORCH_INDEX="https://download.pytorch.org/whl"
 CPU=0
 UV_ARGS=()
 
@@ -47,6 +52,16 @@ cd "$ROOT"
 
 say() { printf '==> %s\n' "$*"; }
 fail() { printf 'setup.sh: %s\n' "$*" >&2; exit 1; }
+
+torch_build() {
+    # The CUDA build (cu128, cu126) for this PC's NVIDIA GPUs, run with the Python given; nothing without one.
+    command -v nvidia-smi >/dev/null 2>&1 || return 0
+    local lines
+    lines="$("$@" scripts/torch_build.py index)" || fail "scripts/torch_build.py index failed; see above."
+    printf '%s\n' "$lines" | sed -n '2,$p' | while IFS= read -r warning; do printf 'setup.sh: warning: %s\n' "$warning" >&2; done
+    local build="${lines%%$'\n'*}"
+    [ "$build" = none ] || { say "NVIDIA GPU: the $build build of PyTorch" >&2; echo "$build"; }
+}
 
 find_conda() {
     # The conda executable, never the shell function `conda activate` defines.
@@ -108,9 +123,12 @@ setup_venv() {
         python="$(venv_python)"
     fi
     "$python" -m pip install --quiet --upgrade pip
-    local torch_spec="${TORCH_SPEC:-}"
+    local torch_spec="${TORCH_SPEC:-}" build
     if [ -z "$torch_spec" ] && [ "$CPU" = 1 ]; then
         torch_spec="torch torchvision --index-url $CPU_INDEX"
+    elif [ -z "$torch_spec" ]; then
+        build="$(torch_build "$python")"
+        [ -z "$build" ] || torch_spec="torch torchvision --index-url $TORCH_INDEX/$build"
     fi
     if [ -n "$torch_spec" ]; then
         say "installing PyTorch: $torch_spec"
@@ -134,15 +152,17 @@ find_uv() {
     return 1
 }
 
-use_cpu_index() {
-    # Uncomment the pytorch-cpu lines of [tool.uv.sources]; uv sync then relocks with the CPU build.
-    local line='(torch|torchvision) = \[\{ index = "pytorch-cpu" \}\]'
+route_torch() {
+    # Uncomment the torch lines of [tool.uv.sources], routed to index $1; uv sync then relocks with that build.
+    # --if-untouched: only while they are still commented out as shipped (the user's own choice stays).
+    local index="$1" line='(torch|torchvision) = \[\{ index = "pytorch-cpu" \}\]'
     if grep -Eq "^# *$line" pyproject.toml; then
-        say "routing torch to the pytorch-cpu index ([tool.uv.sources] in pyproject.toml)"
-        sed -E "s/^# *($line)/\1/" pyproject.toml > pyproject.toml.tmp
+        say "routing torch to the $index index ([tool.uv.sources] in pyproject.toml)"
+        sed -E "s/^# *(torch|torchvision) = \[\{ index = \"pytorch-cpu\" \}\]/\1 = [{ index = \"$index\" }]/" \
+            pyproject.toml > pyproject.toml.tmp
         mv pyproject.toml.tmp pyproject.toml
-    elif ! grep -Eq "^$line" pyproject.toml; then
-        fail "--cpu: pyproject.toml has no pytorch-cpu lines under [tool.uv.sources]; route torch to a CPU index there yourself."
+    elif [ "${2:-}" != --if-untouched ] && ! grep -Eq "^(torch|torchvision) = \[\{ index = \"$index\" \}\]" pyproject.toml; then
+        fail "pyproject.toml's [tool.uv.sources] routes torch elsewhere; route it to the $index index there yourself."
     fi
 }
 
@@ -154,7 +174,12 @@ setup_uv() {
         export UV_PROJECT_ENVIRONMENT="$VENV_DIR"
     fi
     if [ "$CPU" = 1 ]; then
-        use_cpu_index
+        route_torch pytorch-cpu
+    else
+        local helper=(python3) build
+        command -v python3 >/dev/null 2>&1 || helper=("$uv" run --no-project --quiet python)
+        build="$(torch_build "${helper[@]}")"
+        [ -z "$build" ] || route_torch "pytorch-$build" --if-untouched
     fi
     local args=(sync)
     if [ -n "${PYTHON:-}" ]; then
@@ -180,21 +205,9 @@ esac
 
 say "checking the install"
 "${RUN[@]}" -c "import $PACKAGE" || fail "the environment was built but 'import $PACKAGE' fails; see the messages above."
-"${RUN[@]}" - <<'PY'
-import sys
-
-import torch
-
-lines = [f"python {sys.version.split()[0]}, torch {torch.__version__}"]
-if torch.cuda.is_available():
-    names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-    lines.append(f"CUDA {torch.version.cuda}: {names}")
-elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-    lines.append("CUDA: no; Apple MPS: yes")
-else:
-    lines.append("CUDA: no (training runs on the CPU)")
-sys.stdout.write("\n".join(lines) + "\n")
-PY
+# One operation on each GPU: is_available() is also true for a GPU the build has no kernels for.
+"${RUN[@]}" scripts/torch_build.py probe \
+    || fail "PyTorch cannot run on this GPU; the line above names the build to install (TORCH_SPEC=\"torch torchvision --index-url <that index>\" bash scripts/setup.sh)."
 
 cat <<EOF
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from {{ cookiecutter.package_name }}.config.quoting import path_override
 from {{ cookiecutter.package_name }}.data.common import DataInfo
 from {{ cookiecutter.package_name }}.data.hf_source import resolve_source
 from {{ cookiecutter.package_name }}.data.text import SAMPLE_CORPUS, TextDataModule, read_documents, train_tokenizer
@@ -255,7 +256,7 @@ def test_4bit_with_cpu_offload_loads_on_a_gpu(tiny_dir: Path) -> None:
 def test_qlora_run_resumes_on_the_gpu(tiny_dir: Path, tmp_path: Path) -> None:
     """A 4-bit LoRA run on the GPU, stopped after one epoch, resumed from its last.pt (CPU-mapped) for a second."""
     common = [
-        f"model.name_or_path={tiny_dir}",
+        path_override("model.name_or_path", tiny_dir),
         "quantization=4bit",
         "precision=bf16",
         "trainer.device=cuda",
@@ -266,7 +267,7 @@ def test_qlora_run_resumes_on_the_gpu(tiny_dir: Path, tmp_path: Path) -> None:
         "task=causal_lm",
         "data=text",
         "model=causal_lm",
-        f"hydra.run.dir={tmp_path}",
+        path_override("hydra.run.dir", tmp_path),
     ]
     first = run_module("train", "trainer.max_epochs=1", *common)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -290,7 +291,7 @@ def test_memory_app_writes_memory_json(tiny_dir: Path, tmp_path: Path) -> None:
     from {{ cookiecutter.package_name }}.memory import memory_report
 
     cfg = compose_config(
-        [f"model.name_or_path={tiny_dir}", "quantization=8bit", "precision=bf16"],
+        [path_override("model.name_or_path", tiny_dir), "quantization=8bit", "precision=bf16"],
         output_dir=tmp_path,
         config_name="memory",
     )
@@ -371,7 +372,7 @@ def test_qlora_training_from_the_command_line(tiny_dir: Path, tmp_path: Path) ->
     run_dir = tmp_path / "run"
     result = run_module(
         "train",
-        f"model.name_or_path={tiny_dir}",
+        path_override("model.name_or_path", tiny_dir),
         "quantization=4bit",
         "precision=bf16",
         "trainer.max_steps=2",
@@ -382,7 +383,7 @@ def test_qlora_training_from_the_command_line(tiny_dir: Path, tmp_path: Path) ->
         "task=causal_lm",
         "data=text",
         "model=causal_lm",
-        f"hydra.run.dir={run_dir}",
+        path_override("hydra.run.dir", run_dir),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Memory of" in result.stderr and "LoRA:" in result.stderr
@@ -404,7 +405,7 @@ def test_bad_model_path_fails_in_one_line_from_the_command_line(tmp_path: Path) 
         "task=causal_lm",
         "data=text",
         "model=causal_lm",
-        f"hydra.run.dir={tmp_path}",
+        path_override("hydra.run.dir", tmp_path),
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "no such folder" in result.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from {{ cookiecutter.package_name }}.config.quoting import path_override
 from {{ cookiecutter.package_name }}.data.chat import (
     IGNORE,
     SAMPLE_CHAT,
@@ -24,7 +25,7 @@ from {{ cookiecutter.package_name }}.data.common import ignore_stop_signals
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.tasks.causal_lm import token_loss
 
-from conftest import evaluated_alone, run_module, train_on_two_ranks
+from conftest import evaluated_alone, needs_torchrun, run_module, train_on_two_ranks
 
 # A template in the style of Llama 3, without generation markers: labels must come from rendered prefixes.
 HEADER_TEMPLATE = (
@@ -254,7 +255,9 @@ def test_bad_input_gets_one_line(tmp_path: Path, case: str) -> None:
 @pytest.fixture(scope="module")
 def sft_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("sft") / "run"
-    result = run_module("train", "experiment=sft_tiny", "logger=csv", "trainer.device=cpu", f"hydra.run.dir={run_dir}")
+    result = run_module(
+        "train", "experiment=sft_tiny", "logger=csv", "trainer.device=cpu", path_override("hydra.run.dir", run_dir)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
@@ -284,16 +287,21 @@ def test_sft_tiny_predicts_exports_and_evaluates_like_the_run(sft_run: Path, tmp
         tmp_path / "ask.jsonl",
         [{"prompt": "What is the plural of fox?"}, {"messages": [{"role": "user", "content": "What is 4 plus 3?"}]}],
     )
-    result = run_module("predict", f"run={sft_run}", f"input={prompts}", f"output={tmp_path / 'predict'}")
+    result = run_module(
+        "predict",
+        path_override("run", sft_run),
+        path_override("input", prompts),
+        path_override("output", tmp_path / "predict"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     answers = [json.loads(line) for line in (tmp_path / "predict" / "generations.jsonl").read_text().splitlines()]
     assert all(answer_format(row["generation"]) is not None for row in answers), answers
-    result = run_module("export", f"run={sft_run}", f"output={tmp_path / 'export'}")
+    result = run_module("export", path_override("run", sft_run), path_override("output", tmp_path / "export"))
     assert result.returncode == 0, result.stderr[-3000:]
     from transformers import AutoTokenizer
 
     assert "<|im_start|>" in AutoTokenizer.from_pretrained(tmp_path / "export").chat_template
-    result = run_module("evaluate", f"run={sft_run}", f"output={tmp_path / 'eval'}")
+    result = run_module("evaluate", path_override("run", sft_run), path_override("output", tmp_path / "eval"))
     assert result.returncode == 0, result.stderr[-3000:]
     scored = json.loads((tmp_path / "eval" / "eval.json").read_text())
     summary = json.loads((sft_run / "summary.json").read_text())
@@ -322,6 +330,7 @@ def test_chat_loaders_shard_evaluation_unpadded_and_workers_ignore_stop_signals(
             assert sorted(seen) == list(range(size)), split
 
 
+@needs_torchrun
 @pytest.mark.slow
 def test_ddp_chat_evaluation_counts_each_example_once(tmp_path: Path) -> None:
     """2 gloo ranks on chat splits of odd size: the val and test metrics equal one process's on the same

@@ -21,10 +21,11 @@ import yaml
 
 from {{ cookiecutter.package_name }} import runtime
 from {{ cookiecutter.package_name }}.config import resolvers
+from {{ cookiecutter.package_name }}.config.quoting import path_override
 from {{ cookiecutter.package_name }}.training import checkpoint, cluster
 from {{ cookiecutter.package_name }}.training.precision import Precision
 
-from conftest import PROJECT_ROOT, TORCHRUN, offline_env, run_module
+from conftest import PROJECT_ROOT, TORCHRUN, needs_torchrun, offline_env, run_module
 
 TORCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -235,7 +236,7 @@ def test_sweeps_get_their_own_folder_and_study(tmp_path: Path) -> None:
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "configs"), version_base="1.3"):
         cfg = compose(
             "train",
-            overrides=["hparams_search=optuna", f"hydra.sweep.dir={tmp_path / 'lr-search'}"],
+            overrides=["hparams_search=optuna", path_override("hydra.sweep.dir", tmp_path / "lr-search")],
             return_hydra_config=True,
         )
         default = compose("train", overrides=["hparams_search=optuna"], return_hydra_config=True)
@@ -423,6 +424,7 @@ dist.destroy_process_group()
 
 
 @pytest.mark.slow
+@needs_torchrun
 def test_ranks_restore_their_own_rng_and_agree_on_resume(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text(RANKS_PROBE, encoding="utf-8")
@@ -474,7 +476,7 @@ def test_a_failed_trial_does_not_end_the_sweep(tmp_path: Path) -> None:
         "task.mode=min",
         "logger=csv",
         "debug=fast",
-        f"hydra.sweep.dir={sweep}",
+        path_override("hydra.sweep.dir", sweep),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     finished = [json.loads(path.read_text(encoding="utf-8")) for path in sweep.glob("*/summary.json")]
@@ -497,7 +499,7 @@ def test_cuda_fp16_run_resumes(tmp_path: Path) -> None:
         "trainer.limit_train_batches=3",
         "trainer.limit_val_batches=1",
         "trainer.progress_bar=false",
-        f"hydra.run.dir={tmp_path}",
+        path_override("hydra.run.dir", tmp_path),
     ]
     first = run_module("train", "trainer.max_epochs=1", *common)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from {{ cookiecutter.package_name }}.config.quoting import path_override
+
 from conftest import run_module
 
 
@@ -46,7 +48,13 @@ def test_predict_a_folder_with_the_runs_preprocessing(image_run: Path, tmp_path:
     paths, images = write_images(run.datamodule, tmp_path / "images")
     (tmp_path / "images" / "broken.png").write_bytes(b"not an image at all")
     output = tmp_path / "out"
-    result = run_module("predict", f"run={image_run}", f"input={tmp_path / 'images'}", "top_k=3", f"output={output}")
+    result = run_module(
+        "predict",
+        path_override("run", image_run),
+        path_override("input", tmp_path / "images"),
+        "top_k=3",
+        path_override("output", output),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "broken.png" in result.stderr and "Skipped 1 unreadable" in result.stderr
     rows = list(csv.DictReader(open(output / "predictions.csv", encoding="utf-8")))
@@ -73,13 +81,20 @@ def test_predict_a_folder_with_the_runs_preprocessing(image_run: Path, tmp_path:
 )
 def test_predict_without_images_fails_in_one_line(image_run: Path, tmp_path: Path, make, named: str) -> None:
     make(tmp_path / "in")
-    result = run_module("predict", f"run={image_run}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}")
+    result = run_module(
+        "predict",
+        path_override("run", image_run),
+        path_override("input", tmp_path / "in"),
+        path_override("output", tmp_path / "out"),
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and named in result.stderr
 
 
 def test_checkpoint_of_another_model_fails_in_one_line(image_run: Path, tmp_path: Path) -> None:
-    result = run_module("evaluate", f"run={image_run}", "model.hidden_dims=[16]", f"output={tmp_path}")
+    result = run_module(
+        "evaluate", path_override("run", image_run), "model.hidden_dims=[16]", path_override("output", tmp_path)
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "does not fit" in result.stderr and "weight" in result.stderr
 
@@ -93,7 +108,7 @@ def test_export_safetensors_and_onnx_match_pytorch(image_run: Path, tmp_path: Pa
     from {{ cookiecutter.package_name }}.inference.run_folder import load_run
     from {{ cookiecutter.package_name }}.models.mlp import MLP
 
-    result = run_module("export", f"run={image_run}", "format=onnx", f"output={tmp_path}")
+    result = run_module("export", path_override("run", image_run), "format=onnx", path_override("output", tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     built = json.loads((tmp_path / "model_config.json").read_text(encoding="utf-8"))
     options = {key: value for key, value in built["model"].items() if key != "_target_"}
@@ -118,6 +133,6 @@ def test_export_safetensors_and_onnx_match_pytorch(image_run: Path, tmp_path: Pa
 
 
 def test_export_refuses_merge_lora_for_an_image_classifier(image_run: Path, tmp_path: Path) -> None:
-    result = run_module("export", f"run={image_run}", "merge_lora=true", f"output={tmp_path}")
+    result = run_module("export", path_override("run", image_run), "merge_lora=true", path_override("output", tmp_path))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "merge_lora" in result.stderr

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from {{ cookiecutter.package_name }}.config.quoting import path_override
+
 from conftest import offline_env, run_module
 
 TINY_LM = [
@@ -26,7 +28,7 @@ PROMPT = "One plus one is"
 
 
 def train(folder: Path, *overrides: str) -> Path:
-    result = run_module("train", *TINY_LM, *overrides, f"hydra.run.dir={folder}")
+    result = run_module("train", *TINY_LM, *overrides, path_override("hydra.run.dir", folder))
     assert result.returncode == 0, result.stderr[-3000:]
     return folder
 
@@ -43,7 +45,11 @@ def test_predict_a_txt_and_a_jsonl_file(lora_run: Path, tmp_path: Path) -> None:
     for name, count in (("prompts.txt", 2), ("prompts.jsonl", 1)):
         output = tmp_path / f"out-{name}"
         result = run_module(
-            "predict", f"run={lora_run}", f"input={tmp_path / name}", "max_new_tokens=5", f"output={output}"
+            "predict",
+            path_override("run", lora_run),
+            path_override("input", tmp_path / name),
+            "max_new_tokens=5",
+            path_override("output", output),
         )
         assert result.returncode == 0, result.stderr[-3000:]
         rows = [json.loads(line) for line in (output / "generations.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -56,7 +62,7 @@ def test_merged_export_loads_without_peft_and_generates_the_same(lora_run: Path,
     from {{ cookiecutter.package_name }}.inference.run_folder import load_run
     from {{ cookiecutter.package_name }}.inference.text import generate
 
-    result = run_module("export", f"run={lora_run}", f"output={tmp_path}")
+    result = run_module("export", path_override("run", lora_run), path_override("output", tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (tmp_path / "adapter_config.json").exists() and (tmp_path / "model.safetensors").is_file()
     from safetensors.torch import load_file
@@ -93,9 +99,13 @@ def test_merged_export_loads_without_peft_and_generates_the_same(lora_run: Path,
 
 def test_export_bad_input_fails_in_one_line(lora_run: Path, tmp_path: Path) -> None:
     full = train(tmp_path / "full", "model.lora.enabled=false")
-    result = run_module("export", f"run={full}", "merge_lora=true", f"output={tmp_path / 'a'}")
+    result = run_module(
+        "export", path_override("run", full), "merge_lora=true", path_override("output", tmp_path / "a")
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "merge_lora=true" in result.stderr
-    result = run_module("export", f"run={lora_run}", "push_to_hub=someone/tiny", f"output={tmp_path / 'b'}")
+    result = run_module(
+        "export", path_override("run", lora_run), "push_to_hub=someone/tiny", path_override("output", tmp_path / "b")
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "HF_HUB_OFFLINE" in result.stderr

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from {{ cookiecutter.package_name }}.config.quoting import path_override
+
 from conftest import PACKAGE, PROJECT_ROOT, offline_env, run_module
 
 SLUG = "{{ cookiecutter.project_slug }}"
@@ -33,7 +35,7 @@ def test_user_config_folder_joins_the_search_path(tmp_path: Path, how: str) -> N
     if how == "environment":
         env[ENV_VAR] = str(folder)
     else:
-        extra = [f"hydra.searchpath=[file://{folder.as_posix()}]"]
+        extra = [path_override("hydra.searchpath", [f"file://{folder.as_posix()}"])]
     result = run_module("train", "experiment=mine", *extra, "--cfg", "job", env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert yaml.safe_load(result.stdout)["seed"] == 4242
@@ -105,12 +107,12 @@ def test_non_editable_install_trains_evaluates_and_predicts_from_anywhere(tmp_pa
     where = run(python, "-c", f"import {PACKAGE}; print({PACKAGE}.__file__)").stdout.strip()
     assert Path(where).is_relative_to(venv)
     run_dir = elsewhere / "outputs" / "run"
-    run(console(venv, "train"), "debug=fast", "trainer.max_steps=2", f"hydra.run.dir={run_dir}")
+    run(console(venv, "train"), "debug=fast", "trainer.max_steps=2", path_override("hydra.run.dir", run_dir))
     sources = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["config_sources"]
     assert {"path": f"{PACKAGE}.configs", "provider": "main", "schema": "pkg"} in sources
     assert (run_dir / "provenance.json").is_file() and (run_dir / "checkpoints" / "best.pt").is_file()
 
-    run(console(venv, "evaluate"), f"run={run_dir}", f"output={elsewhere / 'eval'}")
+    run(console(venv, "evaluate"), path_override("run", run_dir), path_override("output", elsewhere / "eval"))
     evaluated = json.loads((elsewhere / "eval" / "eval.json").read_text())["metrics"]
     assert evaluated == pytest.approx(json.loads((run_dir / "summary.json").read_text())["test"], abs=1e-6)
 
@@ -121,19 +123,19 @@ def test_non_editable_install_trains_evaluates_and_predicts_from_anywhere(tmp_pa
         Image.new("RGB", (16, 16), (200, 30, 30)).save(elsewhere / "picture.png")
         run(
             console(venv, "predict"),
-            f"run={run_dir}",
-            f"input={elsewhere / 'picture.png'}",
-            f"output={elsewhere / 'predicted'}",
+            path_override("run", run_dir),
+            path_override("input", elsewhere / "picture.png"),
+            path_override("output", elsewhere / "predicted"),
         )
         assert (elsewhere / "predicted" / "predictions.csv").read_text().count("\n") == 2
     else:
         (elsewhere / "prompts.txt").write_text("One plus one is\n", encoding="utf-8")
         run(
             console(venv, "predict"),
-            f"run={run_dir}",
-            f"input={elsewhere / 'prompts.txt'}",
+            path_override("run", run_dir),
+            path_override("input", elsewhere / "prompts.txt"),
             "max_new_tokens=4",
-            f"output={elsewhere / 'predicted'}",
+            path_override("output", elsewhere / "predicted"),
         )
         assert (elsewhere / "predicted" / "generations.jsonl").is_file()
     assert "GPU?" in run(console(venv, "doctor")).stdout

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from {{ cookiecutter.package_name }}.config.quoting import path_override
 from {{ cookiecutter.package_name }}.data.text import SAMPLE_CORPUS, read_documents, train_tokenizer
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models.hf_loader import limit_cpu_repacking, load_causal_lm, resolve_device_map
@@ -178,7 +179,7 @@ def test_a_4bit_run_trains_and_evaluates_under_forced_repacking(
     odd_dir: Path, cpu_repacking, source: str, tmp_path: Path
 ) -> None:
     # a random init trains in full unless LoRA is asked for: ask, so that it loads in 4 bits
-    model = [f"model.name_or_path={odd_dir}"] if source == "odd-model" else ["model.lora.enabled=true"]
+    model = [path_override("model.name_or_path", odd_dir)] if source == "odd-model" else ["model.lora.enabled=true"]
     cfg = compose_config([*LM, *model, "debug=fast", "trainer.max_steps=3", "task.new_tokens=4"], output_dir=tmp_path)
     best = train(cfg)
     summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
@@ -320,7 +321,7 @@ def test_export_of_a_4bit_run_merges_on_the_cpu_where_a_gpu_is_visible(
         "trainer.max_steps=2",
         "task.new_tokens=4",
         "trainer.device=cpu",
-        f"hydra.run.dir={run}",
+        path_override("hydra.run.dir", run),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     saved = OmegaConf.load(run / ".hydra" / "config.yaml")
@@ -333,7 +334,7 @@ def test_export_of_a_4bit_run_merges_on_the_cpu_where_a_gpu_is_visible(
     monkeypatch.setattr(runtime, "place", lambda model, device: placed.append(str(device)) or real_place(model, device))
     handlers = list(logging.getLogger().handlers)
     try:
-        output = export.export([f"run={run}", f"output={tmp_path / 'export'}"])
+        output = export.export([path_override("run", run), path_override("output", tmp_path / "export")])
     finally:
         for handler in set(logging.getLogger().handlers) - set(handlers):
             logging.getLogger().removeHandler(handler)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from {{ cookiecutter.package_name }}.config.quoting import path_override
+
 from conftest import run_module
 
 
@@ -53,7 +55,7 @@ def test_git_state_keeps_the_diff_of_a_dirty_checkout(tmp_path: Path) -> None:
 
 
 def test_evaluate_reproduces_the_test_numbers(smoke_run: Path) -> None:
-    result = run_module("evaluate", f"run={smoke_run}")
+    result = run_module("evaluate", path_override("run", smoke_run))
     assert result.returncode == 0, result.stderr[-3000:]
     (output,) = (smoke_run / "eval").iterdir()
     evaluated = json.loads((output / "eval.json").read_text(encoding="utf-8"))
@@ -66,7 +68,9 @@ def test_evaluate_reproduces_the_test_numbers(smoke_run: Path) -> None:
 
 
 def test_evaluate_other_split_and_checkpoint(smoke_run: Path, tmp_path: Path) -> None:
-    result = run_module("evaluate", f"run={smoke_run}", "ckpt=last", "split=val", f"output={tmp_path}")
+    result = run_module(
+        "evaluate", path_override("run", smoke_run), "ckpt=last", "split=val", path_override("output", tmp_path)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval.json").read_text(encoding="utf-8"))
     assert evaluated["checkpoint"] == "checkpoints/last.pt"

@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from {{ cookiecutter.package_name }}.config import resolvers
+from {{ cookiecutter.package_name }}.config.quoting import path_override
 from {{ cookiecutter.package_name }}.training import cluster
 from {{ cookiecutter.package_name }}.training.callbacks import Callback
 
@@ -30,6 +31,7 @@ from conftest import (
     TORCHRUN,
     compose_config,
     evaluated_alone,
+    needs_torchrun,
     offline_env,
     run_module,
     train_on_two_ranks,
@@ -99,7 +101,7 @@ def test_runs_of_one_sweep_share_a_group(tmp_path: Path) -> None:
         with initialize_config_dir(config_dir=str(PROJECT_ROOT / "configs"), version_base="1.3"):
             cfg = compose(
                 "train",
-                overrides=[f"hydra.mode={mode}", f"hydra.sweep.dir={tmp_path / 'my-sweep'}"],
+                overrides=[f"hydra.mode={mode}", path_override("hydra.sweep.dir", tmp_path / "my-sweep")],
                 return_hydra_config=True,
             )
         HydraConfig.instance().set_config(cfg)
@@ -129,6 +131,7 @@ def test_requeue_signal_is_handed_to_submitit(monkeypatch: pytest.MonkeyPatch) -
 
 # ------------------------------------------------------------------ end to end (slow)
 @pytest.mark.slow
+@needs_torchrun
 def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path) -> None:
     """2 CPU processes (gloo): one run folder, one set of checkpoints, the same metrics on both ranks."""
     command = [
@@ -137,7 +140,7 @@ def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path) -> None:
         f"{PACKAGE}.train",
         "trainer=ddp",
         *QUICK,
-        f"paths.log_dir={tmp_path}",
+        path_override("paths.log_dir", tmp_path),
     ]
     result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -154,6 +157,7 @@ def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@needs_torchrun
 def test_ddp_evaluation_counts_each_example_once(tmp_path: Path) -> None:
     """2 gloo ranks on splits of 271 examples (136 + 135, 4 and 3 batches): the val and test metrics
     equal one process's on the same weights, so no example is padded in twice."""
@@ -188,6 +192,7 @@ print("run_time", os.environ["RANK"], resolvers.run_time("%H-%M-%S"), flush=True
 
 
 @pytest.mark.slow
+@needs_torchrun
 def test_run_time_is_rank_zeros_on_every_rank(tmp_path: Path) -> None:
     """The run folder's time stamp comes from rank 0, even when another rank resolves it later."""
     probe = tmp_path / "probe.py"
@@ -233,7 +238,7 @@ def test_local_launcher_multirun_requeues_after_usr2(tmp_path: Path) -> None:
         "+trainer.callbacks.stop._target_=test_scaling.SignalAtEpoch",
         "+trainer.callbacks.stop.epoch=0",
         "+trainer.callbacks.stop.signum=SIGUSR2,'SIGTERM SIGUSR2'",
-        f"hydra.sweep.dir={tmp_path}",
+        path_override("hydra.sweep.dir", tmp_path),
         env=hook_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -251,7 +256,7 @@ def test_local_launcher_multirun_requeues_after_usr2(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_optuna_sweep_writes_results(tmp_path: Path) -> None:
     result = run_module(
-        "train", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *QUICK, f"hydra.sweep.dir={tmp_path}"
+        "train", "hparams_search=optuna", "hydra.sweeper.n_trials=3", *QUICK, path_override("hydra.sweep.dir", tmp_path)
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text(encoding="utf-8"))
@@ -277,7 +282,7 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
 
     def train(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-        result = run_module("train", *common, *extra, f"hydra.run.dir={run_dir}", env=env)
+        result = run_module("train", *common, *extra, path_override("hydra.run.dir", run_dir), env=env)
         assert result.returncode == 0, result.stderr[-3000:]
         return result
 
@@ -305,7 +310,7 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
 def test_corrupt_checkpoint_stops_resume_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
-    result = run_module("train", *QUICK, f"hydra.run.dir={tmp_path}")
+    result = run_module("train", *QUICK, path_override("hydra.run.dir", tmp_path))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert re.search(r"last\.pt is truncated or corrupt .*resume=none", result.stderr)

@@ -21,6 +21,7 @@ import yaml
 
 from hydra_plugins.{{ cookiecutter.package_name }}_optuna import optuna_sweeper as sweeper
 from {{ cookiecutter.package_name }} import compare
+from {{ cookiecutter.package_name }}.config.quoting import path_override
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.training.callbacks import Callback
 
@@ -244,7 +245,7 @@ def test_compare_writes_a_page_and_a_table(tmp_path: Path, caplog: pytest.LogCap
     (tmp_path / "notes").mkdir()
 
     caplog.set_level(logging.WARNING)
-    compare.main([str(runs / "*"), str(tmp_path / "notes"), f"output={tmp_path / 'out'}"])
+    compare.main([str(runs / "*"), str(tmp_path / "notes"), path_override("output", tmp_path / "out")])
     warned = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert len(warned) == 3 and all("\n" not in line for line in warned)
     assert any("notes is not a run folder" in line for line in warned)
@@ -296,7 +297,7 @@ def test_a_killed_trial_fails_alone_while_another_runs_beside_it(tmp_path: Path)
         "hydra.sweeper.params=null",
         "+trainer.callbacks.exit._target_=test_sweeps.ExitAtFitStart",
         "+trainer.callbacks.exit.when=choice(kill, keep)",
-        f"hydra.sweep.dir={sweep}",
+        path_override("hydra.sweep.dir", sweep),
         env=hook_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -318,7 +319,7 @@ def test_a_sweep_continues_after_its_driver_was_killed(tmp_path: Path) -> None:
     command = [
         *QUICK,
         "hydra.sweeper.n_trials=2",
-        f"hydra.sweep.dir={sweep}",
+        path_override("hydra.sweep.dir", sweep),
         "+trainer.callbacks.exit._target_=test_sweeps.ExitAtFitStart",
         "+trainer.callbacks.exit.when=${oc.env:KILL_DRIVER,false}",
     ]
@@ -350,7 +351,7 @@ def test_ctrl_c_stops_the_sweep_without_recording_a_partial_result(tmp_path: Pat
         *QUICK,
         "hydra.sweeper.n_trials=2",
         "trainer.max_epochs=2",
-        f"hydra.sweep.dir={sweep}",
+        path_override("hydra.sweep.dir", sweep),
         "+trainer.callbacks.stop._target_=test_scaling.SignalAtEpoch",
         "+trainer.callbacks.stop.epoch=0",
         "+trainer.callbacks.stop.signum=SIGINT",
@@ -369,7 +370,7 @@ def test_ctrl_c_stops_the_sweep_without_recording_a_partial_result(tmp_path: Pat
 def test_a_sweep_whose_every_trial_fails_ends_with_one_line(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_module(
-        "train", *QUICK, "hydra.sweeper.n_trials=2", "task.monitor=val/missing", f"hydra.sweep.dir={sweep}"
+        "train", *QUICK, "hydra.sweeper.n_trials=2", "task.monitor=val/missing", path_override("hydra.sweep.dir", sweep)
     )
     assert result.returncode == 1
     output = result.stdout + result.stderr  # Hydra's own log lines go to stdout

@@ -13,6 +13,7 @@ import torch
 import yaml
 from hydra.utils import instantiate
 
+from {{ cookiecutter.package_name }}.config.quoting import path_override
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.train import train
 
@@ -138,7 +139,7 @@ def test_image_folder_trains_on_generated_pngs(tmp_path: Path) -> None:
             (image.convert("L") if index % 2 else image).save(tmp_path / "images" / name / f"{index}.png")
     overrides = [
         "data=image_folder",
-        f"data.root={tmp_path / 'images'}",
+        path_override("data.root", tmp_path / "images"),
         "data.native_size=16",
         "data.batch_size=4",
         "data.num_workers=0",
@@ -165,7 +166,7 @@ def test_image_folder_splits_are_stratified_and_thin_ones_warned(
             Image.new("RGB", (8, 8), (index, 0, 0)).save(tmp_path / "images" / name / f"{index}.png")
     overrides = [
         "data=image_folder",
-        f"data.root={tmp_path / 'images'}",
+        path_override("data.root", tmp_path / "images"),
         "data.native_size=8",
         "model=mlp",
         "data.test_fraction=0.1",
@@ -193,7 +194,7 @@ def test_image_folder_splits_are_stratified_and_thin_ones_warned(
 
 def test_missing_image_folder_fails_in_one_line(tmp_path: Path) -> None:
     datamodule = instantiate(
-        compose_config(["data=image_folder", f"data.root={tmp_path / 'nope'}"], output_dir=tmp_path).data
+        compose_config(["data=image_folder", path_override("data.root", tmp_path / "nope")], output_dir=tmp_path).data
     )
     with pytest.raises(UserError, match="data.root="):
         datamodule.setup()
@@ -206,7 +207,7 @@ def test_offline_mnist_fails_fast_in_one_line(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(socket, "create_connection", offline)
     datamodule = instantiate(
         compose_config(
-            ["data=torchvision", "data.dataset=mnist", f"paths.data_dir={tmp_path}"], output_dir=tmp_path
+            ["data=torchvision", "data.dataset=mnist", path_override("paths.data_dir", tmp_path)], output_dir=tmp_path
         ).data
     )
     with pytest.raises(UserError) as error:
@@ -221,8 +222,8 @@ def test_missing_data_set_gives_one_line_without_traceback(tmp_path: Path) -> No
         "data=torchvision",
         "data.dataset=cifar10",
         "data.download=false",
-        f"paths.data_dir={tmp_path}",
-        f"hydra.run.dir={tmp_path / 'run'}",
+        path_override("paths.data_dir", tmp_path),
+        path_override("hydra.run.dir", tmp_path / "run"),
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import torch
 
+from {{ cookiecutter.package_name }}.config.quoting import path_override
+
 from conftest import compose_config, offline_env, run_module
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
@@ -65,7 +67,7 @@ def wandb_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproces
     """Two tiny epochs, offline, with a (fake) API key in the environment."""
     run_dir = tmp_path_factory.mktemp("wandb") / "run"
     env = quiet_env(WANDB_API_KEY=FAKE_KEY)
-    result = run_module("train", *TINY, f"hydra.run.dir={run_dir}", env=env, timeout=300)
+    result = run_module("train", *TINY, path_override("hydra.run.dir", run_dir), env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, result
 
@@ -164,7 +166,9 @@ def test_no_mode_no_key_no_network_runs_offline(tmp_path: Path) -> None:
     env = {key: value for key, value in quiet_env().items() if key not in {"WANDB_MODE", "WANDB_SILENT"}}
     env.update(WANDB_CONFIG_DIR=str(tmp_path / "config"), WANDB_BASE_URL=f"http://127.0.0.1:{closed_port()}")
     run_dir = tmp_path / "run"
-    result = run_module("train", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}", env=env, timeout=240)
+    result = run_module(
+        "train", *TINY, "trainer.max_epochs=1", path_override("hydra.run.dir", run_dir), env=env, timeout=240
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert run_file(run_dir).parent.name.startswith("offline-run-")
     assert result.stderr.count("upload later with `wandb sync") == 1

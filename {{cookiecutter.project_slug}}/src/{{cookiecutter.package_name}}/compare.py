@@ -17,6 +17,7 @@ import glob
 import json
 import logging
 import math
+import os
 import re
 import statistics
 import sys
@@ -26,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from {{ cookiecutter.package_name }}.config import quoting
 from {{ cookiecutter.package_name }}.errors import UserError, asked_for_help, closest
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,14 @@ def number(text: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if value - value == 0 else None  # not NaN or infinite
+
+
+def shown(text: Any) -> str:
+    """A value as a person reads it: numbers with 4 significant digits (``0.04266``), other text as it is."""
+    value = number(text)
+    if value is None or isinstance(text, bool) or str(text).lstrip("-").isdigit():
+        return str(text)
+    return format(value, ".4g")
 
 
 def short(value: float) -> float:
@@ -220,8 +230,25 @@ def read_study(folder: Path) -> dict[str, Any] | None:
         "name": study.study_name,
         "direction": study.directions[0].name.lower(),
         "importances": importances,
+        "space": search_space(trials),
         "trials": trials,
     }
+
+
+def search_space(trials: list[Any]) -> dict[str, dict[str, Any]]:
+    """Each parameter's distribution as the sweeper sampled it: bounds, and whether on a log scale."""
+    space: dict[str, dict[str, Any]] = {}
+    for trial in trials:
+        for name, distribution in trial.distributions.items():
+            space.setdefault(
+                name,
+                {
+                    "log": bool(getattr(distribution, "log", False)),
+                    "low": getattr(distribution, "low", None),
+                    "high": getattr(distribution, "high", None),
+                },
+            )
+    return space
 
 
 def parameter_importances(study: Any) -> dict[str, float]:
@@ -278,9 +305,10 @@ def trial_runs(folder: Path, study: dict[str, Any], runs: dict[str, Run]) -> lis
 
 # ------------------------------------------------------------------ finding runs
 def expand(arguments: list[str]) -> list[Path]:
-    """Folders and globs (expanded here too, for shells that do not) as existing paths; the rest get a line."""
+    """Folders and globs (expanded here too, for shells that do not, ~ included) as existing paths; the rest get a
+    line."""
     paths: list[Path] = []
-    for argument in arguments:
+    for argument in map(os.path.expanduser, arguments):
         matches = sorted(glob.glob(argument)) if glob.has_magic(argument) else [argument]
         if not matches or not Path(matches[0]).exists():
             log.warning("%s: no such folder; skipped.", argument)
@@ -386,7 +414,7 @@ def seed_groups(runs: list[Run]) -> list[dict[str, Any]]:
         tests = sorted({key for run in chosen for key in run.test})
         groups.append(
             {
-                "name": " ".join(f"{k}={v}" for k, v in overrides) or "defaults",
+                "name": " ".join(f"{k}={shown(v)}" for k, v in overrides) or "defaults",
                 "members": members,
                 "monitor": monitor,
                 "best": mean_std([run.best for run in chosen if run.best is not None] or [math.nan]),
@@ -493,7 +521,7 @@ def parse(argv: list[str]) -> tuple[list[str], dict[str, str]]:
         if not sep or Path(argument).exists() or glob.has_magic(key):
             folders.append(argument)
         elif key in OPTIONS:
-            options[key] = value
+            options[key] = quoting.unquoted(value)  # output='~/비교 결과' as the Hydra commands take it
         else:
             close = closest(key, OPTIONS, count=1)
             hint = f"did you mean {close[0]}=? " if close else ""
@@ -513,7 +541,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         folders, options = parse(argv)
-        page = write_comparison(expand(folders), Path(options["output"]) if options.get("output") else None)
+        output = Path(options["output"]).expanduser() if options.get("output") else None
+        page = write_comparison(expand(folders), output)
     except UserError as error:
         log.error("%s", error)
         raise SystemExit(1) from None

@@ -2,7 +2,8 @@
 
 Estimates the weight memory of the configured model in fp32/fp16/bf16/8bit/4bit from
 its config, loads it as configured, measures what is resident (offloaded weights count
-nothing), checks the fit against free memory and writes ``memory.json``. Torch loads after the
+nothing), checks the fit against free memory, answers how many GPUs of ``gpu_gib`` a full fine-tune
+needs with DDP, FSDP and FSDP with CPU offload, and writes ``memory.json``. Torch loads after the
 config checks, so that a mistyped key answers at once.
 """
 
@@ -18,6 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 import {{ cookiecutter.package_name }}.config.resolvers  # noqa: F401 - registers ${rank_suffix:} and the others
+from {{ cookiecutter.package_name }}.config import quoting
 from {{ cookiecutter.package_name }}.config import source as config_source
 from {{ cookiecutter.package_name }}.config.build import build_run
 from {{ cookiecutter.package_name }}.config.checks import check_config, check_overrides, check_targets
@@ -55,7 +57,9 @@ def memory_report(cfg: DictConfig) -> dict[str, Any]:
     report = footprint.build_report(
         model, str(cfg.model.name_or_path or "random init"), precision, quantization, double_quant
     )
+    report["training"] = footprint.training_report(config, float(cfg.gpu_gib), 4 if precision == "fp32" else 2)
     footprint.log_report(report)
+    footprint.log_training_report(report["training"])
     output = Path(cfg.paths.output_dir) / "memory.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -72,6 +76,7 @@ def main(cfg: DictConfig) -> None:
 def cli() -> None:
     """``python -m {{ cookiecutter.package_name }}.memory`` and the console script: adds the user config folders of
     ``${{ cookiecutter.package_name | upper }}_CONFIG_PATH`` to Hydra's search path."""
+    sys.argv[1:] = exit_on_user_error(quoting.quote_paths)(sys.argv[1:])  # hydra.run.dir=~/실험 as typed
     sys.argv[1:] = config_source.user_search_path(sys.argv[1:])
     exit_on_user_error(check_overrides)("memory", sys.argv[1:])
     main()

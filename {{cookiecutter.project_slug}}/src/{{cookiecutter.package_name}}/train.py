@@ -17,6 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 import {{ cookiecutter.package_name }}.config.resolvers  # noqa: F401 - registers ${run_time:} and the others
+from {{ cookiecutter.package_name }}.config import quoting
 from {{ cookiecutter.package_name }}.config import source as config_source
 from {{ cookiecutter.package_name }}.config.build import build_run
 from {{ cookiecutter.package_name }}.config.checks import check_config, check_overrides, check_targets
@@ -34,15 +35,18 @@ log = logging.getLogger(__name__)
 
 
 def resolve_resume(resume: Any, output_dir: Path) -> Path | None:
-    """``auto``: this run folder's last.pt if present; ``none``/null: nothing; else a path."""
+    """``auto``: this run folder's last.pt (or sharded last.dcp) if present; ``none``/null: nothing; else a path."""
     if resume is None or str(resume).lower() in {"none", "null", "false", ""}:
         return None
     if str(resume) == "auto":
         last = output_dir / "checkpoints" / "last.pt"
-        return last if last.is_file() else None
+        sharded = output_dir / "checkpoints" / "last.dcp"
+        return last if last.is_file() else sharded if sharded.is_dir() else None
     path = Path(str(resume)).expanduser()
-    if not path.is_file():
-        raise UserError(f"resume={resume}: no such checkpoint file; give a path to a .pt file, auto or none.")
+    if not (path.is_file() or (path.suffix == ".dcp" and path.is_dir())):
+        raise UserError(
+            f"resume={resume}: no such checkpoint; give a path to a .pt file or a .dcp folder, auto or none."
+        )
     return path
 
 
@@ -104,6 +108,7 @@ def train(cfg: DictConfig) -> float | None:
     from {{ cookiecutter.package_name }} import runtime
     from {{ cookiecutter.package_name }}.tracking import provenance
     from {{ cookiecutter.package_name }}.training import distributed
+    from {{ cookiecutter.package_name }}.training.fsdp import is_sharded
     from {{ cookiecutter.package_name }}.utils import seed_everything
 
     output_dir = Path(cfg.paths.output_dir)
@@ -131,11 +136,13 @@ def train(cfg: DictConfig) -> float | None:
             resume=resume,
         )
         trainer.test()
-        if runtime.is_main_process():
+        if is_sharded(trainer.model):  # rank 0 alone cannot gather the shards: export builds the model folder
+            log.info("Sharded run: write the model folder with python -m {{ cookiecutter.package_name }}.export run=%s", output_dir)
+        elif runtime.is_main_process():
             task.save_result(model, output_dir)
         exit_code, status = 0, "completed"
     except cluster.TrainingInterrupted as stop:
-        log.warning("%s; resume with: resume=%s", stop, output_dir / "checkpoints" / "last.pt")
+        log.warning("%s; resume with: resume=%s", stop, output_dir / "checkpoints" / f"last{trainer.checkpoint_suffix}")
         exit_code, status, best = 0, "interrupted", trainer.best_score
         if cluster.under_submitit():  # the W&B run goes on in the requeued job
             loggers.mark_preempting()
@@ -164,6 +171,7 @@ def cli() -> None:
     ``${{ cookiecutter.package_name | upper }}_CONFIG_PATH`` to Hydra's search path."""
     from hydra_plugins.{{ cookiecutter.package_name }}_optuna import optuna_sweeper
 
+    sys.argv[1:] = exit_on_user_error(quoting.quote_paths)(sys.argv[1:])  # data.root=~/사진 as typed
     optuna_sweeper.register(sys.argv[1:])
     sys.argv[1:] = config_source.user_search_path(sys.argv[1:])
     exit_on_user_error(check_overrides)("train", sys.argv[1:])

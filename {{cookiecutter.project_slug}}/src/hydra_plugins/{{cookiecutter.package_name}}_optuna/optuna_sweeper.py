@@ -40,6 +40,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from {{ cookiecutter.package_name }}.config import quoting
 from {{ cookiecutter.package_name }}.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,12 @@ def grid_choices(distributions: dict[str, Any]) -> dict[str, list[Any]]:
 
 
 def trial_overrides(params: dict[str, Any], fixed: list[str]) -> list[str]:
-    return [*fixed, *(f"{key}={value}" for key, value in params.items())]
+    """The overrides of one trial; a sampled string Hydra cannot read unquoted (a Korean folder from
+    choice(...)) is quoted, as Optuna hands it back without the quotes it was written with."""
+    return [
+        *fixed,
+        *(f"{key}={quoting.value_text(value) if isinstance(value, str) else value}" for key, value in params.items()),
+    ]
 
 
 # ------------------------------------------------------------------ storage and liveness

@@ -111,6 +111,10 @@ RULES: dict[str, Rule] = {
     "trainer.deterministic": FLAG,
     "trainer.progress_bar": FLAG,
     "trainer.distributed": FLAG,
+    "trainer.fsdp.reshard_after_forward": FLAG,
+    "trainer.fsdp.cpu_offload": FLAG,
+    "trainer.fsdp.activation_checkpointing": FLAG,
+    "trainer.fsdp.async_save": FLAG,
 }
 
 _ABSENT = object()
@@ -275,6 +279,8 @@ def missing_option(error: Exception) -> UserError:
     group, _, option = missing.rpartition("/")
     if not group:
         return UserError(first_line(error))
+    if not options and group in config_source.config_groups():  # one option of a list (logger=[csv,mlflw])
+        options = config_source.group_options(group)
     if not options:
         return unknown_key(group, config_source.config_groups(), "a config group")
     return UserError(

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from {{ cookiecutter.package_name }}.config import quoting
+
 PACKAGE = "{{ cookiecutter.package_name }}"
 SOURCE_CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 ENV_VAR = "{{ cookiecutter.package_name | upper }}_CONFIG_PATH"
@@ -33,12 +35,15 @@ def user_search_path(overrides: list[str]) -> list[str]:
     folders = [folder for folder in os.environ.get(ENV_VAR, "").split(os.pathsep) if folder.strip()]
     if not folders or any(item.lstrip("+~").startswith("hydra.searchpath") for item in overrides):
         return list(overrides)
-    paths = ",".join(f"file://{Path(folder).expanduser().resolve().as_posix()}" for folder in folders)
+    # quoted: a folder under a Korean user name (C:/Users/김철수/...) is beyond Hydra's unquoted values
+    searchpath = quoting.path_override(
+        "hydra.searchpath", [f"file://{Path(folder).expanduser().resolve().as_posix()}" for folder in folders]
+    )
     # beside the other overrides: Hydra's parser takes them as one run of positional arguments
     first = next(
         (index for index, item in enumerate(overrides) if "=" in item and not item.startswith("-")), len(overrides)
     )
-    return [*overrides[:first], f"hydra.searchpath=[{paths}]", *overrides[first:]]
+    return [*overrides[:first], searchpath, *overrides[first:]]
 
 
 def compose(config_name: str | None, overrides: list[str]) -> DictConfig:
@@ -67,6 +72,16 @@ def config_groups() -> list[str]:
     path = config_path()
     root = files(path.removeprefix("pkg://")) if path.startswith("pkg://") else Path(path)
     return sorted(item.name for item in root.iterdir() if item.is_dir() and not item.name.startswith("_"))
+
+
+def group_options(group: str) -> list[str]:
+    """The options (``.yaml`` files) of a config group of the configs the entry points read."""
+    from importlib.resources import files
+
+    path = config_path()
+    root = files(path.removeprefix("pkg://")) if path.startswith("pkg://") else Path(path)
+    folder = root.joinpath(*group.split("/"))
+    return sorted(item.name.removesuffix(".yaml") for item in folder.iterdir() if item.name.endswith(".yaml"))
 
 
 def nearest_keys(cfg: DictConfig, key: str) -> list[str]:

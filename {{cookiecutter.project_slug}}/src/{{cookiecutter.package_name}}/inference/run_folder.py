@@ -21,12 +21,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from {{ cookiecutter.package_name }} import runtime
+from {{ cookiecutter.package_name }}.config import quoting
 from {{ cookiecutter.package_name }}.config import source as config_source
 from {{ cookiecutter.package_name }}.config.build import build_run
 from {{ cookiecutter.package_name }}.config.checks import check_fit
 from {{ cookiecutter.package_name }}.errors import UserError, asked_for_help, closest, first_line, unknown_key
 from {{ cookiecutter.package_name }}.inference import inference_module
 from {{ cookiecutter.package_name }}.training.checkpoint import load_weights
+from {{ cookiecutter.package_name }}.training.sharded_checkpoint import SUFFIX, is_sharded_checkpoint, load_model_weights
 
 log = logging.getLogger(__name__)
 _ABSENT = object()
@@ -47,6 +49,7 @@ def parse_arguments(argv: list[str], defaults: dict[str, Any], doc: str) -> Argu
 
     if asked_for_help(argv, doc):
         raise SystemExit(0)
+    argv = quoting.quote_paths(argv)  # run=/home/김철수/... and data.root=~/사진 as typed
     options, overrides = dict(defaults), []
     for arg in argv:
         key = arg.split("=", 1)[0]
@@ -84,13 +87,17 @@ def check_run_folder(folder: Path) -> Path:
 
 
 def checkpoint_path(folder: Path, ckpt: Any) -> Path:
-    """``best`` or ``last`` in the run's ``checkpoints/``, or a path to a ``.pt`` file."""
+    """``best`` or ``last`` in the run's ``checkpoints/`` (a ``.pt`` file, or an FSDP run's ``.dcp`` folder),
+    or a path to either."""
     name = str(ckpt or "best")
     path = folder / "checkpoints" / f"{name}.pt" if name in {"best", "last"} else Path(name).expanduser()
+    sharded = path.with_suffix(SUFFIX) if name in {"best", "last"} else path
+    if is_sharded_checkpoint(sharded):
+        return sharded
     if not path.is_file():
         raise UserError(
             f"run={folder} has no {path.relative_to(folder) if path.is_relative_to(folder) else path}: "
-            "pick another with ckpt=best|last|<path to a .pt file>."
+            "pick another with ckpt=best|last|<path to a .pt file or .dcp folder>."
         )
     return path
 
@@ -162,7 +169,11 @@ def saved_choices(folder: Path) -> dict[str, str]:
 
 def load_trained_weights(model: nn.Module, checkpoint: Path) -> None:
     """Load the checkpoint's model weights into ``model``; a checkpoint of another model is one line."""
-    weights, own = load_weights(checkpoint), runtime.unwrap(model).state_dict()
+    own = runtime.unwrap(model).state_dict()
+    if is_sharded_checkpoint(checkpoint):  # an FSDP run's shards, gathered in this process alone
+        weights = load_model_weights(checkpoint, {key: value.clone() for key, value in own.items()})
+    else:
+        weights = load_weights(checkpoint)
     missing, unexpected = sorted(own.keys() - weights.keys()), sorted(weights.keys() - own.keys())
     mismatched = sorted(
         key for key in own.keys() & weights.keys() if tuple(own[key].shape) != tuple(weights[key].shape)

@@ -171,3 +171,93 @@ def log_report(report: dict[str, Any]) -> None:
     )
     lines.append(f"  {report['fit']}")
     log.info("\n".join(lines))
+
+
+# ----------------------------------------------------------------- full fine-tuning: DDP against FSDP
+WORLD_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def block_parameters(config: Any) -> int:
+    """Parameters of the largest transformer block (what FSDP gathers at once), found as training/fsdp.py
+    finds them: the classes a Hugging Face model names in ``_no_split_modules``."""
+    model = _meta_model(config)
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    blocks = [module for module in model.modules() if type(module).__name__ in names]
+    return max((sum(p.numel() for p in block.parameters()) for block in blocks), default=0)
+
+
+def training_bytes(parameters: int, block: int, world: int, strategy: str, compute_bytes: int = 2) -> dict[str, int]:
+    """Per-rank bytes of a full fine-tune with AdamW (fp32 weights and gradients, two fp32 moments),
+    activations not counted. ``strategy``: ``ddp`` (a full copy per rank), ``fsdp`` (1/world of each, plus
+    two blocks gathered in ``compute_bytes`` for compute and prefetch), ``fsdp_offload`` (the shards on
+    the CPU: the GPU holds the gathered blocks only; ``cpu`` is this rank's host memory)."""
+    share = 1 if strategy == "ddp" else world
+    shard = {
+        "parameters": 4 * parameters // share,
+        "gradients": 4 * parameters // share,
+        "optimizer": 8 * parameters // share,
+    }
+    gathered = 0 if strategy == "ddp" else 2 * block * compute_bytes
+    if strategy == "fsdp_offload":
+        return {
+            "parameters": 0,
+            "gradients": 0,
+            "optimizer": 0,
+            "gathered": gathered,
+            "gpu": gathered,
+            "cpu": sum(shard.values()),
+        }
+    return {**shard, "gathered": gathered, "gpu": sum(shard.values()) + gathered, "cpu": 0}
+
+
+def gpus_needed(parameters: int, block: int, gpu_gib: float, compute_bytes: int = 2) -> dict[str, int | None]:
+    """The fewest GPUs of ``gpu_gib`` GiB (85% usable: activations, allocator, CUDA context) that hold the
+    weights, gradients and optimizer state, per strategy; None: not even 128 (DDP: not one, since every
+    rank holds a full copy)."""
+    usable = 0.85 * gpu_gib * 2**30
+    return {
+        strategy: next(
+            (
+                world
+                for world in (WORLD_SIZES[:1] if strategy == "ddp" else WORLD_SIZES)
+                if training_bytes(parameters, block, world, strategy, compute_bytes)["gpu"] <= usable
+            ),
+            None,
+        )
+        for strategy in ("ddp", "fsdp", "fsdp_offload")
+    }
+
+
+def training_report(config: Any, gpu_gib: float, compute_bytes: int = 2) -> dict[str, Any]:
+    """What ``memory`` adds for a full fine-tune: per-rank bytes on 1 to 8 ranks and the GPUs needed."""
+    parameters = sum(p.numel() for p in {id(p): p for p in _meta_model(config).parameters()}.values())
+    block = block_parameters(config)
+    return {
+        "gpu_gib": gpu_gib,
+        "per_rank_bytes": {
+            strategy: {
+                str(world): training_bytes(parameters, block, world, strategy, compute_bytes) for world in (1, 2, 4, 8)
+            }
+            for strategy in ("ddp", "fsdp", "fsdp_offload")
+        },
+        "gpus_needed": gpus_needed(parameters, block, gpu_gib, compute_bytes),
+    }
+
+
+def log_training_report(report: dict[str, Any]) -> None:
+    """Log the full fine-tuning table: GB per rank on 1/2/4/8 ranks and the GPUs needed."""
+    lines = [
+        "Full fine-tune with AdamW, GB per rank (weights, gradients, optimizer; activations not counted):",
+        f"  {'ranks':<18}" + "".join(f"{world:>9}" for world in (1, 2, 4, 8)),
+    ]
+    labels = {"ddp": "ddp GPU", "fsdp": "fsdp GPU", "fsdp_offload": "fsdp+offload CPU"}
+    for strategy, by_world in report["per_rank_bytes"].items():
+        key = "cpu" if strategy == "fsdp_offload" else "gpu"
+        lines.append(f"  {labels[strategy]:<18}" + "".join(f"{by_world[str(w)][key] / GB:>9.1f}" for w in (1, 2, 4, 8)))
+    needed, host = report["gpus_needed"], report["per_rank_bytes"]["fsdp_offload"]["1"]["cpu"] / GB
+    lines.append(
+        f"  GPUs of {report['gpu_gib']} GiB needed: ddp {needed['ddp'] or 'none (a full copy never fits)'}, "
+        f"fsdp {needed['fsdp'] or 'more than 128'}, fsdp+offload {needed['fsdp_offload'] or 'more than 128'} "
+        f"(with {host:.0f} GB of host memory in all)"
+    )
+    log.info("\n".join(lines))

@@ -35,8 +35,8 @@ PACKAGES = {
     "timm": "timm",
     "hydra": "hydra-core",
     "omegaconf": "omegaconf",
-{%- if cookiecutter.logger == "wandb" %}
-    "wandb": "wandb",
+{%- if cookiecutter.logger in ("wandb", "mlflow", "tensorboard") %}
+    "{{ cookiecutter.logger }}": "{{ cookiecutter.logger }}",
 {%- endif %}
     "numpy": "numpy",
 }

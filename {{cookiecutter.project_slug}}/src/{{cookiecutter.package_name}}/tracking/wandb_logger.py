@@ -10,26 +10,23 @@ from __future__ import annotations
 import logging
 import netrc
 import os
-import queue
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
-import torch
 import wandb
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.tracking.background import Background
 from {{ cookiecutter.package_name }}.tracking.base import Logger, Table
+from {{ cookiecutter.package_name }}.tracking.tables import STEP_METRICS, epoch_metric_name, image_array, plain_cell
 
 log = logging.getLogger(__name__)
 
 MODES = {"online", "offline", "disabled"}
-# Logged every N optimizer steps on the ``trainer/global_step`` axis; their epoch means get an ``_epoch`` suffix.
-STEP_METRICS = ("train/loss", "train/lr")
+# STEP_METRICS are logged every N optimizer steps on this axis; their epoch means get an ``_epoch`` suffix.
 STEP_AXIS = "trainer/global_step"
 
 
@@ -61,59 +58,8 @@ def figure_to_image(figure: Any) -> np.ndarray:
 
 def to_cell(value: Any) -> Any:
     """A table cell W&B can show: image tensors become images, other tensors plain values."""
-    if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value)
-    if not isinstance(value, torch.Tensor):
-        return value
-    tensor = value.detach().float().cpu()
-    if tensor.dim() == 3 and tensor.shape[0] in (1, 3, 4):
-        tensor = tensor.permute(1, 2, 0)
-    if tensor.dim() == 3 and tensor.shape[-1] == 1:
-        tensor = tensor[..., 0]
-    if tensor.dim() in (2, 3):
-        low, high = tensor.min(), tensor.max()
-        scaled = (tensor - low) / (high - low).clamp(min=1e-12) * 255
-        return wandb.Image(scaled.round().to(torch.uint8).numpy())
-    return tensor.item() if tensor.numel() == 1 else tensor.tolist()
-
-
-class Background:
-    """Runs W&B calls in order on one worker thread, so the training loop never waits on them.
-
-    A full queue drops calls (with one warning) rather than block training.
-    """
-
-    def __init__(self, size: int = 10_000) -> None:
-        self.queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.Queue(maxsize=size)
-        self.dropped = self.failed = 0
-        self.thread = threading.Thread(target=self._work, name="wandb-logger", daemon=True)
-        self.thread.start()
-
-    def _work(self) -> None:
-        while (item := self.queue.get()) is not None:
-            func, args = item
-            try:
-                func(*args)
-            except Exception as error:  # noqa: BLE001 - a tracking failure must not stop training
-                self.failed += 1
-                if self.failed == 1:
-                    log.warning("W&B: %s failed: %s", getattr(func, "__name__", func), error)
-
-    def submit(self, func: Callable[..., Any], *args: Any) -> None:
-        try:
-            self.queue.put_nowait((func, args))
-        except queue.Full:
-            self.dropped += 1
-            if self.dropped == 1:
-                log.warning("W&B: the logging queue is full; dropping entries instead of slowing training.")
-
-    def close(self, timeout: float) -> None:
-        """Finish what is queued (waiting at most ``timeout`` seconds), then stop the worker."""
-        try:
-            self.queue.put(None, timeout=timeout)
-        except queue.Full:
-            return
-        self.thread.join(timeout)
+    array = image_array(value)
+    return wandb.Image(array) if array is not None else plain_cell(value)
 
 
 class WandbLogger(Logger):
@@ -195,7 +141,7 @@ class WandbLogger(Logger):
             log.log(
                 level, "W&B: %s; logging offline, upload later with `wandb sync %s`.", reason, Path(self.run.dir).parent
             )
-        self.background = Background()
+        self.background = Background("W&B")
         self._define_metrics(config)
 
     def _define_metrics(self, config: dict[str, Any]) -> None:
@@ -220,7 +166,7 @@ class WandbLogger(Logger):
     def log_epoch(self, metrics: dict[str, float], epoch: int) -> None:
         if self.run is None:  # start failed: already reported once
             return
-        renamed = {f"{key}_epoch" if key in STEP_METRICS else key: value for key, value in metrics.items()}
+        renamed = {epoch_metric_name(key): value for key, value in metrics.items()}
         new = sorted(renamed.keys() - self.epoch_metrics)
         self.epoch_metrics.update(new)
         self.background.submit(self._define_epoch_metrics, new)

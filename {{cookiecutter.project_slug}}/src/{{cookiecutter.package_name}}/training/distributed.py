@@ -88,7 +88,7 @@ def agree_on_resume(decide: Callable[[], Path | None], device: torch.device) -> 
     if kind == "error":
         raise UserError(value)
     chosen = Path(value) if value is not None else None
-    missing = chosen is not None and not chosen.is_file()
+    missing = chosen is not None and not chosen.exists()
     if any_rank(missing, device):
         who = f"rank {runtime.rank()}" if missing else "another rank"
         raise UserError(
@@ -158,3 +158,12 @@ def wrap(model: torch.nn.Module, device: torch.device, find_unused_parameters: b
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, frozen)
     device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+
+
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest of an integer over all ranks."""
+    if not dist.is_initialized():
+        return value
+    tensor = torch.tensor(int(value), device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())

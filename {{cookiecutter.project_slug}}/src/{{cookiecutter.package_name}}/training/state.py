@@ -54,10 +54,16 @@ class TrainingState:
 
     def state_dict(self, run_ids: dict[str, str], rng_by_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Everything to resume from; ``rng_by_rank``: every rank's RNG state (default: this process's)."""
-        rng_by_rank = rng_by_rank or [rng_state()]
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            **self.progress(run_ids, rng_by_rank),
+        }
+
+    def progress(self, run_ids: dict[str, str], rng_by_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Everything to resume from but the model and optimizer (which sharded checkpoints keep apart)."""
+        rng_by_rank = rng_by_rank or [rng_state()]
+        return {
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
@@ -95,6 +101,10 @@ class TrainingState:
         state = load_checkpoint(Path(path))  # to the CPU: load_state_dict moves each tensor next to its parameter
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.restore_progress(state, path)
+
+    def restore_progress(self, state: dict[str, Any], path: Path) -> None:
+        """Everything of :meth:`progress` from ``state`` (read from ``path``)."""
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):  # empty when saved without fp16 (bf16 or a CPU run resumed in fp16 on a GPU)
             self.scaler.load_state_dict(state["scaler"])

@@ -1,4 +1,4 @@
-"""The training loop: fit, validate, test and the optimizer step (autocast, GradScaler, DDP).
+"""The training loop: fit, validate, test and the optimizer step (autocast, GradScaler, DDP or FSDP).
 
 It knows no data set or model: the task gives loss and metrics, the data module the loaders.
 Helpers with one job each: TrainingState (checkpoints), EarlyStopping, StopSignals
@@ -33,8 +33,10 @@ from {{ cookiecutter.package_name }}.training.callbacks import Callback
 from {{ cookiecutter.package_name }}.training.checkpoint import load_weights, rng_states_of_all_ranks
 from {{ cookiecutter.package_name }}.training.cluster import StopSignals, TrainingInterrupted
 from {{ cookiecutter.package_name }}.training.early_stopping import EarlyStopping
+from {{ cookiecutter.package_name }}.training.fsdp import Sharding, is_sharded, match_forward_passes, without_samples
 from {{ cookiecutter.package_name }}.training.loss_weighting import divide_gradients
 from {{ cookiecutter.package_name }}.training.precision import Precision
+from {{ cookiecutter.package_name }}.training.sharded_checkpoint import SUFFIX, ShardedCheckpointer, sharded_path
 from {{ cookiecutter.package_name }}.training.state import TrainingState
 from {{ cookiecutter.package_name }}.utils import move_to, use_deterministic_algorithms
 
@@ -65,6 +67,7 @@ class Trainer:
         distributed: bool = False,
         find_unused_parameters: bool = False,
         backend: str = "auto",
+        fsdp: Mapping[str, Any] | None = None,
     ) -> None:
         self.max_epochs, self.max_steps = max_epochs, max_steps
         self.accumulate, self.clip = accumulate_grad_batches, gradient_clip_val
@@ -80,7 +83,7 @@ class Trainer:
         if runtime.launched_distributed() and not distributed:
             raise UserError(
                 f"launched as {runtime.world_size()} processes (torchrun or srun) but trainer is not "
-                "distributed: add trainer=ddp to the command, or start one process."
+                "distributed: add trainer=ddp (or trainer=fsdp) to the command, or start one process."
             )
         self.device = runtime.choose_device(device)
         if self.device.type == "cuda" and self.device.index is not None:
@@ -90,6 +93,8 @@ class Trainer:
         self.is_main = runtime.is_main_process()
         self.precision = precision.resolve(self.device)
         self.signals = StopSignals()
+        self.sharding = Sharding(**fsdp) if fsdp is not None else None  # FSDP2 and sharded (DCP) checkpoints
+        self.checkpointer = ShardedCheckpointer(bool(fsdp and fsdp.get("async_save")))
         self.step_items: torch.Tensor | None = None  # answer tokens of this optimizer step's micro-batches so far
 
     # ----------------------------------------------------------------- public API
@@ -106,7 +111,11 @@ class Trainer:
         """Train until max_epochs, max_steps or early stopping; return the best monitored value."""
         self.task, self.datamodule = task, datamodule
         runtime.reset_peak_memory(self.device)  # this fit's peak, not an earlier trial's in the same process
-        self.model = dist.wrap(runtime.place(model, self.device), self.device, self.find_unused_parameters)
+        model = runtime.place(model, self.device)
+        if self.sharding:
+            self.model = self.sharding.shard(model, self.device, self.precision.name)
+        else:
+            self.model = dist.wrap(model, self.device, self.find_unused_parameters)
         optimizer = optimizer_factory([p for p in self.model.parameters() if p.requires_grad])
         train_loader, val_loader = self._loaders()
         batches = self._num_batches(train_loader, self.limit_train)
@@ -121,7 +130,9 @@ class Trainer:
             loss_sum=torch.zeros((), device=self.device),
             config=config or {},
         )
-        if resume:
+        if resume and self.sharding:
+            self.state.restore_progress(self.checkpointer.restore(self.model, optimizer, Path(resume)), Path(resume))
+        elif resume:
             self.state.restore(Path(resume))
         if self.is_main:
             self.loggers.start(self.state.config, {"run_ids": self.state.run_ids, "history": self.state.history})
@@ -140,6 +151,7 @@ class Trainer:
                 self.state.apply_pending_rng()
                 self.train_epoch(train_loader, batches)
                 self._end_epoch(self.validate(val_loader))
+        self.checkpointer.finish()  # a background save is on disk before anything reads it
         self._emit("on_fit_end")
         return self.best_score
 
@@ -204,12 +216,18 @@ class Trainer:
         """Evaluate the best checkpoint (or the current weights) on the test split; write figures and summary."""
         best = self.checkpoint_dir / "best.pt"
         dist.barrier()  # rank 0 has written best.pt before any rank loads it
-        if best.is_file():
+        if self.sharding:
+            best = sharded_path(self.checkpoint_dir, "best")
+            if best.is_dir():
+                self.checkpointer.restore_weights(self.model, best)
+        elif best.is_file():
             runtime.unwrap(self.model).load_state_dict(load_weights(best))  # the weights only, to the CPU
         metrics: dict[str, float] = {}
         try:
             evaluation = self._evaluate(self.datamodule.loader("test"), "test")
             metrics = {f"test/{key}": value for key, value in evaluation.compute().items()}
+            if is_sharded(self.model):
+                without_samples(evaluation)
             if self.is_main:
                 log.info("Test: %s", _format(metrics))
                 write_report(
@@ -239,12 +257,16 @@ class Trainer:
             "precision": self.precision.name,
             "peak_memory_bytes": runtime.peak_memory_bytes(self.device),
             # relative to the run folder, so that the folder can move
-            "checkpoints": {name: f"{self.checkpoint_dir.name}/{name}.pt" for name in ("best", "last")},
+            "checkpoints": {
+                name: f"{self.checkpoint_dir.name}/{name}{self.checkpoint_suffix}" for name in ("best", "last")
+            },
         }
 
     # ----------------------------------------------------------------- inside the loop
     def _forward_backward(self, batch: Any, sync: bool) -> torch.Tensor:
         skip_sync = isinstance(self.model, DistributedDataParallel) and not sync
+        if hasattr(self.model, "set_requires_gradient_sync"):  # FSDP: reduce-scatter once per optimizer step
+            self.model.set_requires_gradient_sync(sync)
         with self.model.no_sync() if skip_sync else contextlib.nullcontext():
             with self.precision.autocast():
                 loss = self.task.training_loss(self.model, batch)
@@ -298,15 +320,20 @@ class Trainer:
             if index < checked:  # a stop signal during validation: save and stop before the epoch ends
                 self._stop_if_signalled()
 
+        def match_ranks(last: Any, done: int) -> None:  # FSDP: as many forward passes on every rank
+            match_forward_passes(model, self.task, last, done, self.device)
+
         # no DDP collectives in the forward pass: ranks may hold one batch more than others
+        model = runtime.unwrap(self.model)
         return evaluation_pass(
-            runtime.unwrap(self.model),
+            model,
             self.task.evaluation(stage),
             loader,
             self.limit_val,
             self.device,
             self.precision,
             before_batch=stop_if_signalled,
+            after_pass=match_ranks,
         )
 
     # ----------------------------------------------------------------- helpers
@@ -327,6 +354,7 @@ class Trainer:
             if bar is not None:
                 bar.close()
             self._save(["last"])
+            self.checkpointer.finish()
             raise TrainingInterrupted(
                 f"stopped by signal at epoch {self.state.epoch}, step {self.state.global_step}",
                 signum=self.signals.received,
@@ -334,12 +362,24 @@ class Trainer:
 
     def _save(self, names: list[str]) -> None:
         rng_by_rank = rng_states_of_all_ranks()  # a collective: every rank's RNG, so that each resumes its own
+        if self.sharding:  # every rank writes its shard
+            paths = [sharded_path(self.checkpoint_dir, name) for name in names]
+            progress = self.state.progress(self.loggers.run_ids(), rng_by_rank)
+            self.checkpointer.save(self.model, self.state.optimizer, progress, paths)
+            for path in paths if self.is_main else []:
+                self._emit("on_checkpoint", path)
+            return
         if not self.is_main:
             return
         paths = [self.checkpoint_dir / f"{name}.pt" for name in names]
         self.state.save(paths, self.loggers.run_ids(), rng_by_rank)
         for path in paths:
             self._emit("on_checkpoint", path)
+
+    @property
+    def checkpoint_suffix(self) -> str:
+        """``.pt`` (one file), or ``.dcp`` (a folder of shards) under FSDP."""
+        return SUFFIX if self.sharding else ".pt"
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
@@ -376,18 +416,25 @@ def evaluation_pass(
     device: torch.device,
     precision: Precision,
     before_batch: Callable[[int], None] | None = None,
+    after_pass: Callable[[Any, int], None] | None = None,
 ) -> Evaluation:
     """One pass over ``loader`` (at most ``limit`` batches) updating ``evaluation``: validation, the final test
-    and ``evaluate`` all run this one, so they see the same batches under the same autocast."""
+    and ``evaluate`` all run this one, so they see the same batches under the same autocast. ``before_batch``
+    gets each batch's index; ``after_pass`` gets the last batch (on the device, or None) and the batch count."""
     model.eval()
     set_epoch(loader, 0)
     evaluation.autocast = precision.autocast  # its generated samples or answers run under the same precision
     batches = len(loader) if not limit else min(len(loader), limit)
+    batch = None
     for index, batch in enumerate(islice(iter(loader), batches)):
         if before_batch is not None:
             before_batch(index)
+        batch = batch if device.type == "cpu" else move_to(batch, device)
         with precision.autocast():
-            evaluation.update(model, batch if device.type == "cpu" else move_to(batch, device))
+            evaluation.update(model, batch)
+    if after_pass is not None:
+        with precision.autocast():
+            after_pass(batch, batches)
     return evaluation
 
 
