@@ -45,8 +45,9 @@ class Task:
         """Take what the task needs from the data's metadata (class names, tokenizer)."""
 
     def training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """The micro-batch's mean loss; or ``(sum, items)``, a loss summed over ``items`` (e.g. answer tokens),
-        which the trainer divides by the item count of the whole optimizer step over every rank."""
+        """The micro-batch's mean loss; or ``(mean, items)``, a mean over ``items`` (e.g. answer tokens): with
+        several micro-batches or ranks per optimizer step the trainer then weighs every item the same, dividing
+        the summed loss by the item count of the whole step over every rank."""
         raise NotImplementedError
 
     def evaluation(self, stage: str = "val") -> Evaluation:

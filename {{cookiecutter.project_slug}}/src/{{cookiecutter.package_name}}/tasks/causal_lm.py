@@ -19,18 +19,16 @@ log = logging.getLogger(__name__)
 
 
 def token_loss(
-    model: nn.Module, batch: torch.Tensor | dict[str, torch.Tensor], summed: bool = False
+    model: nn.Module, batch: torch.Tensor | dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor | int]:
-    """Next-token cross-entropy over the batch (its mean, or its sum when ``summed``), and how many tokens count.
+    """Mean next-token cross-entropy over the batch, and how many tokens it averages.
 
     A dict batch (chat data) carries its own ``labels``: only the labelled (answer) tokens count, and their
     count stays on the device (no host sync). No KV cache: with one, transformers would not read restarting
     ``position_ids`` as packed examples.
     """
     if isinstance(batch, dict):
-        tokens = (batch["labels"][..., 1:] != -100).sum()
-        extra = {"num_items_in_batch": 1} if summed else {}  # transformers' loss: the sum divided by 1
-        return model(**batch, use_cache=False, **extra).loss, tokens
+        return model(**batch, use_cache=False).loss, (batch["labels"][..., 1:] != -100).sum()
     output = model(input_ids=batch, labels=batch)
     return output.loss, batch[:, 1:].numel()
 
@@ -121,10 +119,10 @@ class CausalLMTask(Task):
     def training_loss(
         self, model: nn.Module, batch: torch.Tensor | dict[str, torch.Tensor]
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Blocks of text: the mean over their tokens (every block has as many). Chat data: the sum over its
+        """Blocks of text: the mean over their tokens (every block has as many). Chat data: the mean over its
         answer tokens and their count, so that each answer token weighs the same over the optimizer step."""
         if isinstance(batch, dict):
-            loss, tokens = token_loss(model, batch, summed=True)
+            loss, tokens = token_loss(model, batch)
             return loss, torch.as_tensor(tokens)
         return token_loss(model, batch)[0]
 

@@ -270,11 +270,12 @@ class Trainer:
         with self.model.no_sync() if skip_sync else contextlib.nullcontext():
             with self.precision.autocast():
                 loss = self.task.training_loss(self.model, batch)
-            if isinstance(loss, tuple):  # (sum, items): optimizer_step divides by the step's items
+            if isinstance(loss, tuple):  # (mean, items)
                 loss, items = loss
-                self.step_items = items if self.step_items is None else self.step_items + items
-                self.state.scaler.scale(loss).backward()
-                return loss.detach() / items.clamp(min=1)
+                if self.accumulate > 1 or runtime.world_size() > 1:  # optimizer_step divides by the step's items
+                    self.step_items = items if self.step_items is None else self.step_items + items
+                    self.state.scaler.scale(loss * items).backward()
+                    return loss.detach()
             self.state.scaler.scale(loss / self.accumulate if self.accumulate > 1 else loss).backward()
         return loss.detach()
 
