@@ -60,11 +60,28 @@ def render(tmp_path_factory: pytest.TempPathFactory) -> Renderer:
     return _renderer or session_renderer(tmp_path_factory.mktemp("renders"))
 
 
+MYPY_CACHE = "TEMPLATE_MYPY_CACHE"
+
+
+def mypy_cache() -> Path:
+    """One mypy cache for every render of the session, its xdist workers included (mypy replaces cache files
+    atomically): torch's and the other libraries' types are read once per Python version (about a minute of
+    CPU), each render's own package in seconds. The process that made it removes it at the end."""
+    if MYPY_CACHE not in os.environ:
+        os.environ[MYPY_CACHE] = tempfile.mkdtemp(prefix="template-mypy-")
+        atexit.register(shutil.rmtree, os.environ[MYPY_CACHE], ignore_errors=True)
+    return Path(os.environ[MYPY_CACHE])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    mypy_cache()  # before xdist starts its workers, which inherit the environment
+
+
 def project_env(project: Path) -> dict[str, str]:
     """An offline environment in which a rendered project's package imports from ``src``."""
     env = {key: value for key, value in os.environ.items() if key != "WANDB_API_KEY"}
     env.update(WANDB_MODE="offline", HF_HUB_OFFLINE="1", WANDB_SILENT="true", PYTHONPATH=str(project / "src"),
-               OMP_NUM_THREADS="1")
+               OMP_NUM_THREADS="1", MYPY_CACHE_DIR=str(mypy_cache()))
     return env
 
 

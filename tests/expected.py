@@ -96,6 +96,7 @@ COMMON = [
     "src/{pkg}/training/trainer.py",
     "src/{pkg}/training/cluster.py",
     "src/{pkg}/training/loss_weighting.py",
+    "src/{pkg}/training/compiling.py",
     "tests/conftest.py",
     "tests/test_configs.py",
     "tests/test_layers.py",
@@ -104,6 +105,7 @@ COMMON = [
     "tests/test_train.py",
     "tests/test_scaling.py",
     "tests/test_cluster.py",
+    "tests/test_compile.py",
     "tests/test_gpu_paths.py",
 ]
 

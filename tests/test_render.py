@@ -16,9 +16,9 @@ from conftest import default_answers, run_in
 from expected import expected_files
 
 # Every value of every choice appears at least once; interacting pairs are combined.
-# Renders named in FULL_SUITE run their whole test suite; the others skip tests marked slow
-# (multi-process and multi-run tests that do not depend on the answers).
-FULL_SUITE = {"default"}
+# Renders named in FULL_SUITE run their whole test suite, every kind of render (image classification,
+# causal LM 4-bit, both with 8-bit); the others skip tests marked slow (multi-process and multi-run tests).
+FULL_SUITE = {"default", "lm-4bit", "both-8bit"}
 MATRIX = {
     "default": {},
     "vision-csv-fp32": {"logger": "csv", "precision": "fp32", "license": "BSD-3-Clause", "env_manager": "pip",
@@ -82,6 +82,17 @@ def test_ruff_is_clean(case: tuple[str, Path]) -> None:
         result = subprocess.run([sys.executable, "-m", "ruff", *command, "--no-cache", "."], cwd=project,
                                 capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_is_clean(case: tuple[str, Path]) -> None:
+    """The package type-checks, as `make lint`, tasks.ps1 lint, pre-commit and the rendered CI run it."""
+    _, project = case
+    result = run_in(project, "-m", "mypy")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    lint = (project / "Makefile").read_text(encoding="utf-8").split("\nlint:", 1)[1].split("\n\n")[0]
+    assert "\t$(PYTHON) -m mypy" in lint
+    workflow = project / ".github" / "workflows" / "ci.yml"  # ci=none renders have none
+    assert not workflow.exists() or "run: python -m mypy" in workflow.read_text(encoding="utf-8")
 
 
 # A temp folder as a Korean user name gives it on Windows (C:/Users/김철수/AppData/Local/Temp): Hydra's lexer

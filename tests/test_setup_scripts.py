@@ -436,8 +436,12 @@ def test_rendered_windows_workflow_checks_setup_ps1_under_both_editions(render, 
 def test_pre_commit_config_has_ruff_and_file_checks(render) -> None:
     config = yaml.safe_load((render() / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
     hooks = {hook["id"] for repo in config["repos"] for hook in repo["hooks"]}
-    assert {"ruff", "ruff-format", "check-yaml", "end-of-file-fixer"} <= hooks
-    assert all(repo["rev"] for repo in config["repos"])
+    assert {"ruff", "ruff-format", "check-yaml", "end-of-file-fixer", "mypy"} <= hooks
+    assert all(repo["rev"] for repo in config["repos"] if repo["repo"] != "local")
+    # the hook's ruff formats as the ruff of the lock (what tests/format_template.py formats with)
+    ruff = next(repo for repo in config["repos"] if repo["repo"].endswith("/ruff-pre-commit"))
+    lock = (Path(__file__).resolve().parents[1] / "requirements-dev.lock").read_text(encoding="utf-8")
+    assert f"ruff=={ruff['rev'].removeprefix('v')}\n" in lock
 
 
 FAKE_CONDA = """#!/usr/bin/env bash

@@ -77,13 +77,16 @@ function Invoke-Task {
             }
         }
         'test' { Invoke-Python (@('-m', 'pytest') + $Rest) }
-        'lint' { Invoke-Python @('-m', 'ruff', 'check', '.') }
+        'lint' {
+            Invoke-Python @('-m', 'ruff', 'check', '.')
+            if ($script:ExitCode -eq 0) { Invoke-Python @('-m', 'mypy') }
+        }
         'format' {
             Invoke-Python @('-m', 'ruff', 'format', '.')
             if ($script:ExitCode -eq 0) { Invoke-Python @('-m', 'ruff', 'check', '--fix', '.') }
         }
         'clean' {
-            foreach ($path in @('outputs', 'multirun', '.pytest_cache', '.ruff_cache')) {
+            foreach ($path in @('outputs', 'multirun', '.pytest_cache', '.ruff_cache', '.mypy_cache')) {
                 if (Test-Path -LiteralPath $path) { Remove-Item -LiteralPath $path -Recurse -Force }
             }
         }

@@ -611,3 +611,64 @@ def test_qlora_keeps_embeddings_and_head_in_the_compute_dtype(tiny_dir: Path) ->
     kept = footprint.estimate_bytes(qwen_7b, True, footprint.unquantized_bytes("bf16"))[1]["4bit"]
     upcast = footprint.estimate_bytes(qwen_7b, True, 4)[1]["4bit"]
     assert kept < 5.3 * 2**30 and upcast - kept > 2.1e9  # README: about 5.2 GiB; the casts cost 2.2 GB
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_twenty_compiled_lm_steps_equal_eager(tmp_path: Path, lora: bool) -> None:
+    """trainer.compile=true compiles each decoder layer; 20 fp32 steps give the eager weights (to 1e-4)."""
+    from {{ cookiecutter.package_name }}.train import train
+
+    weights = {}
+    for compiled in (False, True):
+        overrides = ["experiment=tiny_lm", "logger=csv", "trainer.device=cpu", "precision=fp32", "scheduler=none"]
+        overrides += ["trainer.limit_train_batches=5", "trainer.limit_val_batches=1", "trainer.max_epochs=4"]
+        overrides += [f"model.lora.enabled={str(lora).lower()}", f"trainer.compile={str(compiled).lower()}"]
+        train(compose_config(overrides, output_dir=tmp_path / str(compiled)))
+        weights[compiled] = torch.load(tmp_path / str(compiled) / "checkpoints" / "last.pt", weights_only=True)
+    assert weights[True]["global_step"] == 20
+    assert weights[True]["model"].keys() == weights[False]["model"].keys()
+    assert not any("_orig_mod" in key for key in weights[True]["model"])
+    for key, value in weights[False]["model"].items():
+        torch.testing.assert_close(weights[True]["model"][key], value, atol=1e-4, rtol=1e-4, msg=key)
+
+
+@pytest.mark.slow
+def test_qlora_compiles_on_the_cpu(tiny_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """bitsandbytes' 4-bit layers compile inside each block; the adapters still learn."""
+    import logging
+
+    from {{ cookiecutter.package_name }}.training.compiling import compile_model
+
+    lora = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    model = load_causal_lm(
+        name_or_path=str(tiny_dir), dtype="bf16", quantization=QUANT["4bit"], report=False, lora=lora
+    )
+    with caplog.at_level(logging.INFO):
+        assert compile_model(model, True, torch.device("cpu"))
+    assert "2 LlamaDecoderLayer blocks" in caplog.text and "trainer.compile is off" not in caplog.text
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=2e-2)
+    batch = tokens(tiny_dir)
+    losses = []
+    for _ in range(4):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0], losses
+
+
+def test_blocks_of_a_transformer_are_its_layers() -> None:
+    import transformers
+
+    from {{ cookiecutter.package_name }}.training import compiling
+
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2
+    )
+    model = transformers.LlamaForCausalLM(config)
+    assert compiling.blocks(model) == list(model.model.layers)
+    assert compiling.blocks(torch.nn.Sequential(torch.nn.Linear(2, 2))) == []

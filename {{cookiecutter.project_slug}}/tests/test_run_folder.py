@@ -99,6 +99,6 @@ def test_doctor_answers_in_one_screen() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert len(lines) < 30
-    for question in ("GPU?", "bf16?"):
+    for question in ("GPU?", "bf16?", "compile?"):
         assert any(line.startswith(question) for line in lines), question
     assert "torch " in result.stdout

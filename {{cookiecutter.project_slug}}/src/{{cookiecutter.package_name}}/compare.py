@@ -104,7 +104,7 @@ def read_curves(path: Path) -> dict[str, list[list[float]]]:
         rows = list(csv.reader(handle))
     if not rows:
         return {}
-    header, curves = rows[0], {}
+    header, curves = rows[0], dict[str, list[list[float]]]()
     for line, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
             raise BrokenRun(f"metrics.csv line {line} has {len(row)} of {len(header)} fields (truncated?)")
@@ -355,17 +355,17 @@ def collect(paths: list[Path]) -> tuple[list[Run], list[dict[str, Any]]]:
         except BrokenRun as error:
             broken[str(folder.resolve())] = str(error)
     extra: list[Run] = []
-    studies = []
+    summaries: list[dict[str, Any]] = []
     for sweep in sweeps:
         study = read_study(sweep)
         if study is not None:
             extra += trial_runs(sweep, study, runs)
-            studies.append({key: value for key, value in study.items() if key != "trials"})
+            summaries.append({key: value for key, value in study.items() if key != "trials"})
     noted = {run.folder and str(Path(run.folder).resolve()) for run in extra}
-    for folder, problem in broken.items():
-        if folder not in noted:
-            log.warning("%s: %s; left out.", folder, problem)
-    return [*runs.values(), *extra], studies
+    for where, problem in broken.items():
+        if where not in noted:
+            log.warning("%s: %s; left out.", where, problem)
+    return [*runs.values(), *extra], summaries
 
 
 def common_parent(folders: list[Path]) -> Path:

@@ -54,6 +54,13 @@ def bf16_answer() -> str:
     return f"precision=bf16 becomes {fallback[0]} on {device}: {fallback[1]}"
 
 
+def compile_answer() -> str:
+    """Whether trainer.compile=true compiles here (a small step compiled and run), or why it trains eager."""
+    from {{ cookiecutter.package_name }}.training import compiling
+
+    return compiling.doctor_answer()[1]
+
+
 def part_answers() -> dict[str, str]:
     """What the modules of ``models`` and ``tracking`` say about themselves (each ``doctor_answer()``)."""
     from {{ cookiecutter.package_name }} import models, tracking
@@ -78,7 +85,7 @@ def report() -> dict[str, Any]:
         "versions": provenance.versions(),
         "hardware": provenance.hardware(),
         "git": {key: value for key, value in provenance.git_state().items() if key != "diff"},
-        "answers": {"GPU?": gpu_answer(), "bf16?": bf16_answer(), **part_answers()},
+        "answers": {"GPU?": gpu_answer(), "bf16?": bf16_answer(), **part_answers(), "compile?": compile_answer()},
     }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -118,7 +118,7 @@ def train(cfg: DictConfig) -> float | None:
     trainer = instantiate(cfg.trainer, precision=instantiate(cfg.precision), output_dir=output_dir, loggers=loggers)
     built = build_run(cfg)
     datamodule, info, task, model = built.datamodule, built.info, built.task, built.model
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     config["name"] = run_name(cfg)
     record = start_provenance(cfg, trainer, output_dir, info)
     config["provenance"] = provenance.public(record)

@@ -89,13 +89,13 @@ def distribution(override: Override) -> Any:
 
     value = override.value()
     if override.is_choice_sweep() or (isinstance(value, RangeSweep) and value.shuffle):
-        return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
+        return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))  # type: ignore[arg-type]
     if isinstance(value, RangeSweep):
         if any(isinstance(item, float) for item in (value.start, value.stop, value.step)):
-            return FloatDistribution(value.start, value.stop, step=value.step)
-        return IntDistribution(int(value.start), int(value.stop), step=int(value.step))
+            return FloatDistribution(value.start, value.stop, step=value.step)  # type: ignore[arg-type]
+        return IntDistribution(int(value.start), int(value.stop), step=int(value.step))  # type: ignore[arg-type]
     if isinstance(value, IntervalSweep):  # Hydra reads an interval's ends as floats
-        return FloatDistribution(float(value.start), float(value.end), log="log" in value.tags)
+        return FloatDistribution(float(value.start), float(value.end), log="log" in value.tags)  # type: ignore[arg-type]
     raise ValueError(f"{override.input_line}: Optuna cannot sample this sweep; use choice, range or interval.")
 
 
@@ -108,7 +108,7 @@ def search_space(lines: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
             distributions[override.get_key_element()] = distribution(override)
         else:
             distributions.pop(override.get_key_element(), None)
-            fixed.append(override.input_line)
+            fixed.append(str(override.input_line))
     return distributions, fixed
 
 
@@ -309,7 +309,7 @@ class OptunaSweeper(Sweeper):
             else [str(direction)]
         )
         self.n_trials, self.n_jobs, self.max_failure_rate = int(n_trials), max(1, int(n_jobs)), max_failure_rate
-        self.params = dict(params or {})
+        self.params = {str(key): value for key, value in (params or {}).items()}
         self.custom_search_space = custom_search_space
         self.heartbeat_interval, self.grace_period, self.max_retry = heartbeat_interval, grace_period, max_retry
         self.config: DictConfig | None = None
@@ -344,7 +344,7 @@ class OptunaSweeper(Sweeper):
             study_name=self.study_name,
             storage=storage,
             sampler=sampler,
-            directions=self.directions,
+            directions=self.directions,  # type: ignore[arg-type]  # Optuna checks them
             load_if_exists=True,
         )
         if study.trials:  # continued or joined: a seeded sampler would draw the first trials' parameters again

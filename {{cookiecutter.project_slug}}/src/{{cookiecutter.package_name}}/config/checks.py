@@ -40,6 +40,10 @@ class Rule:
     def accepts(self, value: Any) -> bool:
         if value is None:
             return self.optional
+        if self.kind is dict:  # a switch or a mapping of options (trainer.compile); each option has its own rule
+            return isinstance(value, bool | DictConfig | dict) and set(self.choices) >= set(
+                value if not isinstance(value, bool) else ()
+            )
         if self.kind is bool or self.kind is str:
             return isinstance(value, self.kind) and (not self.choices or value in self.choices)
         if isinstance(value, bool) or not isinstance(value, int if self.kind is int else (int, float)):
@@ -51,6 +55,8 @@ class Rule:
         return self.high is None or not (value > self.high or (self.high_open and value == self.high))
 
     def describe(self) -> str:
+        if self.kind is dict:
+            return "true, false or a mapping of " + ", ".join(self.choices)
         if self.choices:
             text = "one of " + ", ".join(self.choices)
         elif self.kind is bool:
@@ -115,6 +121,13 @@ RULES: dict[str, Rule] = {
     "trainer.fsdp.cpu_offload": FLAG,
     "trainer.fsdp.activation_checkpointing": FLAG,
     "trainer.fsdp.async_save": FLAG,
+    "trainer.compile": Rule(dict, choices=("mode", "dynamic", "fullgraph", "backend")),
+    "trainer.compile.mode": Rule(
+        str, optional=True, choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    ),
+    "trainer.compile.dynamic": Rule(bool, optional=True),
+    "trainer.compile.fullgraph": FLAG,
+    "trainer.compile.backend": Rule(str),
 }
 
 _ABSENT = object()
@@ -231,10 +244,10 @@ def plain_overrides(argv: list[str]) -> list[str] | None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException:
         return None
-    plain = []
+    plain: list[str] = []
     for override in parsed:
         if not override.is_sweep_override():
-            plain.append(override.input_line)
+            plain.append(str(override.input_line))
             continue
         try:
             plain.append(f"{override.get_key_element()}={next(iter(override.sweep_string_iterator()))}")
@@ -318,7 +331,7 @@ def check_targets(cfg: DictConfig) -> None:
             if str(key).startswith("_") or key in arguments:
                 continue
             raise UserError(
-                f"{name}.{key} is not an argument of {node['_target_']}:"
+                f"{name!s}.{key!s} is not an argument of {node['_target_']}:"
                 f"{did_you_mean(str(key), arguments) or ' check the spelling.'} "
                 f"It takes {', '.join(arguments)}."
             )

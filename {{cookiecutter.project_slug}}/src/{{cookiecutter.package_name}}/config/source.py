@@ -54,6 +54,7 @@ def compose(config_name: str | None, overrides: list[str]) -> DictConfig:
 
     GlobalHydra.instance().clear()
     path = config_path()
+    context: initialize_config_module | initialize_config_dir
     if path.startswith("pkg://"):
         context = initialize_config_module(config_module=path.removeprefix("pkg://"), version_base="1.3")
     else:

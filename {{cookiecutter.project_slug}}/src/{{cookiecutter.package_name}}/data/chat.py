@@ -479,6 +479,6 @@ class ChatDataModule(DataModule):
     def sampler(self, split: str, dataset: Dataset) -> EpochSampler:
         """The training order groups similar lengths (``group_by_length``): little padding per batch."""
         if self.group_by_length and not self.packing:
-            lengths = [len(example["input_ids"]) for example in dataset]
+            lengths = [len(example["input_ids"]) for example in dataset]  # type: ignore[attr-defined]  # map-style
             return LengthGroupedSampler(lengths, self.batch_size, **self.sampler_options(split))
         return super().sampler(split, dataset)

@@ -190,7 +190,7 @@ class DataModule:
         A data source with its own order (e.g. grouping by length) overrides this and keeps the
         sharding and padding rules by passing ``options`` on.
         """
-        return EpochSampler(len(dataset), **self.sampler_options(split))
+        return EpochSampler(len(dataset), **self.sampler_options(split))  # type: ignore[arg-type]  # map-style: sized
 
     def sampler_options(self, split: str) -> dict[str, Any]:
         """The :class:`EpochSampler` arguments of ``split``: validation and test see each example once."""

@@ -163,8 +163,8 @@ class VisionDataModule(DataModule):
         train, val = (
             stratified_split(labels, [self.val_fraction], self.seed)
             if labels is not None
-            else seeded_split(len(train_full), [self.val_fraction], self.seed)
-        )  # type: ignore[arg-type]
+            else seeded_split(len(train_full), [self.val_fraction], self.seed)  # type: ignore[arg-type]  # a map-style data set has a length
+        )
         test_indices = list(range(len(test)))  # type: ignore[arg-type]
         test_labels = labels_of(test) if labels is not None else None
         if labels is not None and test_labels is not None:
@@ -270,7 +270,7 @@ class ImageFolderDataModule(VisionDataModule):
                 train, test = Subset(full, rest), Subset(full, held_out)
         except (FileNotFoundError, OSError) as error:
             raise UserError(f"data.root={self.root}: {error}; put each class's images in root/<class>/.") from None
-        classes = (train.dataset if isinstance(train, Subset) else train).classes  # type: ignore[attr-defined]
+        classes = (train.dataset if isinstance(train, Subset) else train).classes  # type: ignore[union-attr]
         return train, test, list(classes)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import OmegaConf
 
@@ -18,7 +18,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _target(node: Any) -> str:
     """A config node in one line: its ``_target_``'s last name and its main options."""
-    values = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    values = cast(dict[str, Any], OmegaConf.to_container(node, resolve=True)) if node is not None else {}
     target = str(values.pop("_target_", "")).rsplit(".", 1)[-1]
     keep = {
         key: value for key, value in values.items() if isinstance(value, (str, int, float, bool, list)) and value != ""

@@ -125,12 +125,19 @@ def _apply_group(config: DictConfig, key: str, option: str) -> bool:
     return True
 
 
+def load_saved_config(folder: Path) -> DictConfig:
+    """The config the run saved (``.hydra/config.yaml``), as it was."""
+    config = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    assert isinstance(config, DictConfig), f"{folder}/.hydra/config.yaml is not a mapping"
+    return config
+
+
 def load_config(folder: Path, overrides: list[str]) -> DictConfig:
     """The run's saved config with ``overrides`` applied and ``paths.output_dir`` set to the run folder."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    config = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    config = load_saved_config(folder)
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as error:

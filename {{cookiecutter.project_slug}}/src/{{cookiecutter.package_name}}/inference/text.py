@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, open_dict
 
@@ -93,7 +93,7 @@ def load_options(folder: Path, config: DictConfig, precision: Any) -> dict[str, 
     if from_random_init(config) and (folder / "random_init").is_dir():
         with open_dict(config):
             config.model.name_or_path = str(folder / "random_init")
-    options = inference_options(OmegaConf.load(folder / ".hydra" / "config.yaml"), config)
+    options = inference_options(cast(DictConfig, OmegaConf.load(folder / ".hydra" / "config.yaml")), config)
     if options:  # computing in what this device supports, as training did (bf16 -> fp16 before Ampere)
         options["dtype"] = precision.name
     return options
@@ -124,7 +124,7 @@ def card_details(run: Any) -> str:
     """The quantization during training, and the one of the base the export was loaded from."""
     from omegaconf import OmegaConf
 
-    saved = OmegaConf.load(run.folder / ".hydra" / "config.yaml")
+    saved = cast(DictConfig, OmegaConf.load(run.folder / ".hydra" / "config.yaml"))
     trained, exported = quantization_of(saved), quantization_of(run.config)
     merged = f"; exported from the base loaded with quantization {exported}" if exported != trained else ""
     return f"; quantization: {trained} during training{merged}"
@@ -216,7 +216,8 @@ def export(run: Any, output: Path, options: dict[str, Any]) -> list[Path]:
 
     ``merge_lora=false`` saves the adapter alone instead (loading it needs peft and the base model).
     """
-    merge_lora, model = options.get("merge_lora"), unwrap(run.model)
+    merge_lora = options.get("merge_lora")
+    model: Any = unwrap(run.model)  # a transformers (or peft) model
     if merge_lora and not is_lora(model):
         raise UserError(
             "merge_lora=true, but this run trained the full model (no LoRA adapter): export without merge_lora."

@@ -314,7 +314,7 @@ def max_memory_map(max_memory: Any) -> dict[Any, str] | None:
     return {int(key) if str(key).isdigit() else str(key): str(value) for key, value in dict(max_memory).items()}
 
 
-def cpu_packable(layer: nn.Module) -> bool:
+def cpu_packable(layer: Any) -> bool:
     """Whether bitsandbytes' CPU packer takes this 4-bit layer: out_features in blocks of 32 and
     in_features in whole quantization blocks (it reshapes the per-block scales to rows)."""
     weight = getattr(layer, "weight", None)
@@ -379,7 +379,7 @@ def keep_trainable_state_only(model: nn.Module) -> None:
     model.register_load_state_dict_post_hook(allow_missing_frozen)
 
 
-def enable_gradient_checkpointing(model: nn.Module) -> None:
+def enable_gradient_checkpointing(model: Any) -> None:
     """Recompute activations in the backward pass; non-reentrant, which needs no input gradients.
 
     transformers releases that predate ``activation_checkpointing_enable`` have only the older name.
@@ -500,7 +500,7 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        model: nn.Module = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError, ImportError) as error:
         raise UserError(
             f"model.name_or_path={source} could not be loaded ({first_line(error)}): check the model "

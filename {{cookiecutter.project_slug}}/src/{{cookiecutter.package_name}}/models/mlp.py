@@ -18,5 +18,6 @@ class MLP(nn.Sequential):
         for width in hidden_dims:
             layers += [nn.Linear(in_features, width), nn.ReLU(), nn.Dropout(dropout)]
             in_features = width
+        assert data.num_classes is not None, "an MLP classifies: the data gives num_classes"
         layers.append(nn.Linear(in_features, data.num_classes))
         super().__init__(*layers)

@@ -49,7 +49,8 @@ def pretrained_source(name: str) -> dict[str, Any]:
                 "cache and HF_HUB_OFFLINE=1 forbids downloading them: run once online, "
                 "or set model.pretrained=false."
             )
-    source = HUB_URL if config.hf_hub_id else config.url
+    url = config.url[0] if isinstance(config.url, tuple) else config.url  # timm may pair a URL with a file name
+    source = HUB_URL if config.hf_hub_id else str(url)
     if not reachable(source):
         raise UserError(
             f"cannot reach {source} to fetch pretrained weights for {name}: connect to the internet, "

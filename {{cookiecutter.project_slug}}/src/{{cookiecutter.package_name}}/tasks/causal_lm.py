@@ -139,7 +139,7 @@ class CausalLMTask(Task):
         ``AutoModelForCausalLM.from_pretrained``."""
         folder = Path(output_dir) / "model"
         model = unwrap(model)
-        model.save_pretrained(folder, safe_serialization=True)
+        model.save_pretrained(folder, safe_serialization=True)  # type: ignore[operator]  # a transformers model
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(folder)
         log.info("Saved the %s to %s.", "LoRA adapter" if hasattr(model, "peft_config") else "model", folder)

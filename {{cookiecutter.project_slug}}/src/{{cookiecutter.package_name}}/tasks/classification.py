@@ -126,4 +126,5 @@ class ClassificationTask(Task):
             return ClassificationEvaluation(
                 ClassificationMetrics(self.num_classes, curves=True), Mean(), self.class_names, test=True
             )
+        assert self.val_metrics is not None, "bind() the task first"
         return ClassificationEvaluation(*self.val_metrics, self.class_names)

@@ -113,7 +113,7 @@ class WandbLogger(Logger):
 
     def _init(self, mode: str, kwargs: dict[str, Any]) -> Any:
         settings = wandb.Settings(init_timeout=self.init_timeout, silent=True)
-        return wandb.init(mode=mode, settings=settings, **kwargs)
+        return wandb.init(mode=mode, settings=settings, **kwargs)  # type: ignore[arg-type]  # wandb checks it
 
     def start(self, config: dict[str, Any], resume: dict[str, Any] | None = None) -> None:
         self.save_dir.mkdir(parents=True, exist_ok=True)
@@ -158,10 +158,14 @@ class WandbLogger(Logger):
         for key in keys:
             self.run.define_metric(key, step_metric="epoch")
 
+    def _submit(self, func: Callable[..., Any], *args: Any) -> None:
+        if self.background is not None:  # None only before start(), when self.run is None too
+            self.background.submit(func, *args)
+
     def log_step(self, metrics: dict[str, float], step: int) -> None:
         if self.run is None:  # start failed: already reported once
             return
-        self.background.submit(self.run.log, {**metrics, STEP_AXIS: step})
+        self._submit(self.run.log, {**metrics, STEP_AXIS: step})
 
     def log_epoch(self, metrics: dict[str, float], epoch: int) -> None:
         if self.run is None:  # start failed: already reported once
@@ -169,20 +173,20 @@ class WandbLogger(Logger):
         renamed = {epoch_metric_name(key): value for key, value in metrics.items()}
         new = sorted(renamed.keys() - self.epoch_metrics)
         self.epoch_metrics.update(new)
-        self.background.submit(self._define_epoch_metrics, new)
-        self.background.submit(self.run.log, {**renamed, "epoch": epoch})
+        self._submit(self._define_epoch_metrics, new)
+        self._submit(self.run.log, {**renamed, "epoch": epoch})
 
     def log_figure(self, name: str, figure: Any) -> None:
         if self.run is None:  # start failed: already reported once
             return
-        self.background.submit(self.run.log, {f"plots/{name}": wandb.Image(figure_to_image(figure), caption=name)})
+        self._submit(self.run.log, {f"plots/{name}": wandb.Image(figure_to_image(figure), caption=name)})
 
     def log_table(self, name: str, table: Table) -> None:
         if self.run is None:  # start failed: already reported once
             return
         columns, rows = table
         cells = [[to_cell(cell) for cell in row] for row in rows]
-        self.background.submit(self.run.log, {f"tables/{name}": wandb.Table(columns=list(columns), data=cells)})
+        self._submit(self.run.log, {f"tables/{name}": wandb.Table(columns=list(columns), data=cells)})
 
     def log_summary(self, summary: dict[str, Any]) -> None:
         if self.run is None:  # start failed: already reported once
@@ -195,12 +199,12 @@ class WandbLogger(Logger):
                 values[key] = summary[key]
         if summary.get("peak_memory_bytes"):
             values["peak_memory_gb"] = summary["peak_memory_bytes"] / 2**30
-        self.background.submit(self.run.summary.update, values)
+        self._submit(self.run.summary.update, values)
 
     def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
         if self.run is None or not self.log_checkpoint_enabled:
             return
-        self.background.submit(self._log_artifact, Path(path), dict(metadata))
+        self._submit(self._log_artifact, Path(path), dict(metadata))
 
     def _log_artifact(self, path: Path, metadata: dict[str, Any]) -> None:
         keys = ("metric", "value", "epoch", "config")

@@ -80,7 +80,8 @@ class Precision:
         scale = scaler._scale.clone() if scaler._scale is not None else None
         scaler.step(optimizer)
         scaler.update()
-        return scale is None or bool(scaler._scale >= scale)  # the scale drops only when the step was skipped
+        # the scale drops only when the step was skipped
+        return scale is None or bool(scaler._scale is not None and scaler._scale >= scale)
 
     def __repr__(self) -> str:
         return f"Precision({self.name})"

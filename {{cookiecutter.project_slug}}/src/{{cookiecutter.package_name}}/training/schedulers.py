@@ -80,6 +80,6 @@ def onecycle(
         pct_start=pct_start,
         div_factor=div_factor,
         final_div_factor=final_div_factor,
-        anneal_strategy=anneal_strategy,
+        anneal_strategy=anneal_strategy,  # type: ignore[arg-type]  # OneCycleLR checks it: "cos" or "linear"
         cycle_momentum=cycle_momentum,
     )

@@ -32,6 +32,7 @@ from {{ cookiecutter.package_name }}.training import distributed as dist
 from {{ cookiecutter.package_name }}.training.callbacks import Callback
 from {{ cookiecutter.package_name }}.training.checkpoint import load_weights, rng_states_of_all_ranks
 from {{ cookiecutter.package_name }}.training.cluster import StopSignals, TrainingInterrupted
+from {{ cookiecutter.package_name }}.training.compiling import compile_model, eager
 from {{ cookiecutter.package_name }}.training.early_stopping import EarlyStopping
 from {{ cookiecutter.package_name }}.training.fsdp import Sharding, is_sharded, match_forward_passes, without_samples
 from {{ cookiecutter.package_name }}.training.loss_weighting import divide_gradients
@@ -68,6 +69,7 @@ class Trainer:
         find_unused_parameters: bool = False,
         backend: str = "auto",
         fsdp: Mapping[str, Any] | None = None,
+        compile: bool | Mapping[str, Any] = False,
     ) -> None:
         self.max_epochs, self.max_steps = max_epochs, max_steps
         self.accumulate, self.clip = accumulate_grad_batches, gradient_clip_val
@@ -75,6 +77,7 @@ class Trainer:
         self.log_every, self.progress_bar = log_every_n_steps, progress_bar
         self.early_stopping_options = dict(early_stopping or {})
         self.find_unused_parameters = find_unused_parameters
+        self.compile, self.compiled = compile, False
         self.checkpoint_dir = Path(output_dir) / "checkpoints"
         self.loggers = loggers or LoggerCollection([])
         self.callbacks = list(callbacks.values() if isinstance(callbacks, Mapping) else callbacks or [])
@@ -112,6 +115,8 @@ class Trainer:
         self.task, self.datamodule = task, datamodule
         runtime.reset_peak_memory(self.device)  # this fit's peak, not an earlier trial's in the same process
         model = runtime.place(model, self.device)
+        # in place, before DDP wraps it or FSDP2 shards its blocks (FSDP's hooks then run inside each compiled block)
+        self.compiled = compile_model(model, self.compile, self.device)
         if self.sharding:
             self.model = self.sharding.shard(model, self.device, self.precision.name)
         else:
@@ -208,7 +213,8 @@ class Trainer:
         state = self.state
         train_loss = dist.all_reduce_mean(float(state.loss_sum) / max(1, state.loss_count), self.device)
         metrics = {"train/loss": train_loss, "train/lr": self._lr()}
-        evaluation = self._evaluate(loader, "val")
+        with eager(self.compiled):  # only the training step compiles: no second compile for no-grad graphs
+            evaluation = self._evaluate(loader, "val")
         metrics.update({f"val/{key}": value for key, value in evaluation.compute().items()})
         return metrics
 
@@ -224,7 +230,8 @@ class Trainer:
             runtime.unwrap(self.model).load_state_dict(load_weights(best))  # the weights only, to the CPU
         metrics: dict[str, float] = {}
         try:
-            evaluation = self._evaluate(self.datamodule.loader("test"), "test")
+            with eager(self.compiled):
+                evaluation = self._evaluate(self.datamodule.loader("test"), "test")
             metrics = {f"test/{key}": value for key, value in evaluation.compute().items()}
             if is_sharded(self.model):
                 without_samples(evaluation)
@@ -267,7 +274,7 @@ class Trainer:
         skip_sync = isinstance(self.model, DistributedDataParallel) and not sync
         if hasattr(self.model, "set_requires_gradient_sync"):  # FSDP: reduce-scatter once per optimizer step
             self.model.set_requires_gradient_sync(sync)
-        with self.model.no_sync() if skip_sync else contextlib.nullcontext():
+        with self.model.no_sync() if skip_sync else contextlib.nullcontext():  # type: ignore[operator]
             with self.precision.autocast():
                 loss = self.task.training_loss(self.model, batch)
             if isinstance(loss, tuple):  # (mean, items)
