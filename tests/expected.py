@@ -95,6 +95,7 @@ COMMON = [
     "src/{pkg}/training/schedulers.py",
     "src/{pkg}/training/trainer.py",
     "src/{pkg}/training/cluster.py",
+    "src/{pkg}/training/loss_weighting.py",
     "src/{pkg}/training/compiling.py",
     "tests/conftest.py",
     "tests/test_configs.py",

@@ -49,3 +49,17 @@ def test_dpo_loss_and_rewards_match_trl_dpo_trainer(render, tmp_path: Path) -> N
         for mine, trl in zip(ours, theirs, strict=True):
             assert mine == pytest.approx(trl, abs=1e-5), name
         assert any(abs(rewards) > 1e-3 for _, *pair in ours for rewards in pair), name  # the policy has moved
+
+
+@pytest.mark.slow
+def test_answer_tokens_weigh_the_same_over_the_step_and_ranks_as_in_trl(render, tmp_path: Path) -> None:
+    """2 gloo ranks x 2 accumulated micro-batches: our step's gradient is TRL's with num_items_in_batch (to 1e-5);
+    a mean per micro-batch would not be."""
+    pytest.importorskip("trl", reason="trl is in requirements-dev.txt: run make setup")
+    project = render(task="causal-lm")
+    package = next(path.name for path in (project / "src").iterdir() if path.is_dir())
+    result = run_in(project, str(CHECK), package, str(tmp_path), "step", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    differences = json.loads(result.stdout.strip().splitlines()[-1])
+    assert differences["ours_vs_trl"] < 1e-5
+    assert differences["per_batch_mean_vs_trl"] > 100 * max(differences["ours_vs_trl"], 1e-7)

@@ -466,6 +466,153 @@ def test_the_kernels_community_notice_is_one_info_line(caplog: pytest.LogCapture
     assert "Results are the same" in caplog.records[0].getMessage()
 
 
+def test_generation_after_a_pass_runs_under_the_precisions_autocast(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The samples logged after testing generate under the precision's autocast, as predict does (fp32 weights
+    with flash-attention would otherwise fail after the last epoch; a 7B model would generate in fp32)."""
+    from {{ cookiecutter.package_name }}.tasks.causal_lm import CausalLMTask
+    from {{ cookiecutter.package_name }}.training.precision import Precision
+    from {{ cookiecutter.package_name }}.training.trainer import evaluation_pass
+
+    model = load(tiny_dir)
+    task = CausalLMTask(new_tokens=4)
+    from transformers import AutoTokenizer
+
+    task.bind(DataInfo(tokenizer=AutoTokenizer.from_pretrained(tiny_dir)))
+    seen: list[bool] = []
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: seen.append(torch.is_autocast_enabled("cpu")) or generate(**kw))
+    cpu = torch.device("cpu")
+    evaluation = evaluation_pass(model, task.evaluation("test"), [tokens(tiny_dir)], None, cpu, Precision("bf16"))
+    assert evaluation.tables()["generated_samples"][1] and seen == [True]
+
+
+class _CountedSyncs:
+    """Counts the project's host reads of tensors (.item(), int(), float(), bool(), .tolist()) and cross-rank
+    agreements. (transformers' own read of an all-ones attention mask, once per forward, is not ours.)"""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import {{ cookiecutter.package_name }}
+        from {{ cookiecutter.package_name }}.training import distributed
+
+        self.package = str(Path({{ cookiecutter.package_name }}.__file__).parent)
+        self.reads = self.agreements = 0
+        for name in ("item", "__int__", "__float__", "__bool__", "tolist"):
+            original = getattr(torch.Tensor, name)
+            monkeypatch.setattr(torch.Tensor, name, self._counted(original))
+        monkeypatch.setattr(distributed, "any_rank", self._agree)
+
+    def _counted(self, original):
+        def read(tensor, *args):
+            self.reads += sys._getframe(1).f_code.co_filename.startswith(self.package)
+            return original(tensor, *args)
+
+        return read
+
+    def _agree(self, flag: bool, device: torch.device) -> bool:
+        self.agreements += 1
+        return flag
+
+
+def test_training_steps_read_nothing_back_between_log_steps(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """8 optimizer steps of answer-only (chat) batches, 2 micro-batches each, logging every 4th: the host reads
+    the loss at the 2 log steps only, and the ranks agree (loss finite, stop signals) only there; the label
+    count of the chat loss stays on the device and stop signals are not compared at every step."""
+    from {{ cookiecutter.package_name }}.tasks.causal_lm import CausalLMTask
+    from {{ cookiecutter.package_name }}.training.early_stopping import EarlyStopping
+    from {{ cookiecutter.package_name }}.training.precision import Precision
+    from {{ cookiecutter.package_name }}.training.state import TrainingState
+    from {{ cookiecutter.package_name }}.training.trainer import Trainer
+
+    model = load(tiny_dir).train()
+    trainer = Trainer(
+        Precision("fp32"),
+        tiny_dir / "out",
+        accumulate_grad_batches=2,
+        log_every_n_steps=4,
+        progress_bar=False,
+        device="cpu",
+    )
+    trainer.task, trainer.model = CausalLMTask(), model
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    trainer.state = TrainingState(
+        model=model,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+        scaler=trainer.precision.grad_scaler(),
+        early_stopping=EarlyStopping("val/loss", "min"),
+        loss_sum=torch.zeros(()),
+    )
+    ids = tokens(tiny_dir)
+    labels = ids.clone()
+    labels[:, :12] = -100  # the prompt half: answer tokens only
+    batches = [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}] * 16
+    trainer.signals._several = True  # as under DDP: agreeing on stop signals is a collective
+    counted = _CountedSyncs(monkeypatch)
+    trainer.train_epoch(batches, len(batches))
+    assert trainer.state.global_step == 8
+    assert (counted.reads, counted.agreements) == (2, 4)  # loss.item() and any_rank(finite), any_rank(stop): x2
+
+
+def test_bitsandbytes_without_a_cuda_kernel_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CUDA host whose bitsandbytes build lacks the kernel, bitsandbytes swaps in a mock library that raises
+    at its first native call: doctor says so, and loading stops in one line naming both versions."""
+    import bitsandbytes
+    from bitsandbytes import cextension
+
+    from {{ cookiecutter.package_name }}.models.hf_loader import doctor_answer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    assert "usable on a CUDA GPU" in doctor_answer()[1]  # the real (CPU) library
+    monkeypatch.setattr(cextension, "lib", cextension.ErrorHandlerMockBNBNativeLibrary("libbitsandbytes_cuda128.so"))
+    with pytest.raises(RuntimeError):  # what a user met mid-load before
+        cextension.lib.cquantize_blockwise_fp16_nf4()
+    answer = doctor_answer()[1]
+    assert answer.startswith("NOT usable") and "CUDA 12.8" in answer and bitsandbytes.__version__ in answer
+    with pytest.raises(
+        UserError, match=rf"bitsandbytes {bitsandbytes.__version__} has no CUDA kernel.*CUDA 12\.8"
+    ) as error:
+        bnb_config(QUANT["4bit"], "bf16")
+    assert "\n" not in str(error.value)
+
+
+def test_qlora_keeps_embeddings_and_head_in_the_compute_dtype(tiny_dir: Path) -> None:
+    """No fp32 casts of the unquantized weights (peft's k-bit preparation would make embeddings, head and so the
+    residual stream fp32); the adapters train in fp32; the memory report counts the base as loaded."""
+    from transformers import Qwen2Config
+
+    model = load_causal_lm(
+        name_or_path=str(tiny_dir),
+        dtype="bf16",
+        quantization=QUANT["4bit"],
+        for_training=True,
+        report=False,
+        lora={"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+    )
+    assert model.get_input_embeddings().weight.dtype == torch.bfloat16
+    assert model.get_output_embeddings().weight.dtype == torch.bfloat16
+    norms = [p.dtype for name, p in model.named_parameters() if "norm" in name]
+    assert norms and set(norms) <= {torch.bfloat16, torch.float32}
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}  # the adapters
+    report = footprint.build_report(model, "tiny", "bf16", "4bit")
+    base = report["loaded"]["bytes"] - sum(p.numel() * 4 for p in model.parameters() if p.requires_grad)
+    assert abs(report["estimated_bytes"]["4bit"] - base) <= 0.1 * base
+    qwen_7b = Qwen2Config(
+        vocab_size=152064,
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        tie_word_embeddings=False,
+    )
+    kept = footprint.estimate_bytes(qwen_7b, True, footprint.unquantized_bytes("bf16"))[1]["4bit"]
+    upcast = footprint.estimate_bytes(qwen_7b, True, 4)[1]["4bit"]
+    assert kept < 5.3 * 2**30 and upcast - kept > 2.1e9  # README: about 5.2 GiB; the casts cost 2.2 GB
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_twenty_compiled_lm_steps_equal_eager(tmp_path: Path, lora: bool) -> None:

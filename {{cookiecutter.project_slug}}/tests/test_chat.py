@@ -175,6 +175,23 @@ def test_packed_batch_loss_equals_the_examples_own_losses(tokenizer, attention: 
     assert packed_loss == pytest.approx(sums / counts, abs=1e-5)  # the examples' losses, weighted by answer tokens
 
 
+def test_a_packed_batch_of_several_rows_is_one_row_flash_attention_reads_as_packed(tokenizer) -> None:
+    """transformers' flash-attention path treats a batch as packed only with one row; with data.batch_size > 1
+    it would attend across the examples of each row: every packed batch is flattened into one row."""
+    from transformers.modeling_flash_attention_utils import _is_packed_sequence
+
+    examples = [encode(tokenizer, row["messages"]) for row in rows_of_sample(6)]
+    rows = [examples[:3], examples[3:]]
+    packed = pack_batch(rows, tokenizer.pad_token_id)
+    total = sum(len(example["input_ids"]) for example in examples)
+    assert packed["input_ids"].shape == packed["labels"].shape == packed["position_ids"].shape == (1, total)
+    assert "attention_mask" not in packed  # no padding at all
+    assert bool(_is_packed_sequence(packed["position_ids"], batch_size=packed["input_ids"].shape[0]))
+    starts = (packed["position_ids"][0] == 0).nonzero().flatten().tolist()
+    assert len(starts) == len(examples)  # positions restart once per example, in order
+    assert packed["input_ids"][0, starts[3] : starts[4]].tolist() == examples[3]["input_ids"]
+
+
 def test_length_grouping_pads_less_and_keeps_every_example() -> None:
     lengths = [int(n) for n in torch.randint(5, 200, (400,), generator=torch.Generator().manual_seed(0))]
     grouped = LengthGroupedSampler(lengths, batch_size=8, shuffle=True, seed=0)

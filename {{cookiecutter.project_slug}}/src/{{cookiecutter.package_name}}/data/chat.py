@@ -273,27 +273,20 @@ def pad_batch(examples: list[dict[str, list[int]]], pad_token_id: int) -> dict[s
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def pack_batch(rows: list[list[dict[str, list[int]]]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Several examples per row, with positions restarting at 0 for each and no attention mask.
+def pack_batch(rows: list[list[dict[str, list[int]]]], pad_token_id: int | None = None) -> dict[str, torch.Tensor]:
+    """Every example of the batch's packed rows in ONE row (the padding-free layout), positions restarting
+    at 0 for each, no padding and no attention mask (``pad_token_id`` is accepted and not needed).
 
     transformers reads restarting ``position_ids`` as packed sequences: a block-diagonal causal mask with
-    SDPA or eager attention, variable-length kernels with ``flash_attention_2``. The padding at the end of
-    a row is one more block that nothing attends to and nothing learns from.
+    SDPA or eager attention, variable-length kernels with ``flash_attention_2``. Its flash path sees
+    packing only in a batch of one row; with several rows it would attend across examples, hence one row.
     """
-    length = max(sum(len(example["input_ids"]) for example in row) for row in rows)
-    ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
-    labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
-    positions = torch.zeros((len(rows), length), dtype=torch.long)
-    for index, row in enumerate(rows):
-        offset = 0
-        for example in row:
-            size = len(example["input_ids"])
-            ids[index, offset : offset + size] = torch.tensor(example["input_ids"])
-            labels[index, offset : offset + size] = torch.tensor(example["labels"])
-            positions[index, offset : offset + size] = torch.arange(size)
-            offset += size
-        positions[index, offset:] = torch.arange(length - offset)
-    return {"input_ids": ids, "labels": labels, "position_ids": positions}
+    examples = [example for row in rows for example in row]
+    return {
+        "input_ids": torch.tensor([[token for example in examples for token in example["input_ids"]]]),
+        "labels": torch.tensor([[label for example in examples for label in example["labels"]]]),
+        "position_ids": torch.cat([torch.arange(len(example["input_ids"])) for example in examples]).unsqueeze(0),
+    }
 
 
 def first_fit(lengths: list[int], capacity: int) -> list[list[int]]:

@@ -33,8 +33,8 @@ def estimate_bytes(config: Any, double_quant: bool = True, unquantized_bytes: in
     """Parameter count and estimated weight bytes per mode for a transformers config.
 
     Quantized modes keep the parameters that are not quantized (embeddings, norms, the output
-    head) at ``unquantized_bytes`` each: 2 as a 16-bit ``dtype`` loads them, 4 in fp32 and after
-    QLoRA's training preparation (peft's ``prepare_model_for_kbit_training`` casts them to fp32).
+    head) at ``unquantized_bytes`` each: 2 as a 16-bit ``dtype`` loads them (QLoRA training keeps them so),
+    4 in fp32.
     """
     model = _meta_model(config)
     params = {id(p): p for p in model.parameters()}
@@ -127,24 +127,17 @@ def _free_without(model_bytes: int, free: int | None) -> int | None:
     return None if free is None else free + model_bytes
 
 
-def unquantized_bytes(precision: str, prepared_for_training: bool = False) -> int:
-    """Bytes per parameter that stays unquantized: 4 in fp32 or once prepared for k-bit training, else 2."""
-    return 4 if precision == "fp32" or prepared_for_training else 2
+def unquantized_bytes(precision: str) -> int:
+    """Bytes per parameter that stays unquantized: 4 in fp32, else 2 (also for QLoRA training, which casts
+    nothing: ``hf_loader.freeze_quantized_base``)."""
+    return 4 if precision == "fp32" else 2
 
 
 def build_report(
-    model: nn.Module,
-    name: str,
-    precision: str,
-    quantization: str,
-    double_quant: bool = True,
-    prepared_for_training: bool = False,
+    model: nn.Module, name: str, precision: str, quantization: str, double_quant: bool = True
 ) -> dict[str, Any]:
-    """The memory report (the keys of memory.json) for a loaded model (``prepared_for_training``: after
-    QLoRA's k-bit preparation, which holds the unquantized parameters in fp32)."""
-    parameters, estimates = estimate_bytes(
-        model.config, double_quant, unquantized_bytes(precision, prepared_for_training)
-    )
+    """The memory report (the keys of memory.json) for a loaded model."""
+    parameters, estimates = estimate_bytes(model.config, double_quant, unquantized_bytes(precision))
     resident = resident_bytes(model)
     device_map = getattr(model, "hf_device_map", None) or {"": next(iter(resident), "cpu")}
     mode = quantization if quantization != "none" else precision

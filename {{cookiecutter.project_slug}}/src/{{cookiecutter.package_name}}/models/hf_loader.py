@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,28 @@ def quantization_name(quantization: Any) -> str:
     return name
 
 
+def missing_cuda_kernel() -> str | None:
+    """Why bitsandbytes cannot run on this CUDA GPU, or None.
+
+    Without a native library for this torch's CUDA, bitsandbytes swaps in a mock that raises a RuntimeError
+    at the first native call (mid-load or mid-training); this reads the swap at import time instead.
+    """
+    if not torch.cuda.is_available():
+        return None
+    import bitsandbytes
+    from bitsandbytes import cextension
+
+    mock = getattr(cextension, "ErrorHandlerMockBNBNativeLibrary", None)
+    if mock is None or not isinstance(getattr(cextension, "lib", None), mock):
+        return None
+    return (
+        f"bitsandbytes {bitsandbytes.__version__} has no CUDA kernel for this torch (CUDA {torch.version.cuda}): "
+        "pip install -U bitsandbytes for a build that matches it, or use quantization=none"
+    )
+
+
 def require_bitsandbytes(name: str) -> None:
-    """Fail in one line when ``quantization`` needs bitsandbytes and it is not installed."""
+    """Fail in one line when ``quantization`` needs bitsandbytes and it is not installed or has no CUDA kernel."""
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
@@ -73,6 +94,9 @@ def require_bitsandbytes(name: str) -> None:
             f"quantization={name} needs bitsandbytes, which is not installed: "
             "pip install bitsandbytes (or pip install -e '.[quant]'), or use quantization=none."
         ) from None
+    problem = missing_cuda_kernel()
+    if problem:
+        raise UserError(f"quantization={name}: {problem}.")
 
 
 def doctor_answer() -> tuple[str, str]:
@@ -86,6 +110,9 @@ def doctor_answer() -> tuple[str, str]:
             "bitsandbytes?",
             f"installed but does not import ({type(error).__name__}: {first_line(error)[:120]})",
         )
+    problem = missing_cuda_kernel()
+    if problem:
+        return "bitsandbytes?", f"NOT usable: {problem}"
     where = "a CUDA GPU" if torch.cuda.is_available() else "the CPU only (slow; 4-bit training wants a CUDA GPU)"
     return "bitsandbytes?", f"{bitsandbytes.__version__}, usable on {where}"
 
@@ -255,14 +282,18 @@ def may_offload(device_map: Any) -> bool:
     return True  # auto/balanced/sequential: accelerate spills what does not fit
 
 
-def warn_quantized_spill(device_map: Any, quantization: str) -> bool:
-    """Warn (and return True) when a named device map (``auto``...) may spill layers of a quantized model.
+def warn_quantized_spill(device_map: Any, quantization: str, placed: Mapping[str, Any] | None = None) -> bool:
+    """Warn (and return True) when a named device map (``auto``...) spilled layers of a quantized model.
 
     transformers picks the modules to keep unquantized from the device map's CPU and disk entries before
     it expands a named map, so layers that ``auto`` spills stay 8-/4-bit on the CPU. Only a dict that
     names the spilled modules keeps them unquantized there (``llm_int8_enable_fp32_cpu_offload``).
+    ``placed``: the map the model was loaded with (``hf_device_map``); one that puts everything on GPUs
+    (the model fits) spilled nothing, so nothing is said.
     """
     if quantization not in QUANTIZED or not isinstance(device_map, str) or not may_offload(device_map):
+        return False
+    if placed is not None and not {str(value) for value in placed.values()} & {"cpu", "disk"}:
         return False
     log.warning(
         "model.device_map=%s with quantization=%s: layers it spills to the CPU stay %s there (transformers "
@@ -307,8 +338,13 @@ def limit_cpu_repacking(model: nn.Module, for_training: bool) -> list[str]:
     names = [name for name, layer in layers.items() if for_training or not cpu_packable(layer)]
     for name in names:
         layers[name].support_avx512bf16_for_cpu = False
-    if names:
-        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    on_cpu = [
+        name
+        for name in names
+        if getattr(layers[name], "weight", None) is not None and layers[name].weight.device.type == "cpu"
+    ]
+    if on_cpu:  # on a GPU host (QLoRA on CUDA) the fused CPU kernel never runs: nothing worth saying
+        shown = ", ".join(on_cpu[:3]) + (f" and {len(on_cpu) - 3} more" if len(on_cpu) > 3 else "")
         reason = (
             "a packed layer passes no gradient, and validation would pack it"
             if for_training
@@ -316,7 +352,7 @@ def limit_cpu_repacking(model: nn.Module, for_training: bool) -> list[str]:
         )
         log.info(
             "bitsandbytes CPU repacking is off for %d of %d 4-bit layers (%s): %s.",
-            len(names),
+            len(on_cpu),
             len(layers),
             shown,
             reason,
@@ -355,12 +391,23 @@ def enable_gradient_checkpointing(model: Any) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
 
 
+def freeze_quantized_base(model: nn.Module) -> None:
+    """Prepare a k-bit model for LoRA: freeze every base weight, casting nothing.
+
+    peft's ``prepare_model_for_kbit_training`` also casts every unquantized weight to fp32: the embeddings
+    and output head (+2.2 GB for Qwen2.5-7B) and so the whole residual stream. Here they stay in the compute
+    dtype, as TRL's SFT trainer keeps them; the adapters peft adds train in fp32.
+    """
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+
+
 def add_lora(model: nn.Module, lora: dict[str, Any], quantized: bool, gradient_checkpointing: bool) -> nn.Module:
-    """Wrap ``model`` with LoRA adapters (after k-bit preparation when quantized)."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    """Wrap ``model`` with LoRA adapters (over a frozen base, in its compute dtype, when quantized)."""
+    from peft import LoraConfig, get_peft_model
 
     if quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        freeze_quantized_base(model)
     if gradient_checkpointing:
         enable_gradient_checkpointing(model)
     targets = lora.get("target_modules") or "all-linear"
@@ -425,7 +472,6 @@ def load_causal_lm(
             "(QLoRA) or use quantization=none."
         )
     quantization_config = bnb_config(quantization, dtype, offload=may_offload(device_map))
-    warn_quantized_spill(device_map, quant)
     tokenizer = data.tokenizer if data is not None else None
     if names_no_weights(name_or_path):
         folder = Path(init_dir) if init_dir else Path(tempfile.mkdtemp(prefix="random_init_"))
@@ -460,13 +506,14 @@ def load_causal_lm(
             f"model.name_or_path={source} could not be loaded ({first_line(error)}): check the model "
             "options (dtype, device_map, offload_folder, quantization)."
         ) from None
+    warn_quantized_spill(device_map, quant, getattr(model, "hf_device_map", None))
     limit_cpu_repacking(model, for_training)
-    prepare_kbit = quant in QUANTIZED and for_training  # inference needs none of its fp32 casts
+    prepare_kbit = quant in QUANTIZED and for_training  # a frozen base for the adapters
     if use_lora:
         model = add_lora(model, lora, prepare_kbit, gradient_checkpointing)
     elif gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    if report:  # after the k-bit preparation: its fp32 casts are part of what training holds
+    if report:  # after LoRA: its adapters are part of what training holds
         double_quant = bool(dict(quantization).get("double_quant", True)) if hasattr(quantization, "items") else True
         footprint.log_report(
             footprint.build_report(
@@ -475,7 +522,6 @@ def load_causal_lm(
                 weights,
                 quant,
                 double_quant,
-                prepared_for_training=prepare_kbit and use_lora,
             )
         )
     if quant in QUANTIZED or not (kwargs["device_map"] is None or _single_device(kwargs["device_map"])):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ class Evaluation:
     """Accumulates one pass over a split; ``compute`` combines all DDP ranks (``tasks/metrics.py`` sums their states)."""
 
     split = "val"  # the split it scores, named in its figures
+    autocast: Callable[[], Any] | None = None  # the precision's context, set by the pass, for generation after it
 
     def update(self, model: nn.Module, batch: Any) -> None:
         raise NotImplementedError
@@ -45,7 +47,10 @@ class Task:
     def attach(self, model: nn.Module) -> None:
         """See the model as built, before training or any checkpoint changes it (DPO keeps its reference)."""
 
-    def training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+    def training_loss(self, model: nn.Module, batch: Any) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The micro-batch's mean loss; or ``(mean, items)``, a mean over ``items`` (e.g. answer tokens): with
+        several micro-batches or ranks per optimizer step the trainer then weighs every item the same, dividing
+        the summed loss by the item count of the whole step over every rank."""
         raise NotImplementedError
 
     def epoch_metrics(self) -> dict[str, float]:

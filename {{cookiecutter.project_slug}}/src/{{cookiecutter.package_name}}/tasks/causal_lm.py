@@ -18,14 +18,17 @@ from {{ cookiecutter.package_name }}.tasks.metrics import Mean
 log = logging.getLogger(__name__)
 
 
-def token_loss(model: nn.Module, batch: torch.Tensor | dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+def token_loss(
+    model: nn.Module, batch: torch.Tensor | dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor | int]:
     """Mean next-token cross-entropy over the batch, and how many tokens it averages.
 
-    A dict batch (chat data) carries its own ``labels``: only the labelled (answer) tokens count. No KV
-    cache: with one, transformers would not read restarting ``position_ids`` as packed examples.
+    A dict batch (chat data) carries its own ``labels``: only the labelled (answer) tokens count, and their
+    count stays on the device (no host sync). No KV cache: with one, transformers would not read restarting
+    ``position_ids`` as packed examples.
     """
     if isinstance(batch, dict):
-        return model(**batch, use_cache=False).loss, int((batch["labels"][:, 1:] != -100).sum())
+        return model(**batch, use_cache=False).loss, (batch["labels"][..., 1:] != -100).sum()
     output = model(input_ids=batch, labels=batch)
     return output.loss, batch[:, 1:].numel()
 
@@ -72,7 +75,9 @@ class CausalLMEvaluation(Evaluation):
             "repetition_penalty": 1.2,
             "pad_token_id": self.tokenizer.pad_token_id,
         }
-        continuations = generate(unwrap(self.model), self.tokenizer, prompts, settings, batch_size=len(prompts))
+        continuations = generate(
+            unwrap(self.model), self.tokenizer, prompts, settings, batch_size=len(prompts), autocast=self.autocast
+        )
         texts = self.tokenizer.batch_decode(prompts, skip_special_tokens=True)
         return list(zip(texts, continuations, strict=True))
 
@@ -80,7 +85,8 @@ class CausalLMEvaluation(Evaluation):
         if self.held_out and self.model is not None:
             from {{ cookiecutter.package_name }}.tasks.chat_answers import answers_table
 
-            return {"answers": answers_table(unwrap(self.model), self.tokenizer, self.held_out, self.new_tokens)}
+            table = answers_table(unwrap(self.model), self.tokenizer, self.held_out, self.new_tokens, self.autocast)
+            return {"answers": table}
         samples = self.generate()
         for prompt, continuation in samples:
             log.info("Sample: %r -> %r", prompt, continuation)
@@ -110,7 +116,14 @@ class CausalLMTask(Task):
         self.held_out = getattr(info, "held_out", [])
         self.loss = Mean()  # a diverged model shows loss=nan
 
-    def training_loss(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    def training_loss(
+        self, model: nn.Module, batch: torch.Tensor | dict[str, torch.Tensor]
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Blocks of text: the mean over their tokens (every block has as many). Chat data: the mean over its
+        answer tokens and their count, so that each answer token weighs the same over the optimizer step."""
+        if isinstance(batch, dict):
+            loss, tokens = token_loss(model, batch)
+            return loss, torch.as_tensor(tokens)
         return token_loss(model, batch)[0]
 
     def evaluation(self, stage: str = "val") -> CausalLMEvaluation:

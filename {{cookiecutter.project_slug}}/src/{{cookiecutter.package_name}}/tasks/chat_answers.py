@@ -51,13 +51,19 @@ def show(messages: list[dict[str, str]]) -> str:
 
 
 def answers_table(
-    model: Any, tokenizer: Any, held_out: list[tuple[list[dict[str, str]], str]], new_tokens: int
+    model: Any,
+    tokenizer: Any,
+    held_out: list[tuple[list[dict[str, str]], str]],
+    new_tokens: int,
+    autocast: Callable[[], Any] | None = None,
 ) -> tuple[list[str], list[list[str]]]:
-    """(prompt, reference, greedy answer, sampled answer) for each held-out prompt."""
+    """(prompt, reference, greedy answer, sampled answer) for each held-out prompt, under ``autocast`` if given."""
     conversations = [messages for messages, _ in held_out]
-    greedy = answer(model, tokenizer, conversations, {"max_new_tokens": new_tokens, "do_sample": False})
+    greedy = answer(
+        model, tokenizer, conversations, {"max_new_tokens": new_tokens, "do_sample": False}, autocast=autocast
+    )
     torch.manual_seed(0)
-    sampled = answer(model, tokenizer, conversations, {"max_new_tokens": new_tokens, **SAMPLING})
+    sampled = answer(model, tokenizer, conversations, {"max_new_tokens": new_tokens, **SAMPLING}, autocast=autocast)
     rows = [
         [show(messages), reference, first, second]
         for (messages, reference), first, second in zip(held_out, greedy, sampled, strict=True)

@@ -59,7 +59,7 @@ class Mean:
     def reset(self) -> None:
         self.total = None
 
-    def update(self, values: torch.Tensor, weight: float | None = None) -> None:
+    def update(self, values: torch.Tensor, weight: float | torch.Tensor | None = None) -> None:
         """Add ``values`` (each with weight 1), or one value standing for ``weight`` items (a batch mean)."""
         values = values.detach()
         if self.total is None:

@@ -245,6 +245,11 @@ class StopSignals:
                 pass
         return self
 
+    @property
+    def several(self) -> bool:
+        """Several ranks: :meth:`agreed` is a collective, so the trainer asks only where it syncs anyway."""
+        return self._several
+
     def agreed(self, device: torch.device) -> bool:
         """Whether any rank received a stop signal: a flag read in one process, one integer all-reduced under DDP."""
         if not self._several:

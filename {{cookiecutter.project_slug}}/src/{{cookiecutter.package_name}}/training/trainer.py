@@ -35,6 +35,7 @@ from {{ cookiecutter.package_name }}.training.cluster import StopSignals, Traini
 from {{ cookiecutter.package_name }}.training.compiling import compile_model, eager
 from {{ cookiecutter.package_name }}.training.early_stopping import EarlyStopping
 from {{ cookiecutter.package_name }}.training.fsdp import Sharding, is_sharded, match_forward_passes, without_samples
+from {{ cookiecutter.package_name }}.training.loss_weighting import divide_gradients
 from {{ cookiecutter.package_name }}.training.precision import Precision
 from {{ cookiecutter.package_name }}.training.sharded_checkpoint import SUFFIX, ShardedCheckpointer, sharded_path
 from {{ cookiecutter.package_name }}.training.state import TrainingState
@@ -97,6 +98,7 @@ class Trainer:
         self.signals = StopSignals()
         self.sharding = Sharding(**fsdp) if fsdp is not None else None  # FSDP2 and sharded (DCP) checkpoints
         self.checkpointer = ShardedCheckpointer(bool(fsdp and fsdp.get("async_save")))
+        self.step_items: torch.Tensor | None = None  # answer tokens of this optimizer step's micro-batches so far
 
     # ----------------------------------------------------------------- public API
     def fit(
@@ -181,10 +183,12 @@ class Trainer:
             if not last_of_step:
                 continue
             self.optimizer_step()
-            if state.global_step % self.log_every == 0:
+            log_step = state.global_step % self.log_every == 0
+            if log_step:
                 self._log_step(loss, bar)
             self._emit("on_train_step_end", loss)
-            self._stop_if_signalled(bar)
+            if log_step or index + 1 == batches or not self.signals.several:  # under DDP: a collective
+                self._stop_if_signalled(bar)
             if self._step_limit_reached():
                 break
         bar.close()
@@ -192,8 +196,12 @@ class Trainer:
     def optimizer_step(self) -> None:
         """Clip, step the optimizer (through the scaler) and the schedule, clear the gradients."""
         optimizer, scaler = self.state.optimizer, self.state.scaler
-        if self.clip:
+        if self.clip or self.step_items is not None:
             scaler.unscale_(optimizer)
+        if self.step_items is not None:  # summed losses: per item over the whole step and every rank
+            divide_gradients(self.model.parameters(), self.step_items)
+            self.step_items = None
+        if self.clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
         if self.precision.optimizer_step(scaler, optimizer):  # fp16 skips steps with inf gradients: so does the LR
             self.state.scheduler.step()
@@ -270,13 +278,20 @@ class Trainer:
         with self.model.no_sync() if skip_sync else contextlib.nullcontext():  # type: ignore[operator]
             with self.precision.autocast():
                 loss = self.task.training_loss(self.model, batch)
+            if isinstance(loss, tuple):  # (mean, items)
+                loss, items = loss
+                if self.accumulate > 1 or runtime.world_size() > 1:  # optimizer_step divides by the step's items
+                    self.step_items = items if self.step_items is None else self.step_items + items
+                    self.state.scaler.scale(loss * items).backward()
+                    return loss.detach()
             self.state.scaler.scale(loss / self.accumulate if self.accumulate > 1 else loss).backward()
         return loss.detach()
 
     def _log_step(self, loss: torch.Tensor, bar: tqdm) -> None:
-        """Read the loss back from the device and log it: on one process, the training path's one host sync
-        (every ``log_every_n_steps`` steps). Under DDP the ranks also agree here on the loss being finite,
-        and at every step on stop signals (:meth:`StopSignals.agreed`)."""
+        """Read the loss back from the device and log it: the training path's one host sync (every
+        ``log_every_n_steps`` steps, and none between). Under DDP the ranks also agree here on the loss being
+        finite and on stop signals (:meth:`StopSignals.agreed`, also at an epoch's last step); one process
+        reads its stop flag at every step without a sync."""
         value = loss.item()
         if dist.any_rank(not math.isfinite(value), self.device):  # under DDP every rank stops at this step
             raise UserError(
@@ -343,7 +358,7 @@ class Trainer:
         return train, self.datamodule.loader("val")
 
     def _stop_if_signalled(self, bar: tqdm | None = None) -> None:
-        """After a stop signal (on any rank, compared at every step): save last.pt and stop."""
+        """After a stop signal (on any rank): save last.pt and stop."""
         if self.signals.agreed(self.device):
             if bar is not None:
                 bar.close()
@@ -417,6 +432,7 @@ def evaluation_pass(
     gets each batch's index; ``after_pass`` gets the last batch (on the device, or None) and the batch count."""
     model.eval()
     set_epoch(loader, 0)
+    evaluation.autocast = precision.autocast  # its generated samples or answers run under the same precision
     batches = len(loader) if not limit else min(len(loader), limit)
     batch = None
     for index, batch in enumerate(islice(iter(loader), batches)):
