@@ -122,7 +122,7 @@ def train(cfg: DictConfig) -> float | None:
     trainer = instantiate(cfg.trainer, precision=instantiate(cfg.precision), output_dir=output_dir, loggers=loggers)
     extra: dict[str, Any] = {}
     if cfg.get("init_from"):
-        from {{ cookiecutter.package_name }}.models import init_from
+        from {{ cookiecutter.package_name }}.models import init_from  # type: ignore[attr-defined,unused-ignore]
 
         extra["init_from"] = init_from.apply(cfg, output_dir)
     built = build_run(cfg)

@@ -226,7 +226,7 @@ def load_run(
     checkpoint = checkpoint_path(folder, ckpt)
     config = load_config(folder, overrides)
     if config.get("init_from"):  # the start the run was trained from (merged adapters: in the run folder)
-        from {{ cookiecutter.package_name }}.models import init_from
+        from {{ cookiecutter.package_name }}.models import init_from  # type: ignore[attr-defined,unused-ignore]
 
         init_from.apply(config, folder, merge=False)
     seed_everything(int(config.seed))
