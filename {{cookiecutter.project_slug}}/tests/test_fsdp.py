@@ -22,8 +22,10 @@ import pytest
 import torch
 from torch import nn
 
+from {{ cookiecutter.package_name }} import runtime
 from {{ cookiecutter.package_name }}.config.quoting import path_override
 from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.models import hf_loader
 from {{ cookiecutter.package_name }}.training import fsdp
 
 from conftest import PACKAGE, PROJECT_ROOT, needs_torchrun, offline_env, run_module
@@ -115,11 +117,8 @@ def test_lora_blocks_are_found_through_the_adapter() -> None:
 
 
 def test_quantized_weights_are_refused_in_one_line() -> None:
-    class Params4bit(nn.Parameter):  # bitsandbytes' 4-bit weight class, by name
-        pass
-
-    model = nn.Linear(4, 4)
-    model.weight = Params4bit(torch.zeros(4, 4), requires_grad=False)
+    """The loader marks a 4-bit/8-bit model (tests/test_quantized_cpu.py checks it); sharding it stops in one line."""
+    model = runtime.mark_unshardable(nn.Linear(4, 4), hf_loader.FSDP_REFUSAL)
     with pytest.raises(UserError, match="trainer=ddp with quantization=4bit.*quantization=none"):
         fsdp.Sharding().shard(model, torch.device("cpu"), "fp32")
 

@@ -17,10 +17,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from {{ cookiecutter.package_name }} import runtime
 from {{ cookiecutter.package_name }}.config.quoting import path_override
 from {{ cookiecutter.package_name }}.data.text import SAMPLE_CORPUS, read_documents, train_tokenizer
 from {{ cookiecutter.package_name }}.errors import UserError
-from {{ cookiecutter.package_name }}.models.hf_loader import limit_cpu_repacking, load_causal_lm, resolve_device_map
+from {{ cookiecutter.package_name }}.models.hf_loader import (
+    FSDP_REFUSAL,
+    limit_cpu_repacking,
+    load_causal_lm,
+    resolve_device_map,
+)
 from {{ cookiecutter.package_name }}.runtime import usable_precision
 from {{ cookiecutter.package_name }}.train import train
 
@@ -159,6 +165,7 @@ def test_training_keeps_every_4bit_layer_unpacked(
         )
     assert not any(repacking_flags(model).values())
     assert len(repacking_lines(caplog)) == (1 if forced else 0)
+    assert runtime.unshardable_reason(model) == FSDP_REFUSAL  # trainer=fsdp refuses it in one line
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-2)
     for _ in range(2):  # train, validate, train: the second backward reaches every adapter

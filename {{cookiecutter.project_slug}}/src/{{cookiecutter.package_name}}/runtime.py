@@ -142,6 +142,7 @@ def usable_precision(name: str, device: torch.device | None = None) -> str:
 
 
 # ----------------------------------------------------------------- models
+UNSHARDABLE = "unshardable_because"  # attribute a builder sets on a model whose weights FSDP cannot shard
 PLACED = "placed_by_builder"  # attribute a builder sets on a model it has put on its devices itself
 
 
@@ -149,6 +150,18 @@ def mark_placed(model: nn.Module) -> nn.Module:
     """Say that ``model``'s builder placed its weights (e.g. a device map): the trainer must not move it."""
     setattr(model, PLACED, True)
     return model
+
+
+def mark_unshardable(model: nn.Module, reason: str) -> nn.Module:
+    """Say that ``model``'s weights cannot be sharded (``trainer=fsdp``), with the one line that says why and what
+    to do instead: the builder knows its weights, the sharding code need not."""
+    setattr(model, UNSHARDABLE, reason)
+    return model
+
+
+def unshardable_reason(model: nn.Module) -> str | None:
+    """The reason :func:`mark_unshardable` gave for ``model``, or None."""
+    return getattr(model, UNSHARDABLE, None)
 
 
 def place(model: nn.Module, device: torch.device) -> nn.Module:

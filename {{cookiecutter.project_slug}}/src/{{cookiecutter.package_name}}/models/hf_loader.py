@@ -28,6 +28,7 @@ from {{ cookiecutter.package_name }}.runtime import (
     is_main_process,
     launched_distributed,
     mark_placed,
+    mark_unshardable,
     usable_precision,
     world_size,
 )
@@ -35,6 +36,11 @@ from {{ cookiecutter.package_name }}.runtime import (
 log = logging.getLogger(__name__)
 
 QUANTIZED = {"8bit", "4bit"}
+# FSDP2 cannot shard bitsandbytes' packed 4-bit/8-bit weights (their parameter classes).
+FSDP_REFUSAL = (
+    "trainer=fsdp cannot shard a 4-bit/8-bit (QLoRA) model: use trainer=ddp with quantization=4bit "
+    "(QLoRA on every GPU), or quantization=none precision=bf16 for LoRA on a sharded bf16 base."
+)
 LORA_RULES = {"r": at_least(1), "dropout": FRACTION}  # what model.lora.* accepts
 CPU_PACK_BLOCK = 32  # bitsandbytes' fused CPU 4-bit kernel packs out_features in blocks of this size
 
@@ -524,6 +530,8 @@ def load_causal_lm(
                 double_quant,
             )
         )
+    if quant in QUANTIZED:
+        mark_unshardable(model, FSDP_REFUSAL)
     if quant in QUANTIZED or not (kwargs["device_map"] is None or _single_device(kwargs["device_map"])):
         mark_placed(model)  # bitsandbytes layers and device-mapped models must not be moved with .to()
     return model

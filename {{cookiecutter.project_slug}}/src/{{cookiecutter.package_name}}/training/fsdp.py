@@ -27,11 +27,6 @@ from {{ cookiecutter.package_name }}.training import distributed as dist
 
 log = logging.getLogger(__name__)
 
-QUANTIZED_PARAMETERS = {
-    "Params4bit",
-    "Int8Params",
-}  # the packed 4-bit/8-bit weight classes (QLoRA): FSDP cannot shard them
-
 
 @dataclass
 class Sharding:
@@ -45,7 +40,9 @@ class Sharding:
 
     def shard(self, model: nn.Module, device: torch.device, precision: str) -> nn.Module:
         """``model`` with every block and then the root under ``fully_shard`` (in place)."""
-        refuse_quantized(model)
+        reason = runtime.unshardable_reason(model)  # its builder knows (e.g. packed low-bit weights)
+        if reason:
+            raise UserError(reason)
         blocks = find_blocks(model, self.blocks)
         if self.activation_checkpointing:
             for block in blocks:
@@ -84,15 +81,6 @@ def mixed_precision(precision: str) -> Any:
     return MixedPrecisionPolicy(param_dtype=runtime.DTYPES[precision], reduce_dtype=torch.float32)
 
 
-def refuse_quantized(model: nn.Module) -> None:
-    """4-bit/8-bit (QLoRA) weights cannot be sharded by FSDP2 here: one line naming the alternatives."""
-    if any(type(parameter).__name__ in QUANTIZED_PARAMETERS for parameter in model.parameters()):
-        raise UserError(
-            "trainer=fsdp cannot shard a 4-bit/8-bit (QLoRA) model: use trainer=ddp with quantization=4bit "
-            "(QLoRA on every GPU), or quantization=none precision=bf16 for LoRA on a sharded bf16 base."
-        )
-
-
 def find_blocks(model: nn.Module, path: str | None = None) -> list[nn.Module]:
     """The modules to shard one by one: ``path`` (a dotted name of a module list, e.g. ``model.layers``),
     else the model's transformer blocks (a Hugging Face model's ``_no_split_modules``: its decoder layers),
@@ -110,7 +98,7 @@ def find_blocks(model: nn.Module, path: str | None = None) -> list[nn.Module]:
         raise UserError(
             f"trainer.fsdp.blocks={path} names no module of this model: use one of {lists[:5] or ['null']}."
         )
-    base = bare.get_base_model() if hasattr(bare, "get_base_model") else bare  # type: ignore[operator]  # peft
+    base = bare.get_base_model() if hasattr(bare, "get_base_model") else bare  # type: ignore[operator]  # an adapter wrapper's
     names = set(getattr(base, "_no_split_modules", None) or [])
     blocks = [module for module in bare.modules() if type(module).__name__ in names]
     if blocks:
