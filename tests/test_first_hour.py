@@ -124,7 +124,7 @@ def test_each_mistake_gets_one_line_with_its_fix(outcome: tuple[list[Case], dict
 def test_every_mixed_task_data_and_model_is_refused(outcome: tuple[list[Case], dict]) -> None:
     cases, results = outcome
     if cases is not BOTH_CASES:
-        assert results["fits"] == []  # one task: nothing can be mixed
+        assert not any(fit["mixed"] for fit in results["fits"])  # one purpose: nothing can be mixed
         return
     fits = results["fits"]
     assert len(fits) >= 50 and sum(fit["mixed"] for fit in fits) >= 30

@@ -15,10 +15,11 @@ import pytest
 import torch
 from torch import nn
 
+from {{ cookiecutter.package_name }}.config.quoting import path_override
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.training import compiling
 
-from conftest import PACKAGE, PROJECT_ROOT, compose_config, offline_env, run_module
+from conftest import PACKAGE, PROJECT_ROOT, compose_config, needs_torchrun, offline_env, run_module
 
 # scheduler=none: a run of 10 steps resumed to 20 then follows the learning rates of a 20-step run
 STEPS = ["logger=csv", "trainer.device=cpu", "precision=fp32", "scheduler=none", "trainer.limit_train_batches=5"]
@@ -30,7 +31,7 @@ def train_run(folder: Path, epochs: int, compiled: bool, resume: Path | None = N
     from {{ cookiecutter.package_name }}.train import train
 
     overrides = [*STEPS, f"trainer.max_epochs={epochs}", f"trainer.compile={str(compiled).lower()}"]
-    train(compose_config([*overrides, f"resume={resume or 'none'}"], output_dir=folder))
+    train(compose_config([*overrides, path_override("resume", resume or "none")], output_dir=folder))
     return torch.load(folder / "checkpoints" / "last.pt", weights_only=True)["model"]
 
 
@@ -93,11 +94,16 @@ def test_checkpoints_resume_across_compiled_and_eager(runs: dict[str, Path], fir
 def test_evaluate_predict_export_from_a_compiled_run(tmp_path: Path) -> None:
     run = tmp_path / "run"
     trained = run_module(
-        "train", "debug=fast", "logger=csv", "trainer.device=cpu", "trainer.compile=true", f"hydra.run.dir={run}"
+        "train",
+        "debug=fast",
+        "logger=csv",
+        "trainer.device=cpu",
+        "trainer.compile=true",
+        path_override("hydra.run.dir", run),
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "torch.compile: " in (run / "train.log").read_text(encoding="utf-8")
-    evaluated = run_module("evaluate", f"run={run}", f"output={tmp_path / 'eval'}")
+    evaluated = run_module("evaluate", path_override("run", run), path_override("output", tmp_path / "eval"))
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     if "causal_lm" in (run / ".hydra" / "config.yaml").read_text(encoding="utf-8"):
         inputs = tmp_path / "prompts.txt"
@@ -108,10 +114,15 @@ def test_evaluate_predict_export_from_a_compiled_run(tmp_path: Path) -> None:
         inputs = tmp_path / "images"
         inputs.mkdir()
         Image.new("L", (8, 8), color=128).save(inputs / "gray.png")
-    predicted = run_module("predict", f"run={run}", f"input={inputs}", f"output={tmp_path / 'predict'}")
+    predicted = run_module(
+        "predict",
+        path_override("run", run),
+        path_override("input", inputs),
+        path_override("output", tmp_path / "predict"),
+    )
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert any((tmp_path / "predict").iterdir())
-    exported = run_module("export", f"run={run}", f"output={tmp_path / 'export'}")
+    exported = run_module("export", path_override("run", run), path_override("output", tmp_path / "export"))
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert (tmp_path / "export" / "README.md").is_file()
 
@@ -171,6 +182,7 @@ def test_the_cache_lives_in_a_stable_folder(monkeypatch: pytest.MonkeyPatch, tmp
     assert compiling.cache_dir() == tmp_path / "cache" / PACKAGE / "torch_compile"  # not torch's temp folder
 
 
+@needs_torchrun
 @pytest.mark.slow
 def test_ddp_compiled_equals_ddp_eager(tmp_path: Path) -> None:
     """2 CPU processes (gloo), 10 steps each way: the same weights."""
@@ -179,7 +191,7 @@ def test_ddp_compiled_equals_ddp_eager(tmp_path: Path) -> None:
         folder = tmp_path / str(compiled)
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
         command += [f"{PACKAGE}.train", "trainer=ddp", *STEPS, "trainer.max_epochs=2"]
-        command += [f"trainer.compile={str(compiled).lower()}", f"hydra.run.dir={folder}"]
+        command += [f"trainer.compile={str(compiled).lower()}", path_override("hydra.run.dir", folder)]
         env = {**offline_env(), "OMP_NUM_THREADS": "1"}
         result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]

@@ -223,13 +223,15 @@ def test_evaluate_and_export_a_sharded_run_in_one_process(runs: dict[str, Path],
     run = runs["two"]
     # the 2 ranks tested limit_val_batches=2 batches of 4 each: the first 16 examples, one batch of 8 x 2 here
     batch = f"data.batch_size={GLOBAL_BATCH}"
-    result = run_module("evaluate", f"run={run}", "split=test", batch, f"output={tmp_path / 'eval'}")
+    result = run_module(
+        "evaluate", path_override("run", run), "split=test", batch, path_override("output", tmp_path / "eval")
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     measured = json.loads((tmp_path / "eval" / "eval.json").read_text(encoding="utf-8"))["metrics"]["test/loss"]
     tested = json.loads((run / "summary.json").read_text(encoding="utf-8"))["test"]["test/loss"]
     assert measured == pytest.approx(tested, abs=1e-5)
 
-    result = run_module("export", f"run={run}", f"output={tmp_path / 'export'}")
+    result = run_module("export", path_override("run", run), path_override("output", tmp_path / "export"))
     assert result.returncode == 0, result.stderr[-3000:]
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
     trained = AutoModelForCausalLM.from_pretrained(run / "random_init").eval()
