@@ -36,6 +36,7 @@ GLOBAL_BATCH = 8
 LM = [
     "trainer=fsdp",
     "experiment=tiny_lm",
+    "quantization=none",  # also in 4-bit renders: FSDP shards a full-precision base (QLoRA is refused)
     "logger=csv",
     "precision=fp32",
     "scheduler=none",

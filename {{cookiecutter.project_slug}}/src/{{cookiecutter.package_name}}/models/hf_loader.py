@@ -36,7 +36,8 @@ from {{ cookiecutter.package_name }}.runtime import (
 log = logging.getLogger(__name__)
 
 QUANTIZED = {"8bit", "4bit"}
-# FSDP2 cannot shard bitsandbytes' packed 4-bit/8-bit weights (their parameter classes).
+# FSDP2 cannot shard bitsandbytes' packed 4-bit/8-bit weights (these parameter classes).
+PACKED_WEIGHTS = {"Params4bit", "Int8Params"}
 FSDP_REFUSAL = (
     "trainer=fsdp cannot shard a 4-bit/8-bit (QLoRA) model: use trainer=ddp with quantization=4bit "
     "(QLoRA on every GPU), or quantization=none precision=bf16 for LoRA on a sharded bf16 base."
@@ -530,7 +531,7 @@ def load_causal_lm(
                 double_quant,
             )
         )
-    if quant in QUANTIZED:
+    if any(type(parameter).__name__ in PACKED_WEIGHTS for parameter in model.parameters()):
         mark_unshardable(model, FSDP_REFUSAL)
     if quant in QUANTIZED or not (kwargs["device_map"] is None or _single_device(kwargs["device_map"])):
         mark_placed(model)  # bitsandbytes layers and device-mapped models must not be moved with .to()
