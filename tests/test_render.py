@@ -106,6 +106,7 @@ def test_rendered_project_tests_pass(case: tuple[str, Path], tmp_path: Path) -> 
     name, project = case
     selection = [] if name in FULL_SUITE else ["-m", "not slow"]
     basetemp = tmp_path.joinpath(*KOREAN_TEMP)
+    basetemp.parent.mkdir(parents=True, exist_ok=True)  # pytest makes the basetemp itself, not its parents
     result = run_in(project, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", "--basetemp", str(basetemp),
                     *selection)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
