@@ -46,7 +46,7 @@ def test_an_unknown_option_in_a_list_is_named_with_the_valid_ones() -> None:
     from {{ cookiecutter.package_name }}.config.checks import check_overrides
     from {{ cookiecutter.package_name }}.errors import UserError
 
-    with pytest.raises(UserError, match=r"^logger=tensorbord is not an option of logger:.* The options are csv, "):
+    with pytest.raises(UserError, match=r"^logger=tensorbord is not an option of logger:.* The options are csv\b"):
         check_overrides("train", ["logger=[csv,tensorbord]"])
 
 
