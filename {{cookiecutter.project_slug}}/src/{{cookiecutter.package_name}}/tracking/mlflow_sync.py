@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from {{ cookiecutter.package_name }}.errors import UserError, exit_on_user_error
+from {{ cookiecutter.package_name }}.errors import UserError, asked_for_help, exit_on_user_error
 from {{ cookiecutter.package_name }}.tracking.mlflow_logger import METRICS_PER_BATCH, RECORD, server_uri
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,7 @@ def sync(run_folder: Path, server: str | None = None) -> str:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in {"-h", "--help"} or len(args) > 2:
-        print(__doc__)
+    if asked_for_help(args if 0 < len(args) <= 2 else ["--help"], __doc__ or ""):  # no or too many arguments: usage
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sync(Path(args[0]), args[1] if len(args) > 1 else None)
