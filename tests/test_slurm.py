@@ -121,10 +121,14 @@ def step_reached(marker: Path, step: int) -> bool:
 
 
 def lift_requeue_hold(env: dict[str, str], job: str) -> None:
-    """Once the requeued job is pending, let it start now instead of after SLURM's ~120 s hold."""
+    """Once the requeued job is pending, let it start in a few seconds instead of after SLURM's ~120 s hold.
+
+    Not at once: slurmd revoked the job's credential when it killed the first run, and refuses a new
+    one issued within the same second ("Job credential revoked"), which fails the requeued job.
+    """
     wait_for(f"job {job} to be requeued", lambda: job_info(env, job).get("JobState") == "PENDING"
              and int(job_info(env, job).get("Restarts", "0")) >= 1)
-    sh(env, "scontrol", "update", f"JobId={job}", "StartTime=now")
+    sh(env, "scontrol", "update", f"JobId={job}", "StartTime=now+3")
 
 
 def weights(path: Path) -> dict:
@@ -245,7 +249,7 @@ def test_readme_sbatch_script_requeues_at_the_time_limit_and_scancel_cancels(pro
     sh(env, "scancel", "--batch", "--signal=USR1", job)  # what --signal=B:USR1@180 sends the batch shell
     lift_requeue_hold(env, job)
     wait_for("the resumed run", lambda: "Resumed from" in (run / "train.log").read_text(encoding="utf-8"),
-             timeout=300)
+             timeout=300, job=(env, job, tmp_path / "job.log"))
     marker.unlink(missing_ok=True)
     wait_for("a step after the resume", lambda: marker.is_file(), timeout=300)
     sh(env, "scancel", job)
