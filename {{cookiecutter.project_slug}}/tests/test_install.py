@@ -18,6 +18,7 @@ from conftest import PACKAGE, PROJECT_ROOT, offline_env, run_module
 
 SLUG = "{{ cookiecutter.project_slug }}"
 ENV_VAR = "{{ cookiecutter.package_name | upper }}_CONFIG_PATH"
+REQUIRES_PYTHON = "{{ cookiecutter.python_version }}"  # pyproject.toml's requires-python lower bound
 
 
 def user_configs(folder: Path) -> Path:
@@ -52,6 +53,11 @@ def console(venv: Path, name: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    sys.version_info < tuple(map(int, REQUIRES_PYTHON.split("."))),
+    reason=f"pip refuses to install this project (requires-python >={REQUIRES_PYTHON}) into Python "
+    f"{sys.version_info.major}.{sys.version_info.minor}: run the tests with Python {REQUIRES_PYTHON} or newer",
+)
 def test_non_editable_install_trains_evaluates_and_predicts_from_anywhere(tmp_path: Path) -> None:
     """``pip install .`` into a fresh venv (which sees this environment's packages through a .pth file),
     then the console scripts run from an unrelated folder, with no PYTHONPATH and no checkout around."""
