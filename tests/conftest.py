@@ -98,7 +98,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "started for the session (installs Debian's packages when missing and root)")
 
 
+# The render suites take minutes each: they start first, longest first, so that neither of xdist's two
+# workers is left with one at the end while the other idles.
+RENDER_SUITES_LONGEST_FIRST = ("both-8bit", "lm-4bit", "default", "vision-csv-fp32")
+
+
+def suite_rank(item: pytest.Item) -> int:
+    if getattr(item, "originalname", "") != "test_rendered_project_tests_pass":
+        return len(RENDER_SUITES_LONGEST_FIRST)
+    case = item.callspec.params.get("case")  # type: ignore[attr-defined]
+    return RENDER_SUITES_LONGEST_FIRST.index(case) if case in RENDER_SUITES_LONGEST_FIRST else 0
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=suite_rank)  # stable: every other test keeps its place
     if config.getoption("--slurm"):
         return
     skip = pytest.mark.skip(reason="needs a one-node SLURM: run `make test-slurm` (or pytest --slurm)")
