@@ -90,13 +90,14 @@ def train_on_two_ranks(run: Path, *overrides: str) -> Path:
     return run
 
 
-def evaluated_alone(run: Path, split: str, output: Path) -> dict[str, float]:
-    """The metrics ``evaluate`` writes for ``split`` of ``run``, in one process."""
-    import json
+def evaluated_alone(run: Path, split: str) -> dict[str, float]:
+    """The metrics ``evaluate`` computes for ``split`` of ``run`` (its loader and pass), in this process: one
+    process, no process group, and no interpreter start per split."""
+    from {{ cookiecutter.package_name }}.evaluate import evaluate_split
+    from {{ cookiecutter.package_name }}.inference.run_folder import load_run
 
-    result = run_module("evaluate", path_override("run", run), f"split={split}", path_override("output", output))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads((output / "eval.json").read_text(encoding="utf-8"))["metrics"]
+    evaluation = evaluate_split(load_run(run, [], "best"), split)
+    return {f"{split}/{key}": float(value) for key, value in evaluation.compute().items()}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -90,18 +90,11 @@ def test_checkpoints_resume_across_compiled_and_eager(runs: dict[str, Path], fir
     assert_close(weights(runs[f"{first}_then_{then}"]), weights(runs["eager"]))
 
 
+@needs_torchrun
 @pytest.mark.slow
-def test_evaluate_predict_export_from_a_compiled_run(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    trained = run_module(
-        "train",
-        "debug=fast",
-        "logger=csv",
-        "trainer.device=cpu",
-        "trainer.compile=true",
-        path_override("hydra.run.dir", run),
-    )
-    assert trained.returncode == 0, trained.stderr[-3000:]
+def test_evaluate_predict_export_from_a_compiled_run(ddp_runs: dict[bool, Path], tmp_path: Path) -> None:
+    """A compiled run's checkpoint (2 DDP ranks) loads in one eager process: evaluate, predict, export."""
+    run = ddp_runs[True]
     assert "torch.compile: " in (run / "train.log").read_text(encoding="utf-8")
     evaluated = run_module("evaluate", path_override("run", run), path_override("output", tmp_path / "eval"))
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
@@ -182,22 +175,29 @@ def test_the_cache_lives_in_a_stable_folder(monkeypatch: pytest.MonkeyPatch, tmp
     assert compiling.cache_dir() == tmp_path / "cache" / PACKAGE / "torch_compile"  # not torch's temp folder
 
 
-@needs_torchrun
-@pytest.mark.slow
-def test_ddp_compiled_equals_ddp_eager(tmp_path: Path) -> None:
-    """2 CPU processes (gloo), 10 steps each way: the same weights."""
-    results = {}
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, Path]:
+    """Run folders of 2 CPU processes (gloo), 10 steps, eager (False) and compiled (True)."""
+    root = tmp_path_factory.mktemp("ddp_compile")
+    folders = {}
     for compiled in (False, True):
-        folder = tmp_path / str(compiled)
+        folder = root / str(compiled)
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
         command += [f"{PACKAGE}.train", "trainer=ddp", *STEPS, "trainer.max_epochs=2"]
         command += [f"trainer.compile={str(compiled).lower()}", path_override("hydra.run.dir", folder)]
         env = {**offline_env(), "OMP_NUM_THREADS": "1"}
         result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
-        results[compiled] = weights(folder)
-    assert "torch.compile: " in (tmp_path / "True" / "train.rank1.log").read_text(encoding="utf-8")
-    assert_close(results[True], results[False])
+        folders[compiled] = folder
+    return folders
+
+
+@needs_torchrun
+@pytest.mark.slow
+def test_ddp_compiled_equals_ddp_eager(ddp_runs: dict[bool, Path]) -> None:
+    """2 CPU processes (gloo), 10 steps each way: the same weights."""
+    assert "torch.compile: " in (ddp_runs[True] / "train.rank1.log").read_text(encoding="utf-8")
+    assert_close(weights(ddp_runs[True]), weights(ddp_runs[False]))
 
 
 @pytest.mark.parametrize(

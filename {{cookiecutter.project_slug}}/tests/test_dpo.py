@@ -19,7 +19,7 @@ from {{ cookiecutter.package_name }}.data.preference import SAMPLE_PREFERENCES, 
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.tasks.dpo import DPOTask, sequence_logps
 
-from conftest import PROJECT_ROOT, offline_env, run_module
+from conftest import PROJECT_ROOT, evaluated_alone, offline_env, run_module
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -338,11 +338,7 @@ def test_two_ddp_ranks_give_one_process_metrics(sft_run: Path, tmp_path: Path) -
         distributed = {"val": {k: float(v) for k, v in next(csv.DictReader(handle)).items() if k.startswith("val/")}}
     distributed["test"] = json.loads((run / "summary.json").read_text(encoding="utf-8"))["test"]
     for split in ("val", "test"):
-        single = run_module(
-            "evaluate", path_override("run", run), f"split={split}", path_override("output", tmp_path / split)
-        )
-        assert single.returncode == 0, single.stderr[-3000:]
-        metrics = json.loads((tmp_path / split / "eval.json").read_text(encoding="utf-8"))["metrics"]
+        metrics = evaluated_alone(run, split)
         assert f"{split}/rewards/margin" in distributed[split]
         assert distributed[split] == pytest.approx({key: metrics[key] for key in distributed[split]}, abs=1e-6)
 
