@@ -737,7 +737,14 @@ def test_tests_that_start_torchrun_skip_on_windows_with_the_reason(render) -> No
                 starting.append(node.name)
         helpers = [node for node in tree.body if isinstance(node, ast.FunctionDef) and not node.name.startswith("test_")
                    and "torch.distributed.run" in ast.unparse(node)]
-        assert whole_module or not helpers, f"{path.name}: a helper starts torchrun; mark the module needs_torchrun"
+        tests = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")]
+        for helper in helpers:  # a fixture may start torchrun when every test that takes it carries the skip
+            fixture = any("pytest.fixture" in ast.unparse(decorator) for decorator in helper.decorator_list)
+            users = [test for test in tests if helper.name in {arg.arg for arg in test.args.args}]
+            assert whole_module or (fixture and all(
+                "needs_torchrun" in {ast.unparse(decorator) for decorator in test.decorator_list} for test in users)), \
+                f"{path.name}: {helper.name} starts torchrun; mark the module, or every test that uses it, needs_torchrun"
+            starting.extend(test.name for test in users)
     assert len(starting) >= 4, starting
     readme = (project / "README.md").read_text(encoding="utf-8")
     assert "Multi-process training needs Linux or WSL" in readme
