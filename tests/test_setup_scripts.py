@@ -743,7 +743,7 @@ def test_tests_that_start_torchrun_skip_on_windows_with_the_reason(render) -> No
             users = [test for test in tests if helper.name in {arg.arg for arg in test.args.args}]
             assert whole_module or (fixture and all(
                 "needs_torchrun" in {ast.unparse(decorator) for decorator in test.decorator_list} for test in users)), \
-                f"{path.name}: {helper.name} starts torchrun; mark the module, or every test that uses it, needs_torchrun"
+                f"{path.name}: {helper.name} starts torchrun; mark the module or each test using it needs_torchrun"
             starting.extend(test.name for test in users)
     assert len(starting) >= 4, starting
     readme = (project / "README.md").read_text(encoding="utf-8")
