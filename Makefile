@@ -10,9 +10,10 @@ TORCH_INDEX ?=
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1$(if $(TORCH_INDEX), --index-url $(TORCH_INDEX))
 export TORCH_SPEC  # tests/test_setup_scripts.py installs the same build with setup.sh
 # Three workers on a 2-core machine: many tests wait (a tracking server, a sweep's polling, a requeue), and a
-# third worker uses those cores meanwhile. Each render's test suite runs in one worker, for minutes; work
-# stealing lets an idle worker take the tests queued behind one. The 20 slowest tests are listed at the end.
-PYTEST_ARGS ?= -n 3 --dist worksteal --durations=20
+# third worker uses those cores meanwhile. Tests are handed out one or two at a time (--maxschedchunk 1), so
+# that each render's suite, minutes long, starts on a worker of its own (tests/conftest.py orders them). The
+# 20 slowest tests are listed at the end.
+PYTEST_ARGS ?= -n 3 --maxschedchunk 1 --durations=20
 DEMO_DIR ?= $(CURDIR)/.demo
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

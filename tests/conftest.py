@@ -98,20 +98,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "started for the session (installs Debian's packages when missing and root)")
 
 
-# The render suites take minutes each: they start first, longest first, so that neither of xdist's two
-# workers is left with one at the end while the other idles.
+# The render suites take minutes each. xdist hands a worker its first tests in one batch (2 with make test's
+# --maxschedchunk 1), and a worker runs its batch in order: two suites in one batch would run one after the
+# other while the other workers idle at the end. So the suites come first, longest first, each followed by
+# one ordinary test, and every worker starts one suite.
 RENDER_SUITES_LONGEST_FIRST = ("both-8bit", "lm-4bit", "default", "vision-csv-fp32")
 
 
-def suite_rank(item: pytest.Item) -> int:
+def render_suite(item: pytest.Item) -> str | None:
     if getattr(item, "originalname", "") != "test_rendered_project_tests_pass":
-        return len(RENDER_SUITES_LONGEST_FIRST)
-    case = item.callspec.params.get("case")  # type: ignore[attr-defined]
-    return RENDER_SUITES_LONGEST_FIRST.index(case) if case in RENDER_SUITES_LONGEST_FIRST else 0
+        return None
+    return item.callspec.params.get("case")  # type: ignore[attr-defined]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=suite_rank)  # stable: every other test keeps its place
+    order = {name: rank for rank, name in enumerate(RENDER_SUITES_LONGEST_FIRST)}
+    suites = sorted((item for item in items if render_suite(item)), key=lambda item: order.get(render_suite(item), -1))
+    others = [item for item in items if not render_suite(item)]
+    items[:] = [*(item for suite, other in zip(suites, others) for item in (suite, other)),
+                *suites[len(others):], *others[len(suites):]]
     if config.getoption("--slurm"):
         return
     skip = pytest.mark.skip(reason="needs a one-node SLURM: run `make test-slurm` (or pytest --slurm)")
