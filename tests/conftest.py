@@ -115,7 +115,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     order = {name: rank for rank, name in enumerate(RENDER_SUITES_LONGEST_FIRST)}
     suites = sorted((item for item in items if render_suite(item)), key=lambda item: order.get(render_suite(item), -1))
     others = [item for item in items if not render_suite(item)]
-    items[:] = [*(item for suite, other in zip(suites, others) for item in (suite, other)),
+    items[:] = [*(item for suite, other in zip(suites, others, strict=False) for item in (suite, other)),
                 *suites[len(others):], *others[len(suites):]]
     if config.getoption("--slurm"):
         return
