@@ -58,10 +58,8 @@ def plain_cell(value: Any) -> Any:
     return value
 
 
-def write_table(table: Table, folder: Path, name: str) -> list[Path]:
-    """Write ``<name>.csv`` (image columns left out) and each image cell as ``<name>/<row>_<column>.png``."""
-    from matplotlib import image as mpimg
-
+def split_images(table: Table) -> tuple[dict[tuple[int, int], Any], list[int]]:
+    """The table's image cells by (row, column), and the columns that hold no image (its text part)."""
     columns, rows = table
     images = {
         (r, c): array
@@ -70,6 +68,15 @@ def write_table(table: Table, folder: Path, name: str) -> list[Path]:
         if (array := image_array(cell)) is not None
     }
     keep = [c for c in range(len(columns)) if not any((r, c) in images for r in range(len(rows)))]
+    return images, keep
+
+
+def write_table(table: Table, folder: Path, name: str) -> list[Path]:
+    """Write ``<name>.csv`` (image columns left out) and each image cell as ``<name>/<row>_<column>.png``."""
+    from matplotlib import image as mpimg
+
+    columns, rows = table
+    images, keep = split_images(table)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.csv"
     with open(path, "w", newline="", encoding="utf-8") as handle:

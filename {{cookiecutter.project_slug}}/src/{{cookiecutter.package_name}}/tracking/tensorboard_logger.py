@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from {{ cookiecutter.package_name }}.tracking.base import Logger, Table
-from {{ cookiecutter.package_name }}.tracking.tables import epoch_metric_name, flatten, image_array, plain_cell
+from {{ cookiecutter.package_name }}.tracking.tables import epoch_metric_name, flatten, plain_cell, split_images
 
 MAX_TABLE_IMAGES = 16  # image cells shown per table
 
@@ -69,13 +69,7 @@ class TensorBoardLogger(Logger):
 
     def log_table(self, name: str, table: Table) -> None:
         columns, rows = table
-        images = {
-            (r, c): array
-            for r, row in enumerate(rows)
-            for c, cell in enumerate(row)
-            if (array := image_array(cell)) is not None
-        }
-        keep = [c for c in range(len(columns)) if not any((r, c) in images for r in range(len(rows)))]
+        images, keep = split_images(table)
         text = markdown_table([columns[c] for c in keep], [[plain_cell(row[c]) for c in keep] for row in rows])
         self.writer.add_text(f"tables/{name}", text, self.last_epoch)
         for index, ((r, c), array) in enumerate(images.items()):
