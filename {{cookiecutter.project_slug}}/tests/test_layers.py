@@ -6,6 +6,7 @@ import ast
 import inspect
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -17,6 +18,7 @@ LAYERS = {
     "errors": 0,
     "runtime": 1,
     "utils": 1,  # run-time facts and small helpers
+    "rules": 1,  # <part>/rules.py: what an owner's values accept, torch-free, read by config before torch loads
     "config": 2,  # where the configs are, their resolvers, the checks of a composed config (no torch)
     "data": 2,
     "tracking": 2,
@@ -46,9 +48,12 @@ def module_files() -> dict[str, Path]:
 
 
 def part_of(module: str) -> str:
-    """The layer key of a dotted module name (``pkg.training.trainer`` -> ``training``; the plugin is one part)."""
+    """The layer key of a dotted module name (``pkg.training.trainer`` -> ``training``; the plugin is one part,
+    and so are the owners' rule tables, ``pkg.<part>.rules``)."""
     if module.startswith(PLUGIN):
         return PLUGIN
+    if module.count(".") == 2 and module.endswith(".rules"):
+        return "rules"
     return module.split(".")[1] if module.count(".") >= 1 else module
 
 
@@ -199,3 +204,60 @@ def test_trainer_config_lists_the_trainer_arguments() -> None:
     for name, parameter in parameters.items():
         if name not in injected and parameter.default is not None:
             assert config[name] == parameter.default, name
+
+
+def owner_arguments() -> dict[str, set[str]]:
+    """What each config node's owners take, by node: the trainer's arguments (and its nested options), every data
+    module's, every scheduler's and task's, and the keys of every optimizer config."""
+    import importlib
+
+    from {{ cookiecutter.package_name }}.training import schedulers
+    from {{ cookiecutter.package_name }}.training.early_stopping import EarlyStopping
+    from {{ cookiecutter.package_name }}.training.fsdp import Sharding
+    from {{ cookiecutter.package_name }}.training.rules import COMPILE_OPTIONS
+    from {{ cookiecutter.package_name }}.training.trainer import Trainer
+
+    def taken(*callables: Any) -> set[str]:
+        return {name for call in callables for name in inspect.signature(call).parameters}
+
+    def targets(group: str) -> list[Any]:
+        found = []
+        for path in sorted((CONFIG_DIR / group).glob("*.yaml")):
+            target = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("_target_", "")
+            if target.startswith(f"{PACKAGE}."):
+                module, _, name = target.rpartition(".")
+                found.append(getattr(importlib.import_module(module), name))
+        return found
+
+    def initializers(classes: list[Any]) -> list[Any]:
+        return [cls.__init__ for target in classes for cls in target.__mro__ if "__init__" in vars(cls)]
+
+    optimizer_keys = {
+        key
+        for path in (CONFIG_DIR / "optimizer").glob("*.yaml")
+        for key in yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    }
+    return {
+        "trainer": taken(Trainer)
+        | {f"early_stopping.{name}" for name in taken(EarlyStopping)}
+        | {f"fsdp.{name}" for name in taken(Sharding)}
+        | {f"compile.{name}" for name in COMPILE_OPTIONS},
+        "data": taken(*initializers(targets("data"))),
+        "task": taken(*initializers(targets("task"))),
+        "optimizer": optimizer_keys,
+        "scheduler": {
+            name for function in vars(schedulers).values() if inspect.isfunction(function) for name in taken(function)
+        },
+    }
+
+
+def test_every_rule_names_an_argument_its_owner_takes() -> None:
+    """The owners' tables cannot drift from their code: each rule is of an argument some owner of that config
+    node takes (a renamed argument leaves its rule behind and fails here), and each owner checks its own."""
+    from {{ cookiecutter.package_name }}.config.checks import OWNERS
+
+    arguments = owner_arguments()
+    for node, rules in OWNERS.items():
+        if node:
+            assert set(rules) - arguments[node] == set(), node
+    assert set(OWNERS) == {"", *arguments}

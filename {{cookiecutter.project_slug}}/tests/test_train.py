@@ -279,6 +279,56 @@ def test_cfg_job_prints_the_config_without_importing_torch() -> None:
     assert "hydra" in imports and "torch" not in imports
 
 
+OWN_VALUES = [  # (config node, argument, a value its rule refuses, what the line says it accepts)
+    ("data", "batch_size", 0, ">= 1"),
+    ("data", "val_fraction", 1.0, "[0, 1)"),
+    ("task", "mode", "up", "max, min"),
+    ("trainer", "max_epochs", 0, ">= 1"),
+    ("trainer", "early_stopping", {"patience": 0}, ">= 1"),
+    ("trainer", "compile", {"mode": "fast"}, "one of default"),
+]
+
+
+@pytest.mark.parametrize(
+    ("node", "argument", "value", "allowed"), OWN_VALUES, ids=[f"{n}.{a}" for n, a, _, _ in OWN_VALUES]
+)
+def test_each_owner_checks_its_own_values_when_built(
+    node: str, argument: str, value: Any, allowed: str, tmp_path: Path
+) -> None:
+    """Built from Python, past the config's check: the data module, the task and the trainer refuse a bad value
+    in the same one line, naming it as the config does."""
+    from hydra.utils import instantiate
+
+    from {{ cookiecutter.package_name }}.errors import user_error_in
+
+    cfg = compose_config(output_dir=tmp_path)
+    extra = {"precision": instantiate(cfg.precision), "output_dir": tmp_path} if node == "trainer" else {}
+    with pytest.raises(Exception) as caught:
+        instantiate(cfg[node], **extra, **{argument: value})
+    error = user_error_in(caught.value)
+    assert error is not None, caught.value
+    key = f"{node}.{argument}" + (f".{next(iter(value))}" if isinstance(value, dict) else "")
+    assert str(error).startswith(f"{key}=") and allowed in str(error)
+
+
+def test_the_trainer_checks_the_optimizer_and_the_schedules_check_theirs(tmp_path: Path) -> None:
+    import functools
+
+    from {{ cookiecutter.package_name }}.errors import UserError
+    from {{ cookiecutter.package_name }}.training import schedulers
+    from {{ cookiecutter.package_name }}.training.precision import Precision
+    from {{ cookiecutter.package_name }}.training.trainer import Trainer
+
+    trainer = Trainer(Precision("fp32"), tmp_path, progress_bar=False)
+    with pytest.raises(UserError, match=r"^optimizer\.lr=-1 is not accepted: optimizer\.lr must be a number > 0"):
+        trainer.fit(torch.nn.Linear(1, 1), None, None, functools.partial(torch.optim.SGD, lr=-1), None)  # type: ignore[arg-type]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(UserError, match=r"^scheduler\.gamma=0 is not accepted"):
+        schedulers.step(optimizer, total_steps=4, steps_per_epoch=2, gamma=0)
+    with pytest.raises(UserError, match=r"^scheduler\.warmup_steps=-2 is not accepted"):
+        schedulers.constant(optimizer, total_steps=4, steps_per_epoch=2, warmup_steps=-2)
+
+
 def test_user_error_inside_instantiate_is_unwrapped() -> None:
     from hydra.utils import instantiate
 

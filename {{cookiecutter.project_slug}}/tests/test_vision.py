@@ -333,3 +333,20 @@ def test_optimizers_take_weight_decay(optimizer: str) -> None:
     assert built.param_groups[0]["weight_decay"] == 0.1
     if optimizer == "sgd":
         assert built.param_groups[0]["momentum"] == 0.9 and built.param_groups[0]["nesterov"]
+
+
+def test_image_models_check_their_own_values() -> None:
+    """A model's options are its builder's to check: one line naming the config key, as for any other value."""
+    from {{ cookiecutter.package_name }}.data.common import DataInfo
+    from {{ cookiecutter.package_name }}.errors import UserError
+    from {{ cookiecutter.package_name }}.models.mlp import MLP
+    from {{ cookiecutter.package_name }}.models.timm_models import timm_model
+
+    data = DataInfo(num_classes=3, in_chans=1, img_size=8)
+    with pytest.raises(
+        UserError, match=r"^model\.dropout=1\.5 is not accepted: model\.dropout must be a number in \[0, 1\)"
+    ):
+        MLP(data, dropout=1.5)
+    with pytest.raises(UserError, match=r"^model\.img_size=0 is not accepted"):
+        timm_model(data, "resnet18", img_size=0)
+    assert isinstance(MLP(data, dropout=0.5), torch.nn.Module)

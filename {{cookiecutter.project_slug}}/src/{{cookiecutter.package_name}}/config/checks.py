@@ -3,9 +3,11 @@
 - :func:`check_overrides`: a key or option that does not exist (``trainer.max_epoch=3``, ``optimizer=adamm``)
   is one line naming the nearest valid ones, before torch loads.
 - :func:`check_config`: a bad value stops the run with one line that names the key and what it accepts, e.g.
-  ``data.batch_size=0 is not accepted: data.batch_size must be an integer >= 1.``; keys a config does not
-  have are skipped, so one table serves every combination of options. Then :func:`check_fit`: the task,
-  the data and the model must be for the same job (``model=causal_lm`` on ``data=digits`` is one line).
+  ``data.batch_size=0 is not accepted: data.batch_size must be an integer >= 1.``. Each owner states what its
+  values accept in a torch-free table (``data/rules.py``, ``tasks/rules.py``, ``training/rules.py``) and checks
+  them itself when built; this check runs those tables over the whole config first, before torch loads. Then
+  :func:`check_fit`: the task, the data and the model must be for the same job (``model=causal_lm`` on
+  ``data=digits`` is one line).
 - :func:`check_targets`: a key that a node's ``_target_`` does not take (``+optimizer.learning_rate=0.01``)
   is one line naming the arguments it takes.
 """
@@ -13,144 +15,44 @@
 from __future__ import annotations
 
 import inspect
-import math
 import re
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from {{ cookiecutter.package_name }}.config import source as config_source
-from {{ cookiecutter.package_name }}.errors import UserError, did_you_mean, first_line, unknown_key
+from {{ cookiecutter.package_name }}.data import rules as data_rules
+from {{ cookiecutter.package_name }}.errors import Rule, Rules, UserError, check_value, did_you_mean, first_line, unknown_key
+from {{ cookiecutter.package_name }}.tasks import rules as task_rules
+from {{ cookiecutter.package_name }}.training import rules as training_rules
 
-
-@dataclass(frozen=True)
-class Rule:
-    """What one key accepts: a kind (``int``, ``float``, ``bool``, ``str``) and optional bounds or choices."""
-
-    kind: type
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    optional: bool = False
-    choices: tuple[str, ...] = ()
-
-    def accepts(self, value: Any) -> bool:
-        if value is None:
-            return self.optional
-        if self.kind is dict:  # a switch or a mapping of options (trainer.compile); each option has its own rule
-            return isinstance(value, bool | DictConfig | dict) and set(self.choices) >= set(
-                value if not isinstance(value, bool) else ()
-            )
-        if self.kind is bool or self.kind is str:
-            return isinstance(value, self.kind) and (not self.choices or value in self.choices)
-        if isinstance(value, bool) or not isinstance(value, int if self.kind is int else (int, float)):
-            return False
-        if not math.isfinite(value):
-            return False
-        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-            return False
-        return self.high is None or not (value > self.high or (self.high_open and value == self.high))
-
-    def describe(self) -> str:
-        if self.kind is dict:
-            return "true, false or a mapping of " + ", ".join(self.choices)
-        if self.choices:
-            text = "one of " + ", ".join(self.choices)
-        elif self.kind is bool:
-            text = "true or false"
-        else:
-            text = "an integer" if self.kind is int else "a number"
-            if self.low is not None and self.high is not None:
-                text += (
-                    f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
-                )
-            elif self.low is not None:
-                text += f" {'>' if self.low_open else '>='} {self.low:g}"
-        return text + (" or null" if self.optional else "")
-
-
-def at_least(low: float, kind: type = int, optional: bool = False) -> Rule:
-    return Rule(kind, low=low, optional=optional)
-
-
-def above(low: float, optional: bool = False) -> Rule:
-    return Rule(float, low=low, low_open=True, optional=optional)
-
-
-FRACTION = Rule(float, low=0.0, high=1.0, high_open=True)  # [0, 1)
-FLAG = Rule(bool)
-MODE = Rule(str, choices=("max", "min"))  # a monitored metric: bigger or smaller is better
-
-RULES: dict[str, Rule] = {
-    "seed": Rule(int),
-    "data.batch_size": at_least(1),
-    "data.num_workers": at_least(0, optional=True),
-    "data.val_fraction": FRACTION,
-    "data.test_fraction": FRACTION,
-    "data.subset_fraction": Rule(float, low=0.0, high=1.0, low_open=True),  # (0, 1]
-    "data.block_size": at_least(2),
-    "model.dropout": FRACTION,
-    "model.drop_rate": FRACTION,
-    "model.img_size": at_least(1, optional=True),
-    "optimizer.lr": above(0.0),
-    "optimizer.weight_decay": at_least(0.0, float),
-    "optimizer.momentum": FRACTION,
-    "scheduler.warmup_steps": at_least(0),
-    "scheduler.step_size": at_least(1),
-    "scheduler.gamma": above(0.0),
-    "scheduler.pct_start": Rule(float, low=0.0, high=1.0, low_open=True, high_open=True),
-    "scheduler.min_lr_ratio": Rule(float, low=0.0, high=1.0),
-    "task.mode": MODE,
-    "trainer.max_epochs": at_least(1),
-    "trainer.max_steps": at_least(-1),
-    "trainer.accumulate_grad_batches": at_least(1),
-    "trainer.gradient_clip_val": above(0.0, optional=True),
-    "trainer.limit_train_batches": at_least(1, optional=True),
-    "trainer.limit_val_batches": at_least(1, optional=True),
-    "trainer.overfit_batches": at_least(0),
-    "trainer.log_every_n_steps": at_least(1),
-    "trainer.early_stopping.patience": at_least(1, optional=True),
-    "trainer.early_stopping.min_delta": at_least(0.0, float),
-    "trainer.deterministic": FLAG,
-    "trainer.progress_bar": FLAG,
-    "trainer.distributed": FLAG,
-    "trainer.fsdp.reshard_after_forward": FLAG,
-    "trainer.fsdp.cpu_offload": FLAG,
-    "trainer.fsdp.activation_checkpointing": FLAG,
-    "trainer.fsdp.async_save": FLAG,
-    "trainer.compile": Rule(dict, choices=("mode", "dynamic", "fullgraph", "backend")),
-    "trainer.compile.mode": Rule(
-        str, optional=True, choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-    ),
-    "trainer.compile.dynamic": Rule(bool, optional=True),
-    "trainer.compile.fullgraph": FLAG,
-    "trainer.compile.backend": Rule(str),
+# The run's own values; every other value is its owner's, in the owner's torch-free table. A model's
+# values (model.dropout, model.lora.r, ...) and a data module's own (data.block_size) are checked by the
+# model's or data module's builder, as it is built.
+RUN: Rules = {"seed": Rule(int)}
+OWNERS: dict[str, Rules] = {
+    "": RUN,
+    "data": data_rules.DATA,
+    "task": task_rules.TASK,
+    "trainer": training_rules.TRAINER,
+    "optimizer": training_rules.OPTIMIZER,
+    "scheduler": training_rules.SCHEDULER,
 }
 
 _ABSENT = object()
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise a one-line :class:`UserError` for the first value in ``cfg`` that its rule rejects, or for a
-    task, data and model that do not fit together."""
-    for key, rule in RULES.items():
-        value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False)
-        if value is not _ABSENT:
-            check_value(key, value, rule)
+    """Raise a one-line :class:`UserError` for the first value in ``cfg`` that its owner's rule rejects (keys a
+    config does not have are skipped), or for a task, data and model that do not fit together."""
+    for node, rules in OWNERS.items():
+        for name, rule in rules.items():
+            key = f"{node}.{name}" if node else name
+            value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False)
+            if value is not _ABSENT:
+                check_value(key, value, rule)
     check_fit(cfg)
-
-
-def check_value(key: str, value: Any, rule: Rule) -> None:
-    """One line naming ``key`` and what it accepts when ``rule`` rejects ``value`` (owners check theirs with it)."""
-    if not rule.accepts(value):
-        raise UserError(f"{key}={_show(value)} is not accepted: {key} must be {rule.describe()}.")
-
-
-def _show(value: Any) -> str:
-    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 # What the task, data and model options are for, by the module (in this package) of their ``_target_``.

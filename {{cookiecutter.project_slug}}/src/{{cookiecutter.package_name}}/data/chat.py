@@ -26,8 +26,9 @@ import torch
 from torch.utils.data import Dataset
 
 from {{ cookiecutter.package_name }}.data.common import DataInfo, DataModule, EpochSampler, seeded_split, take_fraction
+from {{ cookiecutter.package_name }}.data.rules import DATA
 from {{ cookiecutter.package_name }}.data.text import load_tokenizer, train_tokenizer
-from {{ cookiecutter.package_name }}.errors import UserError, closest, first_line
+from {{ cookiecutter.package_name }}.errors import UserError, check_arguments, closest, first_line
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +369,8 @@ class ChatDataModule(DataModule):
         **loader_kwargs: Any,
     ) -> None:
         super().__init__(**loader_kwargs)
+        fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction, "subset_fraction": subset_fraction}
+        check_arguments("data", DATA, fractions)
         if train_on not in {"completion", "all"}:
             close = closest(str(train_on), ["completion", "all"], count=1)
             raise UserError(

@@ -12,6 +12,8 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, TensorDataset
 
 from {{ cookiecutter.package_name }} import runtime
+from {{ cookiecutter.package_name }}.data.rules import DATA
+from {{ cookiecutter.package_name }}.errors import check_arguments
 
 
 @dataclass
@@ -172,6 +174,7 @@ class DataModule:
         seed: int = 0,
         persistent_workers: bool = True,
     ) -> None:
+        check_arguments("data", DATA, {"batch_size": batch_size, "num_workers": num_workers})
         self.batch_size = batch_size
         self.num_workers = default_num_workers(num_workers)
         self.pin_memory = pin_memory

@@ -11,6 +11,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from {{ cookiecutter.package_name }}.data.common import DataInfo, DataModule, seeded_split, take_fraction
+from {{ cookiecutter.package_name }}.data.rules import DATA
+from {{ cookiecutter.package_name }}.errors import check_arguments
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -38,6 +40,8 @@ class DigitsDataModule(DataModule):
         self, val_fraction: float = 0.15, test_fraction: float = 0.15, subset_fraction: float = 1.0, **loader_kwargs
     ) -> None:
         super().__init__(**loader_kwargs)
+        fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction, "subset_fraction": subset_fraction}
+        check_arguments("data", DATA, fractions)
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.subset_fraction = subset_fraction
 

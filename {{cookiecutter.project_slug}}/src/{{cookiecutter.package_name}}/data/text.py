@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from {{ cookiecutter.package_name }}.data.common import DataInfo, DataModule, seeded_split, take_fraction
-from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.data.rules import DATA
+from {{ cookiecutter.package_name }}.errors import UserError, at_least, check_arguments, check_value
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,9 @@ def pack(documents: list[str], tokenizer: Any, block_size: int) -> torch.Tensor:
     return torch.tensor(ids[: blocks * block_size], dtype=torch.long).view(blocks, block_size)
 
 
+BLOCK_SIZE = at_least(2)  # what data.block_size accepts: a block holds an input and the token after it
+
+
 class TextDataModule(DataModule):
     """Blocks of ``block_size`` token ids; a batch is a LongTensor (batch, block_size)."""
 
@@ -123,6 +127,9 @@ class TextDataModule(DataModule):
         **loader_kwargs: Any,
     ) -> None:
         super().__init__(**loader_kwargs)
+        fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction, "subset_fraction": subset_fraction}
+        check_arguments("data", DATA, fractions)
+        check_value("data.block_size", block_size, BLOCK_SIZE)
         self.path = Path(path).expanduser() if path else SAMPLE_CORPUS
         self.tokenizer_source, self.revision = tokenizer, revision
         self.trust_remote_code, self.text_field = trust_remote_code, text_field

@@ -28,7 +28,8 @@ from {{ cookiecutter.package_name }}.data.common import (
     thin_splits,
 )
 from {{ cookiecutter.package_name }}.data.download import download_error, reachable
-from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.data.rules import DATA
+from {{ cookiecutter.package_name }}.errors import UserError, check_arguments
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ class VisionDataModule(DataModule):
         **loader_kwargs: Any,
     ) -> None:
         super().__init__(**loader_kwargs)
+        check_arguments("data", DATA, {"val_fraction": val_fraction, "subset_fraction": subset_fraction})
         self.data_dir = Path(data_dir).expanduser()
         self.img_size, self.channels = img_size, channels
         self.val_fraction, self.subset_fraction = val_fraction, subset_fraction
@@ -249,6 +251,7 @@ class ImageFolderDataModule(VisionDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(channels=channels, **kwargs)
+        check_arguments("data", DATA, {"test_fraction": test_fraction})
         self.root, self.test_fraction = Path(root).expanduser(), test_fraction
         self.native_size = native_size  # images are resized to this unless the model asks for a size
         self.native_channels = 3  # ImageFolder opens every image as RGB

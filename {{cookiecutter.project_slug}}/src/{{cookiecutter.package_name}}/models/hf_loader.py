@@ -16,10 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from {{ cookiecutter.package_name }}.config.checks import FRACTION, at_least, check_value
 from {{ cookiecutter.package_name }}.data.common import DataInfo
 from {{ cookiecutter.package_name }}.data.hf_source import resolve_source
-from {{ cookiecutter.package_name }}.errors import UserError, first_line
+from {{ cookiecutter.package_name }}.errors import FRACTION, UserError, at_least, check_value, first_line
 from {{ cookiecutter.package_name }}.models import footprint
 from {{ cookiecutter.package_name }}.runtime import (
     DTYPES,

@@ -15,7 +15,7 @@ from torch import nn
 
 from {{ cookiecutter.package_name }}.data.common import DataInfo
 from {{ cookiecutter.package_name }}.data.download import reachable
-from {{ cookiecutter.package_name }}.errors import UserError, first_line
+from {{ cookiecutter.package_name }}.errors import FRACTION, UserError, at_least, check_arguments, first_line
 from {{ cookiecutter.package_name }}.utils import env_flag
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,9 @@ def pretrained_source(name: str) -> dict[str, Any]:
     return {}
 
 
+RULES = {"img_size": at_least(1, optional=True), "drop_rate": FRACTION}  # what model.* accepts
+
+
 def timm_model(
     data: DataInfo,
     name: str,
@@ -74,6 +77,7 @@ def timm_model(
     configs read them); the data's metadata then sizes the model. Models with a fixed
     input size (ViTs) are built for ``data.img_size``. ``kwargs`` go to timm as they are.
     """
+    check_arguments("model", RULES, {"img_size": img_size, "drop_rate": drop_rate})
     if not timm.is_model(name):
         similar = timm.list_models(f"*{name.split('_')[0]}*")[:8]
         raise UserError(

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from {{ cookiecutter.package_name }}.config.checks import MODE, check_value
+from {{ cookiecutter.package_name }}.errors import check_arguments
+from {{ cookiecutter.package_name }}.tasks.rules import TASK
 
 
 class Evaluation:
@@ -38,7 +39,7 @@ class Task:
     """Knows the loss and the metrics; the trainer knows neither."""
 
     def __init__(self, monitor: str, mode: str = "max") -> None:
-        check_value("task.mode", mode, MODE)
+        check_arguments("task", TASK, {"mode": mode})
         self.monitor, self.mode = monitor, mode
 
     def bind(self, info: Any) -> None:

@@ -19,9 +19,13 @@ from torch.optim.lr_scheduler import (
     StepLR,
 )
 
+from {{ cookiecutter.package_name }}.errors import check_arguments
+from {{ cookiecutter.package_name }}.training.rules import SCHEDULER
+
 
 def with_warmup(optimizer: Optimizer, warmup_steps: int, after: LRScheduler) -> LRScheduler:
     """``after``, preceded by ``warmup_steps`` steps of linear warmup (``after`` itself when 0)."""
+    check_arguments("scheduler", SCHEDULER, {"warmup_steps": warmup_steps})
     if warmup_steps <= 0:
         return after
     warmup = LinearLR(optimizer, start_factor=1.0 / warmup_steps, end_factor=1.0, total_iters=max(1, warmup_steps - 1))
@@ -37,6 +41,7 @@ def cosine(
     optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0
 ) -> LRScheduler:
     """``CosineAnnealingLR``: half a cosine from ``lr`` down to ``min_lr_ratio * lr`` at ``total_steps``."""
+    check_arguments("scheduler", SCHEDULER, {"min_lr_ratio": min_lr_ratio})
     eta_min = min_lr_ratio * optimizer.param_groups[0]["lr"]
     after = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=eta_min)
     return with_warmup(optimizer, warmup_steps, after)
@@ -51,6 +56,7 @@ def step(
     warmup_steps: int = 0,
 ) -> LRScheduler:
     """``StepLR``: multiply the rate by ``gamma`` every ``step_size`` epochs (counted after the warmup)."""
+    check_arguments("scheduler", SCHEDULER, {"step_size": step_size, "gamma": gamma})
     return with_warmup(
         optimizer, warmup_steps, StepLR(optimizer, step_size=max(1, step_size * steps_per_epoch), gamma=gamma)
     )
@@ -71,6 +77,7 @@ def onecycle(
 
     ``warmup_steps`` > 0 sets the rise to that many steps instead of ``pct_start``.
     """
+    check_arguments("scheduler", SCHEDULER, {"pct_start": pct_start, "warmup_steps": warmup_steps})
     if warmup_steps > 0:
         pct_start = min(warmup_steps / max(1, total_steps), 0.99)
     return OneCycleLR(

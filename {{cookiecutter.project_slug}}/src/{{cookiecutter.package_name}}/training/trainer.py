@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from {{ cookiecutter.package_name }} import runtime
 from {{ cookiecutter.package_name }}.data.common import DataModule, set_epoch
-from {{ cookiecutter.package_name }}.errors import UserError
+from {{ cookiecutter.package_name }}.errors import UserError, check_arguments
 from {{ cookiecutter.package_name }}.tasks.base import Evaluation, Task
 from {{ cookiecutter.package_name }}.tracking.base import LoggerCollection
 from {{ cookiecutter.package_name }}.tracking.report import write_report
@@ -37,6 +37,7 @@ from {{ cookiecutter.package_name }}.training.early_stopping import EarlyStoppin
 from {{ cookiecutter.package_name }}.training.fsdp import Sharding, is_sharded, match_forward_passes, without_samples
 from {{ cookiecutter.package_name }}.training.loss_weighting import divide_gradients
 from {{ cookiecutter.package_name }}.training.precision import Precision
+from {{ cookiecutter.package_name }}.training.rules import OPTIMIZER, TRAINER
 from {{ cookiecutter.package_name }}.training.sharded_checkpoint import SUFFIX, ShardedCheckpointer, sharded_path
 from {{ cookiecutter.package_name }}.training.state import TrainingState
 from {{ cookiecutter.package_name }}.utils import move_to, use_deterministic_algorithms
@@ -71,6 +72,23 @@ class Trainer:
         fsdp: Mapping[str, Any] | None = None,
         compile: bool | Mapping[str, Any] = False,
     ) -> None:
+        arguments = {
+            "max_epochs": max_epochs,
+            "max_steps": max_steps,
+            "accumulate_grad_batches": accumulate_grad_batches,
+            "gradient_clip_val": gradient_clip_val,
+            "limit_train_batches": limit_train_batches,
+            "limit_val_batches": limit_val_batches,
+            "overfit_batches": overfit_batches,
+            "log_every_n_steps": log_every_n_steps,
+            "early_stopping": early_stopping or {},
+            "deterministic": deterministic,
+            "progress_bar": progress_bar,
+            "distributed": distributed,
+            "fsdp": fsdp or {},
+            "compile": compile,
+        }
+        check_arguments("trainer", TRAINER, arguments)
         self.max_epochs, self.max_steps = max_epochs, max_steps
         self.accumulate, self.clip = accumulate_grad_batches, gradient_clip_val
         self.limit_train, self.limit_val, self.overfit_batches = limit_train_batches, limit_val_batches, overfit_batches
@@ -112,6 +130,7 @@ class Trainer:
         resume: str | Path | None = None,
     ) -> float | None:
         """Train until max_epochs, max_steps or early stopping; return the best monitored value."""
+        check_arguments("optimizer", OPTIMIZER, getattr(optimizer_factory, "keywords", {}))  # a partial's arguments
         self.task, self.datamodule = task, datamodule
         runtime.reset_peak_memory(self.device)  # this fit's peak, not an earlier trial's in the same process
         model = runtime.place(model, self.device)
