@@ -28,7 +28,7 @@ from {{ cookiecutter.package_name }}.tasks import rules as task_rules
 from {{ cookiecutter.package_name }}.training import rules as training_rules
 
 # The run's own values; every other value is its owner's, in the owner's torch-free table. A model's
-# values (model.dropout, model.lora.r, ...) and a data module's own (data.block_size) are checked by the
+# values (model.dropout, ...) and a data module's own (data.block_size) are checked by the
 # model's or data module's builder, as it is built.
 RUN: Rules = {"seed": Rule(int)}
 OWNERS: dict[str, Rules] = {
