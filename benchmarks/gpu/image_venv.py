@@ -23,11 +23,11 @@ from packaging.utils import canonicalize_name
 from wheels import image_packages
 
 
-def top_entries(distribution: importlib.metadata.Distribution, shared: set[str]) -> set[PurePosixPath]:
-    """The distribution's files and folders under site-packages to link: the top level, or the level below
+def top_entries(files: list[importlib.metadata.PackagePath], shared: set[str]) -> set[PurePosixPath]:
+    """A distribution's files and folders under site-packages to link: the top level, or the level below
     for a folder it ``shared`` with a distribution of the other kind (scripts elsewhere left out)."""
     entries = set()
-    for file in distribution.files or []:
+    for file in files:
         parts = PurePosixPath(str(file)).parts
         if parts and parts[0] != ".." and not parts[0].startswith("__editable__"):
             entries.add(PurePosixPath(*parts[:2]) if len(parts) > 1 and parts[0] in shared else PurePosixPath(parts[0]))
@@ -65,17 +65,20 @@ def build(folder: Path) -> Path:
     distributions = [distribution for distribution in importlib.metadata.distributions(path=[str(source)])
                      if distribution.files]
     image = with_requirements(set(image_packages()), distributions)
+    # each metadata and file list is parsed once: read per file, they took half a minute
+    in_image = [canonicalize_name(distribution.metadata["Name"]) in image for distribution in distributions]
+    files = [distribution.files or [] for distribution in distributions]
     owners: dict[str, set[bool]] = defaultdict(set)
-    for distribution in distributions:
-        for file in distribution.files:
+    for wanted, listed in zip(in_image, files, strict=True):
+        for file in listed:
             parts = PurePosixPath(str(file)).parts
             if len(parts) > 1 and parts[0] != "..":
-                owners[parts[0]].add(canonicalize_name(distribution.metadata["Name"]) in image)
+                owners[parts[0]].add(wanted)
     shared = {name for name, kinds in owners.items() if kinds == {True, False}}
-    for distribution in distributions:
-        if canonicalize_name(distribution.metadata["Name"]) not in image:
+    for wanted, listed in zip(in_image, files, strict=True):
+        if not wanted:
             continue
-        for entry in top_entries(distribution, shared):
+        for entry in top_entries(listed, shared):
             link, real = target / entry, source / entry
             if real.exists() and not link.exists():
                 link.parent.mkdir(parents=True, exist_ok=True)
