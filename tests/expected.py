@@ -101,6 +101,7 @@ COMMON = [
     "src/{pkg}/training/loss_weighting.py",
     "src/{pkg}/training/compiling.py",
     "tests/conftest.py",
+    "tests/warm.py",
     "tests/test_configs.py",
     "tests/test_layers.py",
     "tests/test_portability.py",

@@ -16,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import {{ cookiecutter.package_name }}.config.resolvers  # noqa: F401 - registers ${run_time:} and the others
 from {{ cookiecutter.package_name }}.config.quoting import path_override
 
+import warm
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PROJECT_ROOT / "configs"
 PACKAGE = "{{ cookiecutter.package_name }}"
@@ -49,11 +51,13 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 def offline_env() -> dict[str, str]:
     """The environment for subprocess runs: offline, no W&B key, the package importable."""
     env = {key: value for key, value in os.environ.items() if key != "WANDB_API_KEY"}
+    paths = env.get("PYTHONPATH", "")
     env.update(
         WANDB_MODE="offline",
         HF_HUB_OFFLINE="1",
         WANDB_SILENT="true",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT / "src"), env.get("PYTHONPATH")])),
+        # src first, once (the autouse fixture below sets this environment, and tests call it again)
+        PYTHONPATH=os.pathsep.join(dict.fromkeys([str(PROJECT_ROOT / "src"), *filter(None, paths.split(os.pathsep))])),
     )
     return env
 
@@ -61,15 +65,16 @@ def offline_env() -> dict[str, str]:
 def run_module(
     module: str, *overrides: str, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m <package>.<module> overrides...`` from the project root."""
-    return subprocess.run(
-        [sys.executable, "-m", f"{PACKAGE}.{module}", *overrides],
-        cwd=PROJECT_ROOT,
-        env=env or offline_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """Run ``python -m <package>.<module> overrides...`` from the project root (see :func:`run_command`)."""
+    return run_command([sys.executable, "-m", f"{PACKAGE}.{module}", *overrides], env=env, timeout=timeout)
+
+
+def run_command(
+    command: list[str], env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run ``command`` from the project root in the offline environment, its output captured as text; a
+    ``python -m`` command skips re-importing torch and the other heavy libraries where it can (``tests/warm.py``)."""
+    return warm.run(command, PROJECT_ROOT, env or offline_env(), timeout)
 
 
 def train_on_two_ranks(run: Path, *overrides: str) -> Path:
@@ -85,7 +90,7 @@ def train_on_two_ranks(run: Path, *overrides: str) -> Path:
         *overrides,
         path_override("hydra.run.dir", run),
     ]
-    result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True, timeout=600)
+    result = run_command(command)
     assert result.returncode == 0, result.stderr[-3000:]
     return run
 

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from {{ cookiecutter.package_name }}.config.quoting import path_override
 from {{ cookiecutter.package_name }}.training import checkpoint, cluster
 from {{ cookiecutter.package_name }}.training.precision import Precision
 
-from conftest import PROJECT_ROOT, TORCHRUN, needs_torchrun, offline_env, run_module
+from conftest import PROJECT_ROOT, TORCHRUN, needs_torchrun, run_command, run_module
 
 TORCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -428,18 +427,7 @@ dist.destroy_process_group()
 def test_ranks_restore_their_own_rng_and_agree_on_resume(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text(RANKS_PROBE, encoding="utf-8")
-    result = subprocess.run(
-        [
-            *TORCHRUN,
-            str(probe),
-            str(tmp_path),
-        ],
-        cwd=PROJECT_ROOT,
-        env=offline_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_command([*TORCHRUN, str(probe), str(tmp_path)], timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert all(rank["restored"] for rank in ranks)

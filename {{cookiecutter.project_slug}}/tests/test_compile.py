@@ -7,7 +7,6 @@ one compile: torch.compile's code stays cached in the process, and on disk in ``
 from __future__ import annotations
 
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from {{ cookiecutter.package_name }}.config.quoting import path_override
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.training import compiling
 
-from conftest import PACKAGE, PROJECT_ROOT, compose_config, needs_torchrun, offline_env, run_module
+from conftest import PACKAGE, PROJECT_ROOT, compose_config, needs_torchrun, offline_env, run_command, run_module
 
 # scheduler=none: a run of 10 steps resumed to 20 then follows the learning rates of a 20-step run
 STEPS = ["logger=csv", "trainer.device=cpu", "precision=fp32", "scheduler=none", "trainer.limit_train_batches=5"]
@@ -186,7 +185,7 @@ def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, Path]:
         command += [f"{PACKAGE}.train", "trainer=ddp", *STEPS, "trainer.max_epochs=2"]
         command += [f"trainer.compile={str(compiled).lower()}", path_override("hydra.run.dir", folder)]
         env = {**offline_env(), "OMP_NUM_THREADS": "1"}
-        result = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
+        result = run_command(command, env=env, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
         folders[compiled] = folder
     return folders

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from {{ cookiecutter.package_name }}.data.preference import SAMPLE_PREFERENCES, 
 from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.tasks.dpo import DPOTask, sequence_logps
 
-from conftest import PROJECT_ROOT, evaluated_alone, offline_env, run_module
+from conftest import evaluated_alone, run_command, run_module
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -332,7 +331,7 @@ def test_two_ddp_ranks_give_one_process_metrics(sft_run: Path, tmp_path: Path) -
         "data.val_fraction=0.15",
         path_override("hydra.run.dir", run),
     ]
-    result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True, timeout=600)
+    result = run_command(command)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(run / "metrics.csv", encoding="utf-8") as handle:
         distributed = {"val": {k: float(v) for k, v in next(csv.DictReader(handle)).items() if k.startswith("val/")}}

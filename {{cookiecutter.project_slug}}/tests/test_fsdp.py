@@ -14,7 +14,6 @@ import csv
 import json
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from {{ cookiecutter.package_name }}.errors import UserError
 from {{ cookiecutter.package_name }}.models import hf_loader
 from {{ cookiecutter.package_name }}.training import fsdp
 
-from conftest import PACKAGE, PROJECT_ROOT, needs_torchrun, offline_env, run_module
+from conftest import PACKAGE, needs_torchrun, run_command, run_module
 
 pytestmark = needs_torchrun  # most runs here start torchrun
 
@@ -61,7 +60,7 @@ def train(run: Path, processes: int, *overrides: str) -> Path:
         path_override("hydra.run.dir", run),
         *overrides,
     ]
-    result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True, timeout=900)
+    result = run_command(command, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return run
 

@@ -33,6 +33,7 @@ from conftest import (
     evaluated_alone,
     needs_torchrun,
     offline_env,
+    run_command,
     run_module,
     train_on_two_ranks,
 )
@@ -143,7 +144,7 @@ def test_torchrun_two_ranks_share_one_run_folder(tmp_path: Path) -> None:
         "data.batch_size=8",  # at least 5 batches per rank of every render's default data (the text corpus too)
         path_override("paths.log_dir", tmp_path),
     ]
-    result = subprocess.run(command, cwd=PROJECT_ROOT, env=offline_env(), capture_output=True, text=True, timeout=600)
+    result = run_command(command)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1, runs
@@ -199,14 +200,7 @@ def test_run_time_is_rank_zeros_on_every_rank(tmp_path: Path) -> None:
     """The run folder's time stamp comes from rank 0, even when another rank resolves it later."""
     probe = tmp_path / "probe.py"
     probe.write_text(RUN_TIME_PROBE, encoding="utf-8")
-    result = subprocess.run(
-        [*TORCHRUN, str(probe)],
-        cwd=PROJECT_ROOT,
-        env=offline_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_command([*TORCHRUN, str(probe)], timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     stamps = dict(line.split()[1:] for line in result.stdout.splitlines() if line.startswith("run_time"))
     assert set(stamps) == {"0", "1"} and stamps["0"] == stamps["1"]

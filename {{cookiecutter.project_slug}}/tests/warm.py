@@ -1,0 +1,229 @@
+"""Run the package's commands in processes forked from one that has already imported the heavy libraries.
+
+A test that runs ``python -m {{ cookiecutter.package_name }}.train ...`` pays about 4 s of CPU for importing
+torch, transformers, Hydra and the rest before the command starts, and the suite runs about a hundred
+commands. :func:`run` forks each command from a server process that imported those libraries once. The
+command still gets a process of its own: its pid, working folder, environment, argv, stdout, stderr and
+exit code. Its module runs as ``__main__``, as with ``python -m``, and this package is imported afresh in
+every command (the server never imports it).
+
+:func:`run` starts a plain interpreter instead on Windows and macOS (no safe fork), when
+``{{ cookiecutter.package_name | upper }}_TESTS_COLD=1`` is set, and when the environment differs from the
+server's in a variable a library may read as it is imported (any but those of :data:`FREE_PREFIXES`).
+
+The server: ``python tests/warm.py <socket>``. It ends when its parent closes its stdin.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import json
+import locale
+import os
+import runpy
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+PACKAGE = "{{ cookiecutter.package_name }}"
+COLD = f"{PACKAGE.upper()}_TESTS_COLD"
+# Imported once by the server; what is missing in this render is skipped. Libraries that print as they
+# import (bitsandbytes) or whose import a test looks for (wandb, mlflow, tensorboard) are left to the command.
+PRELOAD = (
+    "numpy",
+    "torch",
+    "torch.distributed",
+    "torch._dynamo",
+    "torchvision",
+    "timm",
+    "omegaconf",
+    "hydra",
+    "matplotlib",
+    "transformers",
+    "transformers.modeling_utils",
+    "transformers.models.llama.modeling_llama",
+    "peft",
+    "safetensors.torch",
+)
+# Variables (and prefixes) that no preloaded library reads as it imports, only when used: the trackers',
+# pytest's, this package's, and those that libraries set in the test's own process as tests run (the compile
+# caches and a pointer of inductor's; scikit-learn's OpenMP switch). A command whose environment differs
+# from the server's only in these may run warm.
+FREE_PREFIXES = (
+    "WANDB_",
+    "MLFLOW_",
+    "PYTEST_",
+    f"{PACKAGE.upper()}_",
+    "TORCHINDUCTOR_CACHE_DIR",
+    "TRITON_CACHE_DIR",
+    "_TORCHINDUCTOR_",
+    "KMP_DUPLICATE_LIB_OK",
+)
+
+
+# ------------------------------------------------------------------ the test's side
+class Server:
+    """A running server: its process, socket address and environment."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="warm-"))
+        self.address = str(self.folder / "socket")
+        self.env = dict(env)
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), self.address],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the warm-start server did not start")
+
+    def fits(self, env: dict[str, str]) -> bool:
+        """Whether a command with ``env`` runs as it would in a fresh interpreter when forked from here."""
+        changed = {key for key in env.keys() | self.env.keys() if env.get(key) != self.env.get(key)}
+        return self.process.poll() is None and all(key.startswith(FREE_PREFIXES) for key in changed)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        for path in self.folder.iterdir():
+            path.unlink()
+        self.folder.rmdir()
+
+
+_servers: dict[str, Server] = {}
+
+
+def server_for(cwd: Path, env: dict[str, str]) -> Server | None:
+    """This process's server for ``cwd`` (started on first use), if a command with ``env`` may run on it."""
+    if sys.platform != "linux" or os.environ.get(COLD) == "1" or env.get(COLD) == "1":
+        return None
+    server = _servers.get(str(cwd))
+    if server is None:
+        server = _servers[str(cwd)] = Server(cwd, env)
+        atexit.register(server.stop)
+    return server if server.fits(env) else None
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """``command`` in ``cwd`` with ``env``, its output captured as text. ``[sys.executable, "-m", module, ...]``
+    (this package's commands, torchrun's launcher) is forked from the server where it may be; anything else,
+    and that where it may not, runs as it is."""
+    server = server_for(cwd, env) if command[:2] == [sys.executable, "-m"] and len(command) > 2 else None
+    if server is None:
+        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    module, args = command[2], command[3:]
+    with tempfile.TemporaryDirectory(prefix="warm-run-") as folder:
+        out, err = Path(folder) / "stdout", Path(folder) / "stderr"
+        request = {"module": module, "args": args, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.connect(server.address)
+            connection.sendall(json.dumps(request).encode() + b"\n")
+            answer = connection.makefile("rb")
+            pid = int(answer.readline() or b"0")
+            if not pid:
+                raise RuntimeError(f"the warm-start server ended; rerun with {COLD}=1 to use fresh interpreters")
+            connection.settimeout(timeout)
+            try:
+                returncode = int(answer.readline())
+            except TimeoutError:
+                os.kill(pid, signal.SIGKILL)
+                raise subprocess.TimeoutExpired(command, timeout) from None
+        encoding = locale.getpreferredencoding(False)
+        stdout, stderr = (path.read_text(encoding=encoding, errors="replace") for path in (out, err))
+    return subprocess.CompletedProcess(command, returncode, stdout, stderr)
+
+
+# ------------------------------------------------------------------ the server's side
+def serve(address: str) -> None:
+    """Import :data:`PRELOAD`, then fork one child per request until stdin closes."""
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - not in this render, or not importable here: the command imports it
+            continue
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen()
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    waiting = selectors.DefaultSelector()
+    waiting.register(listener, selectors.EVENT_READ)
+    waiting.register(sys.stdin, selectors.EVENT_READ)
+    while True:
+        ready = {key.fileobj for key, _ in waiting.select()}
+        if sys.stdin in ready:  # the parent closed it, or ended
+            return
+        connection, _ = listener.accept()
+        with connection:
+            request = json.loads(connection.makefile("rb").readline())
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                listener.close()
+                connection.close()
+                run_child(request)
+            connection.sendall(f"{pid}\n".encode())
+            _, status = os.waitpid(pid, 0)
+            connection.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+
+
+def run_child(request: dict[str, Any]) -> None:
+    """In the forked child: become ``python -m <module> <args>`` in the request's folder and environment."""
+    code = 1
+    try:
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+            opened = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.dup2(opened, fd)
+            os.close(opened)
+        stdin = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(stdin, 0)
+        os.close(stdin)
+        sys.argv = ["-m", *request["args"]]  # runpy puts the module's file first
+        sys.path[0] = request["cwd"]  # python -m searches the working folder first
+        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as stop:
+        code = exit_code(stop.code)
+    except BaseException:  # noqa: BLE001 - as the interpreter does: the traceback on stderr, exit 1
+        traceback.print_exc()
+    finally:
+        try:
+            atexit._run_exitfuncs()  # logging's shutdown and the command's own handlers, as at interpreter exit
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def exit_code(code: Any) -> int:
+    """The exit status ``sys.exit(code)`` gives: 0 for None, the number, else 1 after printing it."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
