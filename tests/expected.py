@@ -102,6 +102,7 @@ COMMON = [
     "src/{pkg}/training/compiling.py",
     "tests/conftest.py",
     "tests/warm.py",
+    "tests/test_warm.py",
     "tests/test_configs.py",
     "tests/test_layers.py",
     "tests/test_portability.py",
