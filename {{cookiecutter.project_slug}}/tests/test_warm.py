@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,16 +37,19 @@ def probe(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_a_forked_command_has_its_own_process_folder_environment_and_output(probe: Path) -> None:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[warm.Server]:
+    """A server of this test's own, started in the offline environment the suite's commands get."""
+    started = warm.Server(tmp_path_factory.mktemp("warm"), offline_env())
+    yield started
+    started.stop()
+
+
+def test_a_forked_command_has_its_own_process_folder_environment_and_output(server: warm.Server, probe: Path) -> None:
     command = [sys.executable, "-m", "warm_probe", "a", "b c"]
-    env = {**offline_env(), "WANDB_PROBE": "1", f"{PACKAGE.upper()}_EXIT": "3"}  # variables read at use: warm
-    env["WARM_PROBE"] = "here"
-    assert "WARM_PROBE" not in offline_env()
-    server = warm.server_for(probe, offline_env())
-    assert server is not None and not server.fits(env)  # WARM_PROBE is not known to be read only at use ...
-    env.pop("WARM_PROBE")
-    assert server.fits(env)  # ... the W&B variable is
-    result = warm.run(command, probe, env, timeout=60)
+    env = {**offline_env(), "PYTEST_WARM_PROBE": "1", f"{PACKAGE.upper()}_EXIT": "3"}  # variables read at use: warm
+    assert server.fits(env)
+    result = warm.run_on(server, command, probe, env, timeout=60)
     seen = json.loads(result.stdout)
     assert result.returncode == 3 and result.stderr == "to stderr\n"
     assert seen["parent"] == server.process.pid and seen["cwd"] == str(probe)  # forked from the server
@@ -53,16 +57,31 @@ def test_a_forked_command_has_its_own_process_folder_environment_and_output(prob
     assert seen["package_before"] is False  # the server never imports the package: each command does
 
 
-def test_an_environment_read_at_import_starts_a_fresh_interpreter(probe: Path) -> None:
-    env = {**offline_env(), "WARM_PROBE": "fresh"}
+def test_an_environment_read_at_import_starts_a_fresh_interpreter(server: warm.Server, probe: Path) -> None:
+    for changed in ({"HF_WARM_PROBE": "1"}, {"TORCH_LOGS": "dynamo"}, {"PYTHONWARNINGS": "error"}):
+        assert not server.fits({**offline_env(), **changed})
+    assert warm.server_for(probe, offline_env()) is not None  # the suite's server, as the suite's commands find it
+    env = {**offline_env(), "HF_WARM_PROBE": "1", "WARM_PROBE": "fresh"}
     result = warm.run([sys.executable, "-m", "warm_probe"], probe, env, timeout=120)
     seen = json.loads(result.stdout)
     assert result.returncode == 0 and seen["value"] == "fresh" and seen["parent"] == os.getpid()
 
 
-def test_a_command_past_its_timeout_is_killed(tmp_path: Path) -> None:
+def test_a_command_past_its_timeout_is_killed(server: warm.Server, tmp_path: Path) -> None:
     (tmp_path / "warm_sleeper.py").write_text("import time\ntime.sleep(60)\n", encoding="utf-8")
     with pytest.raises(subprocess.TimeoutExpired):
-        warm.run([sys.executable, "-m", "warm_sleeper"], tmp_path, offline_env(), timeout=2)
-    after = warm.run([sys.executable, "-m", "warm_probe_missing"], tmp_path, offline_env(), timeout=60)
-    assert after.returncode == 1 and "No module named warm_probe_missing" in after.stderr  # the server goes on
+        warm.run_on(server, [sys.executable, "-m", "warm_sleeper"], tmp_path, offline_env(), timeout=2)
+    after = warm.run_on(server, [sys.executable, "-m", "warm_missing"], tmp_path, offline_env(), timeout=60)
+    assert after.returncode == 1 and "No module named warm_missing" in after.stderr  # the server goes on
+
+
+def test_the_server_preloads_what_data_and_model_code_import_less_the_optional(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "tracking").mkdir()
+    (tmp_path / "data" / "source.py").write_text(
+        "import json\nimport numpy\n\n\ndef load():\n    from scipy import stats\n"
+        "    try:\n        import yaml\n    except ImportError:\n        pass\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "tracking" / "logger.py").write_text("import pandas\nimport yaml\n", encoding="utf-8")
+    assert warm.libraries(tmp_path) == ["numpy", "scipy"]  # not json (stdlib), yaml (optional), pandas (tracking)

@@ -1,7 +1,7 @@
 """Run the package's commands in processes forked from one that has already imported the heavy libraries.
 
 A test that runs ``python -m {{ cookiecutter.package_name }}.train ...`` pays about 4 s of CPU for importing
-torch, transformers, Hydra and the rest before the command starts, and the suite runs about a hundred
+torch, Hydra, matplotlib and the model libraries before the command starts, and the suite runs about a hundred
 commands. :func:`run` forks each command from a server process that imported those libraries once. The
 command still gets a process of its own: its pid, working folder, environment, argv, stdout, stderr and
 exit code. Its module runs as ``__main__``, as with ``python -m``, and this package is imported afresh in
@@ -9,13 +9,15 @@ every command (the server never imports it).
 
 :func:`run` starts a plain interpreter instead on Windows and macOS (no safe fork), when
 ``{{ cookiecutter.package_name | upper }}_TESTS_COLD=1`` is set, and when the environment differs from the
-server's in a variable a library may read as it is imported (any but those of :data:`FREE_PREFIXES`).
+server's in a variable a library may read as it is imported (:data:`READ_AT_IMPORT`, and those named after
+a preloaded library, such as ``TORCH*``).
 
 The server: ``python tests/warm.py <socket>``. It ends when its parent closes its stdin.
 """
 
 from __future__ import annotations
 
+import ast
 import atexit
 import importlib
 import json
@@ -33,39 +35,44 @@ from pathlib import Path
 from typing import Any
 
 PACKAGE = "{{ cookiecutter.package_name }}"
+SOURCE = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 COLD = f"{PACKAGE.upper()}_TESTS_COLD"
-# Imported once by the server; what is missing in this render is skipped. Libraries that print as they
-# import (bitsandbytes) or whose import a test looks for (wandb, mlflow, tensorboard) are left to the command.
-PRELOAD = (
-    "numpy",
-    "torch",
-    "torch.distributed",
-    "torch._dynamo",
-    "torchvision",
-    "timm",
-    "omegaconf",
-    "hydra",
-    "matplotlib",
-    "transformers",
-    "transformers.modeling_utils",
-    "transformers.models.llama.modeling_llama",
-    "peft",
-    "safetensors.torch",
-)
-# Variables (and prefixes) that no preloaded library reads as it imports, only when used: the trackers',
-# pytest's, this package's, and those that libraries set in the test's own process as tests run (the compile
-# caches and a pointer of inductor's; scikit-learn's OpenMP switch). A command whose environment differs
-# from the server's only in these may run warm.
-FREE_PREFIXES = (
-    "WANDB_",
-    "MLFLOW_",
-    "PYTEST_",
-    f"{PACKAGE.upper()}_",
-    "TORCHINDUCTOR_CACHE_DIR",
-    "TRITON_CACHE_DIR",
-    "_TORCHINDUCTOR_",
-    "KMP_DUPLICATE_LIB_OK",
-)
+# Imported once by the server, with the third-party libraries this package's data, model and task code
+# imports (:func:`libraries`); what a render lacks is skipped.
+PRELOAD = ("numpy", "torch", "torch.distributed", "torch._dynamo", "torchvision", "omegaconf", "hydra", "matplotlib")
+# Variables (by prefix) that libraries may read as they are imported, besides those named after a preloaded
+# library: a command whose environment differs from the server's in one of these starts a fresh interpreter.
+# Others (the trackers', pytest's, this package's, and those libraries set in the test's process as tests
+# run) are read when used, in the command itself.
+READ_AT_IMPORT = (
+    "PYTHON", "HF_", "HUGGINGFACE_", "CUDA", "OMP_", "MKL_", "MPL", "HOME", "XDG_", "TMP", "TEMP", "LANG", "LC_",
+    "LD_", "PATH",
+)  # fmt: skip
+READ_AT_USE = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")  # inductor's caches, set as this package compiles
+
+
+def libraries(source: Path = SOURCE) -> list[str]:
+    """The third-party modules that the package's data, model and task code imports, at any depth, less those
+    it imports inside a ``try`` block anywhere (optional ones, whose import may fail or print: left to the
+    command)."""
+    found: set[str] = set()
+    optional: set[str] = set()
+    for path in source.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        guarded = {id(node) for block in ast.walk(tree) if isinstance(block, ast.Try) for node in ast.walk(block)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            else:
+                continue
+            names = [name for name in names if name.split(".")[0] not in {*sys.stdlib_module_names, PACKAGE}]
+            if id(node) in guarded:
+                optional |= {name.split(".")[0] for name in names}
+            elif path.relative_to(source).parts[0] in {"data", "models", "tasks"}:
+                found |= set(names)
+    return sorted(name for name in found if name.split(".")[0] not in optional)
 
 
 # ------------------------------------------------------------------ the test's side
@@ -76,6 +83,7 @@ class Server:
         self.folder = Path(tempfile.mkdtemp(prefix="warm-"))
         self.address = str(self.folder / "socket")
         self.env = dict(env)
+        self.libraries = libraries()
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), self.address],
             cwd=cwd,
@@ -91,7 +99,11 @@ class Server:
     def fits(self, env: dict[str, str]) -> bool:
         """Whether a command with ``env`` runs as it would in a fresh interpreter when forked from here."""
         changed = {key for key in env.keys() | self.env.keys() if env.get(key) != self.env.get(key)}
-        return self.process.poll() is None and all(key.startswith(FREE_PREFIXES) for key in changed)
+        named = tuple(name.split(".")[0].upper() for name in (*PRELOAD, *self.libraries))  # TORCH_LOGS, ...
+        read_at_import = {
+            key for key in changed if key.startswith((*READ_AT_IMPORT, *named)) and key not in READ_AT_USE
+        }
+        return self.process.poll() is None and not read_at_import
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -127,6 +139,13 @@ def run(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> s
     server = server_for(cwd, env) if command[:2] == [sys.executable, "-m"] and len(command) > 2 else None
     if server is None:
         return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return run_on(server, command, cwd, env, timeout)
+
+
+def run_on(
+    server: Server, command: list[str], cwd: Path, env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess:
+    """``[sys.executable, "-m", module, *args]`` forked from ``server``, as :func:`run` does."""
     module, args = command[2], command[3:]
     with tempfile.TemporaryDirectory(prefix="warm-run-") as folder:
         out, err = Path(folder) / "stdout", Path(folder) / "stderr"
@@ -151,8 +170,9 @@ def run(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> s
 
 # ------------------------------------------------------------------ the server's side
 def serve(address: str) -> None:
-    """Import :data:`PRELOAD`, then fork one child per request until stdin closes."""
-    for name in PRELOAD:
+    """Import :data:`PRELOAD` and the package's :func:`libraries`, then fork one child per request until stdin
+    closes."""
+    for name in (*PRELOAD, *libraries()):
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - not in this render, or not importable here: the command imports it
