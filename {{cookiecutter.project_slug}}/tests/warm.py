@@ -30,6 +30,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -231,7 +232,8 @@ def run_child(request: dict[str, Any]) -> None:
         traceback.print_exc()
     finally:
         try:
-            atexit._run_exitfuncs()  # logging's shutdown and the command's own handlers, as at interpreter exit
+            threading._shutdown()  # type: ignore[attr-defined]  # as the interpreter exits: join its threads,
+            atexit._run_exitfuncs()  # then the exit handlers (logging's shutdown, the command's own)
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
