@@ -24,7 +24,8 @@ PROBE = (
     f"before = {PACKAGE!r} in sys.modules\n"
     f"import {PACKAGE}\n"
     "seen = dict(pid=os.getpid(), parent=os.getppid(), cwd=os.getcwd(), argv=sys.argv[1:], name=__name__, path0=sys.path[0],\n"
-    "            value=os.environ.get('WARM_PROBE'), package_before=before)\n"
+    "            value=os.environ.get('WARM_PROBE'), package_before=before,\n"
+    "            left=[name for name in os.environ['PYTEST_WARM_LEFT'].split(',') if name in sys.modules])\n"
     "print(json.dumps(seen))\n"
     "print('to stderr', file=sys.stderr)\n"
     f"sys.exit(int(os.environ.get('{PACKAGE.upper()}_EXIT', '0')))\n"
@@ -47,7 +48,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[warm.Server]:
 
 def test_a_forked_command_has_its_own_process_folder_environment_and_output(server: warm.Server, probe: Path) -> None:
     command = [sys.executable, "-m", "warm_probe", "a", "b c"]
-    env = {**offline_env(), "PYTEST_WARM_PROBE": "1", f"{PACKAGE.upper()}_EXIT": "3"}  # variables read at use: warm
+    left = ",".join(warm.left_to_commands())
+    env = {**offline_env(), "PYTEST_WARM_LEFT": left, f"{PACKAGE.upper()}_EXIT": "3"}  # variables read at use: warm
     assert server.fits(env)
     result = warm.run_on(server, command, probe, env, timeout=60)
     seen = json.loads(result.stdout)
@@ -55,13 +57,14 @@ def test_a_forked_command_has_its_own_process_folder_environment_and_output(serv
     assert seen["parent"] == server.process.pid and seen["cwd"] == str(probe)  # forked from the server
     assert seen["argv"] == ["a", "b c"] and seen["name"] == "__main__" and seen["path0"] == str(probe)
     assert seen["package_before"] is False  # the server never imports the package: each command does
+    assert seen["left"] == []  # nor what the package leaves to commands, even where a preloaded library tries it
 
 
 def test_an_environment_read_at_import_starts_a_fresh_interpreter(server: warm.Server, probe: Path) -> None:
     for changed in ({"HF_WARM_PROBE": "1"}, {"TORCH_LOGS": "dynamo"}, {"PYTHONWARNINGS": "error"}):
         assert not server.fits({**offline_env(), **changed})
     assert warm.server_for(probe, offline_env()) is not None  # the suite's server, as the suite's commands find it
-    env = {**offline_env(), "HF_WARM_PROBE": "1", "WARM_PROBE": "fresh"}
+    env = {**offline_env(), "HF_WARM_PROBE": "1", "WARM_PROBE": "fresh", "PYTEST_WARM_LEFT": ""}
     result = warm.run([sys.executable, "-m", "warm_probe"], probe, env, timeout=120)
     seen = json.loads(result.stdout)
     assert result.returncode == 0 and seen["value"] == "fresh" and seen["parent"] == os.getpid()
@@ -83,5 +86,6 @@ def test_the_server_preloads_what_data_and_model_code_import_less_the_optional(t
         "    try:\n        import yaml\n    except ImportError:\n        pass\n",
         encoding="utf-8",
     )
-    (tmp_path / "tracking" / "logger.py").write_text("import pandas\nimport yaml\n", encoding="utf-8")
+    (tmp_path / "tracking" / "logger.py").write_text("import numpy\nimport pandas\n", encoding="utf-8")
     assert warm.libraries(tmp_path) == ["numpy", "scipy"]  # not json (stdlib), yaml (optional), pandas (tracking)
+    assert warm.left_to_commands(tmp_path) == ["pandas", "yaml"]  # numpy, imported outside tracking too, is not

@@ -52,15 +52,19 @@ READ_AT_IMPORT = (
 READ_AT_USE = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")  # inductor's caches, set as this package compiles
 
 
-def libraries(source: Path = SOURCE) -> list[str]:
-    """The third-party modules that the package's data, model and task code imports, at any depth, less those
-    it imports inside a ``try`` block anywhere (optional ones, whose import may fail or print: left to the
-    command)."""
-    found: set[str] = set()
-    optional: set[str] = set()
+def imports(source: Path = SOURCE) -> tuple[set[str], set[str]]:
+    """The third-party modules of the package's data, model and task code (imported at any depth, none inside a
+    ``try`` block anywhere), and the top-level names it leaves to the command: those it imports only in
+    ``tracking/`` or inside a ``try`` block (optional ones, whose import may fail, print or set up something of
+    the process's own)."""
+    task_code: set[str] = set()
+    guarded: set[str] = set()
+    tracking: set[str] = set()
+    elsewhere: set[str] = set()
     for path in source.rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        guarded = {id(node) for block in ast.walk(tree) if isinstance(block, ast.Try) for node in ast.walk(block)}
+        in_try = {id(node) for block in ast.walk(tree) if isinstance(block, ast.Try) for node in ast.walk(block)}
+        part = path.relative_to(source).parts[0]
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -69,11 +73,27 @@ def libraries(source: Path = SOURCE) -> list[str]:
             else:
                 continue
             names = [name for name in names if name.split(".")[0] not in {*sys.stdlib_module_names, PACKAGE}]
-            if id(node) in guarded:
-                optional |= {name.split(".")[0] for name in names}
-            elif path.relative_to(source).parts[0] in {"data", "models", "tasks"}:
-                found |= set(names)
-    return sorted(name for name in found if name.split(".")[0] not in optional)
+            tops = {name.split(".")[0] for name in names}
+            if id(node) in in_try:
+                guarded |= tops
+            elif part == "tracking":
+                tracking |= tops
+            else:
+                elsewhere |= tops
+                if part in {"data", "models", "tasks"}:
+                    task_code |= set(names)
+    return {name for name in task_code if name.split(".")[0] not in guarded}, (tracking | guarded) - elsewhere
+
+
+def libraries(source: Path = SOURCE) -> list[str]:
+    """What the server imports besides :data:`PRELOAD`: the third-party modules of the task code."""
+    return sorted(imports(source)[0])
+
+
+def left_to_commands(source: Path = SOURCE) -> list[str]:
+    """Modules the server keeps out even where a preloaded library would import them (a tracker that makes a
+    temporary folder as it is imported, which the first command to exit would delete for all the others)."""
+    return sorted(imports(source)[1] - {name.split(".")[0] for name in PRELOAD})
 
 
 # ------------------------------------------------------------------ the test's side
@@ -173,11 +193,15 @@ def run_on(
 def serve(address: str) -> None:
     """Import :data:`PRELOAD` and the package's :func:`libraries`, then fork one child per request until stdin
     closes."""
+    kept_out = [name for name in left_to_commands() if name not in sys.modules]
+    sys.modules.update(dict.fromkeys(kept_out))  # None: a library that tries them finds them missing
     for name in (*PRELOAD, *libraries()):
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - not in this render, or not importable here: the command imports it
             continue
+    for name in kept_out:  # importable again, afresh, in each command
+        del sys.modules[name]
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(address)
     listener.listen()
