@@ -93,7 +93,11 @@ def libraries(source: Path = SOURCE) -> list[str]:
 def left_to_commands(source: Path = SOURCE) -> list[str]:
     """Modules the server keeps out even where a preloaded library would import them (a tracker that makes a
     temporary folder as it is imported, which the first command to exit would delete for all the others)."""
-    return sorted(imports(source)[1] - {name.split(".")[0] for name in PRELOAD})
+    return not_preloaded(imports(source)[1])
+
+
+def not_preloaded(names: set[str]) -> list[str]:
+    return sorted(names - {name.split(".")[0] for name in PRELOAD})
 
 
 # ------------------------------------------------------------------ the test's side
@@ -104,7 +108,8 @@ class Server:
         self.folder = Path(tempfile.mkdtemp(prefix="warm-"))
         self.address = str(self.folder / "socket")
         self.env = dict(env)
-        self.libraries = libraries()
+        named = tuple(name.split(".")[0].upper() for name in (*PRELOAD, *libraries()))  # TORCH_LOGS, ...
+        self.read_at_import = (*READ_AT_IMPORT, *named)
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), self.address],
             cwd=cwd,
@@ -120,10 +125,7 @@ class Server:
     def fits(self, env: dict[str, str]) -> bool:
         """Whether a command with ``env`` runs as it would in a fresh interpreter when forked from here."""
         changed = {key for key in env.keys() | self.env.keys() if env.get(key) != self.env.get(key)}
-        named = tuple(name.split(".")[0].upper() for name in (*PRELOAD, *self.libraries))  # TORCH_LOGS, ...
-        read_at_import = {
-            key for key in changed if key.startswith((*READ_AT_IMPORT, *named)) and key not in READ_AT_USE
-        }
+        read_at_import = {key for key in changed if key.startswith(self.read_at_import) and key not in READ_AT_USE}
         return self.process.poll() is None and not read_at_import
 
     def stop(self) -> None:
@@ -193,9 +195,10 @@ def run_on(
 def serve(address: str) -> None:
     """Import :data:`PRELOAD` and the package's :func:`libraries`, then fork one child per request until stdin
     closes."""
-    kept_out = [name for name in left_to_commands() if name not in sys.modules]
+    task_code, left = imports()  # the package's source is read once
+    kept_out = [name for name in not_preloaded(left) if name not in sys.modules]
     sys.modules.update(dict.fromkeys(kept_out))  # None: a library that tries them finds them missing
-    for name in (*PRELOAD, *libraries()):
+    for name in (*PRELOAD, *sorted(task_code)):
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - not in this render, or not importable here: the command imports it
